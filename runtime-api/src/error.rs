@@ -1,0 +1,199 @@
+//! The error a turn or a runtime call returns.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What kind of failure a [`RuntimeError`] is.
+///
+/// Crosses the boundary as its name; a kind this version does not know arrives as
+/// [`ErrorKind::Other`] with its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request was malformed or refused by the model server (HTTP 400).
+    InvalidRequest,
+    /// The runtime was asked for something it does not support.
+    Unsupported,
+    /// The runtime's backend cannot be reached or is overloaded.
+    Unavailable,
+    /// The turn ran out of time.
+    Timeout,
+    /// The turn was cancelled.
+    Cancelled,
+    /// Code inside the plugin panicked; the host went on.
+    Panicked,
+    /// A bug or an unexpected state inside the runtime.
+    Internal,
+    /// The runtime's configuration is invalid.
+    InvalidConfig,
+    /// The backend refused the credentials.
+    Authentication,
+    /// The backend asked to slow down.
+    RateLimited,
+    /// A kind from a newer runtime-api or a third-party runtime.
+    Other(String),
+}
+
+impl ErrorKind {
+    /// The kind's wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Internal => "internal",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::Authentication => "authentication",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Other(other) => other,
+        }
+    }
+
+    /// Whether an error of this kind is worth retrying unless the runtime says otherwise.
+    pub fn retriable_by_default(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::RateLimited
+        )
+    }
+}
+
+impl From<String> for ErrorKind {
+    fn from(text: String) -> Self {
+        match text.as_str() {
+            "invalid_request" => ErrorKind::InvalidRequest,
+            "unsupported" => ErrorKind::Unsupported,
+            "unavailable" => ErrorKind::Unavailable,
+            "timeout" => ErrorKind::Timeout,
+            "cancelled" => ErrorKind::Cancelled,
+            "panicked" => ErrorKind::Panicked,
+            "internal" => ErrorKind::Internal,
+            "invalid_config" => ErrorKind::InvalidConfig,
+            "authentication" => ErrorKind::Authentication,
+            "rate_limited" => ErrorKind::RateLimited,
+            _ => ErrorKind::Other(text),
+        }
+    }
+}
+
+impl From<ErrorKind> for String {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Other(other) => other,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed turn or runtime call: a kind, a message, and whether retrying may help.
+///
+/// This is a value, not a panic: it crosses the boundary intact, and a panic inside plugin code
+/// arrives as one of kind [`ErrorKind::Panicked`].
+///
+/// # Examples
+///
+/// ```
+/// use runtime_api::{ErrorKind, RuntimeError};
+///
+/// let err = RuntimeError::new(ErrorKind::RateLimited, "slow down");
+/// assert!(err.retriable);
+/// assert_eq!(err.to_string(), "rate_limited: slow down");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+#[non_exhaustive]
+pub struct RuntimeError {
+    /// What kind of failure it is.
+    pub kind: ErrorKind,
+    /// What happened, for people.
+    pub message: String,
+    /// Whether retrying the same request may succeed.
+    pub retriable: bool,
+    /// Structured details (JSON), e.g. `{"status": 429}`; `null` when absent.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub metadata: Value,
+}
+
+impl RuntimeError {
+    /// An error of a kind, retriable as the kind suggests.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            retriable: kind.retriable_by_default(),
+            kind,
+            message: message.into(),
+            metadata: Value::Null,
+        }
+    }
+
+    /// Sets whether retrying may help.
+    pub fn with_retriable(mut self, retriable: bool) -> Self {
+        self.retriable = retriable;
+        self
+    }
+
+    /// Sets the structured details.
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// An [`ErrorKind::InvalidRequest`] error.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+
+    /// An [`ErrorKind::Unsupported`] error.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// An [`ErrorKind::Unavailable`] error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+
+    /// An [`ErrorKind::Timeout`] error.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Timeout, message)
+    }
+
+    /// An [`ErrorKind::Cancelled`] error.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Cancelled, message)
+    }
+
+    /// An [`ErrorKind::Internal`] error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// An [`ErrorKind::InvalidConfig`] error.
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidConfig, message)
+    }
+
+    /// An [`ErrorKind::Panicked`] error built from a panic payload.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send), during: &str) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        Self::new(
+            ErrorKind::Panicked,
+            format!("plugin code panicked in {during}: {what}"),
+        )
+    }
+}

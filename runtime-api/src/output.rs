@@ -1,0 +1,216 @@
+//! What a turn produces.
+
+use std::fmt;
+use std::ops::{Add, AddAssign};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A call the model made to a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ToolCall {
+    /// The id that the tool result refers back to.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments, as JSON. Arguments that were not valid JSON arrive as a JSON string.
+    pub arguments: Value,
+}
+
+impl ToolCall {
+    /// A tool call.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: Value) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments,
+        }
+    }
+}
+
+/// Token counts of a turn. Zero means "not reported".
+///
+/// Usage is additive, so a host can sum it over turns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Prompt tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Generated tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Input plus output, as the runtime reports it.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// Input tokens read from a prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to a prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Tokens spent on reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Usage with input and output counts; the total is their sum.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            total_tokens: input_tokens + output_tokens,
+            ..Self::default()
+        }
+    }
+
+    /// Whether nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Add for Usage {
+    type Output = Usage;
+
+    fn add(mut self, other: Usage) -> Usage {
+        self += other;
+        self
+    }
+}
+
+impl AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.total_tokens += other.total_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+    }
+}
+
+/// Why a turn ended.
+///
+/// Crosses the boundary as its name, so a reason this version does not know arrives as
+/// [`FinishReason::Other`] with its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The model finished its answer.
+    #[default]
+    Stop,
+    /// The token limit was reached.
+    Length,
+    /// The model called tools and waits for their results.
+    ToolCalls,
+    /// A content filter stopped the answer.
+    ContentFilter,
+    /// The turn was cancelled.
+    Cancelled,
+    /// The turn ended in an error.
+    Error,
+    /// Any other reason, as the runtime named it.
+    Other(String),
+}
+
+impl FinishReason {
+    /// The reason's wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::Error => "error",
+            FinishReason::Other(other) => other,
+        }
+    }
+}
+
+impl From<String> for FinishReason {
+    fn from(text: String) -> Self {
+        match text.as_str() {
+            "stop" => FinishReason::Stop,
+            "length" => FinishReason::Length,
+            "tool_calls" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            "cancelled" => FinishReason::Cancelled,
+            "error" => FinishReason::Error,
+            _ => FinishReason::Other(text),
+        }
+    }
+}
+
+impl From<FinishReason> for String {
+    fn from(reason: FinishReason) -> Self {
+        match reason {
+            FinishReason::Other(other) => other,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of a turn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TurnOutput {
+    /// The answer's text.
+    pub content: String,
+    /// Tools the model called.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// Token counts.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Why the turn ended.
+    #[serde(default)]
+    pub finish_reason: FinishReason,
+    /// Free-form metadata (JSON); `null` when absent.
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+impl TurnOutput {
+    /// An output with text that finished normally.
+    pub fn new(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the usage.
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// Sets the finish reason.
+    pub fn with_finish_reason(mut self, finish_reason: FinishReason) -> Self {
+        self.finish_reason = finish_reason;
+        self
+    }
+
+    /// Sets the tool calls.
+    pub fn with_tool_calls(mut self, tool_calls: Vec<ToolCall>) -> Self {
+        self.tool_calls = tool_calls;
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
