@@ -423,10 +423,11 @@ impl From<TurnRequest> for AbiTurnRequest {
 
 impl From<AbiTurnRequest> for TurnRequest {
     fn from(request: AbiTurnRequest) -> Self {
-        let mut sampling = Sampling::default();
-        sampling.max_tokens = request.max_tokens.into_option();
-        sampling.temperature = request.temperature.into_option();
-        sampling.stop = strings_from_abi(request.stop);
+        let sampling = Sampling {
+            max_tokens: request.max_tokens.into_option(),
+            temperature: request.temperature.into_option(),
+            stop: strings_from_abi(request.stop),
+        };
         let mut out = TurnRequest::new(request.prompt);
         out.system = opt_from_abi(request.system);
         out.model = opt_from_abi(request.model);
@@ -455,14 +456,14 @@ impl From<Usage> for AbiUsage {
 
 impl From<AbiUsage> for Usage {
     fn from(usage: AbiUsage) -> Self {
-        let mut out = Usage::default();
-        out.input_tokens = usage.input_tokens;
-        out.output_tokens = usage.output_tokens;
-        out.total_tokens = usage.total_tokens;
-        out.cache_read_tokens = usage.cache_read_tokens;
-        out.cache_write_tokens = usage.cache_write_tokens;
-        out.reasoning_tokens = usage.reasoning_tokens;
-        out
+        Usage {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+        }
     }
 }
 

@@ -321,7 +321,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
             let request = TurnRequest::from(request);
             let registered = self.turns.register(&request.execution_id);
             let stream = Arc::clone(&self.runtime).stream_turn(request);
-            let (stream, abort, ticket): (BoxStream<'static, _>, _, _) = match registered {
+            let (stream, abort, ticket): (AuthorStream, _, _) = match registered {
                 None => (Box::pin(stream), None, None),
                 Some((handle, registration, ticket)) => (
                     Box::pin(Abortable::new(stream, registration)),
@@ -369,9 +369,11 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
     }
 }
 
+type AuthorStream = BoxStream<'static, Result<StreamItem, RuntimeError>>;
+
 /// A guarded stream as an [`AbiDeltaStream`].
 struct StreamGlue {
-    stream: Pin<Box<GuardedStream<BoxStream<'static, Result<StreamItem, RuntimeError>>>>>,
+    stream: Pin<Box<GuardedStream<AuthorStream>>>,
     _ticket: Option<TurnTicket>,
 }
 

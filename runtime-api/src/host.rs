@@ -165,7 +165,7 @@ impl Stream for RemoteStream {
         let polled = cx.with_ffi_context(|cx| stream.poll_next(cx));
         let item = match polled {
             FfiPoll::Pending => return Poll::Pending,
-            FfiPoll::Ready(item) => item.into_option().map(|r| from_abi(r)),
+            FfiPoll::Ready(item) => item.into_option().map(from_abi),
             FfiPoll::Panicked => Some(Err(RuntimeError::new(
                 crate::ErrorKind::Panicked,
                 "plugin code panicked while polling the stream",
