@@ -9,6 +9,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,8 +256,10 @@ impl Drop for TurnTicket {
 }
 
 /// An author's runtime wrapped as an [`AbiRuntime`].
-struct Glue<T> {
-    runtime: Arc<T>,
+struct Glue<T: Runtime> {
+    /// Dropped by hand in `Drop`, inside a guard: the author's destructor may panic, and this
+    /// drop runs inside abi_stable's `extern "C"` destructor, where a panic would abort.
+    runtime: ManuallyDrop<Arc<T>>,
     plugin_version: &'static str,
     turns: Arc<Turns>,
 }
@@ -268,6 +271,16 @@ fn parse_config(config: RStr<'_>) -> Result<Value, RuntimeError> {
     serde_json::from_str(config.as_str()).map_err(|e| {
         RuntimeError::invalid_config(format!("the configuration is not valid JSON: {e}"))
     })
+}
+
+impl<T: Runtime> Drop for Glue<T> {
+    fn drop(&mut self) {
+        let runtime = &mut self.runtime;
+        let _ = guard(T::ID, "the runtime's destructor", || {
+            // SAFETY: `runtime` is dropped exactly once, here, and `self` is never used again.
+            unsafe { ManuallyDrop::drop(runtime) }
+        });
+    }
 }
 
 impl<T: Runtime> AbiRuntime for Glue<T> {
@@ -292,7 +305,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         &self,
         request: AbiTurnRequest,
     ) -> FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>> {
-        let runtime = Arc::clone(&self.runtime);
+        let runtime = Arc::clone(&*self.runtime);
         let turns = Arc::clone(&self.turns);
         let turn = async move {
             let request = TurnRequest::from(request);
@@ -320,7 +333,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         flatten(guard(T::ID, "stream_turn", || {
             let request = TurnRequest::from(request);
             let registered = self.turns.register(&request.execution_id);
-            let stream = Arc::clone(&self.runtime).stream_turn(request);
+            let stream = Arc::clone(&*self.runtime).stream_turn(request);
             let (stream, abort, ticket): (AuthorStream, _, _) = match registered {
                 None => (Box::pin(stream), None, None),
                 Some((handle, registration, ticket)) => (
@@ -360,7 +373,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
     }
 
     fn health(&self) -> FfiFuture<RResult<RString, AbiRuntimeError>> {
-        let runtime = Arc::clone(&self.runtime);
+        let runtime = Arc::clone(&*self.runtime);
         let guarded = GuardedFuture {
             inner: Some(async move { runtime.health().await }),
             runtime_id: T::ID,
@@ -453,14 +466,28 @@ extern "C" fn factory<P: PluginDefinition, T: Runtime>(
     config: RStr<'_>,
 ) -> RResult<AbiRuntimeBox, AbiRuntimeError> {
     flatten(guard(T::ID, "the factory", || {
-        let runtime = T::new(parse_config(config)?)?;
-        let glue = Glue {
-            runtime: Arc::new(runtime),
-            plugin_version: P::VERSION,
-            turns: Arc::default(),
-        };
-        Ok(AbiRuntime_TO::from_value(glue, TD_Opaque))
+        build::<T>(parse_config(config)?, P::VERSION)
     }))
+}
+
+/// Builds a runtime object with its glue; a panic in `T::new` is the caller's to catch.
+fn build<T: Runtime>(config: Value, version: &'static str) -> Result<AbiRuntimeBox, RuntimeError> {
+    let glue = Glue {
+        runtime: ManuallyDrop::new(Arc::new(T::new(config)?)),
+        plugin_version: version,
+        turns: Arc::default(),
+    };
+    Ok(AbiRuntime_TO::from_value(glue, TD_Opaque))
+}
+
+/// Builds a runtime compiled into the host as the same runtime object a plugin's factory
+/// returns, so it gets the same guarantees (panics caught, cancellation by id, stream
+/// contract). `version` is what its `info` reports when the runtime leaves it empty.
+pub(crate) fn in_process<T: Runtime>(
+    config: Value,
+    version: &'static str,
+) -> Result<AbiRuntimeBox, RuntimeError> {
+    guard(T::ID, "the factory", || build::<T>(config, version))?
 }
 
 extern "C" fn runtimes<P: PluginDefinition>() -> RResult<RVec<AbiRuntimeEntry>, AbiRuntimeError> {

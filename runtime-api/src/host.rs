@@ -41,6 +41,16 @@ impl RemoteRuntime {
         Self { object }
     }
 
+    /// A runtime compiled into the host, wrapped exactly as a plugin's would be: panics are
+    /// caught, turns are cancellable by id, and streams keep their contract.
+    ///
+    /// # Errors
+    ///
+    /// The runtime's constructor error, or `panicked`.
+    pub fn in_process<R: crate::Runtime>(config: Value) -> Result<Self, RuntimeError> {
+        crate::glue::in_process::<R>(config, "built-in").map(Self::new)
+    }
+
     /// What the runtime says about itself.
     ///
     /// # Errors

@@ -1,0 +1,82 @@
+//! Finds, checks and loads agent-runtime plugins, and calls them from async Rust hosts.
+//!
+//! This is Python's entry-point plugin discovery done natively. Copy a runtime's library into
+//! a plugin folder, and a host finds it by id:
+//!
+//! 1. **Discovery** ([`Runtimes::discover`]) scans the [`SearchPath`] and reads each
+//!    library's embedded manifest by parsing the file — no `dlopen`, no plugin code. Each
+//!    candidate is checked (manifest, runtime-api compatibility, ids, duplicates, permissions,
+//!    pins) before anything is registered; every rejection and shadowing lands in a
+//!    [`DiscoveryReport`] with a reason that says what to do.
+//! 2. **Resolution** ([`Runtimes::resolve`]) by id or alias fails closed: an unknown name
+//!    lists what is available and suggests the closest. The first resolve of a runtime loads
+//!    its library (abi_stable's checks, then a cross-check against the manifest) and creates
+//!    it. Libraries are never unloaded: abi_stable keeps them mapped for the life of the
+//!    process, so install a new version as a new file and restart to use it.
+//! 3. **Turns** go through a cheap, cloneable [`RuntimeHandle`]: `run_turn`, `stream_turn`,
+//!    `cancel`, per-turn timeouts, capability checks, lifecycle hooks, a `tracing` span per
+//!    turn. Plugin log events arrive in the host's subscriber with target
+//!    [`PLUGIN_LOG_TARGET`].
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use runtime_api::{StreamItem, TurnRequest};
+//! use runtime_loader::{Runtimes, SearchPath};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtimes = Runtimes::new();
+//! runtimes.discover(&SearchPath::standard(["./plugins"]));
+//!
+//! let echo = runtimes.resolve("echo")?;
+//! let output = echo.run_turn(TurnRequest::new("hello there")).await?;
+//! println!("{} ({} tokens)", output.content, output.usage.total_tokens);
+//!
+//! let mut stream = echo.stream_turn(TurnRequest::new("word by word"));
+//! while let Some(item) = stream.next().await {
+//!     match item? {
+//!         StreamItem::Delta(delta) => print!("{}", delta.content),
+//!         StreamItem::Done(output) => println!("\n[{}]", output.finish_reason),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+// Errors here carry structured reasons (paths, versions, what to do) and are returned on cold
+// paths only; boxing them would make matching on them awkward for hosts.
+#![allow(clippy::result_large_err)]
+
+mod checks;
+mod entry;
+mod error;
+mod handle;
+mod hooks;
+pub mod inspect;
+mod library;
+mod log_bridge;
+mod registry;
+mod report;
+pub mod search_path;
+pub mod security;
+
+pub use entry::{RuntimeEntry, RuntimeSource};
+pub use error::{Available, RegistryError, ResolveError};
+pub use handle::{RuntimeHandle, TurnStream};
+pub use hooks::{TurnContext, TurnHook};
+pub use log_bridge::PLUGIN_LOG_TARGET;
+pub use registry::{Runtimes, Unregistered};
+pub use report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
+pub use search_path::{SearchPath, user_plugin_dir};
+pub use security::LoaderOptions;
+
+/// Checks a manifest against this host's runtime-api version and the id rules, as discovery
+/// does. Used by `runtimes check`.
+///
+/// # Errors
+///
+/// The first [`RejectReason`] found.
+pub fn check_manifest(manifest: &runtime_api::manifest::Manifest) -> Result<(), RejectReason> {
+    checks::check_manifest(manifest, &runtime_api::version::api_version())
+}

@@ -1,0 +1,248 @@
+//! Loading a plugin library, once, at the first resolve of one of its runtimes.
+//!
+//! abi_stable opens the library, checks its ABI header, the runtime-api version and the layout
+//! of every type reachable from the root module, then runs the root module's constructor. We
+//! then cross-check what the code reports against the manifest that discovery read from the
+//! file; any difference is a rejection. Libraries are never unloaded (abi_stable keeps them
+//! mapped for the life of the process), so everything obtained from them stays valid.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use abi_stable::library::{LibraryError, RootModuleError, lib_header_from_path};
+use abi_stable::std_types::RStr;
+use runtime_api::abi::{AbiRuntimeEntry, PluginModuleRef};
+use runtime_api::host::RemoteRuntime;
+use runtime_api::manifest::Manifest;
+use runtime_api::{RuntimeError, Value};
+
+use crate::log_bridge;
+use crate::report::RejectReason;
+
+/// A plugin library found by discovery: its manifest now, its code on first use.
+#[derive(Debug)]
+pub(crate) struct PluginLibrary {
+    pub(crate) real_path: PathBuf,
+    pub(crate) manifest: Manifest,
+    loaded: OnceLock<Result<LoadedLibrary, RejectReason>>,
+}
+
+/// What a loaded library provides.
+struct LoadedLibrary {
+    entries: Vec<AbiRuntimeEntry>,
+}
+
+impl std::fmt::Debug for LoadedLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedLibrary")
+            .field("runtimes", &self.entries.len())
+            .finish()
+    }
+}
+
+impl PluginLibrary {
+    pub(crate) fn new(real_path: PathBuf, manifest: Manifest) -> Self {
+        Self {
+            real_path,
+            manifest,
+            loaded: OnceLock::new(),
+        }
+    }
+
+    /// Whether the library has been opened (successfully or not).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+
+    /// Creates runtime `id` with `config`, loading the library first if needed.
+    pub(crate) fn instantiate(
+        &self,
+        id: &str,
+        config: &Value,
+    ) -> Result<Result<RemoteRuntime, RuntimeError>, RejectReason> {
+        let loaded = self
+            .loaded
+            .get_or_init(|| load(&self.real_path, &self.manifest))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let Some(entry) = loaded.entries.iter().find(|e| e.id.as_str() == id) else {
+            return Err(RejectReason::ManifestMismatch {
+                field: "runtimes".to_owned(),
+                manifest: id.to_owned(),
+                module: "(absent)".to_owned(),
+            });
+        };
+        let config = if config.is_null() {
+            String::new()
+        } else {
+            config.to_string()
+        };
+        Ok((entry.factory)(RStr::from_str(&config))
+            .into_result()
+            .map(RemoteRuntime::new)
+            .map_err(RuntimeError::from))
+    }
+}
+
+fn load(path: &Path, manifest: &Manifest) -> Result<LoadedLibrary, RejectReason> {
+    let started = std::time::Instant::now();
+    let header = lib_header_from_path(path).map_err(|e| library_error(path, e))?;
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| library_error(path, e))?;
+    let entries = module.runtimes()()
+        .into_result()
+        .map_err(|e| RejectReason::InitFailed {
+            detail: RuntimeError::from(e).to_string(),
+        })?;
+    cross_check(manifest, module, &entries)?;
+    module.install_log_sink()(log_bridge::sink_for(&manifest.plugin_name));
+    tracing::debug!(
+        path = %path.display(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "loaded plugin library"
+    );
+    Ok(LoadedLibrary {
+        entries: entries.into_iter().collect(),
+    })
+}
+
+fn mismatch(field: &str, manifest: impl ToString, module: impl ToString) -> RejectReason {
+    RejectReason::ManifestMismatch {
+        field: field.to_owned(),
+        manifest: manifest.to_string(),
+        module: module.to_string(),
+    }
+}
+
+fn cross_check(
+    manifest: &Manifest,
+    module: PluginModuleRef,
+    entries: &[AbiRuntimeEntry],
+) -> Result<(), RejectReason> {
+    let pairs = [
+        (
+            "the runtime-api version",
+            &manifest.api_version,
+            module.api_version(),
+        ),
+        (
+            "the plugin name",
+            &manifest.plugin_name,
+            module.plugin_name(),
+        ),
+        (
+            "the plugin version",
+            &manifest.plugin_version,
+            module.plugin_version(),
+        ),
+    ];
+    for (field, in_manifest, in_module) in pairs {
+        if in_manifest.as_str() != in_module.as_str() {
+            return Err(mismatch(field, in_manifest, in_module));
+        }
+    }
+    let ids = |m: Vec<&str>| m.join(", ");
+    let manifest_ids: Vec<&str> = manifest.runtimes.iter().map(|r| r.id.as_str()).collect();
+    let module_ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    if manifest_ids != module_ids {
+        return Err(mismatch(
+            "the runtime ids",
+            ids(manifest_ids),
+            ids(module_ids),
+        ));
+    }
+    for (declared, entry) in manifest.runtimes.iter().zip(entries) {
+        let aliases: Vec<&str> = entry.aliases.iter().map(|a| a.as_str()).collect();
+        let declared_aliases: Vec<&str> = declared.aliases.iter().map(String::as_str).collect();
+        if declared_aliases != aliases {
+            return Err(mismatch(
+                &format!("the aliases of `{}`", declared.id),
+                ids(declared_aliases),
+                ids(aliases),
+            ));
+        }
+        if declared.capabilities != entry.capabilities {
+            return Err(mismatch(
+                &format!("the capabilities of `{}`", declared.id),
+                declared.capabilities,
+                entry.capabilities,
+            ));
+        }
+        if declared.display_name != entry.display_name.as_str()
+            || declared.description != entry.description.as_str()
+        {
+            return Err(mismatch(
+                &format!("the description of `{}`", declared.id),
+                &declared.display_name,
+                entry.display_name.as_str(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Turns abi_stable's error into a rejection, keeping its actionable lines for people and the
+/// whole text (often ~900 lines for a layout mismatch) at debug level.
+fn library_error(path: &Path, error: LibraryError) -> RejectReason {
+    let full = error.to_string();
+    tracing::debug!(path = %path.display(), error = %full, "abi_stable refused a plugin library");
+    match error {
+        LibraryError::OpenError { err, .. } => RejectReason::OpenFailed {
+            detail: err.to_string(),
+        },
+        LibraryError::GetSymbolError { .. } | LibraryError::InvalidAbiHeader(_) => {
+            RejectReason::AbiMismatch {
+                summary: "it has no compatible abi_stable header".to_owned(),
+            }
+        }
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => RejectReason::ApiSeriesMismatch {
+            found: actual_version.to_string(),
+            expected: expected_version.to_string(),
+        },
+        LibraryError::RootModule { err, .. } => RejectReason::InitFailed {
+            detail: match err {
+                RootModuleError::Unwound => "its root module panicked".to_owned(),
+                RootModuleError::Returned(e) => e.to_string(),
+            },
+        },
+        _ => RejectReason::AbiMismatch {
+            summary: actionable_lines(&full),
+        },
+    }
+}
+
+/// The lines of an abi_stable report that say what differs: those starting with `Error:`.
+pub(crate) fn actionable_lines(full: &str) -> String {
+    let mut lines: Vec<&str> = full
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Error:"))
+        .collect();
+    lines.dedup();
+    if lines.is_empty() {
+        lines = full
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(3)
+            .collect();
+    }
+    const MAX_LINES: usize = 6;
+    let extra = lines.len().saturating_sub(MAX_LINES);
+    let mut summary = lines
+        .into_iter()
+        .take(MAX_LINES)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if extra > 0 {
+        summary.push_str(&format!(
+            "; and {extra} more (run with debug logs for the full report)"
+        ));
+    }
+    summary
+}

@@ -1,0 +1,64 @@
+//! The host's end of plugin log forwarding: plugin events re-emitted in the host's subscriber.
+//!
+//! Events arrive with target `agent_runtimes::plugin` and the fields `plugin` (package name),
+//! `runtime` (the runtime id, empty outside a runtime call), `plugin_target` (the event's
+//! target inside the plugin) and `fields` (the plugin event's other fields, as JSON).
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::RArc;
+use runtime_api::abi::{AbiLogRecord, AbiLogSink, AbiLogSink_TO, AbiLogSinkBox};
+use tracing::level_filters::LevelFilter;
+
+/// The `tracing` target of re-emitted plugin events.
+pub const PLUGIN_LOG_TARGET: &str = "agent_runtimes::plugin";
+
+struct HostLogSink {
+    plugin: String,
+}
+
+impl AbiLogSink for HostLogSink {
+    fn max_level(&self) -> u8 {
+        match LevelFilter::current().into_level() {
+            None => 0,
+            Some(level) => runtime_api::level_number(&level),
+        }
+    }
+
+    fn log(&self, record: &AbiLogRecord<'_>) {
+        let plugin = self.plugin.as_str();
+        let runtime = record.runtime_id.as_str();
+        let plugin_target = record.target.as_str();
+        let fields = record.fields.as_str();
+        let message = record.message.as_str();
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "agent_runtimes::plugin",
+                    $level,
+                    plugin,
+                    runtime,
+                    plugin_target,
+                    fields,
+                    "{message}"
+                )
+            };
+        }
+        match record.level {
+            1 => emit!(tracing::Level::ERROR),
+            2 => emit!(tracing::Level::WARN),
+            3 => emit!(tracing::Level::INFO),
+            4 => emit!(tracing::Level::DEBUG),
+            _ => emit!(tracing::Level::TRACE),
+        }
+    }
+}
+
+/// A sink for the plugin package `plugin`.
+pub(crate) fn sink_for(plugin: &str) -> AbiLogSinkBox {
+    AbiLogSink_TO::from_ptr(
+        RArc::new(HostLogSink {
+            plugin: plugin.to_owned(),
+        }),
+        TD_Opaque,
+    )
+}

@@ -1,0 +1,1 @@
+//! This package only holds the workspace's integration tests (`src/main.rs`).

@@ -1,0 +1,77 @@
+//! Plugin log events arrive in the host's subscriber, tagged with plugin and runtime.
+
+use std::sync::{Arc, Mutex};
+
+use runtime_api::TurnRequest;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+use crate::support::{artifacts, install, plugin_dir, registry};
+
+type Event = Vec<(String, String)>;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<Event>>>);
+
+struct Fields(Vec<(String, String)>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() == runtime_loader::PLUGIN_LOG_TARGET {
+            let mut fields = Fields(vec![("level".into(), event.metadata().level().to_string())]);
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn plugin_events_reach_the_host_subscriber_with_plugin_and_runtime() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().fixture, "libfixture-logs");
+    let runtimes = registry(&[dir.path()]);
+    let fixture = runtimes.resolve("fixture").unwrap();
+    fixture
+        .run_turn(TurnRequest::new("hello").with_execution_id("log-turn"))
+        .await
+        .unwrap();
+
+    let events = captured.0.lock().unwrap().clone();
+    let field = |event: &Event, name: &str| {
+        event
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let turn_event = events
+        .iter()
+        .find(|e| field(e, "message").is_some_and(|m| m.contains("fixture turn for log-turn")))
+        .unwrap_or_else(|| panic!("the plugin's turn event did not arrive: {events:?}"));
+    assert_eq!(field(turn_event, "level").as_deref(), Some("INFO"));
+    assert_eq!(
+        field(turn_event, "plugin").as_deref(),
+        Some("fixture-plugin")
+    );
+    assert_eq!(field(turn_event, "runtime").as_deref(), Some("fixture"));
+    assert_eq!(
+        field(turn_event, "plugin_target").as_deref(),
+        Some("fixture_plugin")
+    );
+    let fields = field(turn_event, "fields").unwrap();
+    assert!(fields.contains("\"marker\":\"fixture-log\""), "{fields}");
+    assert!(fields.contains("\"prompt_len\":5"), "{fields}");
+}

@@ -1,0 +1,9 @@
+//! The workspace's integration tests, one binary with a module per area. Fixture plugins are
+//! built from the workspace by `support::artifacts` and copied into temporary plugin folders.
+
+mod api;
+mod discovery;
+mod logs;
+mod resolution;
+mod support;
+mod turns;

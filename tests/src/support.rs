@@ -1,0 +1,135 @@
+//! Fixture plugins and plugin folders for the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use runtime_loader::{LoaderOptions, Runtimes, SearchPath};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The libraries the tests load, built from the workspace.
+pub struct Artifacts {
+    pub echo: PathBuf,
+    pub fixture: PathBuf,
+    pub no_manifest: PathBuf,
+}
+
+/// Builds the fixture libraries once per test run (a no-op when `cargo test` already did).
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--message-format=json",
+                "-p",
+                "echo-runtime",
+                "-p",
+                "fixture-plugin",
+                "-p",
+                "no-manifest-fixture",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building the fixture plugins failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let find = |crate_name: &str| -> PathBuf {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|msg| msg["reason"] == "compiler-artifact")
+                .filter(|msg| msg["target"]["name"] == crate_name)
+                .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+                .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
+                .unwrap_or_else(|| panic!("no library built for {crate_name}"))
+        };
+        Artifacts {
+            echo: find("echo_runtime"),
+            fixture: find("fixture_plugin"),
+            no_manifest: find("no_manifest_fixture"),
+        }
+    })
+}
+
+/// A fresh, private plugin folder.
+pub fn plugin_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("agent-runtimes-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Copies a library into a folder under a file name (the platform suffix is added).
+pub fn install(dir: &Path, library: &Path, stem: &str) -> PathBuf {
+    let target = dir.join(format!("{stem}{}", std::env::consts::DLL_SUFFIX));
+    std::fs::copy(library, &target).expect("copy library");
+    target
+}
+
+/// Writes raw bytes as a candidate file.
+pub fn write_candidate(dir: &Path, stem: &str, bytes: &[u8]) -> PathBuf {
+    let target = dir.join(format!("{stem}{}", std::env::consts::DLL_SUFFIX));
+    std::fs::write(&target, bytes).expect("write candidate");
+    target
+}
+
+/// A registry over exactly these folders, with strict checks.
+pub fn registry(dirs: &[&Path]) -> Runtimes {
+    let runtimes = Runtimes::with_options(LoaderOptions::STRICT);
+    let mut path = SearchPath::empty();
+    for dir in dirs {
+        path = path.with_dir(*dir);
+    }
+    runtimes.discover(&path);
+    runtimes
+}
+
+/// Where the embedded manifest starts in a library file.
+pub fn manifest_offset(bytes: &[u8]) -> usize {
+    let magic = runtime_api::manifest::MAGIC;
+    bytes
+        .windows(magic.len())
+        .enumerate()
+        .filter(|(_, w)| *w == magic)
+        .map(|(i, _)| i)
+        .find(|i| bytes.get(i + 20) == Some(&b'{'))
+        .expect("the library has an embedded manifest")
+}
+
+/// Copies a library, rewriting its embedded manifest's JSON with `edit`.
+pub fn install_patched(
+    dir: &Path,
+    library: &Path,
+    stem: &str,
+    edit: impl FnOnce(&mut Value),
+) -> PathBuf {
+    let mut bytes = std::fs::read(library).expect("read library");
+    let offset = manifest_offset(&bytes);
+    let size = runtime_api::manifest::EMBED_SIZE;
+    let manifest = runtime_api::manifest::Manifest::from_embedded(&bytes[offset..offset + size])
+        .expect("the built manifest parses");
+    let mut json = serde_json::to_value(&manifest).expect("manifest serialises");
+    edit(&mut json);
+    let embedded = runtime_api::manifest::embed_json(json.to_string().as_bytes()).expect("fits");
+    bytes[offset..offset + size].copy_from_slice(&embedded);
+    write_candidate(dir, stem, &bytes)
+}
+
+/// Copies a library, overwriting its embedded manifest region with raw bytes.
+pub fn install_raw_manifest(dir: &Path, library: &Path, stem: &str, region: &[u8]) -> PathBuf {
+    let mut bytes = std::fs::read(library).expect("read library");
+    let offset = manifest_offset(&bytes);
+    let size = runtime_api::manifest::EMBED_SIZE;
+    let mut padded = region.to_vec();
+    padded.resize(size, 0);
+    bytes[offset..offset + size].copy_from_slice(&padded);
+    write_candidate(dir, stem, &bytes)
+}
