@@ -214,6 +214,25 @@ impl Runtimes {
         for dir in search.dirs() {
             self.discover_dir(dir, &mut report);
         }
+        self.record(report)
+    }
+
+    /// Checks and registers these library files, as discovery does for the files of a
+    /// plugin folder (without the folder's pin file). Used to try a file before installing it.
+    pub fn discover_files<P: AsRef<Path>>(&self, files: &[P]) -> DiscoveryReport {
+        let mut report = DiscoveryReport::default();
+        for file in files {
+            let path = file.as_ref();
+            match self.admit(path, None) {
+                Ok(library) => self.register_library(path, library, &mut report),
+                Err(rejection) => report.rejected.push(rejection),
+            }
+        }
+        self.record(report)
+    }
+
+    /// Keeps a pass's report and the names its rejected candidates declared.
+    fn record(&self, report: DiscoveryReport) -> DiscoveryReport {
         let mut state = self.write();
         for rejection in &report.rejected {
             for name in &rejection.runtime_ids {

@@ -1,0 +1,185 @@
+//! `runtimes check`: validate plugin files without installing them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runtime_api::manifest::Manifest;
+use runtime_api::{TurnRequest, Value};
+use runtime_loader::security::{check_permissions, sha256_file};
+use runtime_loader::{LoaderOptions, RejectReason, Runtimes, inspect};
+use serde::Serialize;
+
+use crate::failure::Failure;
+use crate::style::Style;
+
+/// How long a smoke turn may take.
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize)]
+struct SmokeTurn {
+    id: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileCheck {
+    path: PathBuf,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest: Option<Manifest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<RejectReason>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    smoke: Vec<SmokeTurn>,
+}
+
+/// Checks one file: the same checks as discovery, then optionally a load and a smoke turn.
+pub(crate) fn inspect_file(path: &Path, options: &LoaderOptions) -> FileCheckResult {
+    let sha256 = sha256_file(path).ok();
+    let checked = inspect::real_file(path)
+        .and_then(|real| check_permissions(&real, options).map(|()| real))
+        .and_then(|real| inspect::read_manifest(&real))
+        .and_then(|manifest| runtime_loader::check_manifest(&manifest).map(|()| manifest));
+    FileCheckResult { sha256, checked }
+}
+
+pub(crate) struct FileCheckResult {
+    pub sha256: Option<String>,
+    pub checked: Result<Manifest, RejectReason>,
+}
+
+async fn smoke(
+    path: &Path,
+    manifest: &Manifest,
+    options: LoaderOptions,
+    config: &Value,
+) -> Vec<SmokeTurn> {
+    let runtimes = Runtimes::with_options(options);
+    runtimes.discover_files(&[path]);
+    let mut turns = Vec::new();
+    for declared in &manifest.runtimes {
+        let id = declared.id.clone();
+        let result = match runtimes.resolve_with_config(&id, config) {
+            Err(error) => Err(error.to_string()),
+            Ok(handle) => handle
+                .with_timeout(SMOKE_TIMEOUT)
+                .run_turn(TurnRequest::new("ping"))
+                .await
+                .map_err(|e| format!("the smoke turn failed: {e}")),
+        };
+        turns.push(match result {
+            Ok(output) => SmokeTurn {
+                id,
+                ok: true,
+                answer: Some(output.content),
+                error: None,
+            },
+            Err(error) => SmokeTurn {
+                id,
+                ok: false,
+                answer: None,
+                error: Some(error),
+            },
+        });
+    }
+    turns
+}
+
+pub async fn check(
+    options: LoaderOptions,
+    files: &[PathBuf],
+    load: bool,
+    config: Option<&str>,
+    json: bool,
+    style: &Style,
+) -> Result<(), Failure> {
+    let config: Value = match config {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Failure::Usage(format!("--config is not valid JSON: {e}")))?,
+    };
+    let mut results = Vec::new();
+    for path in files {
+        let FileCheckResult { sha256, checked } = inspect_file(path, &options);
+        let (manifest, rejected) = match checked {
+            Ok(manifest) => (Some(manifest), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let smoke = match (&manifest, load) {
+            (Some(manifest), true) => smoke(path, manifest, options, &config).await,
+            _ => Vec::new(),
+        };
+        let ok = rejected.is_none() && smoke.iter().all(|s| s.ok);
+        results.push(FileCheck {
+            path: path.clone(),
+            ok,
+            sha256,
+            manifest,
+            rejected,
+            smoke,
+        });
+    }
+    if json {
+        println!("{:#}", serde_json::json!(results));
+    } else {
+        for result in &results {
+            print_check(result, style);
+        }
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Rejected(format!(
+            "{failed} of {} file(s) failed the check",
+            results.len()
+        )))
+    }
+}
+
+fn print_check(result: &FileCheck, style: &Style) {
+    let verdict = if result.ok {
+        style.ok("ok")
+    } else {
+        style.warn("FAILED")
+    };
+    println!("{verdict}  {}", result.path.display());
+    if let Some(sha256) = &result.sha256 {
+        println!("    sha256: {sha256}");
+    }
+    if let Some(manifest) = &result.manifest {
+        println!(
+            "    plugin: {} {} (runtime-api {})",
+            manifest.plugin_name, manifest.plugin_version, manifest.api_version
+        );
+        for runtime in &manifest.runtimes {
+            let aliases = if runtime.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (alias {})", runtime.aliases.join(", "))
+            };
+            println!(
+                "    runtime: {}{aliases}: {}",
+                runtime.id, runtime.capabilities
+            );
+        }
+    }
+    if let Some(reason) = &result.rejected {
+        println!("    rejected: {reason}");
+    }
+    for turn in &result.smoke {
+        match (&turn.answer, &turn.error) {
+            (Some(answer), _) => {
+                println!("    smoke turn `{}`: ok ({} bytes)", turn.id, answer.len())
+            }
+            (_, Some(error)) => println!("    smoke turn `{}`: {error}", turn.id),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `runtimes list` and `runtimes info`.
+
+use runtime_loader::{DirStatus, RuntimeEntry, RuntimeSource, Runtimes};
+use serde_json::json;
+
+use crate::failure::Failure;
+use crate::style::{Style, table};
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+fn source(entry: &RuntimeEntry) -> String {
+    match &entry.source {
+        RuntimeSource::Plugin { path, .. } => path.display().to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result<(), Failure> {
+    let entries = runtimes.list_runtimes();
+    let report = runtimes.report();
+    if json {
+        let mut out = json!({ "runtimes": entries });
+        if all {
+            out["rejected"] = json!(report.rejected);
+            out["shadowed"] = json!(report.shadowed);
+            out["dirs"] = json!(report.dirs);
+        }
+        println!("{out:#}");
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("No runtime is installed.");
+        let searched: Vec<String> = report
+            .dirs
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
+        println!(
+            "Searched: {}. Install one with `runtimes install <file>`.",
+            if searched.is_empty() {
+                "nothing".to_owned()
+            } else {
+                searched.join(", ")
+            }
+        );
+    } else {
+        let mut rows = vec![
+            ["ID", "ALIASES", "VERSION", "API", "CAPABILITIES", "SOURCE"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for entry in &entries {
+            rows.push(vec![
+                entry.id.clone(),
+                or_dash(&entry.aliases.join(", ")),
+                or_dash(&entry.version),
+                entry.api_version.clone(),
+                or_dash(&entry.capabilities.to_string()),
+                source(entry),
+            ]);
+        }
+        print!("{}", table(&rows, style));
+    }
+    let hidden = report.rejected.len() + report.shadowed.len();
+    if all {
+        println!();
+        println!("{}", style.heading("Plugin folders searched, in order:"));
+        for dir in &report.dirs {
+            let status = match &dir.status {
+                DirStatus::Scanned { candidates } => format!("{candidates} candidate file(s)"),
+                DirStatus::Missing => "does not exist".to_owned(),
+                DirStatus::Unreadable { detail } => format!("unreadable: {detail}"),
+                DirStatus::Insecure { detail } => format!("refused: {detail}"),
+                _ => "unknown".to_owned(),
+            };
+            println!("  {} ({}): {status}", dir.path.display(), dir.origin);
+        }
+        if !report.rejected.is_empty() {
+            println!();
+            println!("{}", style.warn("Rejected:"));
+            for rejection in &report.rejected {
+                println!("  {}", rejection.path.display());
+                if !rejection.runtime_ids.is_empty() {
+                    println!("    declares: {}", rejection.runtime_ids.join(", "));
+                }
+                println!("    {}", rejection.reason);
+            }
+        }
+        if !report.shadowed.is_empty() {
+            println!();
+            println!("{}", style.warn("Shadowed:"));
+            for shadowed in &report.shadowed {
+                println!("  {shadowed}");
+            }
+        }
+    } else if hidden > 0 {
+        println!(
+            "{}",
+            style.dim(&format!(
+                "{hidden} plugin file(s) rejected or shadowed: see `runtimes list --all`."
+            ))
+        );
+    }
+    Ok(())
+}
+
+pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Result<(), Failure> {
+    let Some(entry) = runtimes.get_entry(name) else {
+        if let Some(rejection) = runtimes.rejection(name) {
+            if json {
+                println!("{:#}", json!({ "name": name, "rejected": rejection }));
+            }
+            return Err(Failure::Rejected(format!(
+                "runtime `{name}` was found in {} but not loaded: {}",
+                rejection.path.display(),
+                rejection.reason
+            )));
+        }
+        return Err(match runtimes.resolve(name) {
+            Err(error) => Failure::from(error),
+            Ok(_) => Failure::Usage(format!("no runtime named `{name}`")),
+        });
+    };
+    if json {
+        println!("{:#}", json!(entry));
+        return Ok(());
+    }
+    let rows = [
+        ("id", entry.id.clone()),
+        ("name", entry.display_name.clone()),
+        ("description", or_dash(&entry.description)),
+        ("aliases", or_dash(&entry.aliases.join(", "))),
+        ("version", or_dash(&entry.version)),
+        ("runtime-api", entry.api_version.clone()),
+        ("capabilities", or_dash(&entry.capabilities.to_string())),
+        ("source", source(&entry)),
+    ];
+    for (key, value) in rows {
+        println!("{:<13} {value}", style.heading(&format!("{key}:")));
+    }
+    Ok(())
+}

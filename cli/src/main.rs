@@ -1,0 +1,224 @@
+//! `runtimes`: list, inspect, check, install and run agent-runtime plugins.
+//!
+//! Exit codes: 0 success; 1 the turn failed; 2 usage error or unknown runtime; 3 a plugin was
+//! rejected or a check failed.
+
+// A command-line tool: its output is the point.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod check;
+mod failure;
+mod install;
+mod list;
+mod style;
+mod turn;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use runtime_loader::{LoaderOptions, Runtimes, SearchPath};
+use tracing_subscriber::EnvFilter;
+
+use crate::failure::Failure;
+use crate::style::Style;
+
+/// Manage and run agent-runtime plugins.
+#[derive(Debug, Parser)]
+#[command(name = "runtimes", version, about, long_about = None)]
+#[command(
+    after_help = "Plugin folders, in search order: --plugin-dir, then AGENT_RUNTIMES_PATH, then the per-user folder.\nExit codes: 0 success, 1 the turn failed, 2 usage error or unknown runtime, 3 a plugin was rejected or a check failed."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options for every command.
+#[derive(Debug, Args)]
+struct Global {
+    /// A plugin folder searched first (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+    /// More logs, plugins' included (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors in the logs.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// When to use colours.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
+    /// Load plugin files and folders that others can write to (for development).
+    #[arg(long, global = true, env = "AGENT_RUNTIMES_ALLOW_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List installed runtimes (loads no library).
+    List {
+        /// Also show rejected and shadowed plugin files, with the reasons, and the folders
+        /// searched.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one runtime's entry, or why it was rejected.
+    Info {
+        /// The runtime's id or alias.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate plugin files without installing them.
+    Check {
+        /// The library files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also load each file and run a smoke turn through each runtime.
+        #[arg(long)]
+        load: bool,
+        /// The configuration for the smoke turn's runtimes (JSON).
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check plugin files, then copy them into a plugin folder atomically.
+    Install {
+        /// The library files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The plugin folder (default: the per-user folder).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Replace the files that provide the same runtime ids.
+        #[arg(long)]
+        force: bool,
+        /// Record each file's sha256 in the folder's plugins.lock.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Remove the plugin file that provides a runtime.
+    Uninstall {
+        /// The runtime's id.
+        id: String,
+        /// The plugin folder (default: the per-user folder).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Run one turn and print the answer.
+    Run(turn::TurnArgs),
+    /// Run one turn and print its deltas as they arrive.
+    Stream(turn::TurnArgs),
+}
+
+fn init_logs(global: &Global, style: &Style) {
+    let level = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("RUNTIMES_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(style.stderr_color)
+        .with_target(global.verbose >= 2)
+        .try_init();
+}
+
+impl Global {
+    fn options(&self) -> LoaderOptions {
+        LoaderOptions::STRICT.with_allow_insecure(self.allow_insecure)
+    }
+
+    fn search_path(&self) -> SearchPath {
+        SearchPath::standard(self.plugin_dirs.iter().cloned())
+    }
+
+    /// A registry over the search path.
+    fn registry(&self) -> Runtimes {
+        let runtimes = Runtimes::with_options(self.options());
+        runtimes.discover(&self.search_path());
+        runtimes
+    }
+}
+
+async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
+    let global = &cli.global;
+    match cli.command {
+        Command::List { all, json } => list::list(&global.registry(), all, json, &style),
+        Command::Info { name, json } => list::info(&global.registry(), &name, json, &style),
+        Command::Check {
+            files,
+            load,
+            config,
+            json,
+        } => {
+            check::check(
+                global.options(),
+                &files,
+                load,
+                config.as_deref(),
+                json,
+                &style,
+            )
+            .await
+        }
+        Command::Install {
+            files,
+            dir,
+            force,
+            pin,
+        } => install::install(global.options(), &files, dir, force, pin, &style),
+        Command::Uninstall { id, dir } => install::uninstall(global, &id, dir, &style),
+        Command::Run(args) => turn::run(&global.registry(), args, &style).await,
+        Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let style = Style::new(cli.global.color);
+    init_logs(&cli.global, &style);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli, style.clone()));
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{} {}", style.error("error:"), failure.message());
+            ExitCode::from(failure.code())
+        }
+    }
+}

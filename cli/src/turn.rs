@@ -1,0 +1,166 @@
+//! `runtimes run` and `runtimes stream`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use futures::StreamExt;
+use runtime_api::{DeltaKind, Message, StreamItem, TurnRequest, Value};
+use runtime_loader::{RuntimeHandle, Runtimes};
+use serde_json::json;
+
+use crate::failure::Failure;
+use crate::style::Style;
+
+/// What `run` and `stream` take.
+#[derive(Debug, Args)]
+pub struct TurnArgs {
+    /// The runtime's id or alias.
+    name: String,
+    /// The prompt.
+    prompt: String,
+    /// The system prompt.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// The model, in the runtime's naming.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// The runtime's configuration (JSON).
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    /// A JSON file with the conversation history: an array of {"role", "content"} messages.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// End the turn after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Print JSON (for `stream`: one object per delta, then the result).
+    #[arg(long)]
+    json: bool,
+}
+
+fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnRequest), Failure> {
+    let config: Value = match &args.config {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Failure::Usage(format!("--config is not valid JSON: {e}")))?,
+    };
+    let mut request = TurnRequest::new(args.prompt.clone());
+    request.system = args.system.clone();
+    request.model = args.model.clone();
+    if let Some(path) = &args.history {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Usage(format!("--history {}: {e}", path.display())))?;
+        let history: Vec<Message> = serde_json::from_str(&text).map_err(|e| {
+            Failure::Usage(format!(
+                "--history {}: expected a JSON array of {{\"role\", \"content\"}} messages: {e}",
+                path.display()
+            ))
+        })?;
+        request.history = history;
+    }
+    let handle = if config.is_null() {
+        runtimes.resolve(&args.name)?
+    } else {
+        runtimes.resolve_with_config(&args.name, &config)?
+    };
+    let handle = match args.timeout {
+        None => handle,
+        Some(secs) if secs.is_finite() && secs > 0.0 => {
+            handle.with_timeout(Duration::from_secs_f64(secs))
+        }
+        Some(secs) => {
+            return Err(Failure::Usage(format!(
+                "--timeout must be a positive number of seconds, not {secs}"
+            )));
+        }
+    };
+    Ok((handle, request))
+}
+
+pub async fn run(runtimes: &Runtimes, args: TurnArgs, _style: &Style) -> Result<(), Failure> {
+    let (handle, request) = prepare(runtimes, &args)?;
+    let turn = handle.run_turn(request);
+    let output = tokio::select! {
+        output = turn => output.map_err(Failure::Turn)?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(Failure::Turn(runtime_api::RuntimeError::cancelled("interrupted (Ctrl-C)")));
+        }
+    };
+    if args.json {
+        println!("{:#}", json!(output));
+    } else {
+        println!("{}", output.content);
+    }
+    Ok(())
+}
+
+pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Result<(), Failure> {
+    let (handle, request) = prepare(runtimes, &args)?;
+    let mut stream = handle.stream_turn(request);
+    let mut stdout = std::io::stdout().lock();
+    let mut in_thinking = false;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the stream cancels the turn inside the plugin.
+                drop(stream);
+                let _ = writeln!(stdout);
+                return Err(Failure::Turn(runtime_api::RuntimeError::cancelled("interrupted (Ctrl-C)")));
+            }
+        };
+        let Some(item) = item else { break };
+        let item = item.map_err(|error| {
+            let _ = writeln!(stdout);
+            Failure::Turn(error)
+        })?;
+        if args.json {
+            let line = match &item {
+                StreamItem::Delta(delta) => json!({"type": "delta", "delta": delta}),
+                StreamItem::Done(output) => json!({"type": "done", "output": output}),
+                _ => json!({"type": "unknown"}),
+            };
+            let _ = writeln!(stdout, "{line}");
+        } else {
+            match &item {
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::Text => {
+                    if in_thinking {
+                        let _ = write!(stdout, "\n\n");
+                        in_thinking = false;
+                    }
+                    let _ = write!(stdout, "{}", delta.content);
+                }
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::Thinking => {
+                    // Set thinking apart on a terminal; keep stdout to the answer otherwise.
+                    if style.stdout_terminal {
+                        if !in_thinking {
+                            let _ = write!(stdout, "{}", style.dim("[thinking] "));
+                            in_thinking = true;
+                        }
+                        let _ = write!(stdout, "{}", style.dim(&delta.content));
+                    }
+                }
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::ToolCall => {
+                    if style.stdout_terminal {
+                        let _ = write!(stdout, "{}", style.dim(&delta.content));
+                    }
+                }
+                StreamItem::Done(output) => {
+                    let _ = writeln!(stdout);
+                    for call in &output.tool_calls {
+                        let _ = writeln!(
+                            stdout,
+                            "tool call {} {}({})",
+                            call.id, call.name, call.arguments
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        let _ = stdout.flush();
+    }
+    Ok(())
+}
