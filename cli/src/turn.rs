@@ -132,20 +132,21 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                     }
                     let _ = write!(stdout, "{}", delta.content);
                 }
-                StreamItem::Delta(delta) if delta.kind == DeltaKind::Thinking => {
-                    // Set thinking apart on a terminal; keep stdout to the answer otherwise.
-                    if style.stdout_terminal {
-                        if !in_thinking {
-                            let _ = write!(stdout, "{}", style.dim("[thinking] "));
-                            in_thinking = true;
-                        }
-                        let _ = write!(stdout, "{}", style.dim(&delta.content));
+                // Thinking and tool-call fragments are set apart on a terminal; piped stdout
+                // carries the answer only.
+                StreamItem::Delta(delta)
+                    if delta.kind == DeltaKind::Thinking && style.stdout_terminal =>
+                {
+                    if !in_thinking {
+                        let _ = write!(stdout, "{}", style.dim("[thinking] "));
+                        in_thinking = true;
                     }
+                    let _ = write!(stdout, "{}", style.dim(&delta.content));
                 }
-                StreamItem::Delta(delta) if delta.kind == DeltaKind::ToolCall => {
-                    if style.stdout_terminal {
-                        let _ = write!(stdout, "{}", style.dim(&delta.content));
-                    }
+                StreamItem::Delta(delta)
+                    if delta.kind == DeltaKind::ToolCall && style.stdout_terminal =>
+                {
+                    let _ = write!(stdout, "{}", style.dim(&delta.content));
                 }
                 StreamItem::Done(output) => {
                     let _ = writeln!(stdout);
