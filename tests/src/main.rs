@@ -2,6 +2,7 @@
 //! built from the workspace by `support::artifacts` and copied into temporary plugin folders.
 
 mod api;
+mod cli;
 mod discovery;
 mod logs;
 mod resolution;

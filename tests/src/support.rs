@@ -10,6 +10,8 @@ use tempfile::TempDir;
 
 /// The libraries the tests load, built from the workspace.
 pub struct Artifacts {
+    /// The `runtimes` command.
+    pub runtimes: PathBuf,
     pub echo: PathBuf,
     pub fixture: PathBuf,
     pub no_manifest: PathBuf,
@@ -31,6 +33,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "fixture-plugin",
                 "-p",
                 "no-manifest-fixture",
+                "-p",
+                "runtimes-cli",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -51,7 +55,19 @@ pub fn artifacts() -> &'static Artifacts {
                 .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
                 .unwrap_or_else(|| panic!("no library built for {crate_name}"))
         };
+        let runtimes = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|msg| msg["reason"] == "compiler-artifact")
+            .find_map(|msg| {
+                msg["executable"]
+                    .as_str()
+                    .filter(|e| e.contains("runtimes"))
+                    .map(PathBuf::from)
+            })
+            .expect("the runtimes binary was built");
         Artifacts {
+            runtimes,
             echo: find("echo_runtime"),
             fixture: find("fixture_plugin"),
             no_manifest: find("no_manifest_fixture"),

@@ -1,0 +1,463 @@
+//! The `runtimes` command (issue: CLI), run as a real binary against fixture plugins.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{artifacts, install, install_patched, plugin_dir, write_candidate};
+
+/// Runs `runtimes` with a private per-user folder and no `AGENT_RUNTIMES_PATH`.
+fn runtimes(home: &Path, args: &[&str]) -> Output {
+    command(home, args).output().expect("runtimes runs")
+}
+
+fn command(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(&artifacts().runtimes);
+    command
+        .args(args)
+        .env_remove("AGENT_RUNTIMES_PATH")
+        .env_remove("AGENT_RUNTIMES_ALLOW_INSECURE")
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("HOME", home)
+        .env("NO_COLOR", "1");
+    command
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited normally")
+}
+
+fn with_echo() -> (tempfile::TempDir, tempfile::TempDir, String) {
+    let home = plugin_dir();
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().echo, "libecho");
+    let dir = plugins.path().display().to_string();
+    (home, plugins, dir)
+}
+
+#[test]
+fn list_shows_installed_runtimes_and_loads_none() {
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(home.path(), &["--plugin-dir", &dir, "list"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{text}");
+    assert!(lines[1].starts_with("echo  parrot"), "{text}");
+    assert!(lines[1].contains("streaming"), "{text}");
+}
+
+#[test]
+fn list_json_and_all_show_rejected_files_with_reasons() {
+    let (home, plugins, dir) = with_echo();
+    write_candidate(plugins.path(), "junk", b"random bytes, not a library");
+    let output = runtimes(
+        home.path(),
+        &["--plugin-dir", &dir, "list", "--all", "--json"],
+    );
+    assert_eq!(code(&output), 0);
+    let listed: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(listed["runtimes"][0]["id"], "echo");
+    assert_eq!(listed["runtimes"][0]["aliases"], json!(["parrot"]));
+    assert_eq!(listed["rejected"][0]["reason"]["kind"], "not_a_library");
+    let text = stdout(&runtimes(
+        home.path(),
+        &["--plugin-dir", &dir, "list", "--all"],
+    ));
+    assert!(text.contains("Rejected:"), "{text}");
+    assert!(text.contains("it is not a shared library"), "{text}");
+    let plain = stdout(&runtimes(home.path(), &["--plugin-dir", &dir, "list"]));
+    assert!(
+        plain.contains("1 plugin file(s) rejected or shadowed"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn a_missing_plugin_folder_is_reported_not_fatal() {
+    let home = plugin_dir();
+    let missing = home.path().join("nowhere").display().to_string();
+    let output = runtimes(home.path(), &["--plugin-dir", &missing, "list", "--all"]);
+    assert_eq!(code(&output), 0);
+    let text = stdout(&output);
+    assert!(text.contains("No runtime is installed"), "{text}");
+    assert!(
+        text.contains("nowhere (given explicitly): does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn info_shows_an_entry_and_says_why_a_plugin_was_refused() {
+    let (home, plugins, dir) = with_echo();
+    let output = runtimes(
+        home.path(),
+        &["--plugin-dir", &dir, "info", "parrot", "--json"],
+    );
+    assert_eq!(code(&output), 0);
+    let entry: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(entry["id"], "echo");
+    install_patched(plugins.path(), &artifacts().fixture, "libfuture", |m| {
+        m["api_version"] = json!("9.0.0");
+    });
+    let output = runtimes(home.path(), &["--plugin-dir", &dir, "info", "fixture"]);
+    assert_eq!(code(&output), 3);
+    let message = stderr(&output);
+    assert!(
+        message.contains("runtime `fixture` was found in"),
+        "{message}"
+    );
+    assert!(
+        message.contains("built with runtime-api 9.0.0, this host speaks 0."),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unknown_runtime_exits_2_and_lists_what_is_available() {
+    let (home, _plugins, dir) = with_echo();
+    for command in ["info", "run"] {
+        let mut args = vec!["--plugin-dir", &dir, command, "ecko"];
+        if command == "run" {
+            args.push("hello");
+        }
+        let output = runtimes(home.path(), &args);
+        assert_eq!(code(&output), 2, "{command}");
+        let message = stderr(&output);
+        assert!(
+            message.contains("no runtime named `ecko`. Did you mean `echo`?"),
+            "{message}"
+        );
+        assert!(
+            message.contains("Available: echo (alias parrot)."),
+            "{message}"
+        );
+        assert!(message.contains("runtimes list"), "{message}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let home = plugin_dir();
+    assert_eq!(code(&runtimes(home.path(), &["list", "--bogus"])), 2);
+    assert_eq!(code(&runtimes(home.path(), &["run", "echo"])), 2);
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--config",
+            "{nope",
+        ],
+    );
+    assert_eq!(code(&output), 2);
+    assert!(stderr(&output).contains("--config is not valid JSON"));
+}
+
+#[test]
+fn check_validates_files_and_prints_their_hash() {
+    let home = plugin_dir();
+    let junk_dir = plugin_dir();
+    let junk = write_candidate(junk_dir.path(), "junk", &[0x5a; 4096]);
+    let echo = artifacts().echo.display().to_string();
+    let output = runtimes(home.path(), &["check", &echo]);
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+    let hash = runtime_loader::security::sha256_file(&artifacts().echo).unwrap();
+    assert!(stdout(&output).contains(&format!("sha256: {hash}")));
+    let output = runtimes(
+        home.path(),
+        &["check", &echo, &junk.display().to_string(), "--json"],
+    );
+    assert_eq!(code(&output), 3);
+    let checks: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(checks[0]["ok"], true);
+    assert_eq!(checks[0]["manifest"]["runtimes"][0]["id"], "echo");
+    assert_eq!(checks[1]["ok"], false);
+    assert_eq!(checks[1]["rejected"]["kind"], "not_a_library");
+    let missing = runtimes(home.path(), &["check", "/no/such/file.so"]);
+    assert_eq!(code(&missing), 3);
+    assert!(stdout(&missing).contains("it cannot be read"));
+}
+
+#[test]
+fn check_load_runs_a_smoke_turn() {
+    let home = plugin_dir();
+    let echo = artifacts().echo.display().to_string();
+    let output = runtimes(home.path(), &["check", &echo, "--load", "--json"]);
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+    let checks: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        checks[0]["smoke"][0],
+        json!({"id": "echo", "ok": true, "answer": "ping"})
+    );
+    let failing = runtimes(
+        home.path(),
+        &[
+            "check",
+            &echo,
+            "--load",
+            "--config",
+            r#"{"fail_with": "internal"}"#,
+        ],
+    );
+    assert_eq!(code(&failing), 3);
+    assert!(
+        stdout(&failing).contains("smoke turn `echo`: the smoke turn failed"),
+        "{}",
+        stdout(&failing)
+    );
+}
+
+#[test]
+fn install_copies_atomically_refuses_duplicates_and_pins() {
+    let home = plugin_dir();
+    let target = home.path().join("fresh-folder");
+    let folder = target.display().to_string();
+    let echo = artifacts().echo.display().to_string();
+    let output = runtimes(home.path(), &["install", &echo, "--dir", &folder, "--pin"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(stdout(&output).contains("installed echo (alias parrot)"));
+    let installed = target.join(artifacts().echo.file_name().unwrap());
+    assert!(installed.exists());
+    let hash = runtime_loader::security::sha256_file(&installed).unwrap();
+    let lock = std::fs::read_to_string(target.join("plugins.lock")).unwrap();
+    assert!(lock.contains(&hash), "{lock}");
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // The same id again is refused, then replaced with --force.
+    let again = runtimes(home.path(), &["install", &echo, "--dir", &folder]);
+    assert_eq!(code(&again), 3);
+    assert!(
+        stderr(&again).contains("`echo` is already installed"),
+        "{}",
+        stderr(&again)
+    );
+    let forced = runtimes(
+        home.path(),
+        &["install", &echo, "--dir", &folder, "--force"],
+    );
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    // What was installed is what `list` sees, from the per-user folder by default.
+    let listed = runtimes(home.path(), &["--plugin-dir", &folder, "list", "--json"]);
+    let listed: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(listed["runtimes"][0]["id"], "echo");
+}
+
+#[test]
+fn install_refuses_a_random_file_and_writes_nothing() {
+    let home = plugin_dir();
+    let junk_dir = plugin_dir();
+    let junk = write_candidate(junk_dir.path(), "junk", b"\x7fELF\x02\x01\x01 truncated");
+    let target = home.path().join("plugins");
+    let output = runtimes(
+        home.path(),
+        &[
+            "install",
+            &junk.display().to_string(),
+            "--dir",
+            &target.display().to_string(),
+        ],
+    );
+    assert_eq!(code(&output), 3);
+    assert!(
+        stderr(&output).contains("nothing was installed"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn install_defaults_to_the_per_user_folder_and_uninstall_removes() {
+    let home = plugin_dir();
+    let echo = artifacts().echo.display().to_string();
+    assert_eq!(code(&runtimes(home.path(), &["install", &echo])), 0);
+    let user_dir = home.path().join("data/agent-runtimes/plugins");
+    assert!(
+        user_dir
+            .join(artifacts().echo.file_name().unwrap())
+            .exists()
+    );
+    let run = runtimes(home.path(), &["run", "parrot", "from the user folder"]);
+    assert_eq!(stdout(&run), "from the user folder\n");
+    let output = runtimes(home.path(), &["uninstall", "echo"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        !user_dir
+            .join(artifacts().echo.file_name().unwrap())
+            .exists()
+    );
+    let output = runtimes(home.path(), &["uninstall", "echo"]);
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("is not installed"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn run_prints_the_answer_or_the_whole_result() {
+    let (home, plugins, dir) = with_echo();
+    let output = runtimes(
+        home.path(),
+        &["--plugin-dir", &dir, "run", "parrot", "hello  world"],
+    );
+    assert_eq!(code(&output), 0);
+    assert_eq!(stdout(&output), "hello  world\n");
+    let history = plugins.path().join("history.json");
+    std::fs::write(
+        &history,
+        r#"[{"role": "user", "content": "one two"}, {"role": "assistant", "content": "three"}]"#,
+    )
+    .unwrap();
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "hi there",
+            "--json",
+            "--system",
+            "sys",
+            "--history",
+            &history.display().to_string(),
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let result: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(result["content"], "hi there");
+    assert_eq!(result["finish_reason"], "stop");
+    assert_eq!(result["usage"]["input_tokens"], 2 + 1 + 3);
+    assert_eq!(result["usage"]["output_tokens"], 2);
+}
+
+#[test]
+fn a_failed_turn_exits_1_with_its_kind() {
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--config",
+            r#"{"fail_with": "rate_limited"}"#,
+        ],
+    );
+    assert_eq!(code(&output), 1);
+    assert!(
+        stderr(&output).contains("the turn failed (rate_limited, retriable)"),
+        "{}",
+        stderr(&output)
+    );
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--config",
+            r#"{"delay_ms": 5000}"#,
+            "--timeout",
+            "0.2",
+        ],
+    );
+    assert_eq!(code(&output), 1);
+    assert!(
+        stderr(&output).contains("(timeout, retriable)"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn stream_prints_deltas_in_order_and_json_ends_with_the_result() {
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(
+        home.path(),
+        &["--plugin-dir", &dir, "stream", "echo", "one two three"],
+    );
+    assert_eq!(code(&output), 0);
+    assert_eq!(stdout(&output), "one two three\n");
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "stream",
+            "parrot",
+            "one two three",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&output), 0);
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let deltas: Vec<&str> = lines[..3]
+        .iter()
+        .map(|l| l["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, vec!["one ", "two ", "three"]);
+    assert_eq!(lines[3]["type"], "done");
+    assert_eq!(lines[3]["output"]["content"], "one two three");
+    assert_eq!(lines.len(), 4);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_a_stream_cleanly() {
+    let (home, _plugins, dir) = with_echo();
+    let child = command(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "stream",
+            "echo",
+            "a b c d e f g h",
+            "--config",
+            r#"{"delay_ms": 300}"#,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert!(stderr(&output).contains("cancelled"), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("a "), "{}", stdout(&output));
+}
