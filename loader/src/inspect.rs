@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use object::read::ReadCache;
-use object::{Object, ObjectKind, ObjectSection};
+use object::{Object, ObjectKind, ObjectSection, ReadRef};
 use runtime_api::manifest::{EMBED_SIZE, MANIFEST_SYMBOL, Manifest};
 
 use crate::report::RejectReason;
@@ -51,7 +51,21 @@ pub fn read_manifest(real_path: &Path) -> Result<Manifest, RejectReason> {
         detail: e.to_string(),
     })?;
     let cache = ReadCache::new(file);
-    let object = object::File::parse(&cache).map_err(|e| RejectReason::NotALibrary {
+    manifest_from(&cache)
+}
+
+/// Reads the embedded manifest of a library held in memory. Never panics, whatever the bytes;
+/// this is what the fuzz targets exercise.
+///
+/// # Errors
+///
+/// The [`RejectReason`] that says what is wrong with the bytes.
+pub fn read_manifest_from_bytes(bytes: &[u8]) -> Result<Manifest, RejectReason> {
+    manifest_from(bytes)
+}
+
+fn manifest_from<'data, R: ReadRef<'data>>(data: R) -> Result<Manifest, RejectReason> {
+    let object = object::File::parse(data).map_err(|e| RejectReason::NotALibrary {
         detail: e.to_string(),
     })?;
     match object.kind() {
@@ -92,7 +106,7 @@ pub fn read_manifest(real_path: &Path) -> Result<Manifest, RejectReason> {
             let available = file_size.checked_sub(within)?;
             let len = available.min(EMBED_SIZE as u64);
             let offset = file_offset.checked_add(within)?;
-            object::ReadRef::read_bytes_at(&cache, offset, len).ok()
+            data.read_bytes_at(offset, len).ok()
         })
         .ok_or_else(|| RejectReason::MalformedManifest {
             detail: "the manifest symbol points outside the file's data".to_owned(),
