@@ -25,27 +25,21 @@ fn plugin_folder(dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
 /// The library file in `dir` that provides each runtime id.
 fn installed(dir: &Path, options: LoaderOptions) -> Vec<(String, PathBuf)> {
     let runtimes = Runtimes::with_options(options);
-    runtimes.discover(&SearchPath::empty().with_dir(dir));
-    let report = runtimes.report();
+    let report = runtimes.discover(&SearchPath::empty().with_dir(dir));
+    // The registry reports real paths (symlinks resolved); map them back to the folder's files.
+    let in_folder = |real: &PathBuf| {
+        report
+            .registered
+            .iter()
+            .find(|file| std::fs::canonicalize(file).ok().as_ref() == Some(real))
+            .cloned()
+    };
     runtimes
         .list_runtimes()
         .into_iter()
-        .filter_map(|entry| {
-            let RuntimeSource::Plugin { .. } = &entry.source else {
-                return None;
-            };
-            // The registry reports real paths; map back to the file in this folder.
-            report
-                .registered
-                .iter()
-                .find(|p| {
-                    std::fs::canonicalize(p).ok().as_ref()
-                        == match &entry.source {
-                            RuntimeSource::Plugin { path, .. } => Some(path),
-                            _ => None,
-                        }
-                })
-                .map(|p| (entry.id.clone(), p.clone()))
+        .filter_map(|entry| match &entry.source {
+            RuntimeSource::Plugin { path, .. } => in_folder(path).map(|file| (entry.id, file)),
+            _ => None,
         })
         .collect()
 }

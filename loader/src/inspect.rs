@@ -69,6 +69,12 @@ fn manifest_from<'data, R: ReadRef<'data>>(data: R) -> Result<Manifest, RejectRe
         detail: e.to_string(),
     })?;
     match object.kind() {
+        // A position-independent executable is `ET_DYN` too; it has a program interpreter.
+        ObjectKind::Dynamic if object.section_by_name(".interp").is_some() => {
+            return Err(RejectReason::NotALibrary {
+                detail: "it is an executable (it has a program interpreter)".to_owned(),
+            });
+        }
         ObjectKind::Dynamic => {}
         ObjectKind::Executable => {
             return Err(RejectReason::NotALibrary {

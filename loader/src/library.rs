@@ -218,12 +218,12 @@ fn library_error(path: &Path, error: LibraryError) -> RejectReason {
 
 /// The lines of an abi_stable report that say what differs: those starting with `Error:`.
 pub(crate) fn actionable_lines(full: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
     let mut lines: Vec<&str> = full
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("Error:"))
+        .filter(|l| l.starts_with("Error:") && seen.insert(*l))
         .collect();
-    lines.dedup();
     if lines.is_empty() {
         lines = full
             .lines()

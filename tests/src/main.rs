@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod discovery;
+mod hostile;
 mod logs;
 mod resolution;
 mod support;

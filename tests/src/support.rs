@@ -15,6 +15,8 @@ pub struct Artifacts {
     pub echo: PathBuf,
     pub fixture: PathBuf,
     pub no_manifest: PathBuf,
+    /// A plugin built against a modified copy of the interface.
+    pub abi_mismatch: PathBuf,
 }
 
 /// Builds the fixture libraries once per test run (a no-op when `cargo test` already did).
@@ -35,6 +37,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "no-manifest-fixture",
                 "-p",
                 "runtimes-cli",
+                "-p",
+                "abi-mismatch-fixture",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -71,6 +75,7 @@ pub fn artifacts() -> &'static Artifacts {
             echo: find("echo_runtime"),
             fixture: find("fixture_plugin"),
             no_manifest: find("no_manifest_fixture"),
+            abi_mismatch: find("abi_mismatch_fixture"),
         }
     })
 }
@@ -148,4 +153,83 @@ pub fn install_raw_manifest(dir: &Path, library: &Path, stem: &str, region: &[u8
     padded.resize(size, 0);
     bytes[offset..offset + size].copy_from_slice(&padded);
     write_candidate(dir, stem, &bytes)
+}
+
+/// The echo plugin built against a *modified copy* of runtime-api (`AbiUsage` gains a field),
+/// in a scratch workspace with its own target folder; built once, then reused.
+pub fn echo_against_modified_interface() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("modified-interface");
+        let copy = |from: &Path, to: &Path| {
+            for entry in walk(from) {
+                let target = to.join(entry.strip_prefix(from).unwrap());
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                std::fs::copy(&entry, &target).unwrap();
+            }
+        };
+        copy(&root.join("runtime-api"), &scratch.join("runtime-api"));
+        copy(&root.join("plugins/echo"), &scratch.join("plugins/echo"));
+        std::fs::copy(root.join("Cargo.lock"), scratch.join("Cargo.lock")).unwrap();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let start = manifest.find("members = [").unwrap();
+        let end = start + manifest[start..].find(']').unwrap() + 1;
+        let manifest = format!(
+            "{}members = [\"runtime-api\", \"plugins/echo\"]{}",
+            &manifest[..start],
+            &manifest[end..]
+        );
+        std::fs::write(scratch.join("Cargo.toml"), manifest).unwrap();
+        let abi = scratch.join("runtime-api/src/abi.rs");
+        let source = std::fs::read_to_string(&abi).unwrap();
+        let marker = "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n";
+        assert!(source.contains(marker), "AbiUsage changed: update this fixture");
+        let modified = source.replacen(
+            marker,
+            &format!("{marker}    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n"),
+            1,
+        );
+        let modified = modified.replace(
+            "reasoning_tokens: usage.reasoning_tokens,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
+            "reasoning_tokens: usage.reasoning_tokens,\n            surprise_tokens: 0,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
+        );
+        std::fs::write(&abi, modified).unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args(["build", "--quiet", "--message-format=json", "-p", "echo-runtime", "--target-dir"])
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("modified-interface-target"))
+            .current_dir(&scratch)
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building echo against the modified interface failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "echo_runtime")
+            .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| f.as_str().map(PathBuf::from))
+            .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
+            .expect("the modified echo library was built")
+    })
+}
+
+/// Every file below a folder (no `target` folders).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                files.extend(walk(&path));
+            }
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

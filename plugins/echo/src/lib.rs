@@ -32,14 +32,23 @@ impl Echo {
         self.0.fail_with.as_ref().map(fail).map_or(Ok(()), Err)
     }
 
+    /// Sleeps `delay_ms` (if any) on the plugin's tokio runtime, then obeys.
+    async fn step(&self, entry: &str) -> Result<(), RuntimeError> {
+        if self.0.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.0.delay_ms)).await;
+        }
+        self.obey(entry)
+    }
+
     fn answer(request: &TurnRequest) -> TurnOutput {
-        let words = |text: &str| text.split_whitespace().count() as u64;
-        let history: u64 = request.history.iter().map(|m| words(&m.content)).sum();
-        let system = words(request.system.as_deref().unwrap_or(""));
-        let usage = Usage::new(
-            words(&request.prompt) + system + history,
-            words(&request.prompt),
-        );
+        let words = |text: &String| text.split_whitespace().count() as u64;
+        let context = request
+            .history
+            .iter()
+            .map(|m| &m.content)
+            .chain(&request.system);
+        let input = words(&request.prompt) + context.map(words).sum::<u64>();
+        let usage = Usage::new(input, words(&request.prompt));
         TurnOutput::new(request.prompt.clone()).with_usage(usage)
     }
 }
@@ -58,7 +67,6 @@ fn pieces(text: &str) -> Vec<String> {
 
 impl Runtime for Echo {
     const ID: &'static str = "echo";
-    const DISPLAY_NAME: &'static str = "Echo";
     const DESCRIPTION: &'static str = "Answers with the prompt, streamed word by word.";
     const ALIASES: &'static [&'static str] = &["parrot"];
     const CAPABILITIES: Capabilities =
@@ -73,8 +81,7 @@ impl Runtime for Echo {
     }
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
-        tokio::time::sleep(Duration::from_millis(self.0.delay_ms)).await;
-        self.obey("run_turn").map(|()| Self::answer(&request))
+        self.step("run_turn").await.map(|()| Self::answer(&request))
     }
 
     fn stream_turn(
@@ -86,8 +93,8 @@ impl Runtime for Echo {
             .then(move |piece| {
                 let echo = Arc::clone(&self);
                 async move {
-                    tokio::time::sleep(Duration::from_millis(echo.0.delay_ms)).await;
-                    echo.obey("stream")
+                    echo.step("stream")
+                        .await
                         .map(|()| StreamItem::Delta(Delta::text(piece)))
                 }
             })
