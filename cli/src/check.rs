@@ -10,7 +10,7 @@ use runtime_loader::{LoaderOptions, RejectReason, Runtimes, inspect};
 use serde::Serialize;
 
 use crate::failure::Failure;
-use crate::style::Style;
+use crate::style::{Style, named};
 
 /// How long a smoke turn may take.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,14 +159,10 @@ fn print_check(result: &FileCheck, style: &Style) {
             manifest.plugin_name, manifest.plugin_version, manifest.api_version
         );
         for runtime in &manifest.runtimes {
-            let aliases = if runtime.aliases.is_empty() {
-                String::new()
-            } else {
-                format!(" (alias {})", runtime.aliases.join(", "))
-            };
             println!(
-                "    runtime: {}{aliases}: {}",
-                runtime.id, runtime.capabilities
+                "    runtime: {}: {}",
+                named(&runtime.id, &runtime.aliases),
+                runtime.capabilities
             );
         }
     }

@@ -14,7 +14,7 @@ use runtime_loader::{LoaderOptions, RuntimeSource, Runtimes, SearchPath, user_pl
 use crate::Global;
 use crate::check::{FileCheckResult, inspect_file};
 use crate::failure::Failure;
-use crate::style::Style;
+use crate::style::{Style, named};
 
 fn plugin_folder(dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
     dir.or_else(user_plugin_dir).ok_or_else(|| {
@@ -190,15 +190,10 @@ pub fn install(
         copy_atomically(file, &dest)?;
         pins.push((name, sha256.clone()));
         for runtime in &manifest.runtimes {
-            let aliases = if runtime.aliases.is_empty() {
-                String::new()
-            } else {
-                format!(" (alias {})", runtime.aliases.join(", "))
-            };
             println!(
-                "{} {}{aliases} into {}",
+                "{} {} into {}",
                 style.ok("installed"),
-                runtime.id,
+                named(&runtime.id, &runtime.aliases),
                 dest.display()
             );
         }

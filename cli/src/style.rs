@@ -62,6 +62,15 @@ impl Style {
     }
 }
 
+/// A runtime's id with its aliases: `echo (alias parrot)`.
+pub fn named(id: &str, aliases: &[String]) -> String {
+    if aliases.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{id} (alias {})", aliases.join(", "))
+    }
+}
+
 /// Lays out rows in columns separated by two spaces; the first row is the header.
 pub fn table(rows: &[Vec<String>], style: &Style) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -1,6 +1,9 @@
 //! The workspace's integration tests, one binary with a module per area. Fixture plugins are
 //! built from the workspace by `support::artifacts` and copied into temporary plugin folders.
 
+// Tests may tell the person running them what they skipped or measured.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
 mod api;
 mod cli;
 mod discovery;
