@@ -594,7 +594,18 @@ impl Runtimes {
     /// [`ResolveError::Rejected`] saying why a plugin that declares the name was not loaded;
     /// [`ResolveError::Factory`] when the runtime could not be created.
     pub fn resolve(&self, name: &str) -> Result<RuntimeHandle, ResolveError> {
-        let registered = self.find(name)?;
+        // Fast path: the runtime exists and was created already; one read lock, one clone.
+        let registered = {
+            let state = self.read();
+            match state.lookup(name) {
+                Some(registered) => match registered.default_instance.get() {
+                    Some(created) => return created.clone(),
+                    None => Arc::clone(registered),
+                },
+                None => return Err(state.not_found(name)),
+            }
+        };
+        // First resolve: load and create outside the lock, once.
         registered
             .default_instance
             .get_or_init(|| self.instantiate(&registered, &Value::Null))

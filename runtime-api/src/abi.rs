@@ -7,7 +7,7 @@
 //! layout of every one of these types when a host loads a plugin.
 //!
 //! Plugin authors never see this module: the [`export_plugin!`](crate::export_plugin) macro
-//! and the glue in [`crate::glue`] convert to and from it. Hosts use it through the loader.
+//! and the generated glue convert to and from it. Hosts use it through the loader.
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
