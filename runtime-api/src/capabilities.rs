@@ -75,19 +75,19 @@ impl Capabilities {
         self.0 == 0
     }
 
-    /// The capability with this name, if runtime-api knows it.
+    /// The capability with this name: a known name, or `bit<N>` for a bit this version does
+    /// not name. Each capability has exactly one name (the one [`Capabilities::names`] writes),
+    /// so reading and writing a set always agree.
     pub fn from_name(name: &str) -> Option<Self> {
-        if let Some(bit) = name.strip_prefix("bit") {
-            return bit
-                .parse::<u32>()
-                .ok()
-                .filter(|b| *b < 64)
-                .map(|b| Self(1 << b));
+        if let Some(known) = Self::KNOWN.iter().find(|(_, n)| *n == name) {
+            return Some(known.0);
         }
-        Self::KNOWN
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(c, _)| *c)
+        let digits = name.strip_prefix("bit")?;
+        let bit = digits.parse::<u32>().ok().filter(|b| *b < 64)?;
+        let cap = Self(1 << bit);
+        let canonical = bit.to_string() == digits;
+        let unnamed = !Self::KNOWN.iter().any(|(c, _)| *c == cap);
+        (canonical && unnamed).then_some(cap)
     }
 
     /// The names of the capabilities in the set, in bit order; unknown bits as `bit<N>`.
@@ -151,6 +151,18 @@ mod tests {
         assert_eq!(json, r#"["streaming","thinking","bit40"]"#);
         let back: Capabilities = serde_json::from_str(&json).unwrap();
         assert_eq!(back, caps);
+    }
+
+    #[test]
+    fn each_capability_has_one_spelling() {
+        assert_eq!(
+            Capabilities::from_name("bit40"),
+            Some(Capabilities::from_bits(1 << 40))
+        );
+        for alias in ["bit0", "bit05", "bit+5", "bit064", "bit64", "bit"] {
+            assert_eq!(Capabilities::from_name(alias), None, "{alias}");
+        }
+        assert!(serde_json::from_str::<Capabilities>(r#"["bit0","bit05","bit+5"]"#).is_err());
     }
 
     #[test]

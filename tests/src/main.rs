@@ -9,6 +9,7 @@ mod cli;
 mod discovery;
 mod hostile;
 mod logs;
+mod proptests;
 mod resolution;
 mod support;
 mod turns;

@@ -133,7 +133,7 @@ fn mutated_manifest() -> impl Strategy<Value = Vec<u8>> {
                 json.insert(i, dup);
             }
         }
-        embed_json(&json).unwrap_or_else(|_| json)
+        embed_json(&json).unwrap_or(json)
     })
 }
 
@@ -152,7 +152,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn mutated_manifests_never_panic_the_reader(bytes in mutated_manifest()) {
@@ -285,7 +285,7 @@ fn leak(text: &str) -> &'static str {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn valid_manifests_round_trip(m in gen_manifest()) {
@@ -391,8 +391,8 @@ fn position(lib: &'static Library) -> impl Strategy<Value = usize> {
     ]
 }
 
-/// Runs the scanner on `bytes`, turning a panic into a test failure after `restore` has put the
-/// shared buffer back.
+/// Runs the scanner on `bytes`, catching a panic so that the caller can put its shared buffer
+/// back before re-raising it (proptest then reports and shrinks the case).
 fn scan(bytes: &[u8]) -> std::thread::Result<Result<Manifest, runtime_loader::RejectReason>> {
     catch_unwind(AssertUnwindSafe(|| read_manifest_from_bytes(bytes)))
 }
