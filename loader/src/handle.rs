@@ -1,11 +1,11 @@
 //! The host's handle on a resolved runtime: turns, streams, cancellation, timeouts, hooks.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,13 +80,15 @@ impl fmt::Debug for RuntimeHandle {
     }
 }
 
+/// `turn-<pid>-<n>`: unique within the process, and across processes in one log.
 fn next_execution_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "turn-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| format!("turn-{}-", std::process::id()));
+    let mut id = String::with_capacity(prefix.len() + 20);
+    id.push_str(prefix);
+    let _ = write!(id, "{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    id
 }
 
 fn timeout_error(timeout: Duration) -> RuntimeError {

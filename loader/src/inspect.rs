@@ -8,7 +8,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use object::read::ReadCache;
-use object::{Object, ObjectKind, ObjectSection, ReadRef};
+use object::read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _, Sym as _};
+use object::{Endianness, FileKind, Object, ObjectKind, ObjectSection, ReadRef, elf};
 use runtime_api::manifest::{EMBED_SIZE, MANIFEST_SYMBOL, Manifest};
 
 use crate::report::RejectReason;
@@ -65,22 +66,97 @@ pub fn read_manifest_from_bytes(bytes: &[u8]) -> Result<Manifest, RejectReason> 
 }
 
 fn manifest_from<'data, R: ReadRef<'data>>(data: R) -> Result<Manifest, RejectReason> {
-    let object = object::File::parse(data).map_err(|e| RejectReason::NotALibrary {
-        detail: e.to_string(),
-    })?;
+    match FileKind::parse(data) {
+        Ok(FileKind::Elf64) => elf_manifest::<elf::FileHeader64<Endianness>, R>(data),
+        Ok(FileKind::Elf32) => elf_manifest::<elf::FileHeader32<Endianness>, R>(data),
+        _ => generic_manifest(data),
+    }
+}
+
+fn executable(why: &str) -> RejectReason {
+    RejectReason::NotALibrary {
+        detail: format!("it is an executable ({why})"),
+    }
+}
+
+fn not_a_library(error: object::Error) -> RejectReason {
+    RejectReason::NotALibrary {
+        detail: error.to_string(),
+    }
+}
+
+fn outside_the_file() -> RejectReason {
+    RejectReason::MalformedManifest {
+        detail: "the manifest symbol points outside the file's data".to_owned(),
+    }
+}
+
+/// ELF, read lean: the header, the program headers, the section table and the dynamic symbols
+/// only — not the full symbol table or section names, which dominate the cost otherwise.
+fn elf_manifest<'data, Elf, R>(data: R) -> Result<Manifest, RejectReason>
+where
+    Elf: FileHeader<Endian = Endianness>,
+    R: ReadRef<'data>,
+{
+    let header = Elf::parse(data).map_err(not_a_library)?;
+    let endian = header.endian().map_err(not_a_library)?;
+    match header.e_type(endian) {
+        elf::ET_DYN => {}
+        elf::ET_EXEC => return Err(executable("ELF type EXEC")),
+        other => {
+            return Err(RejectReason::NotALibrary {
+                detail: format!("its ELF type is {other}, not a shared object"),
+            });
+        }
+    }
+    // A position-independent executable is `ET_DYN` too; it asks for a program interpreter.
+    let program_headers = header
+        .program_headers(endian, data)
+        .map_err(not_a_library)?;
+    if program_headers
+        .iter()
+        .any(|ph| ph.p_type(endian) == elf::PT_INTERP)
+    {
+        return Err(executable("it has a program interpreter"));
+    }
+    let sections = header.sections(endian, data).map_err(not_a_library)?;
+    let symbols = sections
+        .symbols(endian, data, elf::SHT_DYNSYM)
+        .map_err(not_a_library)?;
+    let symbol = symbols
+        .iter()
+        .find(|symbol| {
+            !symbol.is_undefined(endian)
+                && symbol
+                    .name(endian, symbols.strings())
+                    .is_ok_and(|name| name == MANIFEST_SYMBOL.as_bytes())
+        })
+        .ok_or(RejectReason::NoManifest)?;
+    let address: u64 = symbol.st_value(endian).into();
+    let bytes = sections
+        .iter()
+        .filter(|section| section.sh_type(endian) != elf::SHT_NOBITS)
+        .find_map(|section| {
+            let start: u64 = section.sh_addr(endian).into();
+            let size: u64 = section.sh_size(endian).into();
+            if address < start || address >= start.checked_add(size)? {
+                return None;
+            }
+            let within = address - start;
+            let offset = Into::<u64>::into(section.sh_offset(endian)).checked_add(within)?;
+            data.read_bytes_at(offset, (size - within).min(EMBED_SIZE as u64))
+                .ok()
+        })
+        .ok_or_else(outside_the_file)?;
+    parse_embedded(bytes)
+}
+
+/// Any other format `object` reads (Mach-O, PE): through its generic API.
+fn generic_manifest<'data, R: ReadRef<'data>>(data: R) -> Result<Manifest, RejectReason> {
+    let object = object::File::parse(data).map_err(not_a_library)?;
     match object.kind() {
-        // A position-independent executable is `ET_DYN` too; it has a program interpreter.
-        ObjectKind::Dynamic if object.section_by_name(".interp").is_some() => {
-            return Err(RejectReason::NotALibrary {
-                detail: "it is an executable (it has a program interpreter)".to_owned(),
-            });
-        }
         ObjectKind::Dynamic => {}
-        ObjectKind::Executable => {
-            return Err(RejectReason::NotALibrary {
-                detail: "it is an executable".to_owned(),
-            });
-        }
+        ObjectKind::Executable => return Err(executable("its object kind is Executable")),
         other => {
             return Err(RejectReason::NotALibrary {
                 detail: format!("its object kind is {other:?}"),
@@ -114,9 +190,11 @@ fn manifest_from<'data, R: ReadRef<'data>>(data: R) -> Result<Manifest, RejectRe
             let offset = file_offset.checked_add(within)?;
             data.read_bytes_at(offset, len).ok()
         })
-        .ok_or_else(|| RejectReason::MalformedManifest {
-            detail: "the manifest symbol points outside the file's data".to_owned(),
-        })?;
+        .ok_or_else(outside_the_file)?;
+    parse_embedded(bytes)
+}
+
+fn parse_embedded(bytes: &[u8]) -> Result<Manifest, RejectReason> {
     Manifest::from_embedded(bytes).map_err(|e| RejectReason::MalformedManifest {
         detail: e.to_string(),
     })

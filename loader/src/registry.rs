@@ -1,6 +1,5 @@
 //! The registry: ids, aliases, discovery into it, and fail-closed resolution.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -8,6 +7,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWrite
 use runtime_api::host::RemoteRuntime;
 use runtime_api::ids::id_problem;
 use runtime_api::{Capabilities, Runtime, RuntimeError, Value};
+use rustc_hash::FxHashMap;
 use semver::Version;
 
 use crate::checks::check_manifest;
@@ -37,19 +37,52 @@ struct Registered {
 
 #[derive(Default)]
 struct State {
-    runtimes: HashMap<String, Arc<Registered>>,
+    /// id → runtime
+    runtimes: FxHashMap<String, Arc<Registered>>,
     /// alias → id
-    aliases: HashMap<String, String>,
+    aliases: FxHashMap<String, String>,
+    /// id or alias → runtime: what `resolve` looks up, in one probe.
+    names: FxHashMap<String, Arc<Registered>>,
     /// name declared by a rejected candidate → why
-    rejected: HashMap<String, Rejection>,
+    rejected: FxHashMap<String, Rejection>,
     report: DiscoveryReport,
 }
 
 impl State {
     fn lookup(&self, name: &str) -> Option<&Arc<Registered>> {
-        self.runtimes
-            .get(name)
-            .or_else(|| self.aliases.get(name).and_then(|id| self.runtimes.get(id)))
+        self.names.get(name)
+    }
+
+    fn add_runtime(&mut self, registered: Registered) {
+        let registered = Arc::new(registered);
+        let id = registered.entry.id.clone();
+        self.names.insert(id.clone(), Arc::clone(&registered));
+        self.runtimes.insert(id, registered);
+    }
+
+    /// Points `alias` at the runtime `id` (which exists); returns the previous target.
+    fn add_alias(&mut self, alias: &str, id: &str) -> Option<String> {
+        if let Some(registered) = self.runtimes.get(id) {
+            self.names.insert(alias.to_owned(), Arc::clone(registered));
+        }
+        self.aliases.insert(alias.to_owned(), id.to_owned())
+    }
+
+    fn remove_alias(&mut self, alias: &str) -> Option<String> {
+        let target = self.aliases.remove(alias)?;
+        self.names.remove(alias);
+        Some(target)
+    }
+
+    /// Removes a runtime and its aliases; returns the aliases, or `None` if there was none.
+    fn remove_runtime(&mut self, id: &str) -> Option<Vec<String>> {
+        self.runtimes.remove(id)?;
+        self.names.remove(id);
+        let aliases = self.aliases_of(id);
+        for alias in &aliases {
+            self.remove_alias(alias);
+        }
+        Some(aliases)
     }
 
     fn aliases_of(&self, id: &str) -> Vec<String> {
@@ -223,7 +256,7 @@ impl Runtimes {
         let mut report = DiscoveryReport::default();
         for file in files {
             let path = file.as_ref();
-            match self.admit(path, None) {
+            match self.admit(path, None, None) {
                 Ok(library) => self.register_library(path, library, &mut report),
                 Err(rejection) => report.rejected.push(rejection),
             }
@@ -275,8 +308,11 @@ impl Runtimes {
                 return;
             }
         };
+        // The folder itself passed the permission check in `scan`; files whose real parent is
+        // that folder need not check it again.
+        let checked_dir = std::fs::canonicalize(&dir.path).ok();
         for path in files {
-            match self.admit(&path, pins.as_ref()) {
+            match self.admit(&path, pins.as_ref(), checked_dir.as_deref()) {
                 Ok(library) => self.register_library(&path, library, report),
                 Err(rejection) => report.rejected.push(rejection),
             }
@@ -284,7 +320,12 @@ impl Runtimes {
     }
 
     /// Runs every check on one candidate.
-    fn admit(&self, path: &Path, pins: Option<&Pins>) -> Result<PluginLibrary, Rejection> {
+    fn admit(
+        &self,
+        path: &Path,
+        pins: Option<&Pins>,
+        checked_dir: Option<&Path>,
+    ) -> Result<PluginLibrary, Rejection> {
         let reject = |real_path: Option<PathBuf>, ids: Vec<String>, reason| Rejection {
             path: path.to_owned(),
             real_path,
@@ -294,8 +335,10 @@ impl Runtimes {
         let real_path = inspect::real_file(path).map_err(|reason| reject(None, vec![], reason))?;
         let secure =
             check_permissions(&real_path, &self.options).and_then(|()| match real_path.parent() {
-                Some(parent) => check_permissions(parent, &self.options),
-                None => Ok(()),
+                Some(parent) if Some(parent) != checked_dir => {
+                    check_permissions(parent, &self.options)
+                }
+                _ => Ok(()),
             });
         secure.map_err(|reason| reject(Some(real_path.clone()), vec![], reason))?;
         if let Some(pins) = pins {
@@ -343,14 +386,11 @@ impl Runtimes {
                     plugin_name: library.manifest.plugin_name.clone(),
                 },
             };
-            state.runtimes.insert(
-                declared.id.clone(),
-                Arc::new(Registered {
-                    entry,
-                    factory: Factory::Plugin(Arc::clone(&library)),
-                    default_instance: OnceLock::new(),
-                }),
-            );
+            state.add_runtime(Registered {
+                entry,
+                factory: Factory::Plugin(Arc::clone(&library)),
+                default_instance: OnceLock::new(),
+            });
             registered_any = true;
             for alias in &declared.aliases {
                 if state.runtimes.contains_key(alias) || state.aliases.contains_key(alias) {
@@ -360,7 +400,7 @@ impl Runtimes {
                         kept: kept_by(&state, alias),
                     });
                 } else {
-                    state.aliases.insert(alias.clone(), declared.id.clone());
+                    state.add_alias(alias, &declared.id);
                 }
             }
         }
@@ -411,16 +451,13 @@ impl Runtimes {
             capabilities: R::CAPABILITIES.with(Capabilities::CANCELLATION),
             source: RuntimeSource::BuiltIn,
         };
-        state.runtimes.insert(
-            R::ID.to_owned(),
-            Arc::new(Registered {
-                entry,
-                factory: Factory::BuiltIn(RemoteRuntime::in_process::<R>),
-                default_instance: OnceLock::new(),
-            }),
-        );
+        state.add_runtime(Registered {
+            entry,
+            factory: Factory::BuiltIn(RemoteRuntime::in_process::<R>),
+            default_instance: OnceLock::new(),
+        });
         for alias in R::ALIASES {
-            state.aliases.insert((*alias).to_owned(), R::ID.to_owned());
+            state.add_alias(alias, R::ID);
         }
         state.rejected.remove(R::ID);
         Ok(())
@@ -435,17 +472,13 @@ impl Runtimes {
     /// [`RegistryError::Unknown`] when nothing has this name.
     pub fn unregister(&self, name: &str) -> Result<Unregistered, RegistryError> {
         let mut state = self.write();
-        if state.runtimes.remove(name).is_some() {
-            let aliases = state.aliases_of(name);
-            for alias in &aliases {
-                state.aliases.remove(alias);
-            }
+        if let Some(aliases) = state.remove_runtime(name) {
             return Ok(Unregistered::Runtime {
                 id: name.to_owned(),
                 aliases,
             });
         }
-        match state.aliases.remove(name) {
+        match state.remove_alias(name) {
             Some(target) => Ok(Unregistered::Alias {
                 alias: name.to_owned(),
                 target,
@@ -551,7 +584,7 @@ impl Runtimes {
             }
             _ => {}
         }
-        Ok(state.aliases.insert(alias.to_owned(), target_id))
+        Ok(state.add_alias(alias, &target_id))
     }
 
     /// Removes an alias; returns the runtime it pointed at.
@@ -562,8 +595,7 @@ impl Runtimes {
     /// [`Runtimes::unregister`]).
     pub fn remove_alias(&self, alias: &str) -> Result<String, RegistryError> {
         self.write()
-            .aliases
-            .remove(alias)
+            .remove_alias(alias)
             .ok_or_else(|| RegistryError::Unknown {
                 name: alias.to_owned(),
             })

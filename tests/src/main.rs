@@ -6,8 +6,10 @@
 
 mod api;
 mod cli;
+mod command_plugin;
 mod discovery;
 mod hostile;
+mod llm_server;
 mod logs;
 mod proptests;
 mod resolution;
