@@ -4,7 +4,7 @@
 //! manifest's 8 KiB), so listing stays cheap however large the libraries are, and every read is
 //! bounded by the file's size.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 
 use object::read::ReadCache;
@@ -30,16 +30,31 @@ pub struct Inspected {
 /// [`RejectReason::Unreadable`] for a dangling symlink, a loop or a permission error;
 /// [`RejectReason::NotAFile`] for a directory or a device.
 pub fn real_file(path: &Path) -> Result<PathBuf, RejectReason> {
-    let real = std::fs::canonicalize(path).map_err(|e| RejectReason::Unreadable {
+    real_file_in(path, None).map(|(real, _)| real)
+}
+
+/// As [`real_file`], also returning the file's metadata. `canonical_dir`, when given, is the
+/// already-resolved folder `path` was found in: a plain file there needs no `realpath`.
+pub(crate) fn real_file_in(
+    path: &Path,
+    canonical_dir: Option<&Path>,
+) -> Result<(PathBuf, Metadata), RejectReason> {
+    let unreadable = |e: std::io::Error| RejectReason::Unreadable {
         detail: e.to_string(),
-    })?;
-    let metadata = std::fs::metadata(&real).map_err(|e| RejectReason::Unreadable {
-        detail: e.to_string(),
-    })?;
+    };
+    let own = std::fs::symlink_metadata(path).map_err(unreadable)?;
+    let (real, metadata) = match (canonical_dir, path.file_name()) {
+        (Some(dir), Some(name)) if !own.file_type().is_symlink() => (dir.join(name), own),
+        _ => {
+            let real = std::fs::canonicalize(path).map_err(unreadable)?;
+            let metadata = std::fs::metadata(&real).map_err(unreadable)?;
+            (real, metadata)
+        }
+    };
     if !metadata.is_file() {
         return Err(RejectReason::NotAFile);
     }
-    Ok(real)
+    Ok((real, metadata))
 }
 
 /// Reads the embedded manifest of the library at `real_path`.

@@ -19,7 +19,7 @@ use crate::inspect;
 use crate::library::PluginLibrary;
 use crate::report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
 use crate::search_path::{SearchDir, SearchPath, has_library_suffix};
-use crate::security::{LoaderOptions, Pins, check_permissions};
+use crate::security::{LoaderOptions, Pins, check_metadata, check_permissions};
 
 type BuiltInFactory = fn(Value) -> Result<RemoteRuntime, RuntimeError>;
 
@@ -332,14 +332,16 @@ impl Runtimes {
             runtime_ids: ids,
             reason,
         };
-        let real_path = inspect::real_file(path).map_err(|reason| reject(None, vec![], reason))?;
-        let secure =
-            check_permissions(&real_path, &self.options).and_then(|()| match real_path.parent() {
+        let (real_path, metadata) = inspect::real_file_in(path, checked_dir)
+            .map_err(|reason| reject(None, vec![], reason))?;
+        let secure = check_metadata(&real_path, &metadata, &self.options).and_then(|()| {
+            match real_path.parent() {
                 Some(parent) if Some(parent) != checked_dir => {
                     check_permissions(parent, &self.options)
                 }
                 _ => Ok(()),
-            });
+            }
+        });
         secure.map_err(|reason| reject(Some(real_path.clone()), vec![], reason))?;
         if let Some(pins) = pins {
             pins.check(path)

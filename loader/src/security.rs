@@ -63,15 +63,31 @@ impl LoaderOptions {
 /// # Errors
 ///
 /// [`RejectReason::Insecure`] naming the permission that is wrong.
-#[cfg(unix)]
 pub fn check_permissions(path: &Path, options: &LoaderOptions) -> Result<(), RejectReason> {
-    use std::os::unix::fs::MetadataExt;
     if options.allow_insecure {
         return Ok(());
     }
     let metadata = std::fs::metadata(path).map_err(|e| RejectReason::Unreadable {
         detail: e.to_string(),
     })?;
+    check_metadata(path, &metadata, options)
+}
+
+/// [`check_permissions`] on metadata already read.
+///
+/// # Errors
+///
+/// [`RejectReason::Insecure`] naming the permission that is wrong.
+#[cfg(unix)]
+pub fn check_metadata(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    options: &LoaderOptions,
+) -> Result<(), RejectReason> {
+    use std::os::unix::fs::MetadataExt;
+    if options.allow_insecure {
+        return Ok(());
+    }
     let mode = metadata.mode();
     let what = if metadata.is_dir() {
         "directory"
@@ -107,7 +123,11 @@ pub fn check_permissions(path: &Path, options: &LoaderOptions) -> Result<(), Rej
 
 /// Permission checks are Unix-only; elsewhere the file system's ACLs apply.
 #[cfg(not(unix))]
-pub fn check_permissions(_path: &Path, _options: &LoaderOptions) -> Result<(), RejectReason> {
+pub fn check_metadata(
+    _path: &Path,
+    _metadata: &std::fs::Metadata,
+    _options: &LoaderOptions,
+) -> Result<(), RejectReason> {
     Ok(())
 }
 

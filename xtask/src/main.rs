@@ -170,6 +170,20 @@ fn demo() -> anyhow::Result<()> {
     step("Stream the same turn as NDJSON: deltas, then the final result");
     run(cli().args(["stream", "echo", "two words", "--json"]))?;
 
+    if libraries
+        .iter()
+        .any(|l| l.to_string_lossy().contains("command_runtime"))
+    {
+        step("Drive an external program with the `command` runtime (its stdout streams back)");
+        run(cli().args([
+            "stream",
+            "command",
+            "hello from a program",
+            "--config",
+            r#"{"program": "tr", "args": ["a-z", "A-Z"]}"#,
+        ]))?;
+    }
+
     step("A host program (examples/run_turn.rs) using the same folder");
     run(cargo()
         .current_dir(&root)
