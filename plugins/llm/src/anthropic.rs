@@ -536,14 +536,10 @@ impl StreamDecoder for AnthropicStreamState {
             .with_tool_calls(calls.into_iter().map(|(_, call)| call).collect())
             .with_usage(self.usage)
             .with_finish_reason(self.stop_reason.clone().unwrap_or_default());
-        let mut metadata = std::mem::take(&mut self.metadata);
-        if metadata.is_null() {
-            metadata = json!({});
-        }
-        if !self.thinking.is_empty() {
-            metadata["thinking"] = json!(std::mem::take(&mut self.thinking));
-        }
-        output.metadata = metadata;
+        output.metadata = http::output_metadata(
+            std::mem::take(&mut self.metadata),
+            std::mem::take(&mut self.thinking),
+        );
         Ok(output)
     }
 }

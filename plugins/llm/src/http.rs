@@ -229,6 +229,18 @@ pub(crate) fn transport_error(error: &reqwest::Error, during: &str) -> RuntimeEr
 }
 
 /// The text cut to at most `max` bytes, at a character boundary.
+/// The final output's metadata: what the provider sent, plus the whole thinking text (also
+/// streamed as thinking deltas) under `thinking` when there was any.
+pub(crate) fn output_metadata(mut metadata: Value, thinking: String) -> Value {
+    if metadata.is_null() {
+        metadata = Value::Object(Default::default());
+    }
+    if !thinking.is_empty() {
+        metadata["thinking"] = Value::String(thinking);
+    }
+    metadata
+}
+
 pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;

@@ -515,14 +515,10 @@ impl StreamDecoder for OpenAiStreamState {
             .with_tool_calls(tool_calls)
             .with_usage(self.usage.unwrap_or_default())
             .with_finish_reason(self.finish_reason.clone().unwrap_or_default());
-        let mut metadata = std::mem::take(&mut self.metadata);
-        if metadata.is_null() {
-            metadata = json!({});
-        }
-        if !self.thinking.is_empty() {
-            metadata["thinking"] = json!(std::mem::take(&mut self.thinking));
-        }
-        output.metadata = metadata;
+        output.metadata = http::output_metadata(
+            std::mem::take(&mut self.metadata),
+            std::mem::take(&mut self.thinking),
+        );
         Ok(output)
     }
 }
