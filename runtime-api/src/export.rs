@@ -11,6 +11,12 @@
 /// The plugin's name and version are the calling package's (`CARGO_PKG_NAME`,
 /// `CARGO_PKG_VERSION`). Call it once per crate, at the crate root.
 ///
+/// The two exported symbols have fixed names, so a host can link at most one crate that calls
+/// this macro as an `rlib` (to register its runtimes in-process with
+/// `Runtimes::register`); two such crates in one binary fail to link with duplicate symbols.
+/// Load the others as plugin files, or keep the runtime types in a library crate without the
+/// macro and export them from a thin `cdylib` crate.
+///
 /// # Examples
 ///
 /// ```ignore
