@@ -206,16 +206,21 @@ impl RuntimeHandle {
         }
     }
 
-    fn start(&self, request: &mut TurnRequest, streamed: bool) -> (TurnContext, Span) {
-        if request.execution_id.is_empty() {
-            request.execution_id = next_execution_id();
-        }
-        let context = TurnContext {
+    /// What hooks are told about a turn.
+    fn context(&self, request: &TurnRequest, streamed: bool) -> TurnContext {
+        TurnContext {
             runtime_id: self.shared.id.clone(),
             execution_id: request.execution_id.clone(),
             streamed,
-        };
-        let span = tracing::info_span!(
+        }
+    }
+
+    /// Gives the turn an execution id if it has none, and opens its span.
+    fn start(&self, request: &mut TurnRequest, streamed: bool) -> Span {
+        if request.execution_id.is_empty() {
+            request.execution_id = next_execution_id();
+        }
+        tracing::info_span!(
             "turn",
             runtime = %self.shared.id,
             execution_id = %request.execution_id,
@@ -224,8 +229,7 @@ impl RuntimeHandle {
             input_tokens = Empty,
             output_tokens = Empty,
             error = Empty,
-        );
-        (context, span)
+        )
     }
 
     /// Runs one turn. Dropping the returned future cancels the turn inside the plugin.
@@ -239,10 +243,14 @@ impl RuntimeHandle {
         &self,
         mut request: TurnRequest,
     ) -> impl Future<Output = Result<TurnOutput, RuntimeError>> + Send + 'static + use<> {
-        let (context, span) = self.start(&mut request, false);
+        let span = self.start(&mut request, false);
         let hooks = snapshot(&self.shared.hooks);
         let refused = self.refuse_undeclared(&request, false);
-        call_hooks(&hooks, "before_turn", |h| h.before_turn(&context, &request));
+        // Turns are hot: what hooks are told is only built when there are hooks.
+        let context = (!hooks.is_empty()).then(|| self.context(&request, false));
+        if let Some(context) = &context {
+            call_hooks(&hooks, "before_turn", |h| h.before_turn(context, &request));
+        }
         let turn = refused.map(|()| self.shared.runtime.run_turn(request));
         let timeout = self.timeout;
         let span_for_result = span.clone();
@@ -256,7 +264,7 @@ impl RuntimeHandle {
                         .unwrap_or_else(|_| Err(timeout_error(limit))),
                 },
             };
-            finish(&span_for_result, &hooks, &context, result.as_ref());
+            finish(&span_for_result, &hooks, context.as_ref(), result.as_ref());
             result
         }
         .instrument(span)
@@ -268,7 +276,8 @@ impl RuntimeHandle {
     /// A runtime that does not declare `streaming` yields one `unsupported` error: the host
     /// never silently falls back to a single delta.
     pub fn stream_turn(&self, mut request: TurnRequest) -> TurnStream {
-        let (context, span) = self.start(&mut request, true);
+        let span = self.start(&mut request, true);
+        let context = self.context(&request, true);
         let hooks = snapshot(&self.shared.hooks);
         call_hooks(&hooks, "before_turn", |h| h.before_turn(&context, &request));
         let started = self.refuse_undeclared(&request, true).and_then(|()| {
@@ -295,7 +304,7 @@ impl RuntimeHandle {
 fn finish(
     span: &Span,
     hooks: &[Arc<dyn TurnHook>],
-    context: &TurnContext,
+    context: Option<&TurnContext>,
     result: Result<&TurnOutput, &RuntimeError>,
 ) {
     match result {
@@ -303,11 +312,15 @@ fn finish(
             span.record("finish_reason", output.finish_reason.as_str());
             span.record("input_tokens", output.usage.input_tokens);
             span.record("output_tokens", output.usage.output_tokens);
-            call_hooks(hooks, "after_turn", |h| h.after_turn(context, output));
+            if let Some(context) = context {
+                call_hooks(hooks, "after_turn", |h| h.after_turn(context, output));
+            }
         }
         Err(error) => {
             span.record("error", tracing::field::display(error));
-            call_hooks(hooks, "on_error", |h| h.on_error(context, error));
+            if let Some(context) = context {
+                call_hooks(hooks, "on_error", |h| h.on_error(context, error));
+            }
         }
     }
 }
@@ -342,7 +355,7 @@ impl TurnStream {
         self.finished = true;
         self.inner = None;
         self.deadline = None;
-        finish(&self.span, &self.hooks, &self.context, result);
+        finish(&self.span, &self.hooks, Some(&self.context), result);
     }
 }
 

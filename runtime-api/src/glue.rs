@@ -188,17 +188,20 @@ where
     }
 }
 
+/// The turns running under one execution id: (ticket, abort handle).
+type Running = Vec<(u64, AbortHandle)>;
+
 /// The running turns of one runtime object, by execution id, so `cancel` can reach them.
 #[derive(Default)]
 struct Turns {
-    running: Mutex<HashMap<String, Vec<(u64, AbortHandle)>>>,
+    running: Mutex<HashMap<Arc<str>, Running>>,
     next_ticket: AtomicU64,
 }
 
 /// Keeps a turn registered while it runs.
 struct TurnTicket {
     turns: Arc<Turns>,
-    execution_id: String,
+    execution_id: Arc<str>,
     ticket: u64,
 }
 
@@ -213,15 +216,16 @@ impl Turns {
         }
         let (handle, registration) = AbortHandle::new_pair();
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let execution_id: Arc<str> = Arc::from(execution_id);
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(execution_id.to_owned())
+            .entry(Arc::clone(&execution_id))
             .or_default()
             .push((ticket, handle.clone()));
         let ticket = TurnTicket {
             turns: Arc::clone(self),
-            execution_id: execution_id.to_owned(),
+            execution_id,
             ticket,
         };
         Some((handle, registration, ticket))
