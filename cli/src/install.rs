@@ -125,11 +125,13 @@ pub fn install(
     // Check every file before touching the folder: all or nothing.
     let mut checked = Vec::new();
     let mut problems = Vec::new();
+    // The source's own permissions do not matter: the installed copy gets safe ones.
+    let source_options = options.with_allow_insecure(true);
     for file in files {
         let FileCheckResult {
             sha256,
             checked: result,
-        } = inspect_file(file, &options);
+        } = inspect_file(file, &source_options);
         match (result, sha256) {
             (Ok(manifest), Some(sha256)) => checked.push((file.clone(), manifest, sha256)),
             (Err(reason), _) => problems.push(format!("{}: {reason}", file.display())),

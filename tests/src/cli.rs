@@ -461,3 +461,31 @@ fn ctrl_c_cancels_a_stream_cleanly() {
     assert!(stderr(&output).contains("cancelled"), "{}", stderr(&output));
     assert!(stdout(&output).starts_with("a "), "{}", stdout(&output));
 }
+
+#[cfg(unix)]
+#[test]
+fn install_gives_the_copy_safe_permissions_whatever_the_source_has() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = plugin_dir();
+    let source_dir = plugin_dir();
+    let source = install(source_dir.path(), &artifacts().echo, "libshared");
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let target = home.path().join("plugins");
+    let folder = target.display().to_string();
+    let output = runtimes(
+        home.path(),
+        &["install", &source.display().to_string(), "--dir", &folder],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let installed = target.join(source.file_name().unwrap());
+    let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+    // In place, the source would be refused; `check` says so.
+    let checked = runtimes(home.path(), &["check", &source.display().to_string()]);
+    assert_eq!(code(&checked), 3);
+    assert!(
+        stdout(&checked).contains("writable by others"),
+        "{}",
+        stdout(&checked)
+    );
+}
