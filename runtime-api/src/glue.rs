@@ -309,6 +309,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         &self,
         request: AbiTurnRequest,
     ) -> FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>> {
+        crate::logging::refresh_level();
         let runtime = Arc::clone(&*self.runtime);
         let turns = Arc::clone(&self.turns);
         let turn = async move {
@@ -334,6 +335,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
     }
 
     fn stream_turn(&self, request: AbiTurnRequest) -> RResult<AbiTurnStream, AbiRuntimeError> {
+        crate::logging::refresh_level();
         flatten(guard(T::ID, "stream_turn", || {
             let request = TurnRequest::from(request);
             let registered = self.turns.register(&request.execution_id);

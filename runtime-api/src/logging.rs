@@ -6,6 +6,9 @@
 //! a global subscriber in its own copy of `tracing` that hands every event to that sink, with
 //! the id of the runtime whose code emitted it. The host re-emits them in its own subscriber.
 //!
+//! The level filter follows the host's `LevelFilter::current()`: taken when the sink is
+//! installed and again at the start of every turn.
+//!
 //! Only plugins install this subscriber: a runtime compiled into the host never calls
 //! [`install_log_sink`], so the host's own `tracing` setup is left alone.
 
@@ -51,6 +54,14 @@ pub(crate) extern "C" fn install_log_sink(sink: AbiLogSinkBox) {
             tracing::callsite::rebuild_interest_cache();
         });
     }));
+}
+
+/// Takes the host's current level again, so a host that changes its subscriber after loading
+/// a plugin gets the plugin's events at the new level from the next turn on.
+pub(crate) fn refresh_level() {
+    if let Some(sink) = SINK.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        MAX_LEVEL.store(sink.max_level(), Ordering::Relaxed);
+    }
 }
 
 struct ForwardLayer;
