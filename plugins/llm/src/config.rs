@@ -22,34 +22,24 @@ impl Provider {
         }
     }
 
-    fn keys(self) -> &'static [&'static str] {
-        match self {
-            Provider::OpenAi => &[
-                "base_url",
-                "model",
-                "api_key_env",
-                "headers",
-                "connect_timeout_ms",
-                "read_timeout_ms",
-                "request_timeout_ms",
-                "max_tokens",
-                "extra_body",
-                "include_usage",
-            ],
-            Provider::Anthropic => &[
-                "base_url",
-                "model",
-                "api_key_env",
-                "headers",
-                "connect_timeout_ms",
-                "read_timeout_ms",
-                "request_timeout_ms",
-                "max_tokens",
-                "extra_body",
-                "anthropic_version",
-                "thinking_budget_tokens",
-            ],
-        }
+    /// Every configuration key this provider accepts: the shared ones, then its own.
+    fn keys(self) -> Vec<&'static str> {
+        const SHARED: [&str; 9] = [
+            "base_url",
+            "model",
+            "api_key_env",
+            "headers",
+            "connect_timeout_ms",
+            "read_timeout_ms",
+            "request_timeout_ms",
+            "max_tokens",
+            "extra_body",
+        ];
+        let own: &[&str] = match self {
+            Provider::OpenAi => &["include_usage"],
+            Provider::Anthropic => &["anthropic_version", "thinking_budget_tokens"],
+        };
+        SHARED.iter().chain(own).copied().collect()
     }
 }
 
