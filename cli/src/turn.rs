@@ -63,7 +63,7 @@ fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnR
     let handle = if config.is_null() {
         runtimes.resolve(&args.name)?
     } else {
-        runtimes.resolve_with_config(&args.name, &config)?
+        runtimes.new_instance(&args.name, &config)?
     };
     let handle = match args.timeout {
         None => handle,

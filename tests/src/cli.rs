@@ -108,7 +108,7 @@ fn info_shows_an_entry_and_says_why_a_plugin_was_refused() {
     let entry: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(entry["id"], "echo");
     install_patched(plugins.path(), &artifacts().fixture, "libfuture", |m| {
-        m["api_version"] = json!("9.0.0");
+        m["contract"] = json!(runtime_api::version::CONTRACT_VERSION + 1);
     });
     let output = runtimes(home.path(), &["--plugin-dir", &dir, "info", "fixture"]);
     assert_eq!(code(&output), 3);
@@ -118,7 +118,7 @@ fn info_shows_an_entry_and_says_why_a_plugin_was_refused() {
         "{message}"
     );
     assert!(
-        message.contains("built with runtime-api 9.0.0, this host speaks 0."),
+        message.contains("newer than this host's contract"),
         "{message}"
     );
 }

@@ -7,6 +7,8 @@
 mod api;
 mod cli;
 mod command_plugin;
+mod compat;
+mod contract;
 mod discovery;
 mod hostile;
 mod llm_server;
