@@ -489,3 +489,44 @@ fn install_gives_the_copy_safe_permissions_whatever_the_source_has() {
         stdout(&checked)
     );
 }
+
+#[test]
+fn info_shows_the_declared_configuration_and_checks_one_without_creating_the_runtime() {
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(home.path(), &["--plugin-dir", &dir, "info", "echo"]);
+    assert_eq!(code(&output), 0);
+    let text = stdout(&output);
+    assert!(
+        text.contains("delay_ms") && text.contains("default 0"),
+        "{text}"
+    );
+
+    let valid = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "info",
+            "echo",
+            "--config",
+            r#"{"delay_ms": 1}"#,
+        ],
+    );
+    assert_eq!(code(&valid), 0, "{}", stderr(&valid));
+    let invalid = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "info",
+            "echo",
+            "--config",
+            r#"{"delay_ms": 1, "bogus": 2}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(code(&invalid), 3);
+    let verdict: Value = serde_json::from_str(&stdout(&invalid)).unwrap();
+    assert_eq!(verdict["valid"], false);
+    assert!(verdict["problems"][0].as_str().unwrap().contains("bogus"));
+}
