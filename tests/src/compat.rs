@@ -54,7 +54,7 @@ async fn plugins_and_hosts_of_other_releases_of_the_same_contract_load_each_othe
 
         // A plugin of that release in this host.
         let dir = plugin_dir();
-        install(dir.path(), &built.library("echo_runtime"), "libecho");
+        install(dir.path(), &plugin, "libecho");
         let runtimes = registry(&[dir.path()]);
         let entry = runtimes.get_entry("echo").expect("registered");
         assert_eq!(entry.api_version, version);
@@ -69,7 +69,7 @@ async fn plugins_and_hosts_of_other_releases_of_the_same_contract_load_each_othe
         // This release's plugin in a host of that release.
         let dir = plugin_dir();
         install(dir.path(), &artifacts().echo, "libecho");
-        let run = Command::new(built.executable("run_turn"))
+        let run = Command::new(&host)
             .arg(dir.path())
             .env("AGENT_RUNTIMES_PATH", "")
             .output()
