@@ -39,18 +39,15 @@ fn released_as(version: &str) -> ScratchBuild {
 #[tokio::test]
 #[ignore = "builds three scratch workspaces (minutes); CI runs it with --ignored"]
 async fn plugins_and_hosts_of_other_releases_of_the_same_contract_load_each_other() {
-    let host = runtime_api::version::api_version();
-    let patch = format!("{}.{}.{}", host.major, host.minor, host.patch + 1);
-    let minor = format!("{}.{}.0", host.major, host.minor + 1);
+    let ours = runtime_api::version::api_version();
+    let patch = format!("{}.{}.{}", ours.major, ours.minor, ours.patch + 1);
+    let minor = format!("{}.{}.0", ours.major, ours.minor + 1);
     for version in [patch, minor] {
-        let built = released_as(&version).build(&[
-            "-p",
-            "echo-runtime",
-            "-p",
-            "host-examples",
-            "--example",
-            "run_turn",
-        ]);
+        let scratch = released_as(&version);
+        let plugin = scratch.build(&["-p", "echo-runtime"]).library("echo_runtime");
+        let host = scratch
+            .build(&["-p", "host-examples", "--example", "run_turn"])
+            .executable("run_turn");
 
         // A plugin of that release in this host.
         let dir = plugin_dir();

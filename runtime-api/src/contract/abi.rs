@@ -211,8 +211,11 @@ pub struct AbiTurnOutput {
     pub tool_calls: RVec<AbiToolCall>,
     /// See [`TurnOutput::usage`].
     pub usage: AbiUsage,
-    /// See [`TurnOutput::finish_reason`] (its wire name).
-    pub finish_reason: RString,
+    /// See [`TurnOutput::finish_reason`]: its code ([`FinishReason::code`]).
+    pub finish_reason: u32,
+    /// The reason's text when its code is `0` (another reason); empty otherwise, so the usual
+    /// reasons cost no allocation.
+    pub finish_reason_text: RString,
     /// See [`TurnOutput::metadata`] (JSON text).
     pub metadata: RString,
 }
@@ -603,7 +606,11 @@ impl From<TurnOutput> for AbiTurnOutput {
             content: output.content.into(),
             tool_calls: output.tool_calls.into_iter().map(Into::into).collect(),
             usage: output.usage.into(),
-            finish_reason: String::from(output.finish_reason).into(),
+            finish_reason: output.finish_reason.code(),
+            finish_reason_text: match output.finish_reason {
+                FinishReason::Other(text) => text.into(),
+                _ => RString::new(),
+            },
             metadata: json_to_abi(&output.metadata),
         }
     }
@@ -614,7 +621,10 @@ impl From<AbiTurnOutput> for TurnOutput {
         TurnOutput::new(output.content)
             .with_tool_calls(output.tool_calls.into_iter().map(Into::into).collect())
             .with_usage(output.usage.into())
-            .with_finish_reason(FinishReason::from(output.finish_reason.into_string()))
+            .with_finish_reason(FinishReason::from_code(
+                output.finish_reason,
+                output.finish_reason_text.into_string(),
+            ))
             .with_metadata(json_from_abi(output.metadata))
     }
 }

@@ -94,8 +94,8 @@ impl AddAssign for Usage {
 
 /// Why a turn ended.
 ///
-/// Crosses the boundary as its name, so a reason this version does not know arrives as
-/// [`FinishReason::Other`] with its text.
+/// Crosses the boundary as a small code, with the text for [`FinishReason::Other`]; a code
+/// this version does not know arrives as `Other` with its text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 #[non_exhaustive]
@@ -128,6 +128,32 @@ impl FinishReason {
             FinishReason::Cancelled => "cancelled",
             FinishReason::Error => "error",
             FinishReason::Other(other) => other,
+        }
+    }
+
+    /// The reason's code on the boundary; `0` for [`FinishReason::Other`].
+    pub const fn code(&self) -> u32 {
+        match self {
+            FinishReason::Stop => 1,
+            FinishReason::Length => 2,
+            FinishReason::ToolCalls => 3,
+            FinishReason::ContentFilter => 4,
+            FinishReason::Cancelled => 5,
+            FinishReason::Error => 6,
+            FinishReason::Other(_) => 0,
+        }
+    }
+
+    /// The reason with this code, or `Other(text)` for a code this version does not know.
+    pub fn from_code(code: u32, text: String) -> Self {
+        match code {
+            1 => FinishReason::Stop,
+            2 => FinishReason::Length,
+            3 => FinishReason::ToolCalls,
+            4 => FinishReason::ContentFilter,
+            5 => FinishReason::Cancelled,
+            6 => FinishReason::Error,
+            _ => FinishReason::from(text),
         }
     }
 }
