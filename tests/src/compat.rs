@@ -44,7 +44,9 @@ async fn plugins_and_hosts_of_other_releases_of_the_same_contract_load_each_othe
     let minor = format!("{}.{}.0", ours.major, ours.minor + 1);
     for version in [patch, minor] {
         let scratch = released_as(&version);
-        let plugin = scratch.build(&["-p", "echo-runtime"]).library("echo_runtime");
+        let plugin = scratch
+            .build(&["-p", "echo-runtime"])
+            .library("echo_runtime");
         let host = scratch
             .build(&["-p", "host-examples", "--example", "run_turn"])
             .executable("run_turn");
