@@ -162,11 +162,15 @@ pub fn echo_against_modified_interface() -> &'static Path {
     LIBRARY.get_or_init(|| {
         let built = ScratchBuild::new("modified-interface", |scratch| {
             edit(
-                &scratch.join("runtime-api/src/contract/abi.rs"),
+                &scratch.join("runtime-contract/src/abi.rs"),
                 &[(
-                    "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n",
-                    "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n",
-                ), (
+                    "    /// See `Usage::reasoning_tokens`.\n    pub reasoning_tokens: u64,\n",
+                    "    /// See `Usage::reasoning_tokens`.\n    pub reasoning_tokens: u64,\n    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n",
+                )],
+            );
+            edit(
+                &scratch.join("runtime-api/src/convert.rs"),
+                &[(
                     "reasoning_tokens: usage.reasoning_tokens,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
                     "reasoning_tokens: usage.reasoning_tokens,\n            surprise_tokens: 0,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
                 )],
@@ -191,7 +195,7 @@ pub fn edit(file: &Path, replacements: &[(&str, &str)]) {
     std::fs::write(file, text).unwrap();
 }
 
-/// A copy of runtime-api, the loader, echo and the example hosts in a scratch workspace,
+/// A copy of runtime-contract, runtime-api, the loader, echo and the example hosts in a scratch workspace,
 /// edited, then built with cargo: plugins and hosts built against another runtime-api, for
 /// the compatibility and layout tests. Scratch builds share one target folder.
 pub struct ScratchBuild {
@@ -213,7 +217,13 @@ impl ScratchBuild {
             .join("scratch")
             .join(name);
         let _ = std::fs::remove_dir_all(&root);
-        let members = ["runtime-api", "loader", "plugins/echo", "examples"];
+        let members = [
+            "runtime-contract",
+            "runtime-api",
+            "loader",
+            "plugins/echo",
+            "examples",
+        ];
         for member in members {
             for entry in walk(&workspace.join(member)) {
                 let target = root.join(entry.strip_prefix(workspace).unwrap());
