@@ -5,6 +5,7 @@
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
 mod check;
 mod failure;

@@ -1,0 +1,161 @@
+//! Discovery: scanning the search path's folders and registering what passes admission.
+//!
+//! No plugin code runs here. Each folder is listed (non-recursively, sorted by file name),
+//! checked with every folder above it, its `plugins.lock` read, and each candidate file goes
+//! through the one admission pipeline (`admission.rs`). What passes is registered with the
+//! open file that was checked; everything else lands in the report with its reason.
+
+use std::path::{Path, PathBuf};
+
+use crate::admission::{Admission, Hashing};
+use crate::library::PluginLibrary;
+use crate::registry::Runtimes;
+use crate::report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection};
+use crate::search_path::{SearchDir, SearchPath, has_library_suffix};
+use crate::security::Pins;
+
+impl Runtimes {
+    /// Scans every directory of `search` and registers the runtimes of every plugin that
+    /// passes the checks. No plugin code runs. Nothing is silent: the returned report (also
+    /// kept, see [`Runtimes::report`], and logged through `tracing`) lists every directory,
+    /// every rejected candidate with its reason, and every shadowed name.
+    ///
+    /// Each registered library keeps the file that was checked open, and that file is what
+    /// the first resolve loads; a file replaced, removed or modified after discovery is refused
+    /// then with [`RejectReason::Changed`].
+    pub fn discover(&self, search: &SearchPath) -> DiscoveryReport {
+        let mut report = DiscoveryReport::default();
+        let host = self.host_version.clone();
+        let mut admission = Admission::new(&self.options, &host);
+        for dir in search.dirs() {
+            self.discover_dir(&mut admission, dir, &mut report);
+        }
+        self.record(report)
+    }
+
+    /// Checks and registers these library files, as discovery does for the files of a
+    /// plugin folder (with the `plugins.lock` of the folder each file is in). Used to try a
+    /// file before installing it.
+    pub fn discover_files<P: AsRef<Path>>(&self, files: &[P]) -> DiscoveryReport {
+        let mut report = DiscoveryReport::default();
+        let host = self.host_version.clone();
+        let mut admission = Admission::new(&self.options, &host);
+        for file in files {
+            let path = file.as_ref();
+            let folder = crate::inspect::real_file(path)
+                .ok()
+                .and_then(|real| real.parent().map(Path::to_owned));
+            let pins = match folder.map(|f| Pins::read(&f, &self.options)) {
+                Some(Err(reason)) => {
+                    let mut facts = admission.admit(path, None, None, Hashing::AsOptions);
+                    facts.verdict = facts.verdict.and(Err(reason));
+                    self.take(facts.into_result(), path, &mut report);
+                    continue;
+                }
+                Some(Ok(pins)) => pins,
+                None => None,
+            };
+            let facts = admission.admit(path, None, pins.as_ref(), Hashing::AsOptions);
+            self.take(facts.into_result(), path, &mut report);
+        }
+        self.record(report)
+    }
+
+    fn take(
+        &self,
+        result: Result<crate::admission::Admitted, Rejection>,
+        path: &Path,
+        report: &mut DiscoveryReport,
+    ) {
+        match result {
+            Ok(admitted) => {
+                let library = PluginLibrary::new(admitted, self.options);
+                self.register_library(path, library, report);
+            }
+            Err(rejection) => report.rejected.push(rejection),
+        }
+    }
+
+    fn discover_dir(
+        &self,
+        admission: &mut Admission<'_>,
+        dir: &SearchDir,
+        report: &mut DiscoveryReport,
+    ) {
+        let (status, files, canonical) = scan(admission, &dir.path);
+        report.dirs.push(DirReport {
+            path: dir.path.clone(),
+            origin: dir.origin,
+            status: status.clone(),
+        });
+        let (DirStatus::Scanned { .. }, Some(canonical)) = (&status, canonical) else {
+            return;
+        };
+        let pins = match Pins::read(&canonical, &self.options) {
+            Ok(pins) => pins,
+            Err(reason) => {
+                // A pin file that cannot be used refuses the whole folder rather than loading
+                // unpinned; each file still says which ids it declares.
+                for path in files {
+                    let mut facts =
+                        admission.admit(&path, Some(&canonical), None, Hashing::AsOptions);
+                    facts.verdict = Err(reason.clone());
+                    facts.opened = None;
+                    self.take(facts.into_result(), &path, report);
+                }
+                return;
+            }
+        };
+        for path in files {
+            let facts = admission.admit(&path, Some(&canonical), pins.as_ref(), Hashing::AsOptions);
+            self.take(facts.into_result(), &path, report);
+        }
+    }
+}
+
+/// Lists the candidate files of one directory (sorted by file name, non-recursive) after
+/// checking it and every folder above it; returns its real path too.
+fn scan(admission: &mut Admission<'_>, dir: &Path) -> (DirStatus, Vec<PathBuf>, Option<PathBuf>) {
+    let unreadable = |e: std::io::Error| DirStatus::Unreadable {
+        detail: e.to_string(),
+    };
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (DirStatus::Missing, vec![], None);
+        }
+        Err(e) => return (unreadable(e), vec![], None),
+    };
+    let canonical = match std::fs::canonicalize(dir) {
+        Ok(canonical) => canonical,
+        Err(e) => return (unreadable(e), vec![], None),
+    };
+    match admission.check_folder(&canonical) {
+        Ok(()) => {}
+        Err(RejectReason::Unreadable { detail }) => {
+            return (DirStatus::Unreadable { detail }, vec![], None);
+        }
+        Err(reason) => {
+            return (
+                DirStatus::Insecure {
+                    detail: reason.to_string(),
+                },
+                vec![],
+                None,
+            );
+        }
+    }
+    let mut files: Vec<PathBuf> = read
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| has_library_suffix(path))
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    (
+        DirStatus::Scanned {
+            candidates: files.len(),
+        },
+        files,
+        Some(canonical),
+    )
+}
