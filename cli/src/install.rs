@@ -179,6 +179,18 @@ pub fn install(
             problems.join("\n  ")
         )));
     }
+    // Nothing is created in a place discovery would refuse: check the nearest existing folder
+    // first, then the plugin folder itself once it exists.
+    if let Some(existing) = dir.ancestors().find(|a| a.is_dir()) {
+        let real = std::fs::canonicalize(existing)
+            .with_context(|| format!("resolving {}", style::path(existing)))?;
+        if let Err(reason) = check_folders(&real, &options) {
+            return Err(Failure::Rejected(format!(
+                "nothing was installed: the plugin folder is refused: {}",
+                clean(&reason.to_string())
+            )));
+        }
+    }
     if !dir.exists() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the plugin folder {}", style::path(&dir)))?;

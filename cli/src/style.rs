@@ -230,3 +230,29 @@ mod tests {
         }
     }
 }
+
+/// Standard error for the log subscriber, one event per write, with every control character
+/// of the event escaped except its final newline and the subscriber's own colour codes (the
+/// subscriber already escapes `ESC`, `BEL` and C1 controls in messages and fields, but not
+/// carriage returns, newlines or bidirectional overrides, which could fake a log line).
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        let body = escape_except(body, &['\u{1b}']);
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(body.as_bytes())?;
+        stderr.write_all(end.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}

@@ -82,30 +82,39 @@ impl Runtimes {
         dir: &SearchDir,
         report: &mut DiscoveryReport,
     ) {
-        let (status, files, canonical) = scan(admission, &dir.path);
+        let (status, listed) = scan(admission, &dir.path);
         report.dirs.push(DirReport {
             path: dir.path.clone(),
             origin: dir.origin,
-            status: status.clone(),
+            status,
         });
-        let (DirStatus::Scanned { .. }, Some(canonical)) = (&status, canonical) else {
+        let Some(Listed {
+            files,
+            canonical,
+            refused,
+        }) = listed
+        else {
             return;
         };
-        let pins = match Pins::read(&canonical, &self.options) {
-            Ok(pins) => pins,
-            Err(reason) => {
-                // A pin file that cannot be used refuses the whole folder rather than loading
-                // unpinned; each file still says which ids it declares.
-                for path in files {
-                    let mut facts =
-                        admission.admit(&path, Some(&canonical), None, Hashing::AsOptions);
-                    facts.verdict = Err(reason.clone());
-                    facts.opened = None;
-                    self.take(facts.into_result(), &path, report);
-                }
-                return;
-            }
+        let (pins, refused) = match refused {
+            Some(reason) => (None, Some(reason)),
+            None => match Pins::read(&canonical, &self.options) {
+                Ok(pins) => (pins, None),
+                Err(reason) => (None, Some(reason)),
+            },
         };
+        if let Some(reason) = refused {
+            // A refused folder (its permissions, a folder above it, or a pin file that cannot
+            // be used) registers nothing; each file still says which ids it declares, so
+            // asking for one of them says why it is not available.
+            for path in files {
+                let mut facts = admission.admit(&path, Some(&canonical), None, Hashing::AsOptions);
+                facts.verdict = Err(reason.clone());
+                facts.opened = None;
+                self.take(facts.into_result(), &path, report);
+            }
+            return;
+        }
         for path in files {
             let facts = admission.admit(&path, Some(&canonical), pins.as_ref(), Hashing::AsOptions);
             self.take(facts.into_result(), &path, report);
@@ -113,49 +122,59 @@ impl Runtimes {
     }
 }
 
-/// Lists the candidate files of one directory (sorted by file name, non-recursive) after
-/// checking it and every folder above it; returns its real path too.
-fn scan(admission: &mut Admission<'_>, dir: &Path) -> (DirStatus, Vec<PathBuf>, Option<PathBuf>) {
+/// The candidate files of a folder that could be listed.
+struct Listed {
+    files: Vec<PathBuf>,
+    /// The folder's real path.
+    canonical: PathBuf,
+    /// Why the folder is refused, when it is.
+    refused: Option<RejectReason>,
+}
+
+/// Lists the candidate files of one directory (sorted by file name, non-recursive) and checks
+/// it and every folder above it.
+fn scan(admission: &mut Admission<'_>, dir: &Path) -> (DirStatus, Option<Listed>) {
     let unreadable = |e: std::io::Error| DirStatus::Unreadable {
         detail: e.to_string(),
     };
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return (DirStatus::Missing, vec![], None);
-        }
-        Err(e) => return (unreadable(e), vec![], None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (DirStatus::Missing, None),
+        Err(e) => return (unreadable(e), None),
     };
     let canonical = match std::fs::canonicalize(dir) {
         Ok(canonical) => canonical,
-        Err(e) => return (unreadable(e), vec![], None),
+        Err(e) => return (unreadable(e), None),
     };
-    match admission.check_folder(&canonical) {
-        Ok(()) => {}
-        Err(RejectReason::Unreadable { detail }) => {
-            return (DirStatus::Unreadable { detail }, vec![], None);
-        }
-        Err(reason) => {
-            return (
-                DirStatus::Insecure {
-                    detail: reason.to_string(),
-                },
-                vec![],
-                None,
-            );
-        }
-    }
     let mut files: Vec<PathBuf> = read
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| has_library_suffix(path))
         .collect();
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    let (status, refused) = match admission.check_folder(&canonical) {
+        Ok(()) => (
+            DirStatus::Scanned {
+                candidates: files.len(),
+            },
+            None,
+        ),
+        Err(RejectReason::Unreadable { detail }) => {
+            return (DirStatus::Unreadable { detail }, None);
+        }
+        Err(reason) => (
+            DirStatus::Insecure {
+                detail: reason.to_string(),
+            },
+            Some(reason),
+        ),
+    };
     (
-        DirStatus::Scanned {
-            candidates: files.len(),
-        },
-        files,
-        Some(canonical),
+        status,
+        Some(Listed {
+            files,
+            canonical,
+            refused,
+        }),
     )
 }

@@ -134,13 +134,8 @@ fn verify(
     let unreadable = |e: std::io::Error| RejectReason::Unreadable {
         detail: e.to_string(),
     };
-    let metadata = checked.file.metadata().map_err(unreadable)?;
-    let now = Identity::of(&metadata);
-    if now != checked.identity {
-        return Err(RejectReason::Changed {
-            detail: checked.identity.difference(&now),
-        });
-    }
+    // First what is at the path now (a replaced or removed file also changes the status of
+    // the one held open), then the open file itself.
     match std::fs::symlink_metadata(real_path) {
         Ok(at_path) => {
             let at_path = Identity::of(&at_path);
@@ -159,6 +154,13 @@ fn verify(
             });
         }
         Err(e) => return Err(unreadable(e)),
+    }
+    let metadata = checked.file.metadata().map_err(unreadable)?;
+    let now = Identity::of(&metadata);
+    if now != checked.identity {
+        return Err(RejectReason::Changed {
+            detail: format!("after discovery, {}", checked.identity.difference(&now)),
+        });
     }
     check_metadata(real_path, &metadata, options)?;
     if let Some(pin) = &checked.pin {
