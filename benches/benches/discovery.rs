@@ -47,6 +47,44 @@ fn list(c: &mut Criterion, lab: &Lab) {
     group.finish();
 }
 
+/// `list_pinned/{lazy,eager}/100`: as `list/plugins/100`, in a folder whose `plugins.lock`
+/// pins every library. Lazy (the default) checks that each file is listed and leaves hashing
+/// to the load; eager (`runtimes list --all`, `LoaderOptions::eager_pins`) hashes each file
+/// from its open descriptor, once per file version per process (a cache keyed by device,
+/// inode, size, mtime and ctime), so its steady state is what this measures; the first
+/// listing of a process pays one sha256 of every library.
+fn list_pinned(c: &mut Criterion, lab: &Lab) {
+    let mut group = c.benchmark_group("list_pinned");
+    let n = 100usize;
+    let dir = lab.folder("list-pinned-100");
+    let mut lock = String::new();
+    for i in 0..n {
+        let id = format!("echo-{i:03}");
+        let aliases = [format!("parrot-{i:03}")];
+        let file = runtime_benches::install_with_id(&dir, &lab.echo, &id, &id, &aliases);
+        let hash = runtime_loader::security::sha256_file(&file).expect("hash");
+        let name = file.file_name().expect("a name").to_string_lossy();
+        lock.push_str(&format!("{hash}  {name}\n"));
+    }
+    std::fs::write(dir.join("plugins.lock"), lock).expect("write plugins.lock");
+    let search = SearchPath::empty().with_dir(&dir);
+    for (mode, eager) in [("lazy", false), ("eager", true)] {
+        let options = LoaderOptions::STRICT.with_eager_pins(eager);
+        let check = Runtimes::with_options(options);
+        let report = check.discover(&search);
+        assert_eq!(check.list_runtimes().len(), n, "{report}");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new(mode, n), |b| {
+            b.iter(|| {
+                let runtimes = Runtimes::with_options(options);
+                runtimes.discover(&search);
+                black_box(runtimes.list_runtimes())
+            });
+        });
+    }
+    group.finish();
+}
+
 /// Prototypes of a cheaper manifest reader, to measure what the suggested loader fixes would
 /// save (see BENCHMARKS.md). Both read the same bytes as `inspect::read_manifest` and return the
 /// same manifest; they are not used for anything but this comparison.
@@ -212,6 +250,7 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     list(&mut c, &lab);
+    list_pinned(&mut c, &lab);
     list_parts(&mut c, &lab);
     first_resolve(&mut c, &lab);
     c.final_summary();
