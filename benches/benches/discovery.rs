@@ -14,6 +14,8 @@
 //!   load; the mapping stays). Sampling is flat with tiny warm-up and measurement times, which
 //!   bounds the number of libraries loaded to a few hundred.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
