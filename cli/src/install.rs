@@ -82,9 +82,14 @@ fn copy_atomically(
         reader
             .seek(SeekFrom::Start(0))
             .context("reading the checked file")?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        // A temporary left by a crashed run of a process with the same id.
+        let _ = std::fs::remove_file(&temp);
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        // Private while it is written; 0755 once complete.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let mut out = open
             .open(&temp)
             .with_context(|| format!("creating {}", style::path(&temp)))?;
         std::io::copy(&mut reader, &mut out)

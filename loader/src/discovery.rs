@@ -109,7 +109,7 @@ impl Runtimes {
             // asking for one of them says why it is not available.
             for path in files {
                 let mut facts = admission.admit(&path, Some(&canonical), None, Hashing::AsOptions);
-                facts.verdict = Err(reason.clone());
+                facts.verdict = facts.verdict.and(Err(reason.clone()));
                 facts.opened = None;
                 self.take(facts.into_result(), &path, report);
             }
