@@ -246,6 +246,16 @@ impl<'a> Admission<'a> {
     }
 }
 
+/// The real path of the folder a file is in, as found (not where a symlink leads): the folder
+/// whose `plugins.lock` applies to it.
+pub(crate) fn folder_of(path: &Path) -> Option<PathBuf> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(parent).ok()
+}
+
 /// Which pins `check_file` applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -291,23 +301,18 @@ impl FileCheck {
 }
 
 /// Runs the admission pipeline on one file, as discovery would if it found the file in its
-/// folder: type, owner and mode, every folder above it, the folder's `plugins.lock` (with
-/// [`PinPolicy::FolderLock`]), the manifest checks. The file is always hashed. Runs no plugin
+/// folder: type, owner and mode, every folder above it, the `plugins.lock` of the folder it is
+/// in (with [`PinPolicy::FolderLock`]), the manifest checks. The file is always hashed. Runs no plugin
 /// code.
 pub fn check_file(path: &Path, options: &LoaderOptions, pins: PinPolicy) -> FileCheck {
     let host = runtime_api::version::api_version();
     let mut admission = Admission::new(options, &host);
     let folder_pins = match pins {
         PinPolicy::Ignore => Ok(None),
-        PinPolicy::FolderLock => {
-            let folder = inspect::real_file(path)
-                .ok()
-                .and_then(|real| real.parent().map(Path::to_owned));
-            match folder {
-                Some(folder) => Pins::read(&folder, options),
-                None => Ok(None),
-            }
-        }
+        PinPolicy::FolderLock => match folder_of(path) {
+            Some(folder) => Pins::read(&folder, options),
+            None => Ok(None),
+        },
     };
     let (pins, pin_problem) = match folder_pins {
         Ok(pins) => (pins, None),

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::admission::{Admission, Hashing};
+use crate::admission::{Admission, Hashing, folder_of};
 use crate::library::PluginLibrary;
 use crate::registry::Runtimes;
 use crate::report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection};
@@ -42,10 +42,7 @@ impl Runtimes {
         let mut admission = Admission::new(&self.options, &host);
         for file in files {
             let path = file.as_ref();
-            let folder = crate::inspect::real_file(path)
-                .ok()
-                .and_then(|real| real.parent().map(Path::to_owned));
-            let pins = match folder.map(|f| Pins::read(&f, &self.options)) {
+            let pins = match folder_of(path).map(|f| Pins::read(&f, &self.options)) {
                 Some(Err(reason)) => {
                     let mut facts = admission.admit(path, None, None, Hashing::AsOptions);
                     facts.verdict = facts.verdict.and(Err(reason));
