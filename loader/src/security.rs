@@ -549,3 +549,136 @@ pub(crate) fn sha256_cached(file: &File, identity: Identity) -> std::io::Result<
     }
     Ok(hash)
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn folders_above_may_be_sticky_but_not_open_to_others() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("parent");
+        let plugins = parent.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        mode(&plugins, 0o755);
+        let plugins = plugins.canonicalize().unwrap();
+        mode(&parent, 0o1777);
+        assert_eq!(check_folders(&plugins, &LoaderOptions::STRICT), Ok(()));
+        mode(&parent, 0o777);
+        let Err(RejectReason::Insecure { detail }) =
+            check_folders(&plugins, &LoaderOptions::STRICT)
+        else {
+            panic!("a parent writable by others without the sticky bit must be refused");
+        };
+        assert!(
+            detail.starts_with(&format!(
+                "the folder {} is writable by others without the sticky bit",
+                parent.canonicalize().unwrap().display()
+            )),
+            "{detail}"
+        );
+        let relaxed = LoaderOptions::STRICT.with_allow_insecure(true);
+        assert_eq!(check_folders(&plugins, &relaxed), Ok(()));
+        // The plugin folder itself may not be open to others, sticky or not.
+        mode(&parent, 0o755);
+        mode(&plugins, 0o1777);
+        assert!(matches!(
+            check_folders(&plugins, &LoaderOptions::STRICT),
+            Err(RejectReason::Insecure { .. })
+        ));
+    }
+
+    #[test]
+    fn pin_files_are_bounded_and_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_FILE);
+        assert!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT)
+                .unwrap()
+                .is_none()
+        );
+        let hash = "a".repeat(64);
+        std::fs::write(&lock, format!("# pins\n{hash}  *libx.so\n")).unwrap();
+        mode(&lock, 0o644);
+        let pins = Pins::read(dir.path(), &LoaderOptions::STRICT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pins.pinned("libx.so"), Some(hash.as_str()));
+        assert!(pins.check_hash("libx.so", &hash).is_ok());
+        assert!(matches!(
+            pins.check_hash("liby.so", &hash),
+            Err(RejectReason::HashMismatch { expected, .. }) if expected == "(not pinned)"
+        ));
+        mode(&lock, 0o666);
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("writable by others")
+        ));
+        mode(&lock, 0o644);
+        std::fs::write(&lock, "not-a-hash  libx.so\n").unwrap();
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("line 1")
+        ));
+        std::fs::write(&lock, vec![b'#'; MAX_LOCK_FILE_SIZE as usize + 1]).unwrap();
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("more than")
+        ));
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::create_dir(&lock).unwrap();
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("a directory")
+        ));
+    }
+
+    #[test]
+    fn identity_says_what_changed() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let before = Identity::of(&std::fs::metadata(&path).unwrap());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"two")
+            .unwrap();
+        let after = Identity::of(&std::fs::metadata(&path).unwrap());
+        assert!(before.same_file(&after));
+        assert_eq!(
+            before.difference(&after),
+            "it was modified: its size went from 3 to 6 bytes"
+        );
+        let other = dir.path().join("g");
+        std::fs::write(&other, b"one").unwrap();
+        let other = Identity::of(&std::fs::metadata(&other).unwrap());
+        assert!(!before.same_file(&other));
+        assert!(
+            before
+                .difference(&other)
+                .starts_with("another file is at its path")
+        );
+    }
+
+    #[test]
+    fn hashing_reads_the_whole_open_file_from_its_start() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 200_000]).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let mut skip = [0u8; 1000];
+        file.read_exact(&mut skip).unwrap();
+        assert_eq!(sha256_of(&file).unwrap(), sha256_file(&path).unwrap());
+        assert!(sha256_file(Path::new("/dev/zero")).is_err());
+    }
+}
