@@ -46,7 +46,12 @@ fn echo_manifest() -> Value {
 /// same manifest, other code. Written in `staging` as `<stem>.so`.
 fn impostor(staging: &Path, stem: &str) -> PathBuf {
     let echo = echo_manifest();
-    install_patched(staging, &artifacts().fixture, stem, |m| *m = echo)
+    install_patched(staging, &artifacts().fixture, stem, |m| {
+        // The root-module symbol is the file's own, or the load would stop at the symbol.
+        let root_symbol = m["root_symbol"].clone();
+        *m = echo;
+        m["root_symbol"] = root_symbol;
+    })
 }
 
 /// Replaces `target` by `replacement` with a rename, as an attacker (or an installer) would.
@@ -277,10 +282,14 @@ fn a_pin_is_verified_on_the_loaded_file_before_any_of_its_code_runs() {
     let eager = Runtimes::with_options(LoaderOptions::STRICT.with_eager_pins(true));
     let report = eager.discover(&SearchPath::empty().with_dir(dir.path()));
     assert_eq!(report.rejected.len(), 1, "{report}");
-    assert_eq!(
-        report.rejected[0].runtime_ids,
-        vec!["fixture", "fx", "fixture-second"]
-    );
+    let declared: Vec<String> = runtime_loader::inspect::read_manifest(&lib)
+        .unwrap()
+        .runtimes
+        .iter()
+        .flat_map(|r| std::iter::once(r.id.clone()).chain(r.aliases.iter().cloned()))
+        .collect();
+    assert!(declared.contains(&"fx".to_owned()));
+    assert_eq!(report.rejected[0].runtime_ids, declared);
     assert!(matches!(
         eager.resolve("fx"),
         Err(ResolveError::Rejected {
