@@ -13,5 +13,6 @@ mod llm_server;
 mod logs;
 mod proptests;
 mod resolution;
+mod serve;
 mod support;
 mod turns;
