@@ -5,7 +5,8 @@
 //! - [`routes`]: the endpoints, bearer auth, limits, and where a model becomes a handle;
 //! - [`sse`]: a streamed turn as server-sent events;
 //! - [`error`]: OpenAI's error shape, and the status code of each runtime error kind;
-//! - [`metrics`]: the Prometheus metrics.
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`shutdown`]: signals, and when the server stops accepting connections.
 //!
 //! The server discovers plugins once at start, listens (loopback by default), prints
 //! `listening on http://ADDR`, and on SIGTERM or Ctrl-C stops accepting connections and lets
@@ -14,6 +15,7 @@
 mod error;
 mod metrics;
 mod routes;
+mod shutdown;
 mod sse;
 mod translate;
 mod wire;
@@ -25,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use runtime_loader::Runtimes;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use crate::failure::Failure;
 
@@ -74,35 +76,6 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, Failure> {
         Err(Failure::Usage(format!(
             "{flag} must be a positive number of seconds, not {secs}"
         )))
-    }
-}
-
-/// Waits for SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
 
@@ -164,15 +137,11 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
     println!("listening on http://{local}");
     let _ = std::io::stdout().flush();
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = axum::serve(listener, routes::router(Arc::clone(&state))).with_graceful_shutdown(
-        async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        },
-    );
+    let (listener, closed) = shutdown::ClosingListener::new(listener);
+    let server = axum::serve(listener, routes::router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown::signal());
     let grace_over = async move {
-        if stop_rx.wait_for(|stop| *stop).await.is_err() {
+        if closed.await.is_err() {
             std::future::pending::<()>().await;
         }
         let running = max_concurrent.saturating_sub(state.turns.available_permits());

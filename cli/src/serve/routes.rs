@@ -302,11 +302,8 @@ async fn chat_turn(
         _permit: permit,
     };
     let id = format!("chatcmpl-{execution_id}");
-    let header_value =
-        HeaderValue::from_str(&execution_id).map_err(|_| ApiError::InvalidRequest {
-            param: None,
-            message: "the execution id is not a valid header value".to_owned(),
-        })?;
+    // Execution ids are ASCII (`serve-<hex>-<n>`), so always a valid header value.
+    let header_value = HeaderValue::from_str(&execution_id).ok();
     let runtime_id = handle.id().to_owned();
     let fail = |error| ApiError::Runtime {
         runtime: runtime_id.clone(),
@@ -318,7 +315,7 @@ async fn chat_turn(
             Ok(output) => {
                 running.finish(Outcome::Ok);
                 let body = translate::completion(output, id, state.started_now(), model);
-                Ok(([(EXECUTION_ID, header_value)], axum::Json(body)).into_response())
+                Ok(with_execution_id(axum::Json(body), header_value))
             }
             Err(error) => {
                 running.finish(Outcome::Error);
@@ -336,14 +333,17 @@ async fn chat_turn(
     };
     // An error before the first chunk is answered with its status code.
     let first = match items.next().await {
-        Some(Ok(item)) => Ok(item),
+        Some(Ok(item)) => item,
         Some(Err(error)) => {
             running.finish(Outcome::Error);
             return Err(fail(error));
         }
-        None => Err(runtime_api::RuntimeError::internal(
-            "the runtime's stream ended without a final result",
-        )),
+        None => {
+            running.finish(Outcome::Error);
+            return Err(fail(runtime_api::RuntimeError::internal(
+                "the runtime's stream ended without a final result",
+            )));
+        }
     };
     let context = ChunkContext {
         id,
@@ -353,11 +353,16 @@ async fn chat_turn(
         include_usage: options.include_usage,
     };
     let events = sse::events(first, items, context, running);
-    Ok((
-        [(EXECUTION_ID, header_value)],
-        Sse::new(events).keep_alive(KeepAlive::default()),
-    )
-        .into_response())
+    let sse = Sse::new(events).keep_alive(KeepAlive::default());
+    Ok(with_execution_id(sse, header_value))
+}
+
+fn with_execution_id(response: impl IntoResponse, id: Option<HeaderValue>) -> Response {
+    let mut response = response.into_response();
+    if let Some(id) = id {
+        response.headers_mut().insert(EXECUTION_ID, id);
+    }
+    response
 }
 
 impl AppState {

@@ -196,7 +196,7 @@ impl State {
 /// The events of a streamed turn whose first item was already taken (to answer an early
 /// error with a status code instead of a stream).
 pub fn events(
-    first: Result<StreamItem, RuntimeError>,
+    first: StreamItem,
     turn: TurnItems,
     context: ChunkContext,
     running: Running,
@@ -215,7 +215,7 @@ pub fn events(
         content: Some(String::new()),
         ..ChunkDelta::default()
     });
-    state.on_item(Some(first));
+    state.on_item(Some(Ok(first)));
     futures::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(event) = state.pending.pop_front() {
