@@ -685,6 +685,32 @@ async fn runtime_error_kinds_map_to_status_codes_streamed_or_not() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_error_after_the_first_chunk_ends_the_stream_with_an_error_event() {
+    let server = Server::start(&[]).await;
+    let (status, _, mut events) = stream(
+        &server,
+        &json!({"model": "fixture-tools", "messages": user("fail late unavailable"),
+                "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let data = events.rest().await;
+    assert_eq!(data.last().unwrap(), "[DONE]", "{data:?}");
+    let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_openai_error(&error, "server_error", None, "unavailable");
+    assert!(data.iter().any(|d| d.contains("partial ")), "{data:?}");
+    assert_eq!(
+        server
+            .metric(
+                "runtimes_serve_turns_total",
+                &["runtime=\"fixture-tools\"", "outcome=\"error\""]
+            )
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_and_methods_answer_in_the_openai_shape() {
     let server = Server::start(&[]).await;
     let (status, body) = get(&server, "/v1/nothing").await;
