@@ -844,6 +844,53 @@ async fn a_missing_api_key_variable_or_isolate_refuses_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn config_creates_a_runtime_with_its_configuration_by_id_and_alias() {
+    let server = Server::start(&["--config", r#"parrot={"fail_with": "rate_limited"}"#]).await;
+    for model in ["echo", "parrot", "echo/any-model"] {
+        let (status, _, body) = post(
+            &server,
+            "/v1/chat/completions",
+            &json!({"model": model, "messages": user("x")}),
+        )
+        .await;
+        assert_eq!(status, 429, "{model}: {body}");
+        assert_openai_error(&body, "rate_limit_error", None, "rate_limited");
+    }
+    let (status, _, _) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "fixture", "messages": user("x")}),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "other runtimes keep their default configuration"
+    );
+
+    // A configuration the runtime refuses, an unknown runtime, or bad JSON stop the start.
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().echo, "libecho");
+    for (config, code, message) in [
+        (r#"echo={"no_such_key": 1}"#, 3, "could not be created"),
+        (r#"nothing={}"#, 2, "no runtime named `nothing`"),
+        ("echo={", 2, "not valid JSON"),
+        ("echo", 2, "expected NAME=JSON"),
+    ] {
+        let output = Command::new(&artifacts().runtimes)
+            .arg("--plugin-dir")
+            .arg(plugins.path())
+            .args(["serve", "--addr", "127.0.0.1:0", "--config", config])
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{config}: {stderr}");
+        assert!(stderr.contains(message), "{config}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_over_the_limit_is_a_413() {
     let server = Server::start(&["--max-body-bytes", "1024"]).await;
     let big = "x".repeat(4096);

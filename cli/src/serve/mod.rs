@@ -20,13 +20,14 @@ mod sse;
 mod translate;
 mod wire;
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use runtime_loader::Runtimes;
+use runtime_loader::{RuntimeHandle, Runtimes};
 use tokio::sync::Semaphore;
 
 use crate::failure::Failure;
@@ -55,6 +56,12 @@ pub struct ServeArgs {
     /// The largest request body, in bytes; larger ones are answered 413.
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Configure a runtime: `NAME=JSON` (repeatable), e.g. `--config
+    /// 'openai={"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2"}'`. The runtime is
+    /// created with it at start (a bad configuration stops the server there); runtimes not
+    /// named get their default configuration on first use.
+    #[arg(long = "config", value_name = "NAME=JSON")]
+    configs: Vec<String>,
     /// Run every runtime in an isolated, supervised worker process (a crashing plugin
     /// cannot take the server down). Not available in this build yet: the server refuses to
     /// start rather than run without the isolation asked for.
@@ -77,6 +84,41 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, Failure> {
             "{flag} must be a positive number of seconds, not {secs}"
         )))
     }
+}
+
+/// Creates the runtimes named by `--config`, keyed by their id and every alias.
+fn configured(
+    runtimes: &Runtimes,
+    configs: &[String],
+) -> Result<HashMap<String, RuntimeHandle>, Failure> {
+    let mut handles = HashMap::new();
+    for config in configs {
+        let Some((name, json)) = config.split_once('=') else {
+            return Err(Failure::Usage(format!(
+                "--config {}: expected NAME=JSON",
+                config.escape_debug()
+            )));
+        };
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            Failure::Usage(format!(
+                "--config {}: the configuration is not valid JSON: {e}",
+                name.escape_debug()
+            ))
+        })?;
+        let handle = runtimes.resolve_with_config(name, &value)?;
+        let entry = runtimes.get_entry(handle.id());
+        let names = entry
+            .map(|e| std::iter::once(e.id).chain(e.aliases).collect())
+            .unwrap_or_else(|| vec![handle.id().to_owned()]);
+        for name in names {
+            if handles.insert(name.clone(), handle.clone()).is_some() {
+                return Err(Failure::Usage(format!(
+                    "--config: runtime `{name}` is configured twice"
+                )));
+            }
+        }
+    }
+    Ok(handles)
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -105,6 +147,7 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!(addr = %args.addr, "listening beyond loopback: anyone who can reach this address can run turns{}",
             if api_key_digest.is_none() { " (and no --api-key-env is set)" } else { "" });
     }
+    let configured = configured(&runtimes, &args.configs)?;
     let handle = metrics::install().map_err(|e| Failure::Other(e.into()))?;
     let report = runtimes.report();
     let available = runtimes.list_runtimes();
@@ -120,6 +163,7 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
     let max_concurrent = args.max_concurrent as usize;
     let state = Arc::new(routes::AppState {
         runtimes,
+        configured,
         api_key_digest,
         turns: Arc::new(Semaphore::new(max_concurrent)),
         max_concurrent,

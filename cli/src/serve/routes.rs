@@ -1,6 +1,7 @@
 //! The endpoints, bearer authentication, and the one place a model name becomes a
 //! [`RuntimeHandle`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,6 +43,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     /// The registry, discovered once at start.
     pub runtimes: Runtimes,
+    /// The runtimes created with `--config`, by id and alias.
+    pub configured: HashMap<String, RuntimeHandle>,
     /// The SHA-256 of the API key clients must send, if one is required.
     pub api_key_digest: Option<[u8; 32]>,
     /// Permits for running turns.
@@ -81,6 +84,9 @@ impl AppState {
     /// Resolves the runtime a request names. Every turn the server runs gets its handle
     /// here, so this is where an isolation level (`--isolate`) applies.
     fn handle_for(&self, runtime: &str, model: &str) -> Result<RuntimeHandle, ApiError> {
+        if let Some(handle) = self.configured.get(runtime) {
+            return Ok(handle.with_timeout(self.request_timeout));
+        }
         match self.runtimes.resolve(runtime) {
             Ok(handle) => Ok(handle.with_timeout(self.request_timeout)),
             Err(ResolveError::NotFound { .. }) => Err(ApiError::UnknownModel {
