@@ -2,7 +2,9 @@
 //!
 //! - [`wire`]: the OpenAI request and response shapes;
 //! - [`translate`]: a chat-completions request to a `TurnRequest`, a `TurnOutput` back;
-//! - [`routes`]: the endpoints, bearer auth, limits, and where a model becomes a handle;
+//! - [`routes`]: the endpoints, bearer auth, limits;
+//! - [`handles`]: the one place a runtime name becomes a `RuntimeHandle` (`--config`,
+//!   `--isolate`);
 //! - [`sse`]: a streamed turn as server-sent events;
 //! - [`error`]: OpenAI's error shape, and the status code of each runtime error kind;
 //! - [`metrics`]: the Prometheus metrics;
@@ -13,6 +15,7 @@
 //! running turns finish within `--shutdown-grace`; turns still running then are cancelled.
 
 mod error;
+mod handles;
 mod metrics;
 mod routes;
 mod shutdown;
@@ -20,14 +23,13 @@ mod sse;
 mod translate;
 mod wire;
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use runtime_loader::{RuntimeHandle, Runtimes};
+use runtime_loader::Runtimes;
 use tokio::sync::Semaphore;
 
 use crate::failure::Failure;
@@ -86,47 +88,12 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, Failure> {
     }
 }
 
-/// Creates the runtimes named by `--config`, keyed by their id and every alias.
-fn configured(
-    runtimes: &Runtimes,
-    configs: &[String],
-) -> Result<HashMap<String, RuntimeHandle>, Failure> {
-    let mut handles = HashMap::new();
-    for config in configs {
-        let Some((name, json)) = config.split_once('=') else {
-            return Err(Failure::Usage(format!(
-                "--config {}: expected NAME=JSON",
-                config.escape_debug()
-            )));
-        };
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-            Failure::Usage(format!(
-                "--config {}: the configuration is not valid JSON: {e}",
-                name.escape_debug()
-            ))
-        })?;
-        let handle = runtimes.resolve_with_config(name, &value)?;
-        let entry = runtimes.get_entry(handle.id());
-        let names = entry
-            .map(|e| std::iter::once(e.id).chain(e.aliases).collect())
-            .unwrap_or_else(|| vec![handle.id().to_owned()]);
-        for name in names {
-            if handles.insert(name.clone(), handle.clone()).is_some() {
-                return Err(Failure::Usage(format!(
-                    "--config: runtime `{name}` is configured twice"
-                )));
-            }
-        }
-    }
-    Ok(handles)
-}
-
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
     let request_timeout = seconds("--request-timeout", args.request_timeout)?;
     let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
     if args.isolate {
-        // Wire isolation in `routes::AppState::handle_for`, then remove this refusal.
+        // Wire isolation in `handles::open`, then remove this refusal.
         return Err(Failure::Usage(
             "--isolate: isolated worker processes are not available in this build yet; run without --isolate".to_owned(),
         ));
@@ -147,7 +114,13 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!(addr = %args.addr, "listening beyond loopback: anyone who can reach this address can run turns{}",
             if api_key_digest.is_none() { " (and no --api-key-env is set)" } else { "" });
     }
-    let configured = configured(&runtimes, &args.configs)?;
+    let handles = handles::Handles::new(runtimes, &args.configs, request_timeout).map_err(
+        |error| match error {
+            handles::ConfigError::Resolve(error) => Failure::from(error),
+            other => Failure::Usage(other.to_string()),
+        },
+    )?;
+    let runtimes = handles.runtimes();
     let handle = metrics::install().map_err(|e| Failure::Other(e.into()))?;
     let report = runtimes.report();
     let available = runtimes.list_runtimes();
@@ -162,12 +135,10 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
     }
     let max_concurrent = args.max_concurrent as usize;
     let state = Arc::new(routes::AppState {
-        runtimes,
-        configured,
+        handles,
         api_key_digest,
         turns: Arc::new(Semaphore::new(max_concurrent)),
         max_concurrent,
-        request_timeout,
         max_body_bytes: args.max_body_bytes,
         metrics: handle,
         started: unix_now(),

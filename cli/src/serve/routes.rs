@@ -1,7 +1,6 @@
 //! The endpoints, bearer authentication, and the one place a model name becomes a
 //! [`RuntimeHandle`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use runtime_api::{Capabilities, StreamItem};
-use runtime_loader::{ResolveError, RuntimeHandle, Runtimes};
+use runtime_loader::{ResolveError, RuntimeHandle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -27,6 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::error::ApiError;
+use super::handles::Handles;
 use super::metrics::{self, Outcome, TurnGuard};
 use super::sse::{self, ChunkContext, TurnItems};
 use super::translate;
@@ -41,18 +41,14 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
-    /// The registry, discovered once at start.
-    pub runtimes: Runtimes,
-    /// The runtimes created with `--config`, by id and alias.
-    pub configured: HashMap<String, RuntimeHandle>,
+    /// The registry and the runtimes' handles.
+    pub handles: Handles,
     /// The SHA-256 of the API key clients must send, if one is required.
     pub api_key_digest: Option<[u8; 32]>,
     /// Permits for running turns.
     pub turns: Arc<Semaphore>,
     /// `--max-concurrent`.
     pub max_concurrent: usize,
-    /// The per-turn timeout.
-    pub request_timeout: Duration,
     /// The largest request body.
     pub max_body_bytes: usize,
     /// Renders `/metrics`.
@@ -72,7 +68,8 @@ impl AppState {
     /// Every runtime id and alias, sorted.
     fn model_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
-            .runtimes
+            .handles
+            .runtimes()
             .list_runtimes()
             .into_iter()
             .flat_map(|entry| std::iter::once(entry.id).chain(entry.aliases))
@@ -81,14 +78,11 @@ impl AppState {
         names
     }
 
-    /// Resolves the runtime a request names. Every turn the server runs gets its handle
-    /// here, so this is where an isolation level (`--isolate`) applies.
+    /// The handle of the runtime a request names (from [`Handles::get`], where `--config`
+    /// and `--isolate` apply), or the error a client gets.
     fn handle_for(&self, runtime: &str, model: &str) -> Result<RuntimeHandle, ApiError> {
-        if let Some(handle) = self.configured.get(runtime) {
-            return Ok(handle.with_timeout(self.request_timeout));
-        }
-        match self.runtimes.resolve(runtime) {
-            Ok(handle) => Ok(handle.with_timeout(self.request_timeout)),
+        match self.handles.get(runtime) {
+            Ok(handle) => Ok(handle),
             Err(ResolveError::NotFound { .. }) => Err(ApiError::UnknownModel {
                 model: model.to_owned(),
                 available: self.model_names(),
@@ -170,7 +164,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
     let available = state.turns.available_permits();
     axum::Json(json!({
         "status": "ok",
-        "runtimes": state.runtimes.list_runtimes().len(),
+        "runtimes": state.handles.runtimes().list_runtimes().len(),
         "turns_in_flight": state.max_concurrent.saturating_sub(available),
     }))
     .into_response()
@@ -192,7 +186,7 @@ async fn models(State(state): State<Shared>) -> Response {
 
 async fn model(State(state): State<Shared>, Path(model): Path<String>) -> Response {
     let (runtime, _) = translate::split_model(&model);
-    if state.runtimes.get_entry(runtime).is_none() {
+    if state.handles.runtimes().get_entry(runtime).is_none() {
         let error = ApiError::UnknownModel {
             model,
             available: state.model_names(),
@@ -210,9 +204,9 @@ async fn model(State(state): State<Shared>, Path(model): Path<String>) -> Respon
 }
 
 async fn runtimes(State(state): State<Shared>) -> Response {
-    let report = state.runtimes.report();
+    let report = state.handles.runtimes().report();
     axum::Json(json!({
-        "runtimes": state.runtimes.list_runtimes(),
+        "runtimes": state.handles.runtimes().list_runtimes(),
         "rejected": report.rejected,
         "shadowed": report.shadowed,
     }))
