@@ -1,5 +1,5 @@
-//! The endpoints, bearer authentication, and the one place a model name becomes a
-//! [`RuntimeHandle`].
+//! The endpoints, bearer authentication, the concurrency limit, and each chat completion
+//! from request to response.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,10 +108,11 @@ impl Running {
     }
 }
 
-/// `serve-<start time>-<n>`: unique within the server and across its restarts.
+/// `serve-<start time>-<pid>-<n>`: unique within the server and across its restarts.
 fn next_execution_id(started: u64) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("serve-{started:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("serve-{started:x}-{}-{n}", std::process::id())
 }
 
 /// The application: every endpoint, authentication, limits.
@@ -302,7 +303,7 @@ async fn chat_turn(
         _permit: permit,
     };
     let id = format!("chatcmpl-{execution_id}");
-    // Execution ids are ASCII (`serve-<hex>-<n>`), so always a valid header value.
+    // Execution ids are ASCII (`serve-<hex>-<pid>-<n>`), so always a valid header value.
     let header_value = HeaderValue::from_str(&execution_id).ok();
     let runtime_id = handle.id().to_owned();
     let fail = |error| ApiError::Runtime {
