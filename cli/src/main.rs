@@ -10,6 +10,7 @@ mod check;
 mod failure;
 mod install;
 mod list;
+mod queue;
 mod style;
 mod turn;
 
@@ -126,6 +127,10 @@ enum Command {
     Run(turn::TurnArgs),
     /// Run one turn and print its deltas as they arrive.
     Stream(turn::TurnArgs),
+    /// Take turn jobs from a Redis queue and run them with the installed runtimes.
+    Worker(queue::WorkerArgs),
+    /// Send one turn to a Redis queue and print its deltas as they arrive.
+    Submit(queue::SubmitArgs),
 }
 
 fn init_logs(global: &Global, style: &Style) {
@@ -195,6 +200,8 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         Command::Uninstall { id, dir } => install::uninstall(global, &id, dir, &style),
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
+        Command::Worker(args) => queue::worker(global, args).await,
+        Command::Submit(args) => queue::submit(args, &style).await,
     }
 }
 
