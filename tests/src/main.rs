@@ -14,6 +14,7 @@ mod hostile;
 mod llm_server;
 mod logs;
 mod proptests;
+mod queue;
 mod resolution;
 mod support;
 mod turns;
