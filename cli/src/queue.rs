@@ -89,14 +89,20 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
         .with_result_ttl(Duration::from_secs(args.result_ttl.max(1)));
     let runtimes = Arc::new(global.registry());
     if runtimes.list_names().is_empty() {
-        tracing::warn!("no runtime is installed in the plugin folders searched: every job will end with an error (see `runtimes list --all`)");
+        tracing::warn!(
+            "no runtime is installed in the plugin folders searched: every job will end with an error (see `runtimes list --all`)"
+        );
     }
     let worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
     let stats = worker
         .run(&args.queue.redis, shutdown_signal())
         .await
         .map_err(failure)?;
-    tracing::info!(taken = stats.taken, reclaimed = stats.reclaimed, "worker done");
+    tracing::info!(
+        taken = stats.taken,
+        reclaimed = stats.reclaimed,
+        "worker done"
+    );
     Ok(())
 }
 

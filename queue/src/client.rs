@@ -183,12 +183,8 @@ impl QueueClient {
         let inbox = config.inbox_key(client_no);
         let reader_conn = connect(&client, url, INBOX_BLOCK, window).await?;
         let waiters: Waiters = Arc::default();
-        let reader = tokio::spawn(read_inbox(
-            reader_conn,
-            inbox.clone(),
-            Arc::clone(&waiters),
-        ))
-        .abort_handle();
+        let reader = tokio::spawn(read_inbox(reader_conn, inbox.clone(), Arc::clone(&waiters)))
+            .abort_handle();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -243,19 +239,20 @@ impl QueueClient {
         let text = job.encode();
         let config = &self.inner.config;
         let (status_key, jobs_key) = (config.status_key(&id), config.jobs_key());
-        let (enqueued, detail): (i64, String) = retry("submit a turn", config.reconnect_for, || {
-            let mut conn = self.inner.conn.clone();
-            let mut invocation = scripts::SUBMIT.prepare_invoke();
-            invocation
-                .key(&status_key)
-                .key(&jobs_key)
-                .arg(&text)
-                .arg(runtime)
-                .arg(config.ttl_secs())
-                .arg(now_ms());
-            async move { invocation.invoke_async(&mut conn).await }
-        })
-        .await?;
+        let (enqueued, detail): (i64, String) =
+            retry("submit a turn", config.reconnect_for, || {
+                let mut conn = self.inner.conn.clone();
+                let mut invocation = scripts::SUBMIT.prepare_invoke();
+                invocation
+                    .key(&status_key)
+                    .key(&jobs_key)
+                    .arg(&text)
+                    .arg(runtime)
+                    .arg(config.ttl_secs())
+                    .arg(now_ms());
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         if enqueued == 1 {
             tracing::debug!(execution_id = %id, runtime, entry = %detail, "turn queued");
         } else {
@@ -376,13 +373,16 @@ impl QueueClient {
     /// Redis unreachable, or a status hash this crate did not write.
     pub async fn status(&self, execution_id: &str) -> Result<Option<TurnState>, QueueError> {
         let key = self.inner.config.status_key(execution_id);
-        let fields: HashMap<String, String> =
-            retry("read a turn's status", self.inner.config.reconnect_for, || {
+        let fields: HashMap<String, String> = retry(
+            "read a turn's status",
+            self.inner.config.reconnect_for,
+            || {
                 let mut conn = self.inner.conn.clone();
                 let key = key.clone();
                 async move { conn.hgetall(key).await }
-            })
-            .await?;
+            },
+        )
+        .await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -543,7 +543,9 @@ impl ResultReader {
                 })
                 .await;
             match read {
-                Err(error) => return Some(Err(self.end(RuntimeError::unavailable(error.to_string())))),
+                Err(error) => {
+                    return Some(Err(self.end(RuntimeError::unavailable(error.to_string()))));
+                }
                 Ok(reply) if !reply.ids.is_empty() => {
                     for entry in reply.ids {
                         let item = match entry.get::<String>("item") {

@@ -28,7 +28,9 @@ pub(crate) async fn connect(
     })
     .await
     .map_err(|error| match error {
-        QueueError::Redis { source, .. } if source.kind() == redis::ErrorKind::InvalidClientConfig => {
+        QueueError::Redis { source, .. }
+            if source.kind() == redis::ErrorKind::InvalidClientConfig =>
+        {
             QueueError::Url {
                 url: url.to_owned(),
                 source,

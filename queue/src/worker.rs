@@ -189,20 +189,24 @@ struct JobContext {
 impl Shared {
     async fn ensure_group(&self) -> Result<(), QueueError> {
         let (jobs, group) = (self.config.jobs_key(), self.config.group.clone());
-        retry("create the consumer group", self.config.reconnect_for, || {
-            let mut conn = self.conn.clone();
-            let (jobs, group) = (jobs.clone(), group.clone());
-            async move {
-                // From the start of the stream: jobs submitted before any worker ran count.
-                match conn
-                    .xgroup_create_mkstream::<_, _, _, ()>(&jobs, &group, "0")
-                    .await
-                {
-                    Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-                    other => other,
+        retry(
+            "create the consumer group",
+            self.config.reconnect_for,
+            || {
+                let mut conn = self.conn.clone();
+                let (jobs, group) = (jobs.clone(), group.clone());
+                async move {
+                    // From the start of the stream: jobs submitted before any worker ran count.
+                    match conn
+                        .xgroup_create_mkstream::<_, _, _, ()>(&jobs, &group, "0")
+                        .await
+                    {
+                        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                        other => other,
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -290,7 +294,9 @@ impl Shared {
                     }
                 }
                 Err(error) if error.code() == Some("NOGROUP") => {
-                    tracing::warn!("the consumer group is gone (Redis restarted without its data?); creating it again");
+                    tracing::warn!(
+                        "the consumer group is gone (Redis restarted without its data?); creating it again"
+                    );
                     self.ensure_group().await?;
                 }
                 Err(error) if transient(&error) => {
@@ -333,7 +339,10 @@ impl Shared {
             Ok(reply) => {
                 if !reply.deleted_ids.is_empty() {
                     // Redis 7 drops these from the pending list itself.
-                    tracing::debug!(count = reply.deleted_ids.len(), "pending jobs were deleted from the stream");
+                    tracing::debug!(
+                        count = reply.deleted_ids.len(),
+                        "pending jobs were deleted from the stream"
+                    );
                 }
                 if !reply.claimed.is_empty() {
                     tracing::info!(count = reply.claimed.len(), consumer = %self.consumer, "reclaimed jobs of a consumer that stopped renewing them");
@@ -356,7 +365,8 @@ impl Shared {
             .await;
         let idle_limit = (self.config.visibility_ms() * 10) as usize;
         for consumer in consumers.map(|r| r.consumers).unwrap_or_default() {
-            if consumer.pending == 0 && consumer.idle > idle_limit && consumer.name != self.consumer {
+            if consumer.pending == 0 && consumer.idle > idle_limit && consumer.name != self.consumer
+            {
                 let _: Result<i64, _> = conn
                     .xgroup_delconsumer(self.config.jobs_key(), &self.config.group, &consumer.name)
                     .await;
@@ -470,7 +480,8 @@ impl Shared {
             }
             "run" => match job {
                 Err(reason) => {
-                    let error = RuntimeError::invalid_request(format!("the job cannot be read: {reason}"));
+                    let error =
+                        RuntimeError::invalid_request(format!("the job cannot be read: {reason}"));
                     self.finish(&mut context, Err(error), None).await;
                 }
                 Ok(job) => self.run(&mut context, job).await,
@@ -484,7 +495,10 @@ impl Shared {
     /// The handle for a runtime and configuration.
     fn handle(&self, runtime: &str, config: &Value) -> Result<RuntimeHandle, RuntimeError> {
         let key = (runtime.to_owned(), config.to_string());
-        let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(handle) = instances.get(&key) {
             return Ok(handle.clone());
         }
@@ -581,19 +595,20 @@ impl Shared {
 
     async fn heartbeat(&self, context: &JobContext) -> Option<i64> {
         let jobs_key = self.config.jobs_key();
-        let renewed: Result<i64, _> = retry("renew a job", self.config.visibility_timeout / 3, || {
-            let mut conn = self.conn.clone();
-            let mut invocation = scripts::HEARTBEAT.prepare_invoke();
-            invocation
-                .key(&context.status_key)
-                .key(&jobs_key)
-                .arg(&self.consumer)
-                .arg(context.attempt)
-                .arg(&self.config.group)
-                .arg(&context.entry);
-            async move { invocation.invoke_async(&mut conn).await }
-        })
-        .await;
+        let renewed: Result<i64, _> =
+            retry("renew a job", self.config.visibility_timeout / 3, || {
+                let mut conn = self.conn.clone();
+                let mut invocation = scripts::HEARTBEAT.prepare_invoke();
+                invocation
+                    .key(&context.status_key)
+                    .key(&jobs_key)
+                    .arg(&self.consumer)
+                    .arg(context.attempt)
+                    .arg(&self.config.group)
+                    .arg(&context.entry);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await;
         renewed.ok()
     }
 
@@ -699,8 +714,8 @@ impl Shared {
     async fn dead_letter_unreadable(&self, entry: &str, text: &str, reason: &str) {
         tracing::error!(entry, reason, "unreadable job dead-lettered");
         let (jobs, dead) = (self.config.jobs_key(), self.config.dead_key());
-        let letter = json!({"entry": entry, "reason": reason, "job": text, "dead_ms": now_ms()})
-            .to_string();
+        let letter =
+            json!({"entry": entry, "reason": reason, "job": text, "dead_ms": now_ms()}).to_string();
         let done: Result<(), _> = retry("dead-letter a job", self.config.reconnect_for, || {
             let mut conn = self.conn.clone();
             let mut cmd_dead = redis::cmd("XADD");
@@ -745,7 +760,10 @@ async fn follow_cancels(shared: Arc<Shared>, mut conn: ConnectionManager) {
             Ok(reply) => {
                 for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                     if let Some(id) = entry.get::<String>("id") {
-                        let running = shared.running.lock().unwrap_or_else(PoisonError::into_inner);
+                        let running = shared
+                            .running
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
                         if let Some(token) = running.get(&id) {
                             tracing::info!(execution_id = %id, "cancel requested");
                             token.cancel();

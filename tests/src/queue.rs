@@ -118,7 +118,13 @@ impl TaskWorker {
 }
 
 /// A `runtimes worker` process.
-fn worker_process(url: &str, config: &QueueConfig, dir: &Path, extra: &[&str], log: &Path) -> Child {
+fn worker_process(
+    url: &str,
+    config: &QueueConfig,
+    dir: &Path,
+    extra: &[&str],
+    log: &Path,
+) -> Child {
     let log = std::fs::File::create(log).expect("worker log");
     Command::new(&artifacts().runtimes)
         .args(["worker", "--redis", url, "--prefix", &config.prefix])
@@ -135,11 +141,11 @@ fn worker_process(url: &str, config: &QueueConfig, dir: &Path, extra: &[&str], l
         .expect("runtimes worker starts")
 }
 
+/// A turn's items, as read.
+type Items = Vec<Result<StreamItem, RuntimeError>>;
+
 /// Reads a turn's results to the end (bounded in time).
-async fn collect(
-    client: &QueueClient,
-    id: &str,
-) -> Vec<Result<StreamItem, RuntimeError>> {
+async fn collect(client: &QueueClient, id: &str) -> Vec<Result<StreamItem, RuntimeError>> {
     let stream = client.results(id);
     tokio::time::timeout(Duration::from_secs(120), stream.collect::<Vec<_>>())
         .await
@@ -172,7 +178,10 @@ async fn wait_drained(client: &QueueClient) {
         if backlog.jobs == 0 && backlog.pending == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "the job stream did not drain: {backlog:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the job stream did not drain: {backlog:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -193,7 +202,10 @@ async fn many_turns(test: &str, workers: usize, turns: usize) {
             let client = client.clone();
             async move {
                 let prompt = format!("turn {i} of {test}");
-                let id = client.submit("echo", TurnRequest::new(prompt.clone())).await.unwrap();
+                let id = client
+                    .submit("echo", TurnRequest::new(prompt.clone()))
+                    .await
+                    .unwrap();
                 let items = collect(&client, &id).await;
                 assert_echoed(&prompt, &items);
                 id
@@ -247,8 +259,16 @@ async fn an_unknown_runtime_gets_an_error_result_and_the_job_is_not_dropped() {
     assert_eq!(items.len(), 1, "{items:?}");
     let error = items[0].as_ref().unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidRequest);
-    assert!(error.message.contains("no-such-runtime"), "{}", error.message);
-    assert!(error.message.contains("echo"), "names what the worker has: {}", error.message);
+    assert!(
+        error.message.contains("no-such-runtime"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("echo"),
+        "names what the worker has: {}",
+        error.message
+    );
     let state = client.status(&id).await.unwrap().expect("a status");
     assert_eq!(state.status, TurnStatus::Error);
     assert_eq!(state.attempts, 1);
@@ -266,7 +286,11 @@ async fn an_execution_id_runs_once_however_often_it_is_submitted() {
     let first = client.submit("echo", request.clone()).await.unwrap();
     let second = client.submit("echo", request.clone()).await.unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("idem-1", "idem-1"));
-    assert_eq!(client.backlog().await.unwrap().jobs, 1, "one job for one id");
+    assert_eq!(
+        client.backlog().await.unwrap().jobs,
+        1,
+        "one job for one id"
+    );
     let worker = TaskWorker::start(url, &config, dir.path(), 4);
     assert_echoed("only once", &collect(&client, &first).await);
     // After it completed: submitted again, nothing runs; the results are the same.
@@ -292,12 +316,18 @@ async fn cancel_reaches_a_queued_and_a_running_turn() {
     let client = QueueClient::connect(url, config.clone()).await.unwrap();
 
     // Queued: no worker yet.
-    let queued = client.submit("echo", TurnRequest::new("never runs")).await.unwrap();
+    let queued = client
+        .submit("echo", TurnRequest::new("never runs"))
+        .await
+        .unwrap();
     assert_eq!(
         client.status(&queued).await.unwrap().unwrap().status,
         TurnStatus::Queued
     );
-    assert_eq!(client.cancel(&queued).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        client.cancel(&queued).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     let items = collect(&client, &queued).await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].as_ref().unwrap_err().kind, ErrorKind::Cancelled);
@@ -320,14 +350,26 @@ async fn cancel_reaches_a_queued_and_a_running_turn() {
         TurnStatus::Running
     );
     let asked = Instant::now();
-    assert_eq!(client.cancel(&running).await.unwrap(), CancelOutcome::Signalled);
-    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(30), (&mut stream).collect::<Vec<_>>())
-        .await
-        .expect("the stream ends");
+    assert_eq!(
+        client.cancel(&running).await.unwrap(),
+        CancelOutcome::Signalled
+    );
+    let rest: Vec<_> =
+        tokio::time::timeout(Duration::from_secs(30), (&mut stream).collect::<Vec<_>>())
+            .await
+            .expect("the stream ends");
     let last = rest.last().expect("a last item");
-    assert_eq!(last.as_ref().unwrap_err().kind, ErrorKind::Cancelled, "{rest:?}");
+    assert_eq!(
+        last.as_ref().unwrap_err().kind,
+        ErrorKind::Cancelled,
+        "{rest:?}"
+    );
     assert!(rest.len() < 39, "it stopped early: {} items", rest.len());
-    assert!(asked.elapsed() < Duration::from_secs(5), "cancel took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(
         client.status(&running).await.unwrap().unwrap().status,
         TurnStatus::Cancelled
@@ -336,7 +378,10 @@ async fn cancel_reaches_a_queued_and_a_running_turn() {
     wait_drained(&client).await;
     let state = client.status(&queued).await.unwrap().unwrap();
     assert_eq!((state.status, state.attempts), (TurnStatus::Cancelled, 0));
-    assert_eq!(client.cancel("no-such-turn").await.unwrap(), CancelOutcome::Unknown);
+    assert_eq!(
+        client.cancel("no-such-turn").await.unwrap(),
+        CancelOutcome::Unknown
+    );
     worker.stop().await;
 }
 
@@ -346,45 +391,67 @@ async fn a_worker_killed_mid_run_leaves_no_turn_unaccounted() {
     let config = queue("kill");
     let dir = plugins();
     let logs = plugin_dir();
-    let extra = ["--concurrency", "16", "--visibility-timeout", "1", "--max-attempts", "3"];
-    let mut victim = worker_process(url, &config, dir.path(), &extra, &logs.path().join("victim.log"));
-    let mut survivor =
-        worker_process(url, &config, dir.path(), &extra, &logs.path().join("survivor.log"));
+    let extra = [
+        "--concurrency",
+        "16",
+        "--visibility-timeout",
+        "1",
+        "--max-attempts",
+        "3",
+    ];
+    let mut victim = worker_process(
+        url,
+        &config,
+        dir.path(),
+        &extra,
+        &logs.path().join("victim.log"),
+    );
+    let mut survivor = worker_process(
+        url,
+        &config,
+        dir.path(),
+        &extra,
+        &logs.path().join("survivor.log"),
+    );
     let client = QueueClient::connect(url, config).await.unwrap();
     let turns = 1_000;
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (killed_tx, killed_rx) = oneshot::channel::<()>();
     let killed_tx = Arc::new(std::sync::Mutex::new(Some(killed_tx)));
-    let results: Vec<(String, String, Vec<Result<StreamItem, RuntimeError>>)> =
-        futures::stream::iter(0..turns)
-            .map(|i| {
-                let (client, done, killed_tx) = (client.clone(), Arc::clone(&done), Arc::clone(&killed_tx));
-                async move {
-                    let prompt = format!("kill turn {i}");
-                    let id = client
-                        .submit_with_config("echo", json!({"delay_ms": 10}), TurnRequest::new(prompt.clone()))
-                        .await
-                        .unwrap();
-                    let items = collect(&client, &id).await;
-                    if done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 200
-                        && let Some(tx) = killed_tx.lock().unwrap().take()
-                    {
-                        let _ = tx.send(());
-                    }
-                    (id, prompt, items)
+    let results: Vec<(String, String, Items)> = futures::stream::iter(0..turns)
+        .map(|i| {
+            let (client, done, killed_tx) =
+                (client.clone(), Arc::clone(&done), Arc::clone(&killed_tx));
+            async move {
+                let prompt = format!("kill turn {i}");
+                let id = client
+                    .submit_with_config(
+                        "echo",
+                        json!({"delay_ms": 10}),
+                        TurnRequest::new(prompt.clone()),
+                    )
+                    .await
+                    .unwrap();
+                let items = collect(&client, &id).await;
+                if done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 200
+                    && let Some(tx) = killed_tx.lock().unwrap().take()
+                {
+                    let _ = tx.send(());
                 }
-            })
-            .buffer_unordered(200)
-            .collect::<Vec<_>>()
-            .into_future_with(async move {
-                // kill -9 the victim once 200 turns are done, while it runs others.
-                if killed_rx.await.is_ok() {
-                    victim.start_kill().expect("SIGKILL");
-                    let status = victim.wait().await.expect("the victim ends");
-                    assert!(!status.success());
-                }
-            })
-            .await;
+                (id, prompt, items)
+            }
+        })
+        .buffer_unordered(200)
+        .collect::<Vec<_>>()
+        .into_future_with(async move {
+            // kill -9 the victim once 200 turns are done, while it runs others.
+            if killed_rx.await.is_ok() {
+                victim.start_kill().expect("SIGKILL");
+                let status = victim.wait().await.expect("the victim ends");
+                assert!(!status.success());
+            }
+        })
+        .await;
     let (mut completed, mut lost) = (0, 0);
     for (id, prompt, items) in &results {
         match items.last() {
@@ -409,7 +476,9 @@ async fn a_worker_killed_mid_run_leaves_no_turn_unaccounted() {
         retried + lost > 0,
         "the killed worker held turns: they were retried or ended with worker_lost"
     );
-    eprintln!("queue: kill -9 during {turns} turns: {completed} completed ({retried} retried), {lost} worker_lost");
+    eprintln!(
+        "queue: kill -9 during {turns} turns: {completed} completed ({retried} retried), {lost} worker_lost"
+    );
     wait_drained(&client).await;
     survivor.start_kill().unwrap();
     let _ = survivor.wait().await;
@@ -431,12 +500,28 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
     let config = queue("poison").with_max_attempts(2);
     let dir = plugins();
     let logs = plugin_dir();
-    let extra = ["--concurrency", "2", "--visibility-timeout", "0.5", "--max-attempts", "2"];
+    let extra = [
+        "--concurrency",
+        "2",
+        "--visibility-timeout",
+        "0.5",
+        "--max-attempts",
+        "2",
+    ];
     let client = QueueClient::connect(url, config.clone()).await.unwrap();
-    let id = client.submit("fixture-crash", TurnRequest::new("abort")).await.unwrap();
+    let id = client
+        .submit("fixture-crash", TurnRequest::new("abort"))
+        .await
+        .unwrap();
     // Two workers take it and die of it, one after the other.
     for attempt in 1..=2 {
-        let mut worker = worker_process(url, &config, dir.path(), &extra, &logs.path().join(format!("w{attempt}.log")));
+        let mut worker = worker_process(
+            url,
+            &config,
+            dir.path(),
+            &extra,
+            &logs.path().join(format!("w{attempt}.log")),
+        );
         let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
             .await
             .expect("the worker dies of the job")
@@ -447,10 +532,19 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
             assert_eq!(status.signal(), Some(6), "SIGABRT: {status:?}");
         }
         let state = client.status(&id).await.unwrap().unwrap();
-        assert_eq!((state.status, state.attempts), (TurnStatus::Running, attempt));
+        assert_eq!(
+            (state.status, state.attempts),
+            (TurnStatus::Running, attempt)
+        );
     }
     // The third dead-letters it, with the reason, and goes on working.
-    let mut third = worker_process(url, &config, dir.path(), &extra, &logs.path().join("w3.log"));
+    let mut third = worker_process(
+        url,
+        &config,
+        dir.path(),
+        &extra,
+        &logs.path().join("w3.log"),
+    );
     let items = collect(&client, &id).await;
     assert_eq!(items.len(), 1, "{items:?}");
     let error = items[0].as_ref().unwrap_err();
@@ -460,13 +554,19 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
     let state = client.status(&id).await.unwrap().unwrap();
     assert_eq!(state.status, TurnStatus::Error);
     assert_eq!(client.backlog().await.unwrap().dead, 1);
-    let survived = client.submit("fixture-crash", TurnRequest::new("hello")).await.unwrap();
+    let survived = client
+        .submit("fixture-crash", TurnRequest::new("hello"))
+        .await
+        .unwrap();
     let items: Vec<_> = collect(&client, &survived).await;
     match items.as_slice() {
         [Ok(StreamItem::Done(output))] => assert_eq!(output.content, "survived:hello"),
         other => panic!("{other:?}"),
     }
-    assert!(third.try_wait().unwrap().is_none(), "the third worker lives");
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the third worker lives"
+    );
     wait_drained(&client).await;
     third.start_kill().unwrap();
     let _ = third.wait().await;
@@ -484,13 +584,18 @@ async fn workers_and_clients_go_on_after_a_redis_restart() {
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (restart_tx, restart_rx) = oneshot::channel::<()>();
     let restart_tx = Arc::new(std::sync::Mutex::new(Some(restart_tx)));
-    let results: Vec<(String, Vec<Result<StreamItem, RuntimeError>>)> = futures::stream::iter(0..turns)
+    let results: Vec<(String, Items)> = futures::stream::iter(0..turns)
         .map(|i| {
-            let (client, done, restart_tx) = (client.clone(), Arc::clone(&done), Arc::clone(&restart_tx));
+            let (client, done, restart_tx) =
+                (client.clone(), Arc::clone(&done), Arc::clone(&restart_tx));
             async move {
                 let prompt = format!("restart turn {i}");
                 let id = client
-                    .submit_with_config("echo", json!({"delay_ms": 5}), TurnRequest::new(prompt.clone()))
+                    .submit_with_config(
+                        "echo",
+                        json!({"delay_ms": 5}),
+                        TurnRequest::new(prompt.clone()),
+                    )
                     .await
                     .unwrap();
                 let items = collect(&client, &id).await;
@@ -538,20 +643,41 @@ async fn submit_prints_what_stream_prints() {
         tokio::task::spawn_blocking(move || command.output().expect("runtimes runs"))
     };
     let words = |s: &[&str]| s.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-    let local = run(words(&["stream", "echo", "one two three", "--json"])).await.unwrap();
+    let local = run(words(&["stream", "echo", "one two three", "--json"]))
+        .await
+        .unwrap();
     let queued = run(words(&[
-        "submit", "echo", "one two three", "--json", "--redis", url, "--prefix", &config.prefix,
+        "submit",
+        "echo",
+        "one two three",
+        "--json",
+        "--redis",
+        url,
+        "--prefix",
+        &config.prefix,
     ]))
     .await
     .unwrap();
-    assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&queued.stdout),
         String::from_utf8_lossy(&local.stdout)
     );
-    let unknown = run(words(&["submit", "nope", "x", "--redis", url, "--prefix", &config.prefix]))
-        .await
-        .unwrap();
+    let unknown = run(words(&[
+        "submit",
+        "nope",
+        "x",
+        "--redis",
+        url,
+        "--prefix",
+        &config.prefix,
+    ]))
+    .await
+    .unwrap();
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no runtime named `nope`"));
     worker.start_kill().unwrap();
