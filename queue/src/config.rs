@@ -92,17 +92,27 @@ impl QueueConfig {
 
     /// A turn's status hash.
     pub fn status_key(&self, execution_id: &str) -> String {
-        format!("{}:turn:{execution_id}", self.prefix)
+        format!("{}:status:{execution_id}", self.prefix)
     }
 
     /// A turn's result stream.
     pub fn items_key(&self, execution_id: &str) -> String {
-        format!("{}:turn:{execution_id}:items", self.prefix)
+        format!("{}:items:{execution_id}", self.prefix)
     }
 
     /// A client's inbox stream of wake-ups.
     pub(crate) fn inbox_key(&self, client: u64) -> String {
         format!("{}:inbox:{client}", self.prefix)
+    }
+
+    /// Whether a job's `notify` names an inbox of this queue (a job cannot make a worker
+    /// write to any other key).
+    pub(crate) fn is_inbox_key(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix(":inbox:"))
+            .is_some_and(|n| {
+                !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit())
+            })
     }
 
     /// The counter that numbers clients and workers.

@@ -10,8 +10,8 @@
 //! | key | type | holds | bounded by |
 //! |---|---|---|---|
 //! | `<p>:jobs` | stream + consumer group | one entry per job (field `job`: [`Job`] JSON) | entries are deleted (`XDEL`) when acknowledged; never `MAXLEN` (that would drop jobs) |
-//! | `<p>:turn:<id>` | hash | the turn's status, attempts, worker, error | expiry (`result_ttl`, renewed on every change) |
-//! | `<p>:turn:<id>:items` | stream | the turn's results (field `item`: [`ResultEntry`] JSON) | expiry (`result_ttl`) |
+//! | `<p>:status:<id>` | hash | the turn's status, attempts, worker, error | expiry (`result_ttl`, renewed on every change) |
+//! | `<p>:items:<id>` | stream | the turn's results (field `item`: [`ResultEntry`] JSON) | expiry (`result_ttl`) |
 //! | `<p>:inbox:<client>` | stream | wake-ups for one client (execution ids) | `MAXLEN ~ 10000` and expiry: losing one only delays a reader, which also polls |
 //! | `<p>:cancels` | stream | cancel requests workers follow | `MAXLEN ~ 1000`; the status hash's `cancel` flag is the lasting record |
 //! | `<p>:dead` | stream | dead letters with the reason and the job | `MAXLEN ~ 100000` |

@@ -1,6 +1,6 @@
 //! The Lua scripts that make each state change of a turn atomic in Redis.
 //!
-//! A turn's status hash (`<prefix>:turn:<id>`) holds `status` (queued, running, complete,
+//! A turn's status hash (`<prefix>:status:<id>`) holds `status` (queued, running, complete,
 //! error, cancelled), `runtime`, `attempts`, `worker`, `published` (items published by the
 //! current attempt), `cancel` (1 once asked), `error`, `submitted_ms`, `updated_ms`, `entry`
 //! (the job's stream entry). The pair (`worker`, `attempts`) fences a worker: only the

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use redis::streams::{
 use runtime_api::{Capabilities, ErrorKind, RuntimeError, StreamItem, Value};
 use runtime_loader::{RuntimeHandle, Runtimes};
 use serde_json::json;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{QueueConfig, valid_execution_id};
@@ -131,20 +130,16 @@ impl Worker {
         shared.ensure_group().await?;
         tracing::info!(consumer = %shared.consumer, group = %shared.config.group, concurrency = self.concurrency, "worker started");
 
-        let stopping = Arc::new(AtomicBool::new(false));
-        let stop_notify = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
         let watcher = {
-            let (stopping, stop_notify) = (Arc::clone(&stopping), Arc::clone(&stop_notify));
+            let stop = stop.clone();
             tokio::spawn(async move {
                 shutdown.await;
-                stopping.store(true, Ordering::Release);
-                stop_notify.notify_waiters();
+                stop.cancel();
             })
         };
         let cancels = tokio::spawn(follow_cancels(Arc::clone(&shared), cancels_conn));
-        let result = shared
-            .take_jobs(jobs_conn, self.concurrency, &stopping, &stop_notify)
-            .await;
+        let result = shared.take_jobs(jobs_conn, self.concurrency, &stop).await;
         watcher.abort();
 
         // Drain: wait for the running turns, then leave the group if nothing is pending.
@@ -225,8 +220,7 @@ impl Shared {
         self: &Arc<Self>,
         mut jobs_conn: ConnectionManager,
         concurrency: usize,
-        stopping: &AtomicBool,
-        stop_notify: &Notify,
+        stop: &CancellationToken,
     ) -> Result<(WorkerStats, Arc<Semaphore>), QueueError> {
         let semaphore = Arc::new(Semaphore::new(concurrency));
         let mut stats = WorkerStats::default();
@@ -241,13 +235,13 @@ impl Shared {
                 .count(count)
         };
         let jobs_key = self.config.jobs_key();
-        while !stopping.load(Ordering::Acquire) {
+        while !stop.is_cancelled() {
             let first = tokio::select! {
                 permit = Arc::clone(&semaphore).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
-                () = stop_notify.notified() => break,
+                () = stop.cancelled() => break,
             };
             let mut permits = vec![first];
             while permits.len() < 256 {
@@ -400,7 +394,12 @@ impl Shared {
             return;
         };
         let (runtime, inbox) = match &job {
-            Ok(job) => (job.runtime.clone(), job.notify.clone()),
+            Ok(job) => (
+                job.runtime.clone(),
+                job.notify
+                    .clone()
+                    .filter(|key| self.config.is_inbox_key(key)),
+            ),
             Err(_) => ("?".to_owned(), None),
         };
         let status_key = self.config.status_key(&execution_id);
