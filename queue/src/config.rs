@@ -136,3 +136,34 @@ pub(crate) fn valid_execution_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_ids_that_can_be_keys() {
+        for ok in ["q1-0", "turn-12-3", "chatcmpl.abc_DEF:1", &"x".repeat(128)] {
+            assert!(valid_execution_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a\nb", "é", "a*", &"x".repeat(129)] {
+            assert!(!valid_execution_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_and_items_keys_never_collide() {
+        let config = QueueConfig::default();
+        assert_ne!(config.status_key("a:items"), config.items_key("a"));
+        assert_ne!(config.items_key("a:status"), config.status_key("a"));
+    }
+
+    #[test]
+    fn only_this_queues_inboxes_are_notified() {
+        let config = QueueConfig::default().with_prefix("p");
+        assert!(config.is_inbox_key(&config.inbox_key(42)));
+        for other in ["p:jobs", "p:inbox:", "p:inbox:4x", "q:inbox:1", "p:inbox:1:x"] {
+            assert!(!config.is_inbox_key(other), "{other}");
+        }
+    }
+}
