@@ -46,8 +46,9 @@ pub struct WorkerArgs {
     /// Attempts before a job is dead-lettered.
     #[arg(long, value_name = "N", default_value_t = 3)]
     max_attempts: u32,
-    /// Seconds a turn's status and results are kept after their last change.
-    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    /// Seconds a turn's status and results are kept after their last change (and its
+    /// execution id is not run again).
+    #[arg(long, value_name = "SECS", default_value_t = 3_600)]
     result_ttl: u64,
 }
 

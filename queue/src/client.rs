@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::Stream;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamReadOptions, StreamReadReply};
 use runtime_api::{RuntimeError, StreamItem, TurnRequest, Value};
 use tokio::sync::Notify;
 
@@ -292,7 +292,7 @@ impl QueueClient {
             items_key: self.inner.config.items_key(execution_id),
             status_key: self.inner.config.status_key(execution_id),
             execution_id: execution_id.to_owned(),
-            last_id: None,
+            read: 0,
             buffer: VecDeque::new(),
             notify,
             done: false,
@@ -501,13 +501,14 @@ async fn read_inbox(mut conn: ConnectionManager, inbox: String, waiters: Waiters
     }
 }
 
-/// Reads one turn's result stream.
+/// Reads one turn's result list.
 struct ResultReader {
     client: QueueClient,
     items_key: String,
     status_key: String,
     execution_id: String,
-    last_id: Option<String>,
+    /// How many results were read.
+    read: usize,
     buffer: VecDeque<Result<StreamItem, RuntimeError>>,
     notify: Arc<Notify>,
     done: bool,
@@ -530,34 +531,23 @@ impl ResultReader {
             if self.done {
                 return None;
             }
-            let start = match &self.last_id {
-                None => "-".to_owned(),
-                Some(id) => format!("({id}"),
-            };
+            let start = self.read as isize;
             let window = self.client.inner.config.reconnect_for;
-            let read: Result<StreamRangeReply, QueueError> =
+            let read: Result<Vec<String>, QueueError> =
                 retry("read a turn's results", window, || {
                     let mut conn = self.client.inner.conn.clone();
-                    let (key, start) = (self.items_key.clone(), start.clone());
-                    async move { conn.xrange_count(key, start, "+", 256).await }
+                    let key = self.items_key.clone();
+                    async move { conn.lrange(key, start, start + 255).await }
                 })
                 .await;
             match read {
                 Err(error) => {
                     return Some(Err(self.end(RuntimeError::unavailable(error.to_string()))));
                 }
-                Ok(reply) if !reply.ids.is_empty() => {
-                    for entry in reply.ids {
-                        let item = match entry.get::<String>("item") {
-                            Some(text) => ResultEntry::decode(&text),
-                            None => Err(RuntimeError::internal(format!(
-                                "result entry {} of {} has no `item` field",
-                                entry.id, self.items_key
-                            ))),
-                        };
-                        self.buffer.push_back(item);
-                        self.last_id = Some(entry.id);
-                    }
+                Ok(texts) if !texts.is_empty() => {
+                    self.read += texts.len();
+                    self.buffer
+                        .extend(texts.iter().map(|text| ResultEntry::decode(text)));
                     continue;
                 }
                 Ok(_) => {}
@@ -577,7 +567,7 @@ impl ResultReader {
                     .await;
                 match exists {
                     Ok(true) => {}
-                    Ok(false) if self.last_id.is_none() => {
+                    Ok(false) if self.read == 0 => {
                         return Some(Err(self.end(RuntimeError::invalid_request(format!(
                             "no turn has execution id `{}` in the queue: it was never submitted, or its results expired (result TTL {:?})",
                             self.execution_id, self.client.inner.config.result_ttl

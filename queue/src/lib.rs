@@ -1,7 +1,7 @@
 //! Turns as jobs on Redis Streams, run by any number of workers.
 //!
 //! A [`QueueClient`] submits a turn (runtime id, configuration, [`TurnRequest`]) to the job
-//! stream and reads its results as a stream of the same items a local `TurnStream` gives; a
+//! stream and reads its results (a per-turn list) as a stream of the same items a local `TurnStream` gives; a
 //! [`Worker`] takes jobs through a consumer group and runs them with its own
 //! `runtime_loader::Runtimes` registry, at whatever isolation level that registry uses.
 //!
@@ -10,8 +10,8 @@
 //! | key | type | holds | bounded by |
 //! |---|---|---|---|
 //! | `<p>:jobs` | stream + consumer group | one entry per job (field `job`: [`Job`] JSON) | entries are deleted (`XDEL`) when acknowledged; never `MAXLEN` (that would drop jobs) |
-//! | `<p>:status:<id>` | hash | the turn's status, attempts, worker, error | expiry (`result_ttl`, renewed on every change) |
-//! | `<p>:items:<id>` | stream | the turn's results (field `item`: [`ResultEntry`] JSON) | expiry (`result_ttl`) |
+//! | `<p>:status:<id>` | hash | the turn's status, attempts, worker, error (≈ 0.25 KB) | expiry (`result_ttl`, default 1 h, renewed on every change) |
+//! | `<p>:items:<id>` | list | the turn's results, one [`ResultEntry`] JSON each (a list: ≈ 0.5 KB for a small turn, where a stream preallocates 4 KB) | expiry (`result_ttl`) |
 //! | `<p>:inbox:<client>` | stream | wake-ups for one client (execution ids) | `MAXLEN ~ 10000` and expiry: losing one only delays a reader, which also polls |
 //! | `<p>:cancels` | stream | cancel requests workers follow | `MAXLEN ~ 1000`; the status hash's `cancel` flag is the lasting record |
 //! | `<p>:dead` | stream | dead letters with the reason and the job | `MAXLEN ~ 100000` |

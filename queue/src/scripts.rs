@@ -1,5 +1,11 @@
 //! The Lua scripts that make each state change of a turn atomic in Redis.
 //!
+//! A turn's results are a list (`<prefix>:items:<id>`, one JSON [`ResultEntry`] per element,
+//! appended with `RPUSH`, read by index with `LRANGE`): a list of a few items takes about
+//! 0.5 KB, where a stream preallocates a 4 KB node (Redis 7, `stream-node-max-bytes`).
+//!
+//! [`ResultEntry`]: crate::wire::ResultEntry
+//!
 //! A turn's status hash (`<prefix>:status:<id>`) holds `status` (queued, running, complete,
 //! error, cancelled), `runtime`, `attempts`, `worker`, `published` (items published by the
 //! current attempt), `cancel` (1 once asked), `error`, `submitted_ms`, `updated_ms`, `entry`
@@ -88,9 +94,7 @@ end
 if published ~= first then
   return 0
 end
-for i = 13, #ARGV do
-  redis.call('XADD', KEYS[2], '*', 'item', ARGV[i])
-end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 13))
 redis.call('HSET', KEYS[1], 'published', first + count, 'updated_ms', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[10] == '1' then
@@ -145,7 +149,7 @@ if not status then
   return 'unknown'
 end
 if status == 'queued' then
-  redis.call('XADD', KEYS[2], '*', 'item', ARGV[1])
+  redis.call('RPUSH', KEYS[2], ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancel', 1, 'updated_ms', ARGV[3],
     'error', 'cancelled before a worker took it')

@@ -64,7 +64,7 @@ impl Job {
     }
 }
 
-/// One entry of a turn's result stream (field `item`): a stream item, or the turn's error.
+/// One element of a turn's result list: a stream item, or the turn's error.
 /// The last entry of a turn is a [`StreamItem::Done`] or an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -72,6 +72,8 @@ fn queue(test: &str) -> QueueConfig {
     QueueConfig::default()
         .with_prefix(format!("test-{test}-{}-{nanos}", std::process::id()))
         .with_reconnect_for(Duration::from_secs(30))
+        // Ten thousands of turns per run: keep the shared server small.
+        .with_result_ttl(Duration::from_secs(600))
 }
 
 /// A plugin folder with echo and the fixture library.
@@ -163,7 +165,7 @@ fn assert_echoed(prompt: &str, items: &[Result<StreamItem, RuntimeError>]) {
             other => panic!("unexpected item before the end of {prompt:?}: {other:?}"),
         })
         .collect();
-    assert_eq!(text, prompt);
+    assert_eq!(text, prompt, "{items:?}");
     match last {
         Ok(StreamItem::Done(output)) => assert_eq!(output.content, prompt),
         other => panic!("turn {prompt:?} ended with {other:?}"),
@@ -576,7 +578,9 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
 async fn workers_and_clients_go_on_after_a_redis_restart() {
     // A private instance: restarting the shared one would disturb the other tests.
     let url = redis_script(&["start", "--name", "restart-test"]);
-    let config = queue("restart").with_visibility_timeout(Duration::from_secs(2));
+    // Longer than a restart takes: a job whose worker cannot renew it while Redis is away
+    // would otherwise be reclaimed, and end `worker_lost` if part of it was published.
+    let config = queue("restart").with_visibility_timeout(Duration::from_secs(10));
     let dir = plugins();
     let worker = TaskWorker::start(&url, &config, dir.path(), 16);
     let client = QueueClient::connect(&url, config.clone()).await.unwrap();

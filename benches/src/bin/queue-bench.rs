@@ -35,7 +35,9 @@ fn config(name: &str) -> QueueConfig {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    QueueConfig::default().with_prefix(format!("bench-{name}-{nanos}"))
+    QueueConfig::default()
+        .with_prefix(format!("bench-{name}-{nanos}"))
+        .with_result_ttl(std::time::Duration::from_secs(600))
 }
 
 async fn throughput(url: &str, lab: &Lab, workers: usize, turns: usize, in_flight: usize) -> f64 {
