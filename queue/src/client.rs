@@ -17,7 +17,7 @@ use runtime_api::{RuntimeError, StreamItem, TurnRequest, Value};
 use tokio::sync::Notify;
 
 use crate::config::{QueueConfig, valid_execution_id};
-use crate::conn::{connect, retry};
+use crate::conn::{connect, open, retry};
 use crate::error::QueueError;
 use crate::scripts;
 use crate::wire::{Job, ResultEntry, is_final, now_ms};
@@ -167,10 +167,7 @@ impl QueueClient {
     ///
     /// A URL that is not one, or Redis unreachable for `config.reconnect_for`.
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url).map_err(|source| QueueError::Url {
-            url: url.to_owned(),
-            source,
-        })?;
+        let client = open(url)?;
         let window = config.reconnect_for;
         let conn = connect(&client, url, Duration::ZERO, window).await?;
         let ids_key = config.ids_key();

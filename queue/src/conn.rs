@@ -8,6 +8,19 @@ use redis::{RedisError, RetryMethod};
 
 use crate::error::QueueError;
 
+/// A client for `url` with `TCP_NODELAY` (the redis crate leaves Nagle's algorithm on, which
+/// delays small pipelined commands).
+pub(crate) fn open(url: &str) -> Result<redis::Client, QueueError> {
+    use redis::IntoConnectionInfo as _;
+    let invalid = |source| QueueError::Url {
+        url: url.to_owned(),
+        source,
+    };
+    let info = url.into_connection_info().map_err(invalid)?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    redis::Client::open(info.set_tcp_settings(tcp)).map_err(invalid)
+}
+
 /// Opens a reconnecting connection. `blocking`: the longest a command on it blocks in Redis
 /// (XREAD / XREADGROUP `BLOCK`), added to the response timeout. Blocking commands get their
 /// own connection: on a shared one they would hold up every command behind them.

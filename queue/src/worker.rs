@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{QueueConfig, valid_execution_id};
-use crate::conn::{connect, retry, transient};
+use crate::conn::{connect, open, retry, transient};
 use crate::error::QueueError;
 use crate::scripts;
 use crate::wire::{Job, ResultEntry, is_final, now_ms};
@@ -103,10 +103,7 @@ impl Worker {
         url: &str,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<WorkerStats, QueueError> {
-        let client = redis::Client::open(url).map_err(|source| QueueError::Url {
-            url: url.to_owned(),
-            source,
-        })?;
+        let client = open(url)?;
         let window = self.config.reconnect_for;
         let conn = connect(&client, url, Duration::ZERO, window).await?;
         let jobs_conn = connect(&client, url, BLOCK, window).await?;
@@ -540,8 +537,10 @@ impl Shared {
                 futures::stream::once(turn.map(|r| r.map(StreamItem::Done))).boxed()
             };
         let mut chunks = stream.ready_chunks(BATCH);
-        let mut heartbeat = tokio::time::interval(self.config.visibility_timeout / 3);
-        heartbeat.tick().await;
+        // First renewal one period from now (an interval's immediate first tick still waits
+        // for the timer wheel, about a millisecond per turn).
+        let period = self.config.visibility_timeout / 3;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut cancel_sent = false;
         loop {
             tokio::select! {
