@@ -142,18 +142,25 @@ pub async fn submit(args: SubmitArgs, style: &Style) -> Result<(), Failure> {
         .map_err(failure)?;
     tracing::info!(execution_id = %id, "submitted");
     let stream = client.results(&id);
-    match limit {
+    let result = match limit {
         None => turn::print_stream(stream, args.turn.json, style).await,
         Some(limit) => {
             match tokio::time::timeout(limit, turn::print_stream(stream, args.turn.json, style))
                 .await
             {
                 Ok(result) => result,
-                // The stream was dropped unfinished: the turn is cancelled.
                 Err(_) => Err(Failure::Turn(runtime_api::RuntimeError::timeout(format!(
                     "no result within {limit:?}"
                 )))),
             }
         }
+    };
+    if result.is_err() {
+        // Interrupted or timed out: cancel before the process exits (dropping the stream
+        // only starts a cancel in the background). A finished turn is left as it is.
+        if let Err(error) = client.cancel(&id).await {
+            tracing::warn!(%error, execution_id = %id, "could not cancel the turn");
+        }
     }
+    result
 }
