@@ -15,6 +15,7 @@ mod hostile;
 mod llm_server;
 mod logs;
 mod proptests;
+mod queue;
 mod resolution;
 mod serve;
 mod support;
