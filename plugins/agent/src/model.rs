@@ -145,15 +145,15 @@ pub(crate) async fn call(
                     .as_u64()
                     .unwrap_or(u64::try_from(position).unwrap_or(0));
                 let call = calls.entry(index).or_default();
-                if let Some(id) = fragment["id"].as_str().filter(|s| !s.is_empty()) {
-                    if call.id.is_empty() {
-                        call.id = id.to_owned();
-                    }
+                if let Some(id) = fragment["id"].as_str().filter(|s| !s.is_empty())
+                    && call.id.is_empty()
+                {
+                    call.id = id.to_owned();
                 }
-                if let Some(name) = fragment["function"]["name"].as_str() {
-                    if call.name.is_empty() {
-                        call.name = name.to_owned();
-                    }
+                if let Some(name) = fragment["function"]["name"].as_str()
+                    && call.name.is_empty()
+                {
+                    call.name = name.to_owned();
                 }
                 match &fragment["function"]["arguments"] {
                     Value::String(text) => call.arguments.push_str(text),

@@ -671,10 +671,10 @@ pub(crate) fn result_text(result: &CallToolResult, max: usize) -> String {
             None => serde_json::to_string(block).unwrap_or_default(),
         })
         .collect();
-    if parts.is_empty() {
-        if let Some(structured) = &result.structured_content {
-            parts.push(structured.to_string());
-        }
+    if parts.is_empty()
+        && let Some(structured) = &result.structured_content
+    {
+        parts.push(structured.to_string());
     }
     let text = parts.join("\n");
     crate::truncate_owned(text, max)
