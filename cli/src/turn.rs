@@ -101,6 +101,7 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
     let mut stream = handle.stream_turn(request);
     let mut stdout = std::io::stdout().lock();
     let mut in_thinking = false;
+    let mut in_tool_call = false;
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
@@ -126,6 +127,10 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
         } else {
             match &item {
                 StreamItem::Delta(delta) if delta.kind == DeltaKind::Text => {
+                    if in_tool_call {
+                        progress(&mut stdout, style, "\n");
+                        in_tool_call = false;
+                    }
                     if in_thinking {
                         let _ = write!(stdout, "\n\n");
                         in_thinking = false;
@@ -143,10 +148,31 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                     }
                     let _ = write!(stdout, "{}", style.dim(&delta.content));
                 }
-                StreamItem::Delta(delta)
-                    if delta.kind == DeltaKind::ToolCall && style.stdout_terminal =>
-                {
-                    let _ = write!(stdout, "{}", style.dim(&delta.content));
+                // Tool calls (whole or in fragments) and tool results, as they happen: on a
+                // terminal dim on stdout, else on stderr, so piped stdout carries the answer.
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::ToolCall => {
+                    let text = escape(&delta.content);
+                    let line = match delta.metadata["name"].as_str() {
+                        Some(name) => format!("\n[tool call] {} {text}", escape(name)),
+                        None => text,
+                    };
+                    progress(&mut stdout, style, &line);
+                    in_tool_call = true;
+                }
+                StreamItem::Delta(delta) if is_tool_result(delta) => {
+                    let name = escape(delta.metadata["name"].as_str().unwrap_or("?"));
+                    let verdict = if delta.metadata["ok"] == json!(true) {
+                        "ok"
+                    } else {
+                        "error"
+                    };
+                    let lead = if in_tool_call { "\n" } else { "" };
+                    let line = format!(
+                        "{lead}[tool result] {name} {verdict}: {}\n",
+                        escape(&one_line(&delta.content, 200))
+                    );
+                    progress(&mut stdout, style, &line);
+                    in_tool_call = false;
                 }
                 StreamItem::Done(output) => {
                     let _ = writeln!(stdout);
@@ -164,4 +190,45 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
         let _ = stdout.flush();
     }
     Ok(())
+}
+
+/// Whether a delta is a tool's result (`tool_result` kind: metadata `tool_call_id`, `name`,
+/// `ok`).
+fn is_tool_result(delta: &runtime_api::Delta) -> bool {
+    delta.kind != DeltaKind::ToolCall
+        && delta.metadata["tool_call_id"].is_string()
+        && delta.metadata["ok"].is_boolean()
+}
+
+/// Tool activity: dim on stdout when it is a terminal, else plain on stderr.
+fn progress(stdout: &mut impl std::io::Write, style: &Style, text: &str) {
+    if style.stdout_terminal {
+        let _ = write!(stdout, "{}", style.dim(text));
+    } else {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "{text}");
+        let _ = stderr.flush();
+    }
+}
+
+/// Text from a plugin with control characters escaped, so it cannot drive the terminal.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The first `max` characters of a text, with `…` when cut (newlines are escaped later).
+fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text.trim().chars().take(max).collect();
+    if text.trim().chars().count() > max {
+        out.push('…');
+    }
+    out
 }

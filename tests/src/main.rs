@@ -4,6 +4,7 @@
 // Tests may tell the person running them what they skipped or measured.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod agent;
 mod api;
 mod cli;
 mod command_plugin;
