@@ -15,9 +15,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::Stream;
+use rmcp::model::Tool;
 use runtime_api::{
-    Delta, FinishReason, Message, Role, RuntimeError, StreamItem, ToolCall, TurnOutput,
-    TurnRequest, Usage, Value, json,
+    Delta, FinishReason, Message, Role, RuntimeError, StreamItem, ToolCall, ToolDefinition,
+    TurnOutput, TurnRequest, Usage, Value, json,
 };
 use tokio::sync::mpsc;
 
@@ -122,10 +123,11 @@ fn function_name(name: &str) -> String {
     out
 }
 
-fn tools(servers: &[Live], request: &TurnRequest) -> Tools {
+/// The turn's tools: the host's (`host`), then each server's `(name, tools)`.
+fn tools(servers: &[(&str, &[Tool])], host: &[ToolDefinition]) -> Tools {
     let mut routes = HashMap::new();
     let mut definitions = Vec::new();
-    for tool in &request.tools {
+    for tool in host {
         routes.insert(tool.name.clone(), Route::Host);
         let parameters = if tool.parameters.is_object() {
             tool.parameters.clone()
@@ -140,22 +142,22 @@ fn tools(servers: &[Live], request: &TurnRequest) -> Tools {
     // A tool keeps its own name unless another server (or a host tool) has it too; then each
     // of those is `server__tool`.
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for server in servers {
-        for tool in server.tools.iter() {
+    for (_, server_tools) in servers {
+        for tool in server_tools.iter() {
             *seen.entry(function_name(&tool.name)).or_default() += 1;
         }
     }
-    for (index, server) in servers.iter().enumerate() {
-        for tool in server.tools.iter() {
+    for (index, (server, server_tools)) in servers.iter().enumerate() {
+        for tool in server_tools.iter() {
             let plain = function_name(&tool.name);
             let name = if seen.get(&plain).copied().unwrap_or(0) > 1 || routes.contains_key(&plain)
             {
-                function_name(&format!("{}__{}", server.name, tool.name))
+                function_name(&format!("{server}__{}", tool.name))
             } else {
                 plain
             };
             if routes.contains_key(&name) {
-                tracing::warn!(server = %server.name, tool = %tool.name, "two tools share the name {name}; the second is not offered");
+                tracing::warn!(%server, tool = %tool.name, "two tools share the name {name}; the second is not offered");
                 continue;
             }
             routes.insert(
@@ -388,7 +390,11 @@ async fn run(
 
     let servers = inner.pool.live(&specs, config.startup_timeout).await?;
     let server_specs: Vec<&ServerSpec> = servers.iter().map(|live| &specs[&live.name]).collect();
-    let tools = tools(&servers, &request);
+    let offered: Vec<(&str, &[Tool])> = servers
+        .iter()
+        .map(|live| (live.name.as_str(), live.tools.as_slice()))
+        .collect();
+    let tools = tools(&offered, &request.tools);
     let mut messages = messages(&request);
     let mut transcript: Vec<Message> = Vec::new();
     let mut usage = Usage::default();
@@ -541,4 +547,91 @@ async fn run(
         }
     }
     Err(AgentError::MaxSteps { max_steps, usage }.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str) -> Tool {
+        Tool::new(
+            name.to_owned(),
+            "a tool",
+            json!({ "type": "object" })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+
+    fn names(tools: &Tools) -> Vec<String> {
+        let mut names: Vec<String> = tools.routes.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn tools_keep_their_names_unless_they_clash() {
+        let a = [tool("echo"), tool("read.file"), tool("only_a")];
+        let b = [tool("echo"), tool("weather")];
+        let host = [ToolDefinition::new("weather", "host's", Value::Null)];
+        let tools = tools(&[("a", &a), ("b", &b)], &host);
+        assert_eq!(
+            names(&tools),
+            [
+                "a__echo",
+                "b__echo",
+                "b__weather",
+                "only_a",
+                "read_file",
+                "weather"
+            ]
+        );
+        assert!(matches!(tools.routes["weather"], Route::Host));
+        assert!(
+            matches!(&tools.routes["read_file"], Route::Mcp { server: 0, tool } if tool == "read.file")
+        );
+        assert!(
+            matches!(&tools.routes["b__weather"], Route::Mcp { server: 1, tool } if tool == "weather")
+        );
+        assert_eq!(tools.definitions.len(), 6);
+        // A host tool without a schema is offered with the empty object schema.
+        assert_eq!(
+            tools.definitions[0]["function"]["parameters"]["type"],
+            "object"
+        );
+    }
+
+    #[test]
+    fn function_names_are_what_openai_accepts() {
+        assert_eq!(function_name("a.b/c d"), "a_b_c_d");
+        assert_eq!(function_name(""), "_");
+        assert_eq!(function_name(&"x".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn history_maps_to_chat_messages() {
+        let request = TurnRequest::new("now?")
+            .with_system("be brief")
+            .with_history(vec![
+                Message::user("weather?"),
+                Message::assistant_tool_calls(vec![ToolCall::new(
+                    "c1",
+                    "w",
+                    json!({ "city": "Paris" }),
+                )]),
+                Message::tool_result("c1", "sunny"),
+            ]);
+        let messages = messages(&request);
+        let roles: Vec<&str> = messages
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
+        assert_eq!(
+            messages[2]["tool_calls"][0]["function"]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(messages[3]["tool_call_id"], "c1");
+    }
 }
