@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
 
     // A fresh instance with its own configuration: 80 ms between words.
     let echo = runtimes
-        .resolve_with_config("echo", &json!({"delay_ms": 80}))?
+        .new_instance("echo", &json!({"delay_ms": 80}))?
         .with_timeout(Duration::from_secs(10));
     let mut stream = echo.stream_turn(TurnRequest::new("streamed one word at a time"));
     while let Some(item) = stream.next().await {

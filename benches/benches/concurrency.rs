@@ -54,20 +54,12 @@ impl Subject {
             "echo_plugin" => {
                 let dir = library.parent().expect("the library's folder");
                 let runtimes = registry(&[dir]);
-                Subject::Handle(
-                    runtimes
-                        .resolve_with_config("echo", &config)
-                        .expect("resolves"),
-                )
+                Subject::Handle(runtimes.new_instance("echo", &config).expect("resolves"))
             }
             "echo_in_process" => {
                 let runtimes = Runtimes::with_options(LoaderOptions::STRICT);
                 runtimes.register::<Echo>().expect("echo registers");
-                Subject::Handle(
-                    runtimes
-                        .resolve_with_config("echo", &config)
-                        .expect("resolves"),
-                )
+                Subject::Handle(runtimes.new_instance("echo", &config).expect("resolves"))
             }
             "echo_direct" => Subject::Direct(Arc::new(Echo::new(config).expect("echo builds"))),
             other => panic!("unknown variant {other}"),

@@ -18,7 +18,7 @@ use echo_runtime::Echo;
 use futures::{Stream, StreamExt};
 use runtime_api::{Runtime, RuntimeError, StreamItem, TurnRequest, Value};
 use runtime_benches::{Conditions, Lab, install, registry};
-use runtime_loader::{LoaderOptions, Runtimes};
+use runtime_loader::{Isolation, LoaderOptions, Runtimes};
 
 const DELTAS: u64 = 1_000_000;
 
@@ -54,8 +54,16 @@ fn main() {
     let plugins = registry(&[&dir]);
     let in_process = Runtimes::with_options(LoaderOptions::STRICT);
     in_process.register::<Echo>().expect("echo registers");
-    let plugin = plugins.resolve("echo").expect("the plugin resolves");
-    let in_process = in_process.resolve("echo").expect("in-process resolves");
+    // The inline level: the figures against the direct call; `_threads`: the default level.
+    let plugin = plugins
+        .resolve("echo")
+        .expect("the plugin resolves")
+        .with_isolation(Isolation::Inline);
+    let in_process = in_process
+        .resolve("echo")
+        .expect("in-process resolves")
+        .with_isolation(Isolation::Inline);
+    let plugin_threads = plugin.with_isolation(Isolation::Threads);
     let direct = Arc::new(Echo::new(Value::Null).expect("echo builds"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,7 +83,11 @@ fn main() {
         .throughput(Throughput::Elements(DELTAS))
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(4));
-    for (name, handle) in [("echo_plugin", &plugin), ("echo_in_process", &in_process)] {
+    for (name, handle) in [
+        ("echo_plugin", &plugin),
+        ("echo_in_process", &in_process),
+        ("echo_plugin_threads", &plugin_threads),
+    ] {
         group.bench_function(BenchmarkId::new(name, DELTAS), |b| {
             b.to_async(&rt).iter(|| {
                 let stream = handle.stream_turn(TurnRequest::new(prompt.clone()));

@@ -21,7 +21,7 @@ use criterion::Criterion;
 use echo_runtime::Echo;
 use runtime_api::{Runtime, RuntimeError, TurnOutput, TurnRequest, Value};
 use runtime_benches::{Conditions, Lab, install, registry};
-use runtime_loader::{LoaderOptions, RuntimeHandle, Runtimes};
+use runtime_loader::{Isolation, LoaderOptions, RuntimeHandle, Runtimes};
 use tokio::runtime::Runtime as Tokio;
 
 fn request() -> TurnRequest {
@@ -30,7 +30,10 @@ fn request() -> TurnRequest {
 
 /// The three ways to run a turn.
 struct Subjects {
+    /// The plugin at the inline level.
     plugin: RuntimeHandle,
+    /// The same plugin at the threads level (the default).
+    plugin_threads: RuntimeHandle,
     in_process: RuntimeHandle,
     direct: Arc<Echo>,
 }
@@ -45,6 +48,14 @@ fn inline(c: &mut Criterion, rt: &Tokio, s: &Subjects) {
     });
     group.bench_function("echo_direct", |b| {
         b.to_async(rt).iter(|| s.direct.run_turn(request()));
+    });
+    group.finish();
+}
+
+fn threads(c: &mut Criterion, rt: &Tokio, s: &Subjects) {
+    let mut group = c.benchmark_group("turn_threads");
+    group.bench_function("echo_plugin", |b| {
+        b.to_async(rt).iter(|| s.plugin_threads.run_turn(request()));
     });
     group.finish();
 }
@@ -103,9 +114,14 @@ fn main() {
     let plugins = registry(&[&dir]);
     let in_process = Runtimes::with_options(LoaderOptions::STRICT);
     in_process.register::<Echo>().expect("echo registers");
+    let plugin = plugins.resolve("echo").expect("the plugin resolves");
     let subjects = Subjects {
-        plugin: plugins.resolve("echo").expect("the plugin resolves"),
-        in_process: in_process.resolve("echo").expect("in-process resolves"),
+        plugin: plugin.with_isolation(Isolation::Inline),
+        plugin_threads: plugin.with_isolation(Isolation::Threads),
+        in_process: in_process
+            .resolve("echo")
+            .expect("in-process resolves")
+            .with_isolation(Isolation::Inline),
         direct: Arc::new(Echo::new(Value::Null).expect("echo builds")),
     };
     let current_thread = tokio::runtime::Builder::new_current_thread()
@@ -124,6 +140,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     inline(&mut c, &current_thread, &subjects);
+    threads(&mut c, &current_thread, &subjects);
     spawned(&mut c, &multi_thread, &subjects);
     c.final_summary();
     conditions.finish();

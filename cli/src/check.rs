@@ -65,7 +65,7 @@ async fn smoke(
     let mut turns = Vec::new();
     for declared in &manifest.runtimes {
         let id = declared.id.clone();
-        let result = match runtimes.resolve_with_config(&id, config) {
+        let result = match runtimes.new_instance(&id, config) {
             Err(error) => Err(error.to_string()),
             Ok(handle) => handle
                 .with_timeout(SMOKE_TIMEOUT)

@@ -1,7 +1,7 @@
 //! `runtimes list` and `runtimes info`.
 
 use runtime_loader::{DirStatus, RuntimeEntry, RuntimeSource, Runtimes};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::failure::Failure;
 use crate::style::{Style, table};
@@ -144,5 +144,84 @@ pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Resul
     for (key, value) in rows {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
+    match &entry.config_schema {
+        None => println!("{:<13} -", style.heading("config:")),
+        Some(schema) => {
+            println!("{}", style.heading("config:"));
+            for line in config_lines(schema) {
+                println!("  {line}");
+            }
+        }
+    }
     Ok(())
+}
+
+/// One line per configuration key of a JSON Schema: name, type, required or default, and
+/// its description.
+fn config_lines(schema: &Value) -> Vec<String> {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else {
+        return vec!["(no keys declared)".to_owned()];
+    };
+    properties
+        .iter()
+        .map(|(key, property)| {
+            let kind = match (&property["type"], &property["enum"]) {
+                (Value::String(kind), _) => kind.clone(),
+                (Value::Array(kinds), _) => kinds
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                (_, Value::Array(options)) => options
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                _ => "any".to_owned(),
+            };
+            let need = if required.contains(&key.as_str()) {
+                "required".to_owned()
+            } else if let Some(default) = property.get("default") {
+                format!("default {default}")
+            } else {
+                "optional".to_owned()
+            };
+            let description = property["description"].as_str().unwrap_or("");
+            format!("{key:<20} {kind:<8} {need:<16} {description}")
+        })
+        .collect()
+}
+
+/// `info --config`: every problem the runtime finds with a configuration, without creating
+/// the runtime. Exit 3 when there is one.
+pub fn check_config(
+    runtimes: &Runtimes,
+    name: &str,
+    config: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    let config: Value = serde_json::from_str(config)
+        .map_err(|e| Failure::Usage(format!("--config is not valid JSON: {e}")))?;
+    let problems = runtimes.validate_config(name, &config)?;
+    if json {
+        println!(
+            "{:#}",
+            json!({ "name": name, "valid": problems.is_empty(), "problems": problems })
+        );
+    } else if problems.is_empty() {
+        println!("the configuration is valid for `{name}`");
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Rejected(format!(
+        "the configuration is not valid for `{name}` ({} problem{}):\n  - {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.join("\n  - ")
+    )))
 }

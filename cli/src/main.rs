@@ -76,10 +76,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one runtime's entry, or why it was rejected.
+    /// Show one runtime's entry (with its configuration schema), or why it was rejected.
     Info {
         /// The runtime's id or alias.
         name: String,
+        /// Check this configuration (JSON) without creating the runtime: prints every problem
+        /// and exits 3 when there is one.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -169,7 +173,10 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
         Command::List { all, json } => list::list(&global.registry(), all, json, &style),
-        Command::Info { name, json } => list::info(&global.registry(), &name, json, &style),
+        Command::Info { name, config, json } => match config {
+            None => list::info(&global.registry(), &name, json, &style),
+            Some(config) => list::check_config(&global.registry(), &name, &config, json),
+        },
         Command::Check {
             files,
             load,

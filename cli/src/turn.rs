@@ -63,7 +63,7 @@ fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnR
     let handle = if config.is_null() {
         runtimes.resolve(&args.name)?
     } else {
-        runtimes.resolve_with_config(&args.name, &config)?
+        runtimes.new_instance(&args.name, &config)?
     };
     let handle = match args.timeout {
         None => handle,
@@ -159,7 +159,7 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                     progress(&mut stdout, style, &line);
                     in_tool_call = true;
                 }
-                StreamItem::Delta(delta) if is_tool_result(delta) => {
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::ToolResult => {
                     let name = escape(delta.metadata["name"].as_str().unwrap_or("?"));
                     let verdict = if delta.metadata["ok"] == json!(true) {
                         "ok"
@@ -190,14 +190,6 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
         let _ = stdout.flush();
     }
     Ok(())
-}
-
-/// Whether a delta is a tool's result (`tool_result` kind: metadata `tool_call_id`, `name`,
-/// `ok`).
-fn is_tool_result(delta: &runtime_api::Delta) -> bool {
-    delta.kind != DeltaKind::ToolCall
-        && delta.metadata["tool_call_id"].is_string()
-        && delta.metadata["ok"].is_boolean()
 }
 
 /// Tool activity: dim on stdout when it is a terminal, else plain on stderr.

@@ -3,40 +3,34 @@
 use std::collections::HashSet;
 
 use runtime_api::ids::id_problem;
-use runtime_api::manifest::Manifest;
-use runtime_api::version::{Incompatibility, check_compatible};
-use semver::Version;
+use runtime_api::manifest::{Manifest, is_root_symbol};
+use runtime_api::version::check_contract;
 
 use crate::report::RejectReason;
 
-/// Checks a manifest against the host's runtime-api version: version first (so a plugin from
-/// another series is reported as such even if the rest changed shape), then names.
+/// Checks a manifest against the host's contract: the contract first (so a plugin built for
+/// another contract is reported as such even if the rest changed shape), then names.
 ///
 /// # Errors
 ///
 /// The first [`RejectReason`] found.
-pub fn check_manifest(manifest: &Manifest, host: &Version) -> Result<(), RejectReason> {
-    let found =
-        Version::parse(&manifest.api_version).map_err(|e| RejectReason::MalformedManifest {
+pub fn check_manifest(manifest: &Manifest, host_contract: u32) -> Result<(), RejectReason> {
+    check_contract(manifest.contract, &manifest.api_version, host_contract).map_err(
+        |incompatibility| RejectReason::ContractMismatch {
+            plugin_contract: manifest.contract,
+            host_contract,
+            plugin_api: manifest.api_version.clone(),
+            message: incompatibility.to_string(),
+        },
+    )?;
+    if !is_root_symbol(&manifest.root_symbol) {
+        return Err(RejectReason::MalformedManifest {
             detail: format!(
-                "its runtime-api version `{}` is not a semver version: {e}",
-                manifest.api_version
+                "its root-module symbol {:?} is not `AGENT_RUNTIMES_ROOT_` followed by a crate name",
+                manifest.root_symbol
             ),
-        })?;
-    check_compatible(&found, host).map_err(|incompatibility| match incompatibility {
-        Incompatibility::TooNew { plugin, host } => RejectReason::ApiTooNew {
-            found: plugin.to_string(),
-            expected: host.to_string(),
-        },
-        Incompatibility::OtherSeries { plugin, series, .. } => RejectReason::ApiSeriesMismatch {
-            found: plugin.to_string(),
-            expected: series,
-        },
-        other => RejectReason::ApiSeriesMismatch {
-            found: found.to_string(),
-            expected: other.to_string(),
-        },
-    })?;
+        });
+    }
     if manifest.runtimes.is_empty() {
         return Err(RejectReason::NoRuntimes);
     }

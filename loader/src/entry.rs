@@ -49,6 +49,9 @@ pub struct RuntimeEntry {
     pub aliases: Vec<String>,
     /// What it can do.
     pub capabilities: Capabilities,
+    /// The JSON Schema of its configuration, as it declares it (read from the manifest,
+    /// without loading the library); `None` when it declares none or the text is not JSON.
+    pub config_schema: Option<serde_json::Value>,
     /// Where it comes from.
     pub source: RuntimeSource,
 }

@@ -10,13 +10,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use runtime_api::host::{RemoteRuntime, RemoteStream};
+use runtime_api::host::{RemoteRuntime, RemoteStream, RemoteTurn};
 use runtime_api::{
     Capabilities, RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest, Value,
 };
-use tracing::{Instrument as _, Span, field::Empty};
+use tracing::{Span, field::Empty};
 
 use crate::hooks::{TurnContext, TurnHook};
+use crate::isolation::Isolation;
 
 /// The hooks installed on a registry, shared with every handle it resolves.
 pub(crate) type Hooks = Arc<RwLock<Arc<[Arc<dyn TurnHook>]>>>;
@@ -38,17 +39,23 @@ fn call_hooks(hooks: &[Arc<dyn TurnHook>], what: &str, f: impl Fn(&dyn TurnHook)
     }
 }
 
+/// Checks a configuration for the runtime without creating it.
+pub(crate) type Validator = Arc<dyn Fn(&Value) -> Result<Vec<String>, RuntimeError> + Send + Sync>;
+
 struct Shared {
     id: String,
     capabilities: Capabilities,
     runtime: RemoteRuntime,
     hooks: Hooks,
+    validator: Validator,
 }
 
 /// A resolved runtime. Cheap to clone; clones share the runtime object.
 ///
 /// Every turn gets an execution id (the request's, or a generated one), a `tracing` span
-/// `turn` with the runtime id, execution id, finish reason and usage, and the registry's hooks.
+/// `turn` with the runtime id, execution id, finish reason and usage, and the registry's hooks:
+/// `before_turn` when it starts, then exactly one `after_turn` or `on_error`, however it ends
+/// (finished, failed, refused, timed out, cancelled or dropped).
 ///
 /// # Examples
 ///
@@ -60,7 +67,9 @@ struct Shared {
 /// let runtimes = Runtimes::new();
 /// runtimes.discover(&SearchPath::standard(["./plugins"]));
 /// let echo = runtimes.resolve("parrot")?;
-/// let output = echo.run_turn(TurnRequest::new("hello")).await?;
+/// let turn = echo.run_turn(TurnRequest::new("hello"));
+/// println!("running as {}", turn.execution_id());
+/// let output = turn.await?;
 /// assert_eq!(output.content, "hello");
 /// # Ok(()) }
 /// ```
@@ -68,6 +77,7 @@ struct Shared {
 pub struct RuntimeHandle {
     shared: Arc<Shared>,
     timeout: Option<Duration>,
+    isolation: Isolation,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -76,6 +86,7 @@ impl fmt::Debug for RuntimeHandle {
             .field("id", &self.shared.id)
             .field("capabilities", &self.shared.capabilities)
             .field("timeout", &self.timeout)
+            .field("isolation", &self.isolation)
             .finish()
     }
 }
@@ -95,12 +106,18 @@ fn timeout_error(timeout: Duration) -> RuntimeError {
     RuntimeError::timeout(format!("the turn did not finish within {timeout:?}"))
 }
 
+fn dropped_error() -> RuntimeError {
+    RuntimeError::cancelled("the turn was dropped before it finished")
+}
+
 impl RuntimeHandle {
     pub(crate) fn new(
         id: String,
         capabilities: Capabilities,
         runtime: RemoteRuntime,
         hooks: Hooks,
+        validator: Validator,
+        isolation: Isolation,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -108,8 +125,10 @@ impl RuntimeHandle {
                 capabilities,
                 runtime,
                 hooks,
+                validator,
             }),
             timeout: None,
+            isolation,
         }
     }
 
@@ -128,12 +147,26 @@ impl RuntimeHandle {
         self.timeout
     }
 
+    /// The isolation level this handle's turns run at.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
     /// A handle on the same runtime whose turns end with a `timeout` error after `timeout`.
-    /// The timed-out turn is dropped, which cancels it inside the plugin.
+    /// The timed-out turn is dropped, which cancels it inside the plugin. At the *threads*
+    /// level the error comes on time even if the plugin blocks its thread.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
             timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// A handle on the same runtime object whose turns run at `isolation`.
+    pub fn with_isolation(&self, isolation: Isolation) -> Self {
+        Self {
+            isolation,
+            ..self.clone()
         }
     }
 
@@ -155,13 +188,13 @@ impl RuntimeHandle {
         self.shared.runtime.supports(model)
     }
 
-    /// The problems with a configuration for this runtime; empty when it is valid.
+    /// Every problem with a configuration for this runtime; empty when it is valid.
     ///
     /// # Errors
     ///
-    /// The runtime's error, or `panicked`.
+    /// `panicked` when the runtime's validation panicked.
     pub fn validate_config(&self, config: &Value) -> Result<Vec<String>, RuntimeError> {
-        self.shared.runtime.validate_config(config)
+        (self.shared.validator)(config)
     }
 
     /// Checks that the runtime can serve turns.
@@ -173,8 +206,18 @@ impl RuntimeHandle {
         self.shared.runtime.health().await
     }
 
+    /// A named call the runtime offers beyond turns (see `runtime_api::version`).
+    ///
+    /// # Errors
+    ///
+    /// `unsupported` when the runtime has no such call; the call's own error.
+    pub async fn extension(&self, name: &str, payload: &Value) -> Result<Value, RuntimeError> {
+        self.shared.runtime.extension(name, payload).await
+    }
+
     /// Cancels the running turns with this execution id (they end with a `cancelled` error);
-    /// `true` if one was running.
+    /// `true` if one was running. A turn is registered when it is started, so cancelling
+    /// right after `run_turn` or `stream_turn` returns always reaches it.
     ///
     /// # Errors
     ///
@@ -186,16 +229,18 @@ impl RuntimeHandle {
     fn refuse_undeclared(&self, request: &TurnRequest, streamed: bool) -> Result<(), RuntimeError> {
         let caps = self.shared.capabilities;
         let missing = if streamed && !caps.contains(Capabilities::STREAMING) {
-            Some("streaming")
+            Some(("streaming", "STREAMING", " and override `stream_turn`"))
         } else if !request.tools.is_empty() && !caps.contains(Capabilities::TOOLS) {
-            Some("tools")
+            Some(("tools", "TOOLS", ""))
+        } else if !request.mcp_servers.is_null() && !caps.contains(Capabilities::MCP) {
+            Some(("mcp", "MCP", ""))
         } else {
             None
         };
         match missing {
             None => Ok(()),
-            Some(capability) => Err(RuntimeError::unsupported(format!(
-                "runtime `{}` does not declare the `{capability}` capability (it declares: {}); use a runtime that does",
+            Some((capability, constant, also)) => Err(RuntimeError::unsupported(format!(
+                "runtime `{}` does not declare the `{capability}` capability (it declares: {}); use a runtime that does. If you maintain this runtime: add `Capabilities::{constant}` to its `CAPABILITIES`{also}",
                 self.shared.id,
                 if caps.is_empty() {
                     "none".to_owned()
@@ -225,6 +270,7 @@ impl RuntimeHandle {
             runtime = %self.shared.id,
             execution_id = %request.execution_id,
             streamed,
+            isolation = self.isolation.as_str(),
             finish_reason = Empty,
             input_tokens = Empty,
             output_tokens = Empty,
@@ -232,46 +278,47 @@ impl RuntimeHandle {
         )
     }
 
-    /// Runs one turn. Dropping the returned future cancels the turn inside the plugin.
+    /// Starts one turn: it is registered for [`RuntimeHandle::cancel`] before this returns.
+    /// Await the returned [`Turn`] for its output; dropping it cancels the turn inside the
+    /// plugin.
     ///
-    /// # Errors
-    ///
-    /// The runtime's error; `unsupported` when the request uses tools the runtime does not
-    /// declare; `timeout` when the handle's timeout passes; `panicked` when plugin code
-    /// panicked.
-    pub fn run_turn(
-        &self,
-        mut request: TurnRequest,
-    ) -> impl Future<Output = Result<TurnOutput, RuntimeError>> + Send + 'static + use<> {
+    /// The turn ends with the runtime's error; `unsupported` when the request uses tools or
+    /// MCP servers the runtime does not declare; `timeout` when the handle's timeout passes;
+    /// `cancelled` after [`RuntimeHandle::cancel`]; `panicked` when plugin code panicked.
+    pub fn run_turn(&self, mut request: TurnRequest) -> Turn {
         let span = self.start(&mut request, false);
         let hooks = snapshot(&self.shared.hooks);
-        let refused = self.refuse_undeclared(&request, false);
         // Turns are hot: what hooks are told is only built when there are hooks.
         let context = (!hooks.is_empty()).then(|| self.context(&request, false));
         if let Some(context) = &context {
             call_hooks(&hooks, "before_turn", |h| h.before_turn(context, &request));
         }
-        let turn = refused.map(|()| self.shared.runtime.run_turn(request));
-        let timeout = self.timeout;
-        let span_for_result = span.clone();
-        async move {
-            let result = match turn {
-                Err(refused) => Err(refused),
-                Ok(turn) => match timeout {
-                    None => turn.await,
-                    Some(limit) => tokio::time::timeout(limit, turn)
-                        .await
-                        .unwrap_or_else(|_| Err(timeout_error(limit))),
-                },
-            };
-            finish(&span_for_result, &hooks, context.as_ref(), result.as_ref());
-            result
+        let execution_id = request.execution_id.clone();
+        let state = match self.refuse_undeclared(&request, false) {
+            Err(refused) => TurnState::Refused(refused),
+            Ok(()) => {
+                let _entered = span.enter();
+                TurnState::Running(
+                    self.shared
+                        .runtime
+                        .run_turn(request, self.isolation.turn_options()),
+                )
+            }
+        };
+        Turn {
+            execution_id,
+            state,
+            timeout: self.timeout,
+            sleep: None,
+            span,
+            hooks,
+            context,
         }
-        .instrument(span)
     }
 
-    /// Runs one turn as a stream: deltas, then exactly one [`StreamItem::Done`]; or an error
-    /// as the last item. Dropping the stream cancels the turn inside the plugin.
+    /// Starts one turn as a stream: deltas, then exactly one [`StreamItem::Done`]; or an
+    /// error as the last item. It is registered for [`RuntimeHandle::cancel`] before this
+    /// returns. Dropping the stream cancels the turn inside the plugin.
     ///
     /// A runtime that does not declare `streaming` yields one `unsupported` error: the host
     /// never silently falls back to a single delta.
@@ -282,7 +329,9 @@ impl RuntimeHandle {
         call_hooks(&hooks, "before_turn", |h| h.before_turn(&context, &request));
         let started = self.refuse_undeclared(&request, true).and_then(|()| {
             let _entered = span.enter();
-            self.shared.runtime.stream_turn(request)
+            self.shared
+                .runtime
+                .stream_turn(request, self.isolation.turn_options())
         });
         let (inner, pending_error) = match started {
             Ok(stream) => (Some(stream), None),
@@ -291,7 +340,8 @@ impl RuntimeHandle {
         TurnStream {
             inner,
             pending_error,
-            deadline: self.timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+            timeout: self.timeout,
+            sleep: None,
             span,
             hooks,
             context,
@@ -325,11 +375,118 @@ fn finish(
     }
 }
 
+/// Whether the turn's deadline has passed; starts the clock at the first poll.
+fn deadline_passed(
+    timeout: Option<Duration>,
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Option<RuntimeError> {
+    let limit = timeout?;
+    let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    sleep
+        .as_mut()
+        .poll(cx)
+        .is_ready()
+        .then(|| timeout_error(limit))
+}
+
+enum TurnState {
+    Running(RemoteTurn),
+    Refused(RuntimeError),
+    Finished,
+}
+
+/// A running turn, from [`RuntimeHandle::run_turn`]: a future of its output that knows its
+/// execution id. Dropping it before it finishes cancels the turn inside the plugin.
+#[must_use = "a turn does nothing unless awaited, and dropping it cancels it"]
+pub struct Turn {
+    execution_id: String,
+    state: TurnState,
+    timeout: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    span: Span,
+    hooks: Arc<[Arc<dyn TurnHook>]>,
+    context: Option<TurnContext>,
+}
+
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn")
+            .field("execution_id", &self.execution_id)
+            .field("finished", &matches!(self.state, TurnState::Finished))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Turn {
+    /// The turn's execution id, for [`RuntimeHandle::cancel`].
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    fn end(
+        &mut self,
+        result: Result<TurnOutput, RuntimeError>,
+    ) -> Result<TurnOutput, RuntimeError> {
+        self.state = TurnState::Finished;
+        self.sleep = None;
+        finish(
+            &self.span,
+            &self.hooks,
+            self.context.as_ref(),
+            result.as_ref(),
+        );
+        result
+    }
+}
+
+impl Future for Turn {
+    type Output = Result<TurnOutput, RuntimeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match std::mem::replace(&mut this.state, TurnState::Finished) {
+            TurnState::Finished => Poll::Ready(Err(RuntimeError::internal(
+                "the turn was polled after it finished",
+            ))),
+            TurnState::Refused(error) => Poll::Ready(this.end(Err(error))),
+            TurnState::Running(mut remote) => {
+                // The deadline is checked first: a result that arrives after it is a timeout.
+                // Dropping `remote` on the way out cancels the turn inside the plugin.
+                if let Some(error) = deadline_passed(this.timeout, &mut this.sleep, cx) {
+                    return Poll::Ready(this.end(Err(error)));
+                }
+                let polled = {
+                    let _entered = this.span.enter();
+                    Pin::new(&mut remote).poll(cx)
+                };
+                match polled {
+                    Poll::Pending => {
+                        this.state = TurnState::Running(remote);
+                        Poll::Pending
+                    }
+                    Poll::Ready(result) => Poll::Ready(this.end(result)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !matches!(self.state, TurnState::Finished) {
+            let error = dropped_error();
+            finish(&self.span, &self.hooks, self.context.as_ref(), Err(&error));
+        }
+    }
+}
+
 /// A streamed turn, from [`RuntimeHandle::stream_turn`].
 pub struct TurnStream {
     inner: Option<RemoteStream>,
     pending_error: Option<RuntimeError>,
-    deadline: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    timeout: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     span: Span,
     hooks: Arc<[Arc<dyn TurnHook>]>,
     context: TurnContext,
@@ -354,7 +511,7 @@ impl TurnStream {
     fn end(&mut self, result: Result<&TurnOutput, &RuntimeError>) {
         self.finished = true;
         self.inner = None;
-        self.deadline = None;
+        self.sleep = None;
         finish(&self.span, &self.hooks, Some(&self.context), result);
     }
 }
@@ -371,12 +528,9 @@ impl Stream for TurnStream {
             this.end(Err(&error));
             return Poll::Ready(Some(Err(error)));
         }
-        if let Some((limit, sleep)) = this.deadline.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                let error = timeout_error(*limit);
-                this.end(Err(&error));
-                return Poll::Ready(Some(Err(error)));
-            }
+        if let Some(error) = deadline_passed(this.timeout, &mut this.sleep, cx) {
+            this.end(Err(&error));
+            return Poll::Ready(Some(Err(error)));
         }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
@@ -388,8 +542,10 @@ impl Stream for TurnStream {
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                this.finished = true;
-                Poll::Ready(None)
+                // RemoteStream always ends with a final item or an error first.
+                let error = RuntimeError::internal("the stream ended without a final result");
+                this.end(Err(&error));
+                Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(Some(item)) => {
                 match &item {
@@ -399,6 +555,15 @@ impl Stream for TurnStream {
                 }
                 Poll::Ready(Some(item))
             }
+        }
+    }
+}
+
+impl Drop for TurnStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            let error = dropped_error();
+            finish(&self.span, &self.hooks, Some(&self.context), Err(&error));
         }
     }
 }

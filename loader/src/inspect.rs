@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use object::read::ReadCache;
 use object::read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _, Sym as _};
 use object::{Endianness, FileKind, Object, ObjectKind, ObjectSection, ReadRef, elf};
-use runtime_api::manifest::{EMBED_SIZE, MANIFEST_SYMBOL, Manifest};
+use runtime_api::manifest::{EMBED_SIZE, Manifest, is_manifest_symbol};
 
 use crate::report::RejectReason;
 
@@ -144,7 +144,7 @@ where
             !symbol.is_undefined(endian)
                 && symbol
                     .name(endian, symbols.strings())
-                    .is_ok_and(|name| name == MANIFEST_SYMBOL.as_bytes())
+                    .is_ok_and(is_manifest_symbol)
         })
         .ok_or(RejectReason::NoManifest)?;
     let address: u64 = symbol.st_value(endian).into();
@@ -185,8 +185,7 @@ fn generic_manifest<'data, R: ReadRef<'data>>(data: R) -> Result<Manifest, Rejec
         .iter()
         .find(|e| {
             let name = e.name();
-            name == MANIFEST_SYMBOL.as_bytes()
-                || name.strip_prefix(b"_") == Some(MANIFEST_SYMBOL.as_bytes())
+            is_manifest_symbol(name) || name.strip_prefix(b"_").is_some_and(is_manifest_symbol)
         })
         .ok_or(RejectReason::NoManifest)?;
     let address = symbol.address();

@@ -54,6 +54,7 @@ mod error;
 mod handle;
 mod hooks;
 pub mod inspect;
+mod isolation;
 mod library;
 mod log_bridge;
 mod registry;
@@ -63,20 +64,21 @@ pub mod security;
 
 pub use entry::{RuntimeEntry, RuntimeSource};
 pub use error::{Available, RegistryError, ResolveError};
-pub use handle::{RuntimeHandle, TurnStream};
+pub use handle::{RuntimeHandle, Turn, TurnStream};
 pub use hooks::{TurnContext, TurnHook};
+pub use isolation::{ISOLATION_ENV, Isolation, UnknownIsolation};
 pub use log_bridge::PLUGIN_LOG_TARGET;
 pub use registry::{Runtimes, Unregistered};
 pub use report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
 pub use search_path::{SearchPath, user_plugin_dir};
 pub use security::LoaderOptions;
 
-/// Checks a manifest against this host's runtime-api version and the id rules, as discovery
-/// does. Used by `runtimes check`.
+/// Checks a manifest against this host's contract and the id rules, as discovery does. Used
+/// by `runtimes check`.
 ///
 /// # Errors
 ///
 /// The first [`RejectReason`] found.
 pub fn check_manifest(manifest: &runtime_api::manifest::Manifest) -> Result<(), RejectReason> {
-    checks::check_manifest(manifest, &runtime_api::version::api_version())
+    checks::check_manifest(manifest, runtime_api::version::CONTRACT_VERSION)
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use abi_stable::library::{LibraryError, RootModuleError, lib_header_from_path};
+use abi_stable::library::{LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
 use runtime_api::abi::{AbiRuntimeEntry, PluginModuleRef};
 use runtime_api::host::RemoteRuntime;
@@ -49,9 +49,28 @@ impl PluginLibrary {
         }
     }
 
-    /// Whether the library has been opened (successfully or not).
-    pub(crate) fn is_loaded(&self) -> bool {
-        self.loaded.get().is_some()
+    /// The root-module entry of runtime `id`, loading the library first if needed.
+    fn entry(&self, id: &str) -> Result<&AbiRuntimeEntry, RejectReason> {
+        let loaded = self
+            .loaded
+            .get_or_init(|| {
+                let loaded = load(&self.real_path, &self.manifest);
+                if let Err(reason) = &loaded {
+                    tracing::warn!(path = %self.real_path.display(), "plugin library rejected at load: {reason}");
+                }
+                loaded
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        loaded
+            .entries
+            .iter()
+            .find(|e| e.id.as_str() == id)
+            .ok_or_else(|| RejectReason::ManifestMismatch {
+                field: "runtimes".to_owned(),
+                manifest: id.to_owned(),
+                module: "(absent)".to_owned(),
+            })
     }
 
     /// Creates runtime `id` with `config`, loading the library first if needed.
@@ -60,33 +79,43 @@ impl PluginLibrary {
         id: &str,
         config: &Value,
     ) -> Result<Result<RemoteRuntime, RuntimeError>, RejectReason> {
-        let loaded = self
-            .loaded
-            .get_or_init(|| load(&self.real_path, &self.manifest))
-            .as_ref()
-            .map_err(Clone::clone)?;
-        let Some(entry) = loaded.entries.iter().find(|e| e.id.as_str() == id) else {
-            return Err(RejectReason::ManifestMismatch {
-                field: "runtimes".to_owned(),
-                manifest: id.to_owned(),
-                module: "(absent)".to_owned(),
-            });
-        };
-        let config = if config.is_null() {
-            String::new()
-        } else {
-            config.to_string()
-        };
+        let entry = self.entry(id)?;
+        let config = config_text(config);
         Ok((entry.factory)(RStr::from_str(&config))
             .into_result()
             .map(RemoteRuntime::new)
             .map_err(RuntimeError::from))
     }
+
+    /// Every problem runtime `id` finds with `config`, without creating it; loads the library
+    /// first if needed.
+    pub(crate) fn validate_config(
+        &self,
+        id: &str,
+        config: &Value,
+    ) -> Result<Result<Vec<String>, RuntimeError>, RejectReason> {
+        let entry = self.entry(id)?;
+        let config = config_text(config);
+        Ok((entry.validate_config)(RStr::from_str(&config))
+            .into_result()
+            .map(|problems| problems.into_iter().map(|p| p.into_string()).collect())
+            .map_err(RuntimeError::from))
+    }
+}
+
+/// A configuration as it crosses: JSON text, `""` for `null`.
+fn config_text(config: &Value) -> String {
+    if config.is_null() {
+        String::new()
+    } else {
+        config.to_string()
+    }
 }
 
 fn load(path: &Path, manifest: &Manifest) -> Result<LoadedLibrary, RejectReason> {
     let started = std::time::Instant::now();
-    let header = lib_header_from_path(path).map_err(|e| library_error(path, e))?;
+    let header = runtime_api::host::open_library(path, &manifest.root_symbol)
+        .map_err(|e| library_error(path, e))?;
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| library_error(path, e))?;
@@ -120,6 +149,13 @@ fn cross_check(
     module: PluginModuleRef,
     entries: &[AbiRuntimeEntry],
 ) -> Result<(), RejectReason> {
+    if manifest.contract != module.contract() {
+        return Err(mismatch(
+            "the contract version",
+            manifest.contract,
+            module.contract(),
+        ));
+    }
     let pairs = [
         (
             "the runtime-api version",
@@ -169,6 +205,13 @@ fn cross_check(
                 entry.capabilities,
             ));
         }
+        if declared.config_schema_text != entry.config_schema.as_str() {
+            return Err(mismatch(
+                &format!("the configuration schema of `{}`", declared.id),
+                &declared.config_schema_text,
+                entry.config_schema.as_str(),
+            ));
+        }
         if declared.display_name != entry.display_name.as_str()
             || declared.description != entry.description.as_str()
         {
@@ -200,10 +243,18 @@ fn library_error(path: &Path, error: LibraryError) -> RejectReason {
             expected_version,
             actual_version,
             ..
-        } => RejectReason::ApiSeriesMismatch {
-            found: actual_version.to_string(),
-            expected: expected_version.to_string(),
-        },
+        } => {
+            let contract = |v: &abi_stable::sabi_types::VersionNumber| v.major;
+            RejectReason::ContractMismatch {
+                plugin_contract: contract(&actual_version),
+                host_contract: contract(&expected_version),
+                plugin_api: String::new(),
+                message: format!(
+                    "its root module speaks plugin contract {}, this host speaks contract {}: rebuild the plugin against a runtime-api release of contract {}",
+                    actual_version.major, expected_version.major, expected_version.major
+                ),
+            }
+        }
         LibraryError::RootModule { err, .. } => RejectReason::InitFailed {
             detail: match err {
                 RootModuleError::Unwound => "its root module panicked".to_owned(),

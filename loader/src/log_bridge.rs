@@ -1,8 +1,15 @@
 //! The host's end of plugin log forwarding: plugin events re-emitted in the host's subscriber.
 //!
 //! Events arrive with target `agent_runtimes::plugin` and the fields `plugin` (package name),
-//! `runtime` (the runtime id, empty outside a runtime call), `plugin_target` (the event's
-//! target inside the plugin) and `fields` (the plugin event's other fields, as JSON).
+//! `runtime` (the runtime id, empty outside a runtime call), `execution_id` (the turn's, empty
+//! outside a turn), `plugin_target` (the event's target inside the plugin) and `fields` (the
+//! plugin event's other fields, as JSON).
+//!
+//! At the *inline* level a plugin's events are emitted on the thread that polls the turn,
+//! inside the turn's span. At the *threads* level they are emitted on the plugin's own
+//! threads: they reach the global subscriber (`tracing::subscriber::set_global_default`), and
+//! `execution_id` ties them to their turn; a thread-local subscriber (`set_default`) does not
+//! see them.
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RArc;
@@ -27,6 +34,7 @@ impl AbiLogSink for HostLogSink {
     fn log(&self, record: &AbiLogRecord<'_>) {
         let plugin = self.plugin.as_str();
         let runtime = record.runtime_id.as_str();
+        let execution_id = record.execution_id.as_str();
         let plugin_target = record.target.as_str();
         let fields = record.fields.as_str();
         let message = record.message.as_str();
@@ -37,6 +45,7 @@ impl AbiLogSink for HostLogSink {
                     $level,
                     plugin,
                     runtime,
+                    execution_id,
                     plugin_target,
                     fields,
                     "{message}"

@@ -2,37 +2,66 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use runtime_api::host::RemoteRuntime;
 use runtime_api::ids::id_problem;
 use runtime_api::{Capabilities, Runtime, RuntimeError, Value};
 use rustc_hash::FxHashMap;
-use semver::Version;
 
 use crate::checks::check_manifest;
 use crate::entry::{RuntimeEntry, RuntimeSource};
 use crate::error::{Available, RegistryError, ResolveError};
-use crate::handle::{Hooks, RuntimeHandle, no_hooks};
+use crate::handle::{Hooks, RuntimeHandle, Validator, no_hooks};
 use crate::hooks::TurnHook;
 use crate::inspect;
+use crate::isolation::Isolation;
 use crate::library::PluginLibrary;
 use crate::report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
 use crate::search_path::{SearchDir, SearchPath, has_library_suffix};
 use crate::security::{LoaderOptions, Pins, check_metadata, check_permissions};
 
 type BuiltInFactory = fn(Value) -> Result<RemoteRuntime, RuntimeError>;
+type BuiltInValidator = fn(&Value) -> Result<Vec<String>, RuntimeError>;
 
 enum Factory {
     Plugin(Arc<PluginLibrary>),
-    BuiltIn(BuiltInFactory),
+    BuiltIn(BuiltInFactory, BuiltInValidator),
 }
 
 struct Registered {
     entry: RuntimeEntry,
     factory: Factory,
-    /// The instance with the default (`null`) configuration, created at the first resolve.
-    default_instance: OnceLock<Result<RuntimeHandle, ResolveError>>,
+    /// The instance with the default (`null`) configuration, kept once created. A failed
+    /// creation is not kept: the next resolve tries again.
+    default_instance: OnceLock<RuntimeHandle>,
+    /// Serialises creating the default instance, so concurrent first resolves create one.
+    creating: Mutex<()>,
+    /// This runtime's isolation level (`Isolation as u8 + 1`), or 0 for the registry's.
+    isolation: AtomicU8,
+}
+
+impl Registered {
+    fn new(entry: RuntimeEntry, factory: Factory) -> Self {
+        Self {
+            entry,
+            factory,
+            default_instance: OnceLock::new(),
+            creating: Mutex::new(()),
+            isolation: AtomicU8::new(0),
+        }
+    }
+
+    fn isolation(&self, default: Isolation) -> Isolation {
+        match self.isolation.load(Ordering::Relaxed) {
+            0 => default,
+            n => Isolation::ALL
+                .get(usize::from(n - 1))
+                .copied()
+                .unwrap_or(default),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -100,6 +129,13 @@ impl State {
         let mut entry = registered.entry.clone();
         entry.aliases = self.aliases_of(&entry.id);
         entry
+    }
+
+    /// Whether runtime `id` is registered from the library at `real_path`.
+    fn provided_by(&self, id: &str, real_path: &Path) -> bool {
+        self.runtimes.get(id).is_some_and(|registered| {
+            matches!(&registered.factory, Factory::Plugin(library) if library.real_path == real_path)
+        })
     }
 
     /// What has a name, for messages.
@@ -194,7 +230,7 @@ pub struct Runtimes {
     state: RwLock<State>,
     hooks: Hooks,
     options: LoaderOptions,
-    host_version: Version,
+    host_contract: u32,
 }
 
 impl fmt::Debug for Runtimes {
@@ -226,7 +262,7 @@ impl Runtimes {
             state: RwLock::new(State::default()),
             hooks: no_hooks(),
             options,
-            host_version: runtime_api::version::api_version(),
+            host_contract: runtime_api::version::CONTRACT_VERSION,
         }
     }
 
@@ -355,7 +391,7 @@ impl Runtimes {
             .flat_map(|r| std::iter::once(&r.id).chain(&r.aliases))
             .cloned()
             .collect();
-        check_manifest(&manifest, &self.host_version)
+        check_manifest(&manifest, self.host_contract)
             .map_err(|reason| reject(Some(real_path.clone()), names, reason))?;
         Ok(PluginLibrary::new(real_path, manifest))
     }
@@ -366,6 +402,11 @@ impl Runtimes {
         let mut state = self.write();
         let mut registered_any = false;
         for declared in &library.manifest.runtimes {
+            if state.provided_by(&declared.id, &library.real_path) {
+                // Discovered again: the same file already provides it.
+                registered_any = true;
+                continue;
+            }
             if state.runtimes.contains_key(&declared.id) || state.aliases.contains_key(&declared.id)
             {
                 report.shadowed.push(Shadowed {
@@ -383,16 +424,16 @@ impl Runtimes {
                 api_version: library.manifest.api_version.clone(),
                 aliases: Vec::new(),
                 capabilities: declared.capabilities,
+                config_schema: declared.config_schema().and_then(Result::ok),
                 source: RuntimeSource::Plugin {
                     path: library.real_path.clone(),
                     plugin_name: library.manifest.plugin_name.clone(),
                 },
             };
-            state.add_runtime(Registered {
+            state.add_runtime(Registered::new(
                 entry,
-                factory: Factory::Plugin(Arc::clone(&library)),
-                default_instance: OnceLock::new(),
-            });
+                Factory::Plugin(Arc::clone(&library)),
+            ));
             registered_any = true;
             for alias in &declared.aliases {
                 if state.runtimes.contains_key(alias) || state.aliases.contains_key(alias) {
@@ -451,13 +492,16 @@ impl Runtimes {
             api_version: runtime_api::version::API_VERSION_STR.to_owned(),
             aliases: Vec::new(),
             capabilities: R::CAPABILITIES.with(Capabilities::CANCELLATION),
+            config_schema: serde_json::from_str(R::CONFIG_SCHEMA).ok(),
             source: RuntimeSource::BuiltIn,
         };
-        state.add_runtime(Registered {
+        state.add_runtime(Registered::new(
             entry,
-            factory: Factory::BuiltIn(RemoteRuntime::in_process::<R>),
-            default_instance: OnceLock::new(),
-        });
+            Factory::BuiltIn(
+                RemoteRuntime::in_process::<R>,
+                RemoteRuntime::validate_in_process::<R>,
+            ),
+        ));
         for alias in R::ALIASES {
             state.add_alias(alias, R::ID);
         }
@@ -618,9 +662,32 @@ impl Runtimes {
         *hooks = Arc::from(list);
     }
 
+    /// Sets the isolation level of one runtime (given by id or alias), overriding the
+    /// registry's ([`LoaderOptions::isolation`]) for handles resolved from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Unknown`] when nothing has this name.
+    pub fn set_isolation(&self, name: &str, isolation: Isolation) -> Result<(), RegistryError> {
+        let state = self.read();
+        let registered = state.lookup(name).ok_or_else(|| RegistryError::Unknown {
+            name: name.to_owned(),
+        })?;
+        let code = Isolation::ALL
+            .iter()
+            .position(|level| *level == isolation)
+            .map_or(0, |i| i as u8 + 1);
+        registered.isolation.store(code, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Resolves a runtime by id or alias, with its default configuration. The first resolve
     /// of a plugin's runtime loads the library (abi_stable's checks, then the manifest
     /// cross-check) and creates the runtime; later resolves return the same runtime.
+    ///
+    /// A library refused at load stays refused (the file is what it is). A runtime whose
+    /// creation failed (its factory returned an error, for example a backend it checks at
+    /// start was down) is not kept: the next resolve tries to create it again.
     ///
     /// # Errors
     ///
@@ -633,31 +700,68 @@ impl Runtimes {
             let state = self.read();
             match state.lookup(name) {
                 Some(registered) => match registered.default_instance.get() {
-                    Some(created) => return created.clone(),
+                    Some(created) => return Ok(self.at_level(registered, created)),
                     None => Arc::clone(registered),
                 },
                 None => return Err(state.not_found(name)),
             }
         };
-        // First resolve: load and create outside the lock, once.
-        registered
-            .default_instance
-            .get_or_init(|| self.instantiate(&registered, &Value::Null))
-            .clone()
+        // First resolve: load and create outside the registry's lock, once at a time.
+        let _creating = registered
+            .creating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(created) = registered.default_instance.get() {
+            return Ok(self.at_level(&registered, created));
+        }
+        let created = self.instantiate(&registered, &Value::Null)?;
+        let created = registered.default_instance.get_or_init(|| created);
+        Ok(self.at_level(&registered, created))
     }
 
-    /// Resolves a runtime by id or alias and creates a new instance of it with `config`.
+    fn at_level(&self, registered: &Registered, handle: &RuntimeHandle) -> RuntimeHandle {
+        let level = registered.isolation(self.options.isolation);
+        if handle.isolation() == level {
+            handle.clone()
+        } else {
+            handle.with_isolation(level)
+        }
+    }
+
+    /// Creates a new instance of a runtime (by id or alias) with `config`, apart from the
+    /// shared one [`Runtimes::resolve`] returns. Each call builds a fresh runtime object.
     ///
     /// # Errors
     ///
-    /// As [`Runtimes::resolve`].
-    pub fn resolve_with_config(
-        &self,
-        name: &str,
-        config: &Value,
-    ) -> Result<RuntimeHandle, ResolveError> {
+    /// As [`Runtimes::resolve`]; [`ResolveError::Factory`] carries an `invalid_config` error
+    /// listing every problem when the configuration is refused.
+    pub fn new_instance(&self, name: &str, config: &Value) -> Result<RuntimeHandle, ResolveError> {
         let registered = self.find(name)?;
-        self.instantiate(&registered, config)
+        let handle = self.instantiate(&registered, config)?;
+        Ok(self.at_level(&registered, &handle))
+    }
+
+    /// Every problem the runtime (by id or alias) finds with `config`, without creating a
+    /// runtime object: empty when it is valid. A plugin's library is loaded to ask it.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::NotFound`] or [`ResolveError::Rejected`] as for
+    /// [`Runtimes::resolve`]; [`ResolveError::Factory`] when the validation itself failed
+    /// (it panicked).
+    pub fn validate_config(&self, name: &str, config: &Value) -> Result<Vec<String>, ResolveError> {
+        let registered = self.find(name)?;
+        let id = &registered.entry.id;
+        let checked = match &registered.factory {
+            Factory::BuiltIn(_, validate) => validate(config),
+            Factory::Plugin(library) => library
+                .validate_config(id, config)
+                .map_err(|reason| Self::rejected_at_load(library, id, reason))?,
+        };
+        checked.map_err(|error| ResolveError::Factory {
+            id: id.clone(),
+            error,
+        })
     }
 
     fn find(&self, name: &str) -> Result<Arc<Registered>, ResolveError> {
@@ -668,30 +772,41 @@ impl Runtimes {
         }
     }
 
+    fn rejected_at_load(library: &PluginLibrary, id: &str, reason: RejectReason) -> ResolveError {
+        ResolveError::Rejected {
+            name: id.to_owned(),
+            path: library.real_path.clone(),
+            reason,
+        }
+    }
+
     fn instantiate(
         &self,
         registered: &Registered,
         config: &Value,
     ) -> Result<RuntimeHandle, ResolveError> {
         let id = &registered.entry.id;
-        let created = match &registered.factory {
-            Factory::BuiltIn(factory) => factory(config.clone()),
+        let (created, validator): (_, Validator) = match &registered.factory {
+            Factory::BuiltIn(factory, validate) => {
+                let validate = *validate;
+                (factory(config.clone()), Arc::new(validate))
+            }
             Factory::Plugin(library) => {
-                let first_load = !library.is_loaded();
-                let created = library.instantiate(id, config);
-                match created {
-                    Ok(created) => created,
-                    Err(reason) => {
-                        if first_load {
-                            tracing::warn!(path = %library.real_path.display(), runtime = %id, "plugin library rejected at load: {reason}");
-                        }
-                        return Err(ResolveError::Rejected {
-                            name: id.clone(),
-                            path: library.real_path.clone(),
-                            reason,
-                        });
-                    }
-                }
+                let created = library
+                    .instantiate(id, config)
+                    .map_err(|reason| Self::rejected_at_load(library, id, reason))?;
+                let library = Arc::clone(library);
+                let runtime_id = id.clone();
+                let validator: Validator = Arc::new(move |config: &Value| {
+                    library
+                        .validate_config(&runtime_id, config)
+                        .unwrap_or_else(|reason| {
+                            Err(RuntimeError::internal(format!(
+                                "the plugin library was refused: {reason}"
+                            )))
+                        })
+                });
+                (created, validator)
             }
         };
         let runtime = created.map_err(|error| ResolveError::Factory {
@@ -703,6 +818,8 @@ impl Runtimes {
             registered.entry.capabilities,
             runtime,
             Arc::clone(&self.hooks),
+            validator,
+            self.options.isolation,
         ))
     }
 }

@@ -43,24 +43,16 @@ pub enum RejectReason {
         detail: String,
     },
     /// The plugin was built against a runtime-api of another series.
-    #[error(
-        "built with runtime-api {found}, this host speaks {expected}: rebuild the plugin against runtime-api {expected}"
-    )]
-    ApiSeriesMismatch {
-        /// The plugin's runtime-api version.
-        found: String,
-        /// The host's series, e.g. `0.1.x`.
-        expected: String,
-    },
-    /// The plugin was built against a newer runtime-api than the host's.
-    #[error(
-        "built with runtime-api {found}, newer than this host's {expected}: update the host, or rebuild the plugin against runtime-api {expected}"
-    )]
-    ApiTooNew {
-        /// The plugin's runtime-api version.
-        found: String,
-        /// The host's runtime-api version.
-        expected: String,
+    #[error("{message}")]
+    ContractMismatch {
+        /// The contract the plugin was built for (`0`: before contracts were versioned).
+        plugin_contract: u32,
+        /// The contract this host speaks.
+        host_contract: u32,
+        /// The runtime-api package version the plugin was built against.
+        plugin_api: String,
+        /// Both contracts and what to do, for people.
+        message: String,
     },
     /// The manifest names an invalid id or alias.
     #[error("its manifest declares the invalid {what} `{name}`: {problem}")]
@@ -135,6 +127,7 @@ pub enum RejectReason {
 
 /// A candidate file that was not registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Rejection {
     /// The file as found on the search path.
     pub path: PathBuf,
@@ -154,6 +147,7 @@ impl fmt::Display for Rejection {
 
 /// A runtime name provided by a later candidate while an earlier one already had it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Shadowed {
     /// The name (an id, or an alias that collided).
     pub name: String,
@@ -201,6 +195,7 @@ pub enum DirStatus {
 
 /// One directory of the search path and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DirReport {
     /// The directory.
     pub path: PathBuf,
@@ -213,6 +208,7 @@ pub struct DirReport {
 
 /// The outcome of a discovery pass: nothing is silent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DiscoveryReport {
     /// The directories searched, in order.
     pub dirs: Vec<DirReport>,
@@ -244,11 +240,20 @@ impl DiscoveryReport {
         }
     }
 
+    /// Adds another pass's findings, skipping what is already recorded, so discovering the
+    /// same folders again does not grow the kept report.
     pub(crate) fn merge(&mut self, other: DiscoveryReport) {
-        self.dirs.extend(other.dirs);
-        self.registered.extend(other.registered);
-        self.rejected.extend(other.rejected);
-        self.shadowed.extend(other.shadowed);
+        fn add<T: PartialEq>(into: &mut Vec<T>, items: Vec<T>) {
+            for item in items {
+                if !into.contains(&item) {
+                    into.push(item);
+                }
+            }
+        }
+        add(&mut self.dirs, other.dirs);
+        add(&mut self.registered, other.registered);
+        add(&mut self.rejected, other.rejected);
+        add(&mut self.shadowed, other.shadowed);
     }
 }
 

@@ -27,6 +27,9 @@ pub const ALLOW_INSECURE_ENV: &str = "AGENT_RUNTIMES_ALLOW_INSECURE";
 pub struct LoaderOptions {
     /// Load plugin files and folders writable by group or others, or owned by another user.
     pub allow_insecure: bool,
+    /// The isolation level of every runtime, unless one is set per runtime
+    /// ([`Runtimes::set_isolation`](crate::Runtimes::set_isolation)).
+    pub isolation: crate::Isolation,
 }
 
 impl Default for LoaderOptions {
@@ -39,16 +42,25 @@ impl LoaderOptions {
     /// Strict checks.
     pub const STRICT: Self = Self {
         allow_insecure: false,
+        isolation: crate::Isolation::Threads,
     };
 
-    /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`.
+    /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`; the isolation level
+    /// from `AGENT_RUNTIMES_ISOLATION` (default *threads*).
     pub fn from_env() -> Self {
         let allow = std::env::var(ALLOW_INSECURE_ENV)
             .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
             .unwrap_or(false);
         Self {
             allow_insecure: allow,
+            isolation: crate::Isolation::from_env(),
         }
+    }
+
+    /// Sets the isolation level of every runtime.
+    pub fn with_isolation(mut self, isolation: crate::Isolation) -> Self {
+        self.isolation = isolation;
+        self
     }
 
     /// Sets whether insecure files and folders are allowed.

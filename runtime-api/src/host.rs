@@ -4,18 +4,23 @@
 //! The loader wraps this with hooks, timeouts and capability checks; it is public so that a
 //! host can also drive a runtime object it obtained another way.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use abi_stable::std_types::{RResult, RStr};
-use async_ffi::{ContextExt as _, FfiPoll};
+use abi_stable::std_types::{RResult, RStr, RVec};
+use async_ffi::{ContextExt as _, FfiFuture, FfiPoll};
 use futures::Stream;
 use serde_json::Value;
 
-use crate::abi::{AbiRuntimeBox, AbiTurnStream, json_to_abi};
+pub use crate::abi::AbiTurnOptions as TurnOptions;
+use crate::abi::{
+    AbiRuntimeBox, AbiRuntimeError, AbiStreamResult, AbiTurnOutput, AbiTurnStream, json_from_abi,
+    json_to_abi,
+};
 use crate::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
 fn from_abi<A: Into<T>, T, E: Into<RuntimeError>>(
@@ -51,6 +56,18 @@ impl RemoteRuntime {
         crate::glue::in_process::<R>(config, "built-in").map(Self::new)
     }
 
+    /// Every problem with a configuration of a runtime compiled into the host, as a plugin's
+    /// entry would report them; empty when it is valid.
+    ///
+    /// # Errors
+    ///
+    /// `panicked` when the runtime's validation panicked.
+    pub fn validate_in_process<R: crate::Runtime>(
+        config: &Value,
+    ) -> Result<Vec<String>, RuntimeError> {
+        crate::glue::in_process_problems::<R>(config)
+    }
+
     /// What the runtime says about itself.
     ///
     /// # Errors
@@ -69,27 +86,59 @@ impl RemoteRuntime {
         from_abi(self.object.supports(RStr::from_str(model)))
     }
 
-    /// Runs a turn. Dropping the future cancels it inside the plugin.
-    pub fn run_turn(
-        &self,
-        request: TurnRequest,
-    ) -> impl Future<Output = Result<TurnOutput, RuntimeError>> + Send + 'static + use<> {
-        let future = self.object.run_turn(request.into());
-        async move { from_abi(PanicSafe(future).await?) }
+    /// Starts a turn: it is registered for [`RemoteRuntime::cancel`] before this returns.
+    /// Dropping the future cancels it inside the plugin. `options` say whether it runs
+    /// inline or as a task on the plugin's runtime.
+    pub fn run_turn(&self, request: TurnRequest, options: TurnOptions) -> RemoteTurn {
+        RemoteTurn {
+            future: PanicSafe(self.object.run_turn(request.into(), options)),
+        }
     }
 
-    /// Starts a streamed turn. Dropping the stream cancels it inside the plugin.
+    /// Starts a streamed turn, registered for [`RemoteRuntime::cancel`] before this returns.
+    /// Dropping the stream cancels it inside the plugin.
     ///
     /// # Errors
     ///
     /// The runtime's error, or `panicked`, when the stream cannot be started.
-    pub fn stream_turn(&self, request: TurnRequest) -> Result<RemoteStream, RuntimeError> {
-        let stream =
-            from_abi::<AbiTurnStream, AbiTurnStream, _>(self.object.stream_turn(request.into()))?;
+    pub fn stream_turn(
+        &self,
+        request: TurnRequest,
+        options: TurnOptions,
+    ) -> Result<RemoteStream, RuntimeError> {
+        let stream = from_abi::<AbiTurnStream, AbiTurnStream, _>(
+            self.object.stream_turn(request.into(), options),
+        )?;
         Ok(RemoteStream {
             stream: Some(Box::new(stream)),
+            ready: VecDeque::new(),
+            scratch: RVec::new(),
+            ended: false,
             finished: false,
         })
+    }
+
+    /// A named call added within the contract (see [`crate::version`]).
+    ///
+    /// # Errors
+    ///
+    /// `unsupported` when the runtime does not know `name`; the call's own error.
+    pub fn extension(
+        &self,
+        name: &str,
+        payload: &Value,
+    ) -> impl Future<Output = Result<Value, RuntimeError>> + Send + 'static + use<> {
+        let payload = json_to_abi(payload);
+        let future = self
+            .object
+            .extension(RStr::from_str(name), payload.as_rstr());
+        async move {
+            PanicSafe(future)
+                .await?
+                .into_result()
+                .map(json_from_abi)
+                .map_err(Into::into)
+        }
     }
 
     /// Cancels the turns with this execution id; `true` if one was running.
@@ -99,20 +148,6 @@ impl RemoteRuntime {
     /// The runtime's error, or `panicked`.
     pub fn cancel(&self, execution_id: &str) -> Result<bool, RuntimeError> {
         from_abi(self.object.cancel(RStr::from_str(execution_id)))
-    }
-
-    /// The problems with a configuration; empty when valid.
-    ///
-    /// # Errors
-    ///
-    /// The runtime's error, or `panicked`.
-    pub fn validate_config(&self, config: &Value) -> Result<Vec<String>, RuntimeError> {
-        let config = json_to_abi(config);
-        self.object
-            .validate_config(config.as_rstr())
-            .into_result()
-            .map(|problems| problems.into_iter().map(|p| p.into_string()).collect())
-            .map_err(Into::into)
     }
 
     /// Checks that the runtime can serve turns.
@@ -127,6 +162,28 @@ impl RemoteRuntime {
                 .map(|s| s.into_string())
                 .map_err(Into::into)
         }
+    }
+}
+
+/// A turn started on a plugin's runtime object: a future of its output. Dropping it cancels
+/// the turn inside the plugin.
+pub struct RemoteTurn {
+    future: PanicSafe<FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>>>,
+}
+
+impl fmt::Debug for RemoteTurn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteTurn").finish_non_exhaustive()
+    }
+}
+
+impl Future for RemoteTurn {
+    type Output = Result<TurnOutput, RuntimeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.future)
+            .poll(cx)
+            .map(|polled| polled.and_then(from_abi))
     }
 }
 
@@ -146,13 +203,22 @@ impl<F: Future + Unpin> Future for PanicSafe<F> {
     }
 }
 
+/// The most stream items taken from a plugin in one poll.
+const BATCH: u32 = 64;
+
 /// A streamed turn from a plugin: deltas, then exactly one [`StreamItem::Done`].
 ///
 /// The stream enforces its contract whatever the plugin does: it ends after the final item or
 /// the first error, and a plugin stream that stops without a final item ends with an
-/// `internal` error rather than silently.
+/// `internal` error rather than silently. Items ready together cross the boundary in one poll.
 pub struct RemoteStream {
     stream: Option<Box<AbiTurnStream>>,
+    /// Items taken from the plugin, not yet handed out.
+    ready: VecDeque<Result<StreamItem, RuntimeError>>,
+    /// Reused for every poll, so a batch costs no allocation once warm.
+    scratch: RVec<AbiStreamResult>,
+    /// The plugin said nothing follows what was taken.
+    ended: bool,
     finished: bool,
 }
 
@@ -164,34 +230,93 @@ impl fmt::Debug for RemoteStream {
     }
 }
 
+impl RemoteStream {
+    /// Takes the next batch from the plugin into `ready`; `Pending` when nothing is ready.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            self.ended = true;
+            return Poll::Ready(());
+        };
+        let scratch = &mut self.scratch;
+        let polled = cx.with_ffi_context(|cx| stream.poll_batch(cx, scratch, BATCH));
+        match polled {
+            FfiPoll::Pending => return Poll::Pending,
+            FfiPoll::Ready(ended) => self.ended = ended,
+            FfiPoll::Panicked => {
+                self.scratch.clear();
+                self.ready.push_back(Err(RuntimeError::new(
+                    crate::ErrorKind::Panicked,
+                    "plugin code panicked while polling the stream",
+                )));
+                self.ended = true;
+                return Poll::Ready(());
+            }
+        }
+        self.ready.extend(self.scratch.drain(..).map(from_abi));
+        Poll::Ready(())
+    }
+}
+
 impl Stream for RemoteStream {
     type Item = Result<StreamItem, RuntimeError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let Some(stream) = this.stream.as_mut() else {
+        if this.finished {
             return Poll::Ready(None);
-        };
-        let polled = cx.with_ffi_context(|cx| stream.poll_next(cx));
-        let item = match polled {
-            FfiPoll::Pending => return Poll::Pending,
-            FfiPoll::Ready(item) => item.into_option().map(from_abi),
-            FfiPoll::Panicked => Some(Err(RuntimeError::new(
-                crate::ErrorKind::Panicked,
-                "plugin code panicked while polling the stream",
-            ))),
-        };
-        let item = match item {
-            None => Some(Err(RuntimeError::internal(
+        }
+        if this.ready.is_empty() && !this.ended {
+            if this.fill(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if this.ready.is_empty() && !this.ended {
+                // The plugin said "more may follow" with nothing ready: let others run.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        let item = this.ready.pop_front().unwrap_or_else(|| {
+            Err(RuntimeError::internal(
                 "the runtime's stream ended without a final result",
-            ))),
-            some => some,
-        };
-        if !matches!(item, Some(Ok(StreamItem::Delta(_)))) {
+            ))
+        });
+        if !matches!(item, Ok(StreamItem::Delta(_))) {
             // The final item or an error ends the turn: release the plugin's stream now.
             this.stream = None;
+            this.ready.clear();
             this.finished = true;
         }
-        Poll::Ready(item)
+        Poll::Ready(Some(item))
     }
+}
+
+/// Opens a plugin library and finds its root-module header under `root_symbol` (the name its
+/// manifest declares, checked by [`crate::manifest::is_root_symbol`]). The library is never
+/// unloaded: everything obtained from it stays valid for the life of the process.
+///
+/// This is the operation that runs foreign code: the dynamic loader runs the library's
+/// initialisers (`.init_array`, constructors) while opening it. Call it only on a file that
+/// passed every check, and name that same file (for example `/proc/self/fd/N` of the
+/// descriptor that was checked).
+///
+/// # Errors
+///
+/// abi_stable's [`LibraryError`](abi_stable::library::LibraryError): the file could not be
+/// opened, has no such symbol, or its ABI header is not abi_stable's.
+pub fn open_library(
+    path: &std::path::Path,
+    root_symbol: &str,
+) -> Result<&'static abi_stable::library::LibHeader, abi_stable::library::LibraryError> {
+    use abi_stable::library::{AbiHeaderRef, RawLibrary};
+    let raw = RawLibrary::load_at(path)?;
+    let mut symbol = root_symbol.as_bytes().to_vec();
+    symbol.push(0);
+    // SAFETY: the export macro declares `root_symbol` as a `LibHeader` static, whose first
+    // field is its `AbiHeader`; reading the symbol as an `AbiHeaderRef` (a reference to that
+    // header) is what abi_stable's own `abi_header_from_raw_library` does for the symbol its
+    // attribute exports. `upgrade` then checks the header before anything else is read.
+    let header: AbiHeaderRef = unsafe { *raw.get::<AbiHeaderRef>(&symbol)? };
+    // Never unloaded: the header and everything reached from it point into the library.
+    std::mem::forget(raw);
+    header.upgrade()
 }

@@ -1,8 +1,8 @@
 //! The stable-ABI interface between agent-runtime plugins and their hosts.
 //!
 //! An *agent runtime* executes one agent turn: a prompt and history in, an answer, usage
-//! figures and a stream of typed deltas out. This crate is the small, rarely changing contract
-//! both sides compile against:
+//! figures and a stream of typed deltas out. This crate is the contract both sides compile
+//! against:
 //!
 //! - **for runtime authors**: implement [`Runtime`] in plain async Rust and call
 //!   [`export_plugin!`] in a `cdylib` crate. No `unsafe`, no abi_stable types.
@@ -10,19 +10,30 @@
 //!   [`StreamItem`], [`RuntimeError`], …) and [`host::RemoteRuntime`]. Most hosts use the
 //!   `runtime-loader` crate, which finds, checks and loads plugins.
 //!
+//! # What is frozen, and what may change
+//!
+//! The crate is laid out so that the frozen part is visible at a glance:
+//!
+//! | folder | what | may change |
+//! |---|---|---|
+//! | `src/contract/` | what crosses the boundary: the `#[repr(C)]` types and vtables ([`abi`]), the embedded [`manifest`], the [`version`] rule, [`ids`], [`Capabilities`] | only with a new [contract version](version::CONTRACT_VERSION) |
+//! | `src/types/` | the idiomatic public types hosts and authors use | in any release, as long as their wire codes (kind names, finish reasons, delta codes) keep their meaning |
+//! | `src/plugin/` | plugin-side support: the [`Runtime`] trait, the glue the export macro generates, log forwarding, the plugin's tokio runtime | in any release |
+//! | `src/host.rs` | the host side of a runtime object | in any release |
+//!
 //! # The boundary
 //!
 //! Everything that crosses between a plugin and its host is an abi_stable type (see
 //! [`abi`]); no Rust-ABI type crosses. Futures are async-ffi `FfiFuture`s, streams are pull
-//! streams polled with the host's waker, and JSON travels as text. Every entry point the macro
-//! generates catches panics and returns them as [`ErrorKind::Panicked`] errors. A library, once
-//! loaded, is never unloaded.
+//! streams polled with the host's waker (several items per poll), and JSON travels as text.
+//! Every entry point the macro generates catches panics and returns them as
+//! [`ErrorKind::Panicked`] errors. A library, once loaded, is never unloaded.
 //!
 //! # Compatibility
 //!
-//! The rule, stated once: a host built against runtime-api `H` loads a plugin built against
-//! `P` when both are in the same series (same major, or same `0.minor`) and `P` is not newer
-//! than `H`. See [`version`] for the reasons and [`version::check_compatible`] for the check.
+//! The rule, stated once: a host loads a plugin when both were built for the same **contract
+//! version** ([`version::CONTRACT_VERSION`]), whatever their runtime-api package versions. See
+//! [`version`] for the reasons and [`version::check_contract`] for the check.
 //!
 //! # Example plugin
 //!
@@ -47,31 +58,24 @@
 //! # fn main() {}
 //! ```
 
-pub mod abi;
-mod author;
-mod capabilities;
-mod delta;
-mod error;
-mod export;
-mod glue;
+mod contract;
 pub mod host;
-pub mod ids;
-mod info;
-mod logging;
-pub mod manifest;
-mod output;
-pub mod plugin_runtime;
-mod request;
-pub mod version;
+mod plugin;
+mod types;
 
-pub use author::Runtime;
-pub use capabilities::Capabilities;
-pub use delta::{Delta, DeltaKind, StreamItem};
-pub use error::{ErrorKind, RuntimeError};
-pub use info::RuntimeInfo;
-pub use logging::level_number;
-pub use output::{FinishReason, ToolCall, TurnOutput, Usage};
-pub use request::{Message, Role, Sampling, ToolDefinition, TurnRequest};
+pub use contract::{abi, ids, manifest, version};
+pub use plugin::runtime as plugin_runtime;
+pub(crate) use plugin::{glue, logging};
+
+pub use contract::capabilities::Capabilities;
+pub use plugin::author::Runtime;
+pub use plugin::logging::level_number;
+pub use types::context::ExecutionContext;
+pub use types::delta::{Delta, DeltaKind, StreamItem};
+pub use types::error::{ErrorKind, RuntimeError};
+pub use types::info::RuntimeInfo;
+pub use types::output::{FinishReason, ToolCall, TurnOutput, Usage};
+pub use types::request::{Message, Role, Sampling, ToolDefinition, TurnRequest};
 
 /// Re-exports for a plugin author's convenience: the JSON value type used in configs and
 /// metadata.
@@ -80,6 +84,6 @@ pub use serde_json::{Value, json};
 /// Items the export macro expands to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::glue::{PluginDefinition, const_runtime, entry, root_module_loader};
+    pub use crate::plugin::glue::{PluginDefinition, const_runtime, entry, root_module_loader};
     pub use abi_stable::library::{CheckTypeLayout, LibHeader};
 }

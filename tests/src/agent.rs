@@ -110,7 +110,7 @@ async fn the_agent_plugin_runs_the_loop_across_the_boundary() {
     install(plugins.path(), agent_library(), "libagent_runtime");
     let runtimes = registry(&[plugins.path()]);
     let agent = runtimes
-        .resolve_with_config("agent", &config)
+        .new_instance("agent", &config)
         .expect("the agent runtime resolves");
     let items: Vec<_> = tokio::time::timeout(
         Duration::from_secs(60),
@@ -141,7 +141,7 @@ async fn the_agent_plugin_runs_the_loop_across_the_boundary() {
     assert_eq!(call.metadata["name"], "read_text_file");
     let result = deltas
         .iter()
-        .find(|d| d.metadata["tool_call_id"] == "call_fs" && d.kind != DeltaKind::ToolCall)
+        .find(|d| d.kind == DeltaKind::ToolResult)
         .expect("a tool result delta");
     assert_eq!(result.metadata["ok"], true);
     assert!(result.content.contains("buy kumquats"));
@@ -221,6 +221,10 @@ async fn runtimes_stream_shows_tool_calls_and_results_as_they_happen() {
         .expect("a tool result line");
     assert!(call < result);
     assert_eq!(lines[result]["delta"]["metadata"]["ok"], true);
+    assert_eq!(
+        lines[result]["delta"]["metadata"]["tool_call_id"],
+        "call_fs"
+    );
     let done = lines.last().unwrap();
     assert_eq!(done["type"], "done");
     assert_eq!(done["output"]["content"], "Buy kumquats.");

@@ -16,7 +16,7 @@ fn echo_with(config: serde_json::Value) -> (tempfile::TempDir, RuntimeHandle) {
     install(dir.path(), &artifacts().echo, "libecho");
     let runtimes = registry(&[dir.path()]);
     let handle = runtimes
-        .resolve_with_config("echo", &config)
+        .new_instance("echo", &config)
         .expect("echo resolves");
     (dir, handle)
 }
@@ -93,7 +93,7 @@ async fn a_panic_in_the_factory_is_an_error() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().echo, "libecho");
     let runtimes = registry(&[dir.path()]);
-    match runtimes.resolve_with_config("echo", &json!({"panic_in": "factory"})) {
+    match runtimes.new_instance("echo", &json!({"panic_in": "factory"})) {
         Err(ResolveError::Factory { id, error }) => {
             assert_eq!(id, "echo");
             assert_panicked(&error, "factory");
@@ -125,9 +125,11 @@ async fn a_panic_while_polling_a_stream_is_an_error() {
 async fn a_panic_in_cancel_validate_config_or_health_is_an_error() {
     let (_dir, echo) = echo_with(json!({"panic_in": "cancel"}));
     assert_panicked(&echo.cancel("x").unwrap_err(), "cancel");
-    let (_dir, echo) = echo_with(json!({"panic_in": "validate_config"}));
+    let (_dir, echo) = echo_with(json!(null));
     assert_panicked(
-        &echo.validate_config(&json!({})).unwrap_err(),
+        &echo
+            .validate_config(&json!({"panic_in": "validate_config"}))
+            .unwrap_err(),
         "validate_config",
     );
     let (_dir, echo) = echo_with(json!({"panic_in": "health"}));
@@ -157,4 +159,34 @@ async fn errors_cross_the_boundary_as_values() {
     assert_eq!(problems.len(), 1);
     assert!(problems[0].contains("bogus"), "{problems:?}");
     assert_eq!(echo.health().await.unwrap(), "echoing");
+}
+
+#[tokio::test]
+async fn two_plugin_crates_link_into_one_host_and_register_in_process() {
+    // This test binary links echo-runtime and command-runtime as rlibs: each exports its
+    // manifest and root module under names of its own, so the link succeeds.
+    let runtimes = runtime_loader::Runtimes::new();
+    runtimes.register::<echo_runtime::Echo>().unwrap();
+    runtimes
+        .register::<command_runtime::CommandRuntime>()
+        .unwrap();
+    let echo = runtimes.resolve("echo").unwrap();
+    assert_eq!(
+        echo.run_turn(TurnRequest::new("linked"))
+            .await
+            .unwrap()
+            .content,
+        "linked"
+    );
+    let command = runtimes
+        .new_instance("command", &json!({"program": "cat"}))
+        .unwrap();
+    assert_eq!(
+        command
+            .run_turn(TurnRequest::new("also linked"))
+            .await
+            .unwrap()
+            .content,
+        "also linked"
+    );
 }

@@ -108,7 +108,7 @@ fn info_shows_an_entry_and_says_why_a_plugin_was_refused() {
     let entry: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(entry["id"], "echo");
     install_patched(plugins.path(), &artifacts().fixture, "libfuture", |m| {
-        m["api_version"] = json!("9.0.0");
+        m["contract"] = json!(runtime_api::version::CONTRACT_VERSION + 1);
     });
     let output = runtimes(home.path(), &["--plugin-dir", &dir, "info", "fixture"]);
     assert_eq!(code(&output), 3);
@@ -118,7 +118,7 @@ fn info_shows_an_entry_and_says_why_a_plugin_was_refused() {
         "{message}"
     );
     assert!(
-        message.contains("built with runtime-api 9.0.0, this host speaks 0."),
+        message.contains("newer than this host's contract"),
         "{message}"
     );
 }
@@ -488,4 +488,45 @@ fn install_gives_the_copy_safe_permissions_whatever_the_source_has() {
         "{}",
         stdout(&checked)
     );
+}
+
+#[test]
+fn info_shows_the_declared_configuration_and_checks_one_without_creating_the_runtime() {
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(home.path(), &["--plugin-dir", &dir, "info", "echo"]);
+    assert_eq!(code(&output), 0);
+    let text = stdout(&output);
+    assert!(
+        text.contains("delay_ms") && text.contains("default 0"),
+        "{text}"
+    );
+
+    let valid = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "info",
+            "echo",
+            "--config",
+            r#"{"delay_ms": 1}"#,
+        ],
+    );
+    assert_eq!(code(&valid), 0, "{}", stderr(&valid));
+    let invalid = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "info",
+            "echo",
+            "--config",
+            r#"{"delay_ms": 1, "bogus": 2}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(code(&invalid), 3);
+    let verdict: Value = serde_json::from_str(&stdout(&invalid)).unwrap();
+    assert_eq!(verdict["valid"], false);
+    assert!(verdict["problems"][0].as_str().unwrap().contains("bogus"));
 }

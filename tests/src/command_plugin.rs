@@ -45,7 +45,7 @@ fn stubborn(runtimes: &Runtimes, work: &Path) -> (RuntimeHandle, PathBuf) {
     let pids = work.join("pids");
     let script = stubborn_script(work);
     let handle = runtimes
-        .resolve_with_config(
+        .new_instance(
             "command",
             &json!({ "program": script, "args": [pids], "prompt_mode": "none" }),
         )
@@ -117,7 +117,7 @@ async fn wait_started(stream: &mut runtime_loader::TurnStream) {
 async fn a_program_streams_stdout_as_text_and_stderr_as_thinking() {
     let (_dir, runtimes) = command_registry();
     let handle = runtimes
-        .resolve_with_config(
+        .new_instance(
             "command",
             &json!({ "program": "cat; echo note >&2", "shell": true }),
         )
@@ -147,7 +147,7 @@ async fn a_program_streams_stdout_as_text_and_stderr_as_thinking() {
 async fn a_failing_program_is_an_error_with_its_exit_code_across_the_boundary() {
     let (_dir, runtimes) = command_registry();
     let handle = runtimes
-        .resolve_with_config(
+        .new_instance(
             "command",
             &json!({ "program": "echo why >&2; exit 7", "shell": true }),
         )

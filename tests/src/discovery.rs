@@ -159,26 +159,34 @@ fn rejects_a_malformed_manifest() {
 }
 
 #[test]
-fn rejects_a_plugin_from_another_api_series_and_says_so_at_resolve() {
+fn rejects_a_plugin_for_another_contract_and_says_so_at_resolve() {
     let dir = plugin_dir();
-    let lib = install_patched(dir.path(), &artifacts().echo, "libold", |m| {
-        m["api_version"] = json!("2.0.0");
+    let host = runtime_api::version::CONTRACT_VERSION;
+    let lib = install_patched(dir.path(), &artifacts().echo, "libnewer", |m| {
+        m["contract"] = json!(host + 1);
+        m["api_version"] = json!("9.0.0");
     });
     let runtimes = registry(&[dir.path()]);
-    let reason = rejection_for(&runtimes, &lib);
-    assert_eq!(
-        reason,
-        RejectReason::ApiSeriesMismatch {
-            found: "2.0.0".into(),
-            expected: runtime_api::version::series(&runtime_api::version::api_version()),
-        }
-    );
+    let RejectReason::ContractMismatch {
+        plugin_contract,
+        host_contract,
+        message,
+        ..
+    } = rejection_for(&runtimes, &lib)
+    else {
+        panic!("a contract mismatch")
+    };
+    assert_eq!((plugin_contract, host_contract), (host + 1, host));
+    assert!(message.contains("update the host"), "{message}");
     let error = runtimes.resolve("echo").unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, ResolveError::Rejected { .. }));
     assert!(text.starts_with("runtime `echo` was found in "), "{text}");
     assert!(
-        text.contains("but not loaded: built with runtime-api 2.0.0, this host speaks 0."),
+        text.contains(&format!(
+            "built for plugin contract {} (runtime-api 9.0.0), newer than this host's contract {host}",
+            host + 1
+        )),
         "{text}"
     );
     // Asking by alias says why, too.
@@ -189,24 +197,25 @@ fn rejects_a_plugin_from_another_api_series_and_says_so_at_resolve() {
 }
 
 #[test]
-fn rejects_a_plugin_built_against_a_newer_api() {
+fn a_plugin_without_a_contract_is_refused_as_built_before_contracts() {
     let dir = plugin_dir();
-    let host = runtime_api::version::api_version();
-    let newer = if host.major == 0 {
-        format!("0.{}.{}", host.minor, host.patch + 1)
-    } else {
-        format!("{}.{}.0", host.major, host.minor + 1)
-    };
-    let lib = install_patched(dir.path(), &artifacts().echo, "libnew", |m| {
-        m["api_version"] = json!(newer.clone());
+    let lib = install_patched(dir.path(), &artifacts().echo, "libold", |m| {
+        m.as_object_mut().unwrap().remove("contract");
+        m["api_version"] = json!("0.1.0");
     });
     let runtimes = registry(&[dir.path()]);
-    assert_eq!(
-        rejection_for(&runtimes, &lib),
-        RejectReason::ApiTooNew {
-            found: newer.clone(),
-            expected: host.to_string()
-        }
+    let RejectReason::ContractMismatch {
+        plugin_contract,
+        message,
+        ..
+    } = rejection_for(&runtimes, &lib)
+    else {
+        panic!("a contract mismatch")
+    };
+    assert_eq!(plugin_contract, 0);
+    assert!(
+        message.contains("before plugin contracts were versioned"),
+        "{message}"
     );
 }
 
@@ -264,7 +273,7 @@ fn a_factory_error_is_reported_with_the_runtimes_error() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().echo, "libecho");
     let runtimes = registry(&[dir.path()]);
-    match runtimes.resolve_with_config("echo", &json!({"delay_ms": "soon"})) {
+    match runtimes.new_instance("echo", &json!({"delay_ms": "soon"})) {
         Err(ResolveError::Factory { id, error }) => {
             assert_eq!(id, "echo");
             assert_eq!(error.kind, runtime_api::ErrorKind::InvalidConfig);
@@ -284,7 +293,7 @@ fn listing_never_loads_a_library_and_the_first_resolve_does() {
     let entries = runtimes.list_runtimes();
     assert_eq!(
         entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-        vec!["fixture", "fixture-second"]
+        vec!["fixture", "fixture-blocker", "fixture-second"]
     );
     assert_eq!(entries[0].version, "0.3.0");
     assert!(runtimes.get_entry("fx").is_some());

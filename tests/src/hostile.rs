@@ -98,16 +98,22 @@ fn bad_corpus(dir: &Path) -> BTreeMap<PathBuf, &'static str> {
         "duplicate_name",
     );
     add(
-        install_patched(dir, &artifacts().echo, "api-major", |m| {
-            m["api_version"] = json!("1.0.0")
+        install_patched(dir, &artifacts().echo, "contract-newer", |m| {
+            m["contract"] = json!(runtime_api::version::CONTRACT_VERSION + 1)
         }),
-        "api_series_mismatch",
+        "contract_mismatch",
     );
     add(
-        install_patched(dir, &artifacts().echo, "api-too-new", |m| {
-            m["api_version"] = json!("0.1.99")
+        install_patched(dir, &artifacts().echo, "contract-missing", |m| {
+            m.as_object_mut().unwrap().remove("contract");
         }),
-        "api_too_new",
+        "contract_mismatch",
+    );
+    add(
+        install_patched(dir, &artifacts().echo, "root-symbol", |m| {
+            m["root_symbol"] = json!("dlopen")
+        }),
+        "malformed_manifest",
     );
     expected
 }
@@ -276,7 +282,7 @@ async fn a_thousand_turns_mixing_faults_with_healthy_ones() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().echo, "libecho");
     let runtimes = registry(&[dir.path()]);
-    let config = |c: Value| runtimes.resolve_with_config("echo", &c).unwrap();
+    let config = |c: Value| runtimes.new_instance("echo", &c).unwrap();
     let healthy = config(json!({"delay_ms": 5}));
     let panicking = config(json!({"panic_in": "run_turn"}));
     let panicking_stream = config(json!({"panic_in": "stream"}));

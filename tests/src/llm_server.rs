@@ -156,7 +156,7 @@ fn a_missing_config_fails_closed_and_validation_reports_every_problem() {
         Ok(_) => panic!("openai must not start without a config"),
     }
     let handle = runtimes
-        .resolve_with_config("claude", &config("http://127.0.0.1:9/v1"))
+        .new_instance("claude", &config("http://127.0.0.1:9/v1"))
         .unwrap();
     assert_eq!(handle.id(), "anthropic");
     let problems = handle
@@ -180,7 +180,7 @@ async fn a_refused_connection_is_an_unavailable_error_across_the_boundary() {
         .unwrap()
         .port();
     let handle = runtimes
-        .resolve_with_config("openai", &config(&format!("http://127.0.0.1:{port}/v1")))
+        .new_instance("openai", &config(&format!("http://127.0.0.1:{port}/v1")))
         .unwrap();
     let error = handle.run_turn(ask("hi", 4)).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::Unavailable);
@@ -194,7 +194,7 @@ async fn openai_streams_tokens_and_tool_calls_through_the_plugin() {
     };
     let (_dir, runtimes) = llm_registry();
     let handle = runtimes
-        .resolve_with_config("openai-compatible", &config(&url))
+        .new_instance("openai-compatible", &config(&url))
         .unwrap();
     let items = collect(&handle, ask("Say hello to the world.", 24)).await;
     let output = finished(&items);
@@ -228,9 +228,7 @@ async fn errors_keep_their_kind_and_status_across_the_boundary() {
         return;
     };
     let (_dir, runtimes) = llm_registry();
-    let handle = runtimes
-        .resolve_with_config("openai", &config(&url))
-        .unwrap();
+    let handle = runtimes.new_instance("openai", &config(&url)).unwrap();
     let items = collect(&handle, ask(&"word ".repeat(3000), 8)).await;
     assert_eq!(items.len(), 1, "{items:?}");
     let error = items[0].as_ref().unwrap_err();
@@ -246,9 +244,7 @@ async fn cancel_by_id_mid_stream_frees_the_server() {
     let (_dir, runtimes) = llm_registry();
     let mut long_config = config(&url);
     long_config["extra_body"] = json!({ "ignore_eos": true });
-    let handle = runtimes
-        .resolve_with_config("openai", &long_config)
-        .unwrap();
+    let handle = runtimes.new_instance("openai", &long_config).unwrap();
     let mut stream = handle.stream_turn(ask("Count from 1 to 1000.", 1500));
     let execution_id = stream.execution_id().to_owned();
     for _ in 0..3 {
@@ -279,9 +275,7 @@ async fn anthropic_streams_through_the_plugin() {
         return;
     };
     let (_dir, runtimes) = llm_registry();
-    let handle = runtimes
-        .resolve_with_config("claude", &config(&url))
-        .unwrap();
+    let handle = runtimes.new_instance("claude", &config(&url)).unwrap();
     for _ in 0..2 {
         let items = collect(&handle, ask("Write a long story about a dragon.", 6)).await;
         let output = finished(&items);

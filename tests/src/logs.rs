@@ -44,7 +44,12 @@ async fn plugin_events_reach_the_host_subscriber_with_plugin_and_runtime() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().fixture, "libfixture-logs");
     let runtimes = registry(&[dir.path()]);
-    let fixture = runtimes.resolve("fixture").unwrap();
+    // A thread-local subscriber sees plugin events at the inline level, where the plugin's
+    // code runs on this thread (at the threads level they go to the global subscriber).
+    let fixture = runtimes
+        .resolve("fixture")
+        .unwrap()
+        .with_isolation(runtime_loader::Isolation::Inline);
     fixture
         .run_turn(TurnRequest::new("hello").with_execution_id("log-turn"))
         .await
@@ -67,6 +72,10 @@ async fn plugin_events_reach_the_host_subscriber_with_plugin_and_runtime() {
         Some("fixture-plugin")
     );
     assert_eq!(field(turn_event, "runtime").as_deref(), Some("fixture"));
+    assert_eq!(
+        field(turn_event, "execution_id").as_deref(),
+        Some("log-turn")
+    );
     assert_eq!(
         field(turn_event, "plugin_target").as_deref(),
         Some("fixture_plugin")

@@ -8,6 +8,8 @@ mod agent;
 mod api;
 mod cli;
 mod command_plugin;
+mod compat;
+mod contract;
 mod discovery;
 mod hostile;
 mod llm_server;

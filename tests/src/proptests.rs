@@ -319,9 +319,16 @@ proptest! {
                     rt.aliases.iter().map(|a| leak(a)).collect::<Vec<_>>().into_boxed_slice(),
                 ),
                 capabilities: rt.capabilities,
+                config_schema: "",
             })
             .collect();
-        let built = build_embedded(&m.api_version, &m.plugin_name, &m.plugin_version, &runtimes);
+        let built = build_embedded(
+            &m.api_version,
+            "AGENT_RUNTIMES_ROOT_x",
+            &m.plugin_name,
+            &m.plugin_version,
+            &runtimes,
+        );
         let from_const = Manifest::from_embedded(&built).unwrap();
         assert_matches(&from_const, &m, true)?;
     }

@@ -156,66 +156,133 @@ pub fn install_raw_manifest(dir: &Path, library: &Path, stem: &str, region: &[u8
 }
 
 /// The echo plugin built against a *modified copy* of runtime-api (`AbiUsage` gains a field),
-/// in a scratch workspace with its own target folder; built once, then reused.
+/// in a scratch workspace; built once, then reused.
 pub fn echo_against_modified_interface() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("modified-interface");
-        let copy = |from: &Path, to: &Path| {
-            for entry in walk(from) {
-                let target = to.join(entry.strip_prefix(from).unwrap());
+        let built = ScratchBuild::new("modified-interface", |scratch| {
+            edit(
+                &scratch.join("runtime-api/src/contract/abi.rs"),
+                &[(
+                    "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n",
+                    "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n",
+                ), (
+                    "reasoning_tokens: usage.reasoning_tokens,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
+                    "reasoning_tokens: usage.reasoning_tokens,\n            surprise_tokens: 0,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
+                )],
+            );
+        })
+        .build(&["-p", "echo-runtime"]);
+        built.library("echo_runtime")
+    })
+}
+
+/// Replaces each `(from, to)` once in a file; `from` must be there.
+pub fn edit(file: &Path, replacements: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(file).unwrap();
+    for (from, to) in replacements {
+        assert!(
+            text.contains(from),
+            "{} changed: update this fixture ({from:?} is gone)",
+            file.display()
+        );
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(file, text).unwrap();
+}
+
+/// A copy of runtime-api, the loader, echo and the example hosts in a scratch workspace,
+/// edited, then built with cargo: plugins and hosts built against another runtime-api, for
+/// the compatibility and layout tests. Scratch builds share one target folder.
+pub struct ScratchBuild {
+    root: PathBuf,
+}
+
+/// What a scratch build produced: cargo's JSON messages.
+pub struct Built {
+    messages: Vec<Value>,
+}
+
+impl ScratchBuild {
+    /// Lays out the scratch workspace `name` afresh and applies `change` to it.
+    pub fn new(name: &str, change: impl FnOnce(&Path)) -> Self {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("scratch")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&root);
+        let members = ["runtime-api", "loader", "plugins/echo", "examples"];
+        for member in members {
+            for entry in walk(&workspace.join(member)) {
+                let target = root.join(entry.strip_prefix(workspace).unwrap());
                 std::fs::create_dir_all(target.parent().unwrap()).unwrap();
                 std::fs::copy(&entry, &target).unwrap();
             }
-        };
-        copy(&root.join("runtime-api"), &scratch.join("runtime-api"));
-        copy(&root.join("plugins/echo"), &scratch.join("plugins/echo"));
-        std::fs::copy(root.join("Cargo.lock"), scratch.join("Cargo.lock")).unwrap();
-        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        }
+        std::fs::copy(workspace.join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
+        let manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
         let start = manifest.find("members = [").unwrap();
         let end = start + manifest[start..].find(']').unwrap() + 1;
+        let listed: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
         let manifest = format!(
-            "{}members = [\"runtime-api\", \"plugins/echo\"]{}",
+            "{}members = [{}]{}",
             &manifest[..start],
+            listed.join(", "),
             &manifest[end..]
         );
-        std::fs::write(scratch.join("Cargo.toml"), manifest).unwrap();
-        let abi = scratch.join("runtime-api/src/abi.rs");
-        let source = std::fs::read_to_string(&abi).unwrap();
-        let marker = "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n";
-        assert!(source.contains(marker), "AbiUsage changed: update this fixture");
-        let modified = source.replacen(
-            marker,
-            &format!("{marker}    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n"),
-            1,
-        );
-        let modified = modified.replace(
-            "reasoning_tokens: usage.reasoning_tokens,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
-            "reasoning_tokens: usage.reasoning_tokens,\n            surprise_tokens: 0,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
-        );
-        std::fs::write(&abi, modified).unwrap();
+        std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
+        change(&root);
+        Self { root }
+    }
+
+    /// `cargo build` in the scratch workspace with these arguments.
+    pub fn build(&self, args: &[&str]) -> Built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let output = Command::new(cargo)
-            .args(["build", "--quiet", "--message-format=json", "-p", "echo-runtime", "--target-dir"])
-            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("modified-interface-target"))
-            .current_dir(&scratch)
+            .args(["build", "--quiet", "--message-format=json", "--target-dir"])
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch-target"))
+            .args(args)
+            .current_dir(&self.root)
             .output()
             .expect("cargo runs");
         assert!(
             output.status.success(),
-            "building echo against the modified interface failed:\n{}",
+            "the scratch build in {} failed:\n{}",
+            self.root.display(),
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "echo_runtime")
+        Built {
+            messages: String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|msg| msg["reason"] == "compiler-artifact")
+                .collect(),
+        }
+    }
+}
+
+impl Built {
+    /// The shared library built for the crate `name`.
+    pub fn library(&self, name: &str) -> PathBuf {
+        self.messages
+            .iter()
+            .filter(|msg| msg["target"]["name"] == name)
             .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
             .filter_map(|f| f.as_str().map(PathBuf::from))
             .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
-            .expect("the modified echo library was built")
-    })
+            .unwrap_or_else(|| panic!("no library built for {name}"))
+    }
+
+    /// The executable built for the target `name`.
+    pub fn executable(&self, name: &str) -> PathBuf {
+        self.messages
+            .iter()
+            .filter(|msg| msg["target"]["name"] == name)
+            .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+            .unwrap_or_else(|| panic!("no executable built for {name}"))
+    }
 }
 
 /// Every file below a folder (no `target` folders).

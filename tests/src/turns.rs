@@ -18,7 +18,7 @@ fn slow_echo(delay_ms: u64) -> (tempfile::TempDir, runtime_loader::Runtimes, Run
     install(dir.path(), &artifacts().fixture, "libfixture");
     let runtimes = registry(&[dir.path()]);
     let handle = runtimes
-        .resolve_with_config("echo", &json!({ "delay_ms": delay_ms }))
+        .new_instance("echo", &json!({ "delay_ms": delay_ms }))
         .unwrap();
     (dir, runtimes, handle)
 }

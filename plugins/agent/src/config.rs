@@ -31,7 +31,7 @@ pub(crate) const KEYS: [&str; 16] = [
 ];
 
 /// The keys a request's per-turn `config` may set.
-pub(crate) const TURN_KEYS: [&str; 3] = ["max_steps", "tool_timeout_ms", "mcp_servers"];
+pub(crate) const TURN_KEYS: [&str; 2] = ["max_steps", "tool_timeout_ms"];
 
 /// The default time to establish a connection to the model server.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -411,7 +411,7 @@ impl Config {
 
 impl TurnConfig {
     /// Parses a request's per-turn `config` (`null` or an object of [`TURN_KEYS`]) and its
-    /// MCP servers.
+    /// MCP servers (`TurnRequest.mcp_servers`).
     pub(crate) fn parse(config: &Value, mcp_servers: &Value) -> Result<TurnConfig, Vec<String>> {
         let empty = serde_json::Map::new();
         let object = match config {
@@ -433,11 +433,13 @@ impl TurnConfig {
             .positive("max_steps", MAX_MAX_STEPS)
             .and_then(|n| u32::try_from(n).ok());
         let tool_timeout = p.millis("tool_timeout_ms");
-        let mut servers = p.servers("mcp_servers");
-        match ServerSpec::parse_map(mcp_servers) {
-            Ok(more) => servers.extend(more),
-            Err(problems) => p.problems.extend(problems),
-        }
+        let servers = match ServerSpec::parse_map(mcp_servers) {
+            Ok(servers) => servers,
+            Err(problems) => {
+                p.problems.extend(problems);
+                BTreeMap::new()
+            }
+        };
         if p.problems.is_empty() {
             Ok(TurnConfig {
                 max_steps,
@@ -526,10 +528,10 @@ mod tests {
     }
 
     #[test]
-    fn turn_config_takes_limits_and_servers_from_both_places() {
+    fn turn_config_takes_limits_and_the_request_servers() {
         let turn = TurnConfig::parse(
-            &json!({ "max_steps": 3, "mcp_servers": { "a": { "command": "x" } } }),
-            &json!({ "b": { "command": "y", "args": ["1"] } }),
+            &json!({ "max_steps": 3 }),
+            &json!({ "a": { "command": "x" }, "b": { "command": "y", "args": ["1"] } }),
         )
         .unwrap();
         assert_eq!(turn.max_steps, Some(3));

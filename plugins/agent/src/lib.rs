@@ -19,9 +19,10 @@
 //! | `startup_timeout_ms` | the longest a server may take to start and list its tools (default 30 s) |
 //! | `tool_result_max_bytes` | the most of one tool result fed back to the model (default 64 KiB) |
 //!
-//! A request may set `max_steps`, `tool_timeout_ms` and `mcp_servers` in its per-turn
-//! `config`; its servers are added to the configured ones (a name given in both uses the
-//! request's).
+//! A request may name MCP servers of its own in `TurnRequest.mcp_servers` (the same map); they
+//! are added to the configured ones (a name given in both uses the request's). Its per-turn
+//! `config` may set `max_steps` and `tool_timeout_ms`. The request's execution context (agent,
+//! organisation, user, session) tags the turn's logs.
 //!
 //! # Behaviour
 //!
@@ -50,7 +51,6 @@
 
 #![forbid(unsafe_code)]
 
-mod compat;
 mod config;
 mod error;
 mod http_transport;
@@ -85,9 +85,6 @@ pub struct AgentRuntime {
 }
 
 impl AgentRuntime {
-    /// The JSON Schema of the configuration.
-    pub const CONFIG_SCHEMA: &'static str = include_str!("config.schema.json");
-
     /// The process ids of the stdio MCP servers running now, by server name.
     pub fn server_pids(&self) -> Vec<(String, u32)> {
         self.inner.pool.pids()
@@ -102,7 +99,13 @@ impl Runtime for AgentRuntime {
         .with(Capabilities::TOOLS)
         .with(Capabilities::HISTORY)
         .with(Capabilities::THINKING)
-        .with(Capabilities::CONFIG_VALIDATION);
+        .with(Capabilities::CONFIG_VALIDATION)
+        .with(Capabilities::MCP);
+    const CONFIG_SCHEMA: &'static str = include_str!("config.schema.json");
+
+    fn validate_config(config: &Value) -> Vec<String> {
+        Config::problems(config)
+    }
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = Config::for_runtime(&config)?;
@@ -131,10 +134,6 @@ impl Runtime for AgentRuntime {
         request: TurnRequest,
     ) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
         turn::stream(self.inner.clone(), request)
-    }
-
-    fn validate_config(&self, config: &Value) -> Vec<String> {
-        Config::problems(config)
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {

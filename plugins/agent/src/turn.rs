@@ -23,7 +23,6 @@ use runtime_api::{
 use tokio::sync::mpsc;
 
 use crate::Inner;
-use crate::compat;
 use crate::config::TurnConfig;
 use crate::error::AgentError;
 use crate::model::{self, arguments_text};
@@ -80,7 +79,19 @@ impl Stream for Driven {
 /// The stream of one turn.
 pub(crate) fn stream(inner: Arc<Inner>, request: TurnRequest) -> Driven {
     let (sender, deltas) = mpsc::channel(CHANNEL);
-    let driver: Driver = Box::pin(async move { run(&inner, request, sender).await });
+    let context = &request.context;
+    let span = tracing::info_span!(
+        "agent_turn",
+        execution_id = %request.execution_id,
+        agent_id = context.agent_id.as_deref(),
+        organization_id = context.organization_id.as_deref(),
+        user_id = context.user_id.as_deref(),
+        session_id = context.session_id.as_deref(),
+    );
+    let driver: Driver = Box::pin(tracing::Instrument::instrument(
+        async move { run(&inner, request, sender).await },
+        span,
+    ));
     Driven {
         driver: Some(driver),
         result: None,
@@ -375,7 +386,7 @@ async fn run(
     deltas: mpsc::Sender<Delta>,
 ) -> Result<TurnOutput, RuntimeError> {
     let config = &inner.config;
-    let turn = TurnConfig::parse(&request.config, &compat::request_mcp_servers(&request))
+    let turn = TurnConfig::parse(&request.config, &request.mcp_servers)
         .map_err(|problems| AgentError::InvalidTurnConfig { problems })?;
     if !turn.mcp_servers.is_empty() && !config.request_mcp_servers {
         return Err(AgentError::RequestServersRefused {
@@ -513,7 +524,7 @@ async fn run(
                         }
                     };
                     let preview = crate::truncate_owned(outcome.text.clone(), PREVIEW_BYTES);
-                    let mut delta = compat::tool_result(&call.id, &call.name, outcome.ok, preview);
+                    let mut delta = Delta::tool_result(&call.id, &call.name, outcome.ok, preview);
                     delta.metadata["step"] = json!(step);
                     delta.metadata["duration_ms"] =
                         json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));

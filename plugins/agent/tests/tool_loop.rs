@@ -490,8 +490,7 @@ async fn request_servers_are_accepted_or_refused_by_config() {
         Reply::text("fine"),
     ])
     .await;
-    let request =
-        || TurnRequest::new("x").with_config(json!({ "mcp_servers": { "every": everything() } }));
+    let request = || TurnRequest::new("x").with_mcp_servers(json!({ "every": everything() }));
     let agent = runtime(&model, json!({}));
     let items = collect(&agent, request()).await;
     assert_eq!(finished(&items).content, "fine");
@@ -505,10 +504,20 @@ async fn request_servers_are_accepted_or_refused_by_config() {
     let error = failed(
         &collect(
             &agent,
-            TurnRequest::new("x").with_config(json!({ "mcp_servers": { "bad": { "args": [] } } })),
+            TurnRequest::new("x").with_mcp_servers(json!({ "bad": { "args": [] } })),
         )
         .await,
     );
     assert_eq!(error.kind, ErrorKind::InvalidRequest);
     assert!(error.message.contains("MCP server `bad`"), "{error}");
+
+    // The per-turn config takes limits only; servers go in `mcp_servers`.
+    let error = failed(
+        &collect(
+            &agent,
+            TurnRequest::new("x").with_config(json!({ "mcp_servers": {} })),
+        )
+        .await,
+    );
+    assert_eq!(error.metadata["error"], "invalid_turn_config");
 }

@@ -181,6 +181,20 @@ impl Runtime for CommandRuntime {
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION);
 
+    const CONFIG_SCHEMA: &'static str = r#"{"type": "object", "required": ["program"], "additionalProperties": false, "properties": {
+"program": {"type": "string", "minLength": 1, "description": "the program (looked up in PATH when it has no /), or the script when shell is true"},
+"args": {"type": "array", "items": {"type": "string"}, "default": [], "description": "its arguments"},
+"env": {"type": "object", "additionalProperties": {"type": "string"}, "description": "variables to set (the rest of the environment is inherited)"},
+"cwd": {"type": "string", "description": "its working directory"},
+"timeout_ms": {"type": "integer", "minimum": 1, "description": "the longest a turn may run before the group is killed"},
+"prompt_mode": {"enum": ["stdin", "arg", "none"], "default": "stdin", "description": "how the prompt reaches the program"},
+"stderr_as": {"enum": ["thinking", "ignore"], "default": "thinking", "description": "what its stderr lines become"},
+"shell": {"type": "boolean", "default": false, "description": "run program with /bin/sh -c"}}}"#;
+
+    fn validate_config(config: &Value) -> Vec<String> {
+        Config::problems(config)
+    }
+
     fn new(config: Value) -> Result<Self, RuntimeError> {
         if cfg!(not(unix)) {
             return Err(RuntimeError::unsupported(
@@ -213,10 +227,6 @@ impl Runtime for CommandRuntime {
         request: TurnRequest,
     ) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
         turn(Arc::clone(&self.config), request)
-    }
-
-    fn validate_config(&self, config: &Value) -> Vec<String> {
-        Config::problems(config)
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {

@@ -209,25 +209,25 @@ async fn a_missing_program_is_a_config_error() {
     let error = runtime.run_turn(TurnRequest::new("x")).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidConfig);
     assert!(error.message.contains("/nonexistent/agent-program"));
-    let problems = runtime.validate_config(&json!({ "program": "/nonexistent/agent-program" }));
+    let problems =
+        CommandRuntime::validate_config(&json!({ "program": "/nonexistent/agent-program" }));
     assert_eq!(problems.len(), 1, "{problems:?}");
 }
 
 #[tokio::test]
 async fn validate_config_reports_problems() {
-    let echo = runtime(json!({ "program": "echo" }));
+    assert!(CommandRuntime::validate_config(&json!({ "program": "echo" })).is_empty());
+    assert!(CommandRuntime::validate_config(&Value::Null)[0].contains("`program`"));
+    assert!(CommandRuntime::validate_config(&json!({ "args": [] }))[0].contains("program"));
     assert!(
-        echo.validate_config(&json!({ "program": "echo" }))
-            .is_empty()
+        CommandRuntime::validate_config(&json!({ "program": "echo", "shel": true }))[0]
+            .contains("shel")
     );
-    assert!(echo.validate_config(&Value::Null)[0].contains("`program`"));
-    assert!(echo.validate_config(&json!({ "args": [] }))[0].contains("program"));
-    assert!(echo.validate_config(&json!({ "program": "echo", "shel": true }))[0].contains("shel"));
     assert!(
-        echo.validate_config(&json!({ "program": "echo", "prompt_mode": "pipe" }))[0]
+        CommandRuntime::validate_config(&json!({ "program": "echo", "prompt_mode": "pipe" }))[0]
             .contains("pipe")
     );
-    let problems = echo.validate_config(&json!({
+    let problems = CommandRuntime::validate_config(&json!({
         "program": "echo", "cwd": "/nonexistent/dir", "timeout_ms": 0,
     }));
     assert_eq!(problems.len(), 2, "{problems:?}");

@@ -71,6 +71,24 @@ impl Runtime for Echo {
     const ALIASES: &'static [&'static str] = &["parrot"];
     const CAPABILITIES: Capabilities =
         Capabilities::STREAMING.with(Capabilities::CONFIG_VALIDATION);
+    const CONFIG_SCHEMA: &'static str = r#"{"type": ["object", "null"], "additionalProperties": false, "properties": {
+        "delay_ms": {"type": "integer", "minimum": 0, "default": 0, "description": "sleep this long per turn, and per delta when streaming"},
+        "fail_with": {"type": "string", "description": "tests: fail every turn with this error kind"},
+        "panic_in": {"type": "string", "description": "tests: panic in factory, run_turn, stream, cancel, validate_config, health or drop"}}}"#;
+
+    fn validate_config(config: &Value) -> Vec<String> {
+        let parsed = serde_json::from_value::<Option<Config>>(config.clone());
+        if let Ok(Some(Config {
+            panic_in: Some(entry),
+            ..
+        })) = &parsed
+        {
+            if entry == "validate_config" {
+                panic!("echo was told to panic in validate_config");
+            }
+        }
+        parsed.err().map(|e| e.to_string()).into_iter().collect()
+    }
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = serde_json::from_value::<Option<Config>>(config)
@@ -103,12 +121,6 @@ impl Runtime for Echo {
 
     fn cancel(&self, _execution_id: &str) -> bool {
         self.obey("cancel").is_err()
-    }
-
-    fn validate_config(&self, config: &Value) -> Vec<String> {
-        let _ = self.obey("validate_config");
-        let parsed = serde_json::from_value::<Option<Config>>(config.clone());
-        parsed.err().map(|e| e.to_string()).into_iter().collect()
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {

@@ -89,6 +89,11 @@ impl Runtime for AnthropicRuntime {
         .with(Capabilities::HISTORY)
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION);
+    const CONFIG_SCHEMA: &'static str = crate::config::ANTHROPIC_SCHEMA;
+
+    fn validate_config(config: &Value) -> Vec<String> {
+        Config::problems(Provider::Anthropic, config)
+    }
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = Config::for_runtime(Provider::Anthropic, &config)?;
@@ -114,10 +119,6 @@ impl Runtime for AnthropicRuntime {
                 .await
         };
         http::drive(start, AnthropicStreamState::new())
-    }
-
-    fn validate_config(&self, config: &Value) -> Vec<String> {
-        Config::problems(Provider::Anthropic, config)
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {

@@ -43,6 +43,44 @@ impl Provider {
     }
 }
 
+/// The JSON Schema properties both providers accept, as text (see [`llm_schema!`]).
+macro_rules! shared_schema_properties {
+    () => {
+        r#""base_url": {"type": "string", "format": "uri", "description": "the API base, e.g. http://127.0.0.1:8080/v1"},
+"model": {"type": "string", "minLength": 1, "description": "the model used when a request names none"},
+"api_key_env": {"type": "string", "description": "the environment variable that holds the API key (the key itself never goes in the config)"},
+"headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "extra headers sent with every request"},
+"connect_timeout_ms": {"type": "integer", "minimum": 1, "default": 10000, "description": "time to establish a connection"},
+"read_timeout_ms": {"type": "integer", "minimum": 1, "default": 300000, "description": "longest wait for the next bytes of a response"},
+"request_timeout_ms": {"type": "integer", "minimum": 1, "description": "longest time for a whole request"},
+"max_tokens": {"type": "integer", "minimum": 1, "description": "the default max_tokens when a request sets none"},
+"extra_body": {"type": "object", "description": "keys merged into every request body"}"#
+    };
+}
+
+/// A provider's configuration schema: the shared properties, then its own (text after a
+/// comma), all in one `&'static str` for the manifest.
+macro_rules! llm_schema {
+    ($own:literal) => {
+        concat!(
+            r#"{"type": "object", "required": ["base_url", "model"], "additionalProperties": false, "properties": {"#,
+            shared_schema_properties!(),
+            $own,
+            "}}"
+        )
+    };
+}
+
+/// The openai runtime's configuration schema.
+pub(crate) const OPENAI_SCHEMA: &str = llm_schema!(
+    r#", "include_usage": {"type": "boolean", "default": true, "description": "ask for usage in the stream (stream_options.include_usage)"}"#
+);
+
+/// The anthropic runtime's configuration schema.
+pub(crate) const ANTHROPIC_SCHEMA: &str = llm_schema!(
+    r#", "anthropic_version": {"type": "string", "default": "2023-06-01", "description": "the anthropic-version header"}, "thinking_budget_tokens": {"type": "integer", "minimum": 1, "description": "enables extended thinking with this budget"}"#
+);
+
 /// The default time to establish a connection.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default longest wait for the next bytes of a response (a model on a CPU may take

@@ -99,6 +99,11 @@ impl Runtime for OpenAiRuntime {
         .with(Capabilities::HISTORY)
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION);
+    const CONFIG_SCHEMA: &'static str = crate::config::OPENAI_SCHEMA;
+
+    fn validate_config(config: &Value) -> Vec<String> {
+        Config::problems(Provider::OpenAi, config)
+    }
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = Config::for_runtime(Provider::OpenAi, &config)?;
@@ -119,10 +124,6 @@ impl Runtime for OpenAiRuntime {
         let body = self.body(&request, true);
         let start = async move { self.post(body, true).await };
         http::drive(start, OpenAiStreamState::new())
-    }
-
-    fn validate_config(&self, config: &Value) -> Vec<String> {
-        Config::problems(Provider::OpenAi, config)
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {

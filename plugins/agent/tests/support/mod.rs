@@ -216,7 +216,7 @@ pub fn deltas(items: &[Result<StreamItem, RuntimeError>]) -> Vec<&Delta> {
 pub fn tool_results(items: &[Result<StreamItem, RuntimeError>]) -> Vec<&Delta> {
     deltas(items)
         .into_iter()
-        .filter(|d| d.metadata["tool_call_id"].is_string() && d.kind != DeltaKind::ToolCall)
+        .filter(|d| d.kind == DeltaKind::ToolResult)
         .collect()
 }
 

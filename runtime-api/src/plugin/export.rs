@@ -11,11 +11,10 @@
 /// The plugin's name and version are the calling package's (`CARGO_PKG_NAME`,
 /// `CARGO_PKG_VERSION`). Call it once per crate, at the crate root.
 ///
-/// The two exported symbols have fixed names, so a host can link at most one crate that calls
-/// this macro as an `rlib` (to register its runtimes in-process with
-/// `Runtimes::register`); two such crates in one binary fail to link with duplicate symbols.
-/// Load the others as plugin files, or keep the runtime types in a library crate without the
-/// macro and export them from a thin `cdylib` crate.
+/// The two exported symbols are named after the calling crate
+/// (`AGENT_RUNTIMES_MANIFEST_<crate>` and `AGENT_RUNTIMES_ROOT_<crate>`), so a host can link
+/// several plugin crates as `rlib`s and register their runtimes in-process with
+/// `Runtimes::register` without duplicate symbols.
 ///
 /// # Examples
 ///
@@ -39,20 +38,22 @@ macro_rules! export_plugin {
         }
 
         /// The embedded manifest of this plugin library.
-        #[unsafe(no_mangle)]
+        #[unsafe(export_name = concat!("AGENT_RUNTIMES_MANIFEST_", env!("CARGO_CRATE_NAME")))]
         #[used]
-        pub static AGENT_RUNTIMES_MANIFEST: [u8; $crate::manifest::EMBED_SIZE] =
+        pub static __AGENT_RUNTIMES_MANIFEST: [u8; $crate::manifest::EMBED_SIZE] =
             $crate::manifest::build_embedded(
                 $crate::version::API_VERSION_STR,
+                concat!("AGENT_RUNTIMES_ROOT_", env!("CARGO_CRATE_NAME")),
                 env!("CARGO_PKG_NAME"),
                 env!("CARGO_PKG_VERSION"),
                 &[$($crate::__private::const_runtime::<$runtime>()),+],
             );
 
-        // The symbol name is abi_stable's `ROOT_MODULE_LOADER_NAME` (a test in runtime-api
-        // checks that they agree); it is written out because `export_name` takes a literal.
+        // abi_stable's loader reads this header the way it reads the one its own
+        // `export_root_module` attribute writes; only the symbol's name differs, and the
+        // manifest names it.
         #[doc(hidden)]
-        #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
+        #[unsafe(export_name = concat!("AGENT_RUNTIMES_ROOT_", env!("CARGO_CRATE_NAME")))]
         pub static __AGENT_RUNTIMES_ROOT_MODULE: $crate::__private::LibHeader =
             // SAFETY: the constructor returns the root module of type `PluginModuleRef`, the
             // type the header is declared with, as abi_stable's own `export_root_module`
@@ -64,15 +65,4 @@ macro_rules! export_plugin {
                 )
             };
     };
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_root_module_symbol_is_abi_stables() {
-        assert_eq!(
-            abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_1as_0lib_1header_0root_bmodule_bloader"
-        );
-    }
 }

@@ -24,8 +24,8 @@ use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
+use super::scope::{current_runtime_id, with_current_turn};
 use crate::abi::{AbiLogRecord, AbiLogSinkBox};
-use crate::glue::current_runtime_id;
 
 static SINK: RwLock<Option<AbiLogSinkBox>> = RwLock::new(None);
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(0);
@@ -52,7 +52,27 @@ pub(crate) extern "C" fn install_log_sink(sink: AbiLogSinkBox) {
             // Fails only if the plugin set its own global subscriber: then it keeps its own.
             let _ = tracing::subscriber::set_global_default(subscriber);
             tracing::callsite::rebuild_interest_cache();
+            forward_panic_messages();
         });
+    }));
+}
+
+/// Replaces this library's panic hook (its own copy of std's, so the host's is untouched) with
+/// one that reports the panic through the host's `tracing` instead of raw stderr. The glue
+/// turns the panic itself into a `panicked` error; this only routes the message, with its
+/// location and the runtime id, to where the host's logs go.
+fn forward_panic_messages() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = crate::RuntimeError::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::warn!(
+            target: "agent_runtimes::plugin_panic",
+            location = %location,
+            "plugin code panicked: {message}"
+        );
     }));
 }
 
@@ -89,16 +109,19 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
         } else {
             Value::Object(fields.fields).to_string()
         };
-        let record = AbiLogRecord {
-            level: level_number(metadata.level()),
-            target: RStr::from_str(metadata.target()),
-            message: RStr::from_str(&fields.message),
-            fields: RStr::from_str(&fields_json),
-            runtime_id: RStr::from_str(current_runtime_id()),
-            file: RStr::from_str(metadata.file().unwrap_or("")),
-            line: metadata.line().unwrap_or(0),
-        };
-        sink.log(&record);
+        with_current_turn(|execution_id| {
+            let record = AbiLogRecord {
+                level: level_number(metadata.level()),
+                target: RStr::from_str(metadata.target()),
+                message: RStr::from_str(&fields.message),
+                fields: RStr::from_str(&fields_json),
+                runtime_id: RStr::from_str(current_runtime_id()),
+                execution_id: RStr::from_str(execution_id),
+                file: RStr::from_str(metadata.file().unwrap_or("")),
+                line: metadata.line().unwrap_or(0),
+            };
+            sink.log(&record);
+        });
     }
 }
 

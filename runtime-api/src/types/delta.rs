@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::error::RuntimeError;
-use crate::output::TurnOutput;
+use crate::RuntimeError;
+use crate::TurnOutput;
 
 /// The kind of a [`Delta`].
 ///
@@ -23,6 +23,9 @@ pub enum DeltaKind {
     Thinking,
     /// A non-fatal error reported during the stream (a fatal one ends the stream as `Err`).
     Error,
+    /// The result of a tool the runtime executed itself (an agent runtime's tool loop):
+    /// `metadata` holds `tool_call_id`, `name` and `ok`; `content` a bounded preview.
+    ToolResult,
     /// A kind from a newer runtime-api.
     Unknown,
 }
@@ -35,6 +38,7 @@ impl DeltaKind {
             DeltaKind::ToolCall => 2,
             DeltaKind::Thinking => 3,
             DeltaKind::Error => 4,
+            DeltaKind::ToolResult => 5,
             DeltaKind::Unknown => 0,
         }
     }
@@ -46,6 +50,7 @@ impl DeltaKind {
             2 => DeltaKind::ToolCall,
             3 => DeltaKind::Thinking,
             4 => DeltaKind::Error,
+            5 => DeltaKind::ToolResult,
             _ => DeltaKind::Unknown,
         }
     }
@@ -112,6 +117,21 @@ impl Delta {
             kind: DeltaKind::Error,
             content: error.message.clone(),
             metadata: json!({ "kind": error.kind.as_str(), "retriable": error.retriable }),
+        }
+    }
+
+    /// The result of a tool call the runtime executed itself: `ok` is false when the tool
+    /// failed; `preview` is a bounded excerpt of its output, for people watching the turn.
+    pub fn tool_result(
+        tool_call_id: &str,
+        name: &str,
+        ok: bool,
+        preview: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: DeltaKind::ToolResult,
+            content: preview.into(),
+            metadata: json!({ "tool_call_id": tool_call_id, "name": name, "ok": ok }),
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::output::ToolCall;
+use crate::{ExecutionContext, ToolCall};
 
 /// The author of a message in the conversation history.
 ///
@@ -200,6 +200,16 @@ pub struct TurnRequest {
     /// The id that `cancel` uses to reach this turn. The host fills it in when empty.
     #[serde(default)]
     pub execution_id: String,
+    /// Who the turn runs for: agent, organisation, user, session, environment.
+    #[serde(default, skip_serializing_if = "ExecutionContext::is_empty")]
+    pub context: ExecutionContext,
+    /// MCP servers the runtime may call tools on for this turn, in the shape MCP clients use:
+    /// a map from a server name to `{"command", "args", "env"}` (stdio) or `{"url"}`
+    /// (streamable HTTP); `null` when absent. Only runtimes that declare
+    /// [`Capabilities::MCP`](crate::Capabilities::MCP) accept it; the host refuses it for
+    /// the others.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub mcp_servers: Value,
     /// Free-form metadata (JSON); `null` when absent.
     #[serde(default)]
     pub metadata: Value,
@@ -265,6 +275,18 @@ impl TurnRequest {
     /// Sets the metadata.
     pub fn with_metadata(mut self, metadata: Value) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// Sets who the turn runs for.
+    pub fn with_context(mut self, context: ExecutionContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Sets the MCP servers (a map from name to `{"command", "args", "env"}` or `{"url"}`).
+    pub fn with_mcp_servers(mut self, mcp_servers: Value) -> Self {
+        self.mcp_servers = mcp_servers;
         self
     }
 }

@@ -52,8 +52,25 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// [`Capabilities::CANCELLATION`] is added by the glue, which makes every turn
     /// cancellable.
     const CAPABILITIES: Capabilities = Capabilities::NONE;
+    /// The JSON Schema of the configuration `new` accepts, as text (keys, types, required
+    /// ones, defaults, a `description` each); `""` for none. It is written into the manifest,
+    /// so hosts show it without loading the library (`runtimes info <id>`).
+    const CONFIG_SCHEMA: &'static str = "";
 
-    /// Builds the runtime from its configuration (`null` when none was given).
+    /// Every problem with a configuration, at once; empty when it is valid. Called without
+    /// an instance (hosts check a configuration before building a runtime with it), and by
+    /// the glue before [`Runtime::new`]: `new` only sees configurations that passed.
+    fn validate_config(_config: &Value) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Builds the runtime from its configuration (`null` when none was given), after
+    /// [`Runtime::validate_config`] found no problem.
+    ///
+    /// `new` runs outside the plugin's tokio runtime, which starts with the first turn, so an
+    /// idle plugin costs no thread: build clients and state here, and spawn tasks or open
+    /// connections in the first turn (or call
+    /// [`plugin_runtime::handle`](crate::plugin_runtime::handle) explicitly).
     ///
     /// # Errors
     ///
@@ -102,11 +119,6 @@ pub trait Runtime: Send + Sync + Sized + 'static {
         false
     }
 
-    /// The problems with a configuration; empty when it is valid.
-    fn validate_config(&self, _config: &Value) -> Vec<String> {
-        Vec::new()
-    }
-
     /// Checks that the runtime can serve turns.
     ///
     /// # Errors
@@ -114,6 +126,24 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// A [`RuntimeError`] saying why it cannot.
     fn health(&self) -> impl Future<Output = Result<String, RuntimeError>> + Send {
         async { Ok("ok".to_owned()) }
+    }
+
+    /// A named call added within a contract (see [`crate::version`]); `payload` and the
+    /// answer are JSON. The default answers `unsupported`.
+    ///
+    /// # Errors
+    ///
+    /// `unsupported` for a name the runtime does not know, or the call's own error.
+    fn extension(
+        &self,
+        name: &str,
+        _payload: Value,
+    ) -> impl Future<Output = Result<Value, RuntimeError>> + Send {
+        let error = RuntimeError::unsupported(format!(
+            "runtime `{}` has no extension call named `{name}`",
+            Self::ID
+        ));
+        async move { Err(error) }
     }
 
     /// What the runtime says about itself; by default its constants.

@@ -39,15 +39,19 @@ impl Capabilities {
     pub const THINKING: Self = Self(1 << 4);
     /// Validates its configuration through `validate_config`.
     pub const CONFIG_VALIDATION: Self = Self(1 << 5);
+    /// Accepts MCP servers (in its configuration or a request's `mcp_servers`) and calls
+    /// their tools itself.
+    pub const MCP: Self = Self(1 << 6);
 
     /// Every capability this version of runtime-api knows, with its name.
-    pub const KNOWN: [(Self, &'static str); 6] = [
+    pub const KNOWN: [(Self, &'static str); 7] = [
         (Self::STREAMING, "streaming"),
         (Self::TOOLS, "tools"),
         (Self::CANCELLATION, "cancellation"),
         (Self::HISTORY, "history"),
         (Self::THINKING, "thinking"),
         (Self::CONFIG_VALIDATION, "config_validation"),
+        (Self::MCP, "mcp"),
     ];
 
     /// The set with exactly these bits, known or not.

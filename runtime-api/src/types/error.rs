@@ -33,6 +33,11 @@ pub enum ErrorKind {
     Authentication,
     /// The backend asked to slow down.
     RateLimited,
+    /// The process running the plugin died (isolation level *process*): the message names the
+    /// plugin file, the runtime and how it died.
+    Crashed,
+    /// The worker that took a queued turn stopped answering and the turn was not retried.
+    WorkerLost,
     /// A kind from a newer runtime-api or a third-party runtime.
     Other(String),
 }
@@ -51,6 +56,8 @@ impl ErrorKind {
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::Authentication => "authentication",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Crashed => "crashed",
+            ErrorKind::WorkerLost => "worker_lost",
             ErrorKind::Other(other) => other,
         }
     }
@@ -59,7 +66,11 @@ impl ErrorKind {
     pub fn retriable_by_default(&self) -> bool {
         matches!(
             self,
-            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::RateLimited
+            ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::RateLimited
+                | ErrorKind::Crashed
+                | ErrorKind::WorkerLost
         )
     }
 }
@@ -77,6 +88,8 @@ impl From<String> for ErrorKind {
             "invalid_config" => ErrorKind::InvalidConfig,
             "authentication" => ErrorKind::Authentication,
             "rate_limited" => ErrorKind::RateLimited,
+            "crashed" => ErrorKind::Crashed,
+            "worker_lost" => ErrorKind::WorkerLost,
             _ => ErrorKind::Other(text),
         }
     }
@@ -186,14 +199,19 @@ impl RuntimeError {
 
     /// An [`ErrorKind::Panicked`] error built from a panic payload.
     pub fn from_panic(payload: &(dyn std::any::Any + Send), during: &str) -> Self {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        let what = Self::panic_message(payload);
         Self::new(
             ErrorKind::Panicked,
             format!("plugin code panicked in {during}: {what}"),
         )
+    }
+
+    /// The text of a panic payload (`&str` or `String`), or a placeholder for other payloads.
+    pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned())
     }
 }

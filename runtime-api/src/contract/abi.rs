@@ -11,14 +11,15 @@
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec};
-use abi_stable::{StableAbi, declare_root_module_statics, package_version_strings, sabi_trait};
+use abi_stable::std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec, Tuple2};
+use abi_stable::{StableAbi, declare_root_module_statics, sabi_trait};
 use async_ffi::{FfiContext, FfiFuture, FfiPoll};
 use serde_json::Value;
 
 use crate::{
-    Capabilities, Delta, DeltaKind, ErrorKind, FinishReason, Message, Role, RuntimeError,
-    RuntimeInfo, Sampling, StreamItem, ToolCall, ToolDefinition, TurnOutput, TurnRequest, Usage,
+    Capabilities, Delta, DeltaKind, ErrorKind, ExecutionContext, FinishReason, Message, Role,
+    RuntimeError, RuntimeInfo, Sampling, StreamItem, ToolCall, ToolDefinition, TurnOutput,
+    TurnRequest, Usage,
 };
 
 /// JSON on the boundary: `null` travels as the empty string.
@@ -96,6 +97,22 @@ pub struct AbiToolDefinition {
     pub parameters: RString,
 }
 
+/// [`ExecutionContext`] on the boundary.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct AbiExecutionContext {
+    /// See [`ExecutionContext::agent_id`].
+    pub agent_id: ROption<RString>,
+    /// See [`ExecutionContext::organization_id`].
+    pub organization_id: ROption<RString>,
+    /// See [`ExecutionContext::user_id`].
+    pub user_id: ROption<RString>,
+    /// See [`ExecutionContext::session_id`].
+    pub session_id: ROption<RString>,
+    /// See [`ExecutionContext::environment`] (key, value), sorted by key.
+    pub environment: RVec<Tuple2<RString, RString>>,
+}
+
 /// [`TurnRequest`] on the boundary.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
@@ -122,6 +139,48 @@ pub struct AbiTurnRequest {
     pub execution_id: RString,
     /// See [`TurnRequest::metadata`] (JSON text).
     pub metadata: RString,
+    /// See [`TurnRequest::context`].
+    pub context: AbiExecutionContext,
+    /// See [`TurnRequest::mcp_servers`] (JSON text).
+    pub mcp_servers: RString,
+}
+
+/// How the host asks a turn to run.
+///
+/// `flags` is a bit set so that a later release of the same contract can add requests an
+/// older plugin ignores; unknown bits are ignored.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, Default)]
+pub struct AbiTurnOptions {
+    /// [`AbiTurnOptions::SPAWN`] and future bits.
+    pub flags: u64,
+    /// With [`AbiTurnOptions::SPAWN`], how many stream items may wait between the plugin's
+    /// task and the host (backpressure); `0` for the plugin's default.
+    pub channel_capacity: u32,
+}
+
+impl AbiTurnOptions {
+    /// Run the turn as a task on the plugin's own runtime and hand its results to the host
+    /// through a channel, so the host never polls plugin code (isolation level *threads*).
+    /// Without it the plugin's future is polled on the host's task (level *inline*).
+    pub const SPAWN: u64 = 1 << 0;
+
+    /// Options for the inline level.
+    pub const INLINE: Self = Self {
+        flags: 0,
+        channel_capacity: 0,
+    };
+
+    /// Options for the threads level.
+    pub const SPAWNED: Self = Self {
+        flags: Self::SPAWN,
+        channel_capacity: 0,
+    };
+
+    /// Whether the turn runs as a task on the plugin's runtime.
+    pub const fn spawned(self) -> bool {
+        self.flags & Self::SPAWN != 0
+    }
 }
 
 /// [`Usage`] on the boundary.
@@ -223,39 +282,61 @@ pub trait AbiRuntime: Send + Sync {
     /// See [`crate::Runtime::supports`].
     fn supports(&self, model: RStr<'_>) -> RResult<bool, AbiRuntimeError>;
 
-    /// Starts a turn; the future owns everything it needs, and dropping it cancels the turn.
+    /// Starts a turn. The turn is registered for `cancel` before this returns; the future
+    /// owns everything it needs, and dropping it cancels the turn.
     fn run_turn(
         &self,
         request: AbiTurnRequest,
+        options: AbiTurnOptions,
     ) -> FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>>;
 
-    /// Starts a streamed turn; dropping the stream cancels the turn.
-    fn stream_turn(&self, request: AbiTurnRequest) -> RResult<AbiTurnStream, AbiRuntimeError>;
+    /// Starts a streamed turn, registered for `cancel` before this returns; dropping the
+    /// stream cancels the turn.
+    fn stream_turn(
+        &self,
+        request: AbiTurnRequest,
+        options: AbiTurnOptions,
+    ) -> RResult<AbiTurnStream, AbiRuntimeError>;
 
     /// Cancels the running turns with this execution id; `true` if there was one.
     fn cancel(&self, execution_id: RStr<'_>) -> RResult<bool, AbiRuntimeError>;
 
-    /// The problems with a configuration (JSON text); empty when it is valid.
-    fn validate_config(&self, config: RStr<'_>) -> RResult<RVec<RString>, AbiRuntimeError>;
-
     /// Checks that the runtime can serve turns; `Ok` carries a short status text.
-    #[sabi(last_prefix_field)]
     fn health(&self) -> FfiFuture<RResult<RString, AbiRuntimeError>>;
+
+    /// A named call added within a contract without changing this vtable: `name` says what
+    /// is asked, `payload` and the answer are JSON text. A runtime that does not know `name`
+    /// answers with an `unsupported` error.
+    #[sabi(last_prefix_field)]
+    fn extension(
+        &self,
+        name: RStr<'_>,
+        payload: RStr<'_>,
+    ) -> FfiFuture<RResult<RString, AbiRuntimeError>>;
 }
 
 /// An owned runtime object.
 pub type AbiRuntimeBox = AbiRuntime_TO<'static, RBox<()>>;
 
-/// A streamed turn on the boundary: a pull stream, polled by the host with its waker.
+/// One item of a stream on the boundary: an item, or a terminal error.
+pub type AbiStreamResult = RResult<AbiStreamItem, AbiRuntimeError>;
+
+/// A streamed turn on the boundary: a pull stream, polled by the host with its waker, that
+/// hands over every item ready at once (up to a limit) so a fast stream crosses the boundary
+/// once per batch rather than once per delta.
 #[sabi_trait]
 pub trait AbiDeltaStream: Send {
-    /// Polls the next item: `RSome(ROk(..))` an item, `RSome(RErr(..))` a terminal error,
-    /// `RNone` the end.
+    /// Appends up to `max` ready items to `out` (at least one when it returns `Ready`, unless
+    /// the stream has ended). `Ready(true)`: the stream has ended and nothing follows what was
+    /// appended; `Ready(false)`: more may follow; `Pending`: nothing is ready, and the waker
+    /// will be woken. An `RErr` item is terminal.
     #[sabi(last_prefix_field)]
-    fn poll_next(
+    fn poll_batch(
         &mut self,
         cx: &mut FfiContext<'_>,
-    ) -> FfiPoll<ROption<RResult<AbiStreamItem, AbiRuntimeError>>>;
+        out: &mut RVec<AbiStreamResult>,
+        max: u32,
+    ) -> FfiPoll<bool>;
 }
 
 /// An owned stream object.
@@ -275,7 +356,13 @@ pub struct AbiRuntimeEntry {
     pub aliases: RVec<RString>,
     /// What it can do.
     pub capabilities: Capabilities,
-    /// Builds a runtime object from a configuration (JSON text, `""` for none).
+    /// The JSON Schema of its configuration, as text; `""` when it declares none.
+    pub config_schema: RString,
+    /// Every problem with a configuration (JSON text, `""` for none), without building a
+    /// runtime object; empty when it is valid.
+    pub validate_config: extern "C" fn(config: RStr<'_>) -> RResult<RVec<RString>, AbiRuntimeError>,
+    /// Builds a runtime object from a configuration (JSON text, `""` for none). The plugin's
+    /// tokio runtime is not entered (and not started) here.
     pub factory: extern "C" fn(config: RStr<'_>) -> RResult<AbiRuntimeBox, AbiRuntimeError>,
 }
 
@@ -293,6 +380,8 @@ pub struct AbiLogRecord<'a> {
     pub fields: RStr<'a>,
     /// The id of the runtime whose code emitted it, or `""` outside a runtime call.
     pub runtime_id: RStr<'a>,
+    /// The execution id of the turn whose code emitted it, or `""` outside a turn.
+    pub execution_id: RStr<'a>,
     /// The source file, or `""`.
     pub file: RStr<'a>,
     /// The source line, or 0.
@@ -319,7 +408,9 @@ pub type AbiLogSinkBox = AbiLogSink_TO<'static, RArc<()>>;
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
 #[sabi(missing_field(panic))]
 pub struct PluginModule {
-    /// The runtime-api version the plugin was built against.
+    /// The plugin contract the library was built for.
+    pub contract: u32,
+    /// The runtime-api package version the plugin was built against.
     pub api_version: RStr<'static>,
     /// The plugin package's name.
     pub plugin_name: RStr<'static>,
@@ -335,6 +426,7 @@ pub struct PluginModule {
 impl std::fmt::Debug for PluginModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginModule")
+            .field("contract", &self.contract)
             .field("api_version", &self.api_version)
             .field("plugin_name", &self.plugin_name)
             .field("plugin_version", &self.plugin_version)
@@ -346,7 +438,9 @@ impl RootModule for PluginModuleRef {
     declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "agent_runtimes_plugin";
     const NAME: &'static str = "agent_runtimes_plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    // abi_stable's own version check runs on the contract, not on the package version.
+    const VERSION_STRINGS: VersionStrings =
+        VersionStrings::new(crate::version::CONTRACT_VERSION_STRINGS);
 }
 
 // ---- conversions ---------------------------------------------------------------------------
@@ -417,6 +511,40 @@ impl From<TurnRequest> for AbiTurnRequest {
             config: json_to_abi(&request.config),
             execution_id: request.execution_id.into(),
             metadata: json_to_abi(&request.metadata),
+            context: request.context.into(),
+            mcp_servers: json_to_abi(&request.mcp_servers),
+        }
+    }
+}
+
+impl From<ExecutionContext> for AbiExecutionContext {
+    fn from(context: ExecutionContext) -> Self {
+        Self {
+            agent_id: opt_to_abi(context.agent_id),
+            organization_id: opt_to_abi(context.organization_id),
+            user_id: opt_to_abi(context.user_id),
+            session_id: opt_to_abi(context.session_id),
+            environment: context
+                .environment
+                .into_iter()
+                .map(|(k, v)| Tuple2(k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+impl From<AbiExecutionContext> for ExecutionContext {
+    fn from(context: AbiExecutionContext) -> Self {
+        ExecutionContext {
+            agent_id: opt_from_abi(context.agent_id),
+            organization_id: opt_from_abi(context.organization_id),
+            user_id: opt_from_abi(context.user_id),
+            session_id: opt_from_abi(context.session_id),
+            environment: context
+                .environment
+                .into_iter()
+                .map(|Tuple2(k, v)| (k.into_string(), v.into_string()))
+                .collect(),
         }
     }
 }
@@ -437,6 +565,8 @@ impl From<AbiTurnRequest> for TurnRequest {
         out.config = json_from_abi(request.config);
         out.execution_id = request.execution_id.into_string();
         out.metadata = json_from_abi(request.metadata);
+        out.context = request.context.into();
+        out.mcp_servers = json_from_abi(request.mcp_servers);
         out
     }
 }
@@ -608,7 +738,16 @@ mod tests {
             .with_temperature(0.5)
             .with_config(json!({"delay_ms": 3}))
             .with_execution_id("exec-1")
-            .with_metadata(json!({"trace": [1, 2]}));
+            .with_metadata(json!({"trace": [1, 2]}))
+            .with_context(
+                ExecutionContext::default()
+                    .with_agent_id("a")
+                    .with_organization_id("o")
+                    .with_user_id("u")
+                    .with_session_id("s")
+                    .with_environment("region", "eu"),
+            )
+            .with_mcp_servers(json!({"fs": {"command": "npx", "args": ["x"]}}));
         let mut request = request;
         request.sampling.stop = vec!["\n\n".into()];
         assert_eq!(round_trip::<_, AbiTurnRequest>(request.clone()), request);
@@ -654,6 +793,8 @@ mod tests {
             ErrorKind::InvalidConfig,
             ErrorKind::Authentication,
             ErrorKind::RateLimited,
+            ErrorKind::Crashed,
+            ErrorKind::WorkerLost,
             ErrorKind::Other("quota".into()),
         ];
         for kind in kinds {
@@ -668,6 +809,7 @@ mod tests {
             Delta::text("a b"),
             Delta::thinking("hmm"),
             Delta::tool_call(1, Some("id"), Some("name"), "{\"a\""),
+            Delta::tool_result("id", "name", false, "no such file"),
             Delta::error(&RuntimeError::unavailable("hiccup")),
         ];
         for delta in deltas {

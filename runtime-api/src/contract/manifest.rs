@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! The export macro writes one exported static byte array named [`MANIFEST_SYMBOL`], exactly
-//! [`EMBED_SIZE`] bytes long:
+//! The export macro writes one exported static byte array whose name starts with
+//! [`MANIFEST_SYMBOL`] (followed by `_` and the crate's name, so that several plugin crates can
+//! be linked into one host as rlibs), exactly [`EMBED_SIZE`] bytes long:
 //!
 //! ```text
 //! offset 0   16 bytes  MAGIC: "agent-runtimes\0" followed by the format byte (1)
@@ -22,8 +23,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::Capabilities;
 
-/// The exported symbol that holds the manifest.
+/// The exported symbol that holds the manifest, or the prefix of it: the export macro names it
+/// `AGENT_RUNTIMES_MANIFEST_<crate name>`. A library exports exactly one.
 pub const MANIFEST_SYMBOL: &str = "AGENT_RUNTIMES_MANIFEST";
+
+/// The prefix of the exported symbol that holds the root module: the export macro names it
+/// `AGENT_RUNTIMES_ROOT_<crate name>`, and the manifest names it in
+/// [`Manifest::root_symbol`].
+pub const ROOT_SYMBOL_PREFIX: &str = "AGENT_RUNTIMES_ROOT_";
+
+/// Whether an exported symbol's name is a manifest's: [`MANIFEST_SYMBOL`] itself (libraries
+/// built before contracts were versioned) or followed by `_` and a crate name.
+pub fn is_manifest_symbol(name: &[u8]) -> bool {
+    match name.strip_prefix(MANIFEST_SYMBOL.as_bytes()) {
+        Some([]) => true,
+        Some([b'_', rest @ ..]) => !rest.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether `name` is a root-module symbol name a manifest may declare: the prefix and a crate
+/// name of `[A-Za-z0-9_]`, at most 128 bytes in all.
+pub fn is_root_symbol(name: &str) -> bool {
+    name.len() <= 128
+        && name.strip_prefix(ROOT_SYMBOL_PREFIX).is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}
 
 /// The first 16 bytes of an embedded manifest; the last byte is the format number.
 pub const MAGIC: [u8; 16] = *b"agent-runtimes\0\x01";
@@ -43,8 +69,16 @@ const HEADER_LEN: usize = 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Manifest {
-    /// The runtime-api version the plugin was built against.
+    /// The plugin contract the library was built for (see [`crate::version`]); `0` for a
+    /// library built before contracts were versioned.
+    #[serde(default)]
+    pub contract: u32,
+    /// The runtime-api package version the plugin was built against (for people).
     pub api_version: String,
+    /// The exported symbol of the library's root module; empty for a library built before
+    /// contracts were versioned.
+    #[serde(default)]
+    pub root_symbol: String,
     /// The plugin package's name.
     pub plugin_name: String,
     /// The plugin package's version.
@@ -67,6 +101,21 @@ pub struct ManifestRuntime {
     pub aliases: Vec<String>,
     /// What it can do.
     pub capabilities: Capabilities,
+    /// The JSON Schema of its configuration, as text; empty when it declares none. See
+    /// [`ManifestRuntime::config_schema`].
+    #[serde(default, rename = "config_schema")]
+    pub config_schema_text: String,
+}
+
+impl ManifestRuntime {
+    /// The declared JSON Schema of the runtime's configuration: `None` when it declares none,
+    /// `Some(Err(..))` when the declared text is not JSON.
+    pub fn config_schema(&self) -> Option<Result<serde_json::Value, String>> {
+        if self.config_schema_text.trim().is_empty() {
+            return None;
+        }
+        Some(serde_json::from_str(&self.config_schema_text).map_err(|e| e.to_string()))
+    }
 }
 
 /// Why bytes are not a readable manifest.
@@ -194,6 +243,7 @@ pub struct ConstRuntime {
     pub description: &'static str,
     pub aliases: &'static [&'static str],
     pub capabilities: Capabilities,
+    pub config_schema: &'static str,
 }
 
 impl fmt::Debug for ConstRuntime {
@@ -209,6 +259,7 @@ impl fmt::Debug for ConstRuntime {
 #[doc(hidden)]
 pub const fn build_embedded(
     api_version: &str,
+    root_symbol: &str,
     plugin_name: &str,
     plugin_version: &str,
     runtimes: &[ConstRuntime],
@@ -217,8 +268,12 @@ pub const fn build_embedded(
         buf: [0; EMBED_SIZE],
         pos: HEADER_LEN,
     };
-    w.raw("{\"api_version\":");
+    w.raw("{\"contract\":");
+    w.number(crate::version::CONTRACT_VERSION);
+    w.raw(",\"api_version\":");
     w.string(api_version);
+    w.raw(",\"root_symbol\":");
+    w.string(root_symbol);
     w.raw(",\"plugin_name\":");
     w.string(plugin_name);
     w.raw(",\"plugin_version\":");
@@ -259,7 +314,9 @@ pub const fn build_embedded(
             }
             k += 1;
         }
-        w.raw("]}");
+        w.raw("],\"config_schema\":");
+        w.string(rt.config_schema);
+        w.raw("}");
         i += 1;
     }
     w.raw("]}");
@@ -300,6 +357,25 @@ impl ConstWriter {
         }
     }
 
+    /// Writes a decimal number.
+    const fn number(&mut self, value: u32) {
+        let mut digits = [0u8; 10];
+        let mut n = value;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        while len > 0 {
+            len -= 1;
+            self.byte(digits[len]);
+        }
+    }
+
     /// Writes a JSON string literal, escaping what JSON requires.
     const fn string(&mut self, text: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -331,6 +407,18 @@ impl ConstWriter {
 mod tests {
     use super::*;
 
+    #[test]
+    fn symbol_names() {
+        assert!(is_manifest_symbol(b"AGENT_RUNTIMES_MANIFEST"));
+        assert!(is_manifest_symbol(b"AGENT_RUNTIMES_MANIFEST_echo_runtime"));
+        assert!(!is_manifest_symbol(b"AGENT_RUNTIMES_MANIFEST_"));
+        assert!(!is_manifest_symbol(b"AGENT_RUNTIMES_MANIFESTO"));
+        assert!(is_root_symbol("AGENT_RUNTIMES_ROOT_echo_runtime"));
+        assert!(!is_root_symbol("AGENT_RUNTIMES_ROOT_"));
+        assert!(!is_root_symbol("AGENT_RUNTIMES_ROOT_a\0b"));
+        assert!(!is_root_symbol("dlopen"));
+    }
+
     const RUNTIMES: [ConstRuntime; 2] = [
         ConstRuntime {
             id: "echo",
@@ -338,6 +426,7 @@ mod tests {
             description: "héllo — unicode",
             aliases: &["parrot", "mirror"],
             capabilities: Capabilities::STREAMING.with(Capabilities::CANCELLATION),
+            config_schema: r#"{"type": "object", "properties": {"delay_ms": {"type": "integer"}}}"#,
         },
         ConstRuntime {
             id: "other",
@@ -345,14 +434,26 @@ mod tests {
             description: "",
             aliases: &[],
             capabilities: Capabilities::NONE,
+            config_schema: "",
         },
     ];
 
     #[test]
     fn const_builder_round_trips_through_the_parser() {
-        const EMBEDDED: [u8; EMBED_SIZE] = build_embedded("0.1.0", "demo", "1.2.3", &RUNTIMES);
+        const EMBEDDED: [u8; EMBED_SIZE] = build_embedded(
+            "0.1.0",
+            "AGENT_RUNTIMES_ROOT_demo",
+            "demo",
+            "1.2.3",
+            &RUNTIMES,
+        );
         let manifest = Manifest::from_embedded(&EMBEDDED).unwrap();
+        assert_eq!(manifest.contract, crate::version::CONTRACT_VERSION);
+        assert_eq!(manifest.root_symbol, "AGENT_RUNTIMES_ROOT_demo");
         assert_eq!(manifest.api_version, "0.1.0");
+        let schema = manifest.runtimes[0].config_schema().unwrap().unwrap();
+        assert_eq!(schema["properties"]["delay_ms"]["type"], "integer");
+        assert!(manifest.runtimes[1].config_schema().is_none());
         assert_eq!(manifest.plugin_name, "demo");
         assert_eq!(manifest.runtimes.len(), 2);
         let echo = &manifest.runtimes[0];
@@ -371,7 +472,13 @@ mod tests {
 
     #[test]
     fn every_malformation_has_its_own_error() {
-        let good = build_embedded("0.1.0", "demo", "1.0.0", &RUNTIMES);
+        let good = build_embedded(
+            "0.1.0",
+            "AGENT_RUNTIMES_ROOT_demo",
+            "demo",
+            "1.0.0",
+            &RUNTIMES,
+        );
         assert!(matches!(
             Manifest::from_embedded(&good[..10]),
             Err(ManifestError::Truncated { found: 10, .. })

@@ -1,0 +1,9 @@
+//! Plugin-side support: the trait authors implement and everything the export macro generates
+//! around it. Nothing here is part of the frozen contract; it may change in any release.
+
+pub(crate) mod author;
+pub(crate) mod export;
+pub(crate) mod glue;
+pub(crate) mod logging;
+pub mod runtime;
+mod scope;
