@@ -115,8 +115,14 @@ async fn servers_are_reused_across_turns_and_their_group_is_killed_on_drop() {
     let node = children(shell);
     assert_eq!(node.len(), 1, "the shell runs node: {node:?}");
 
-    // A second turn (the script now only answers) uses the same server.
-    let output = finished(&collect(&agent, TurnRequest::new("two")).await);
+    // A second turn (the script now only answers; not streamed) uses the same server.
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        agent.run_turn(TurnRequest::new("two")),
+    )
+    .await
+    .expect("the turn ended within a minute")
+    .unwrap();
     assert_eq!(output.content, "done");
     assert_eq!(agent.server_pids(), first);
 
