@@ -521,6 +521,22 @@ mod tests {
     }
 
     #[test]
+    fn the_declared_schema_names_exactly_the_keys_read() {
+        let schema: Value = serde_json::from_str(include_str!("config.schema.json")).unwrap();
+        let mut declared: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        declared.sort_unstable();
+        let mut keys = KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(declared, keys);
+        assert_eq!(schema["required"], json!(["base_url", "model"]));
+    }
+
+    #[test]
     fn null_config_says_what_is_needed() {
         let problems = Config::problems(&Value::Null);
         assert_eq!(problems.len(), 1);
