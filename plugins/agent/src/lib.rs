@@ -13,7 +13,7 @@
 //! | `headers`, `extra_body`, `max_tokens`, `include_usage` | as the `openai` runtime takes them |
 //! | `connect_timeout_ms`, `read_timeout_ms`, `request_timeout_ms` | model HTTP timeouts (10 s, 300 s, none) |
 //! | `mcp_servers` | a map from a server name to `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP), as MCP clients write it |
-//! | `request_mcp_servers` | whether requests may name MCP servers of their own (default true) |
+//! | `request_mcp_servers` | whether requests may name MCP servers of their own (default true; a stdio server is a program run as the host's user, so set it to false when requests come from callers you do not trust) |
 //! | `max_steps` | the most model calls in a turn (default 10, at most 1000) |
 //! | `tool_timeout_ms` | the longest one tool call may take (default 60 s); then it is cancelled and the model told |
 //! | `startup_timeout_ms` | the longest a server may take to start and list its tools (default 30 s) |
@@ -30,7 +30,8 @@
 //!   spec), and reused by every later turn; one that died is restarted before its next call.
 //!   A stdio server runs in its own process group, killed with `SIGKILL` when the runtime is
 //!   dropped. A server that cannot start ends the turn with a named error
-//!   (`mcp_server_start`, `mcp_server_start_timeout`).
+//!   (`mcp_server_start`, `mcp_server_start_timeout`). An instance runs at most 32 distinct
+//!   servers (`too_many_mcp_servers` past that).
 //! - **Tools** keep their MCP names, unless two servers (or a server and a host tool) share
 //!   one; then each is `server__tool`. Tools the host passes in the request are offered too;
 //!   when the model calls one, the calls this runtime can run are run, and the turn ends with
