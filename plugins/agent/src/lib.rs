@@ -47,7 +47,8 @@
 //!   of at most 512 bytes), then the final output: usage summed over every model call,
 //!   `metadata.steps`, `metadata.tool_calls`.
 //! - **Limits**: a model still calling tools after `max_steps` calls ends the turn with the
-//!   named error `max_steps` (kind `max_steps`, the usage so far in its metadata).
+//!   named error `max_steps` (kind `max_steps`, the usage so far in its metadata); the calls
+//!   of that last step are streamed but not run.
 //!   Cancelling the turn drops the model response and cancels in-flight tool calls.
 
 #![forbid(unsafe_code)]

@@ -453,11 +453,6 @@ async fn run(
             .filter(|call| matches!(tools.routes.get(&call.name), Some(Route::Host)))
             .cloned()
             .collect();
-        let runs_tools = host_calls.len() < result.tool_calls.len();
-        if runs_tools && step == max_steps {
-            return Err(AgentError::MaxSteps { max_steps, usage }.into());
-        }
-
         // Each decided call, whole, before anything runs.
         for call in &result.tool_calls {
             let mut delta = Delta::tool_call(
@@ -476,6 +471,11 @@ async fn run(
             call_index += 1;
         }
         tool_call_count += result.tool_calls.len();
+        // Calls this runtime would run at the last step: there is no step left to read their
+        // results, so the turn ends here (the calls were shown, none runs).
+        if host_calls.len() < result.tool_calls.len() && step == max_steps {
+            return Err(AgentError::MaxSteps { max_steps, usage }.into());
+        }
         let mut assistant = Message::assistant_tool_calls(result.tool_calls.clone());
         assistant.content = result.content.clone();
         messages.push(message_json(&assistant));

@@ -354,7 +354,8 @@ async fn a_loop_that_never_ends_stops_at_max_steps() {
     assert_eq!(error.metadata["max_steps"], 3);
     assert_eq!(error.metadata["usage"]["total_tokens"], 3 * STEP_USAGE);
     assert_eq!(model.requests().len(), 3);
-    // The calls of the last step are not run: there would be no step to read their results.
+    // The calls of the last step are shown but not run: no step is left to read their results.
+    assert_eq!(tool_calls(&items).len(), 3);
     assert_eq!(tool_results(&items).len(), 2);
 
     // A request can lower the limit for one turn.
