@@ -12,7 +12,7 @@
 //! | `api_key_env` | the *name* of the environment variable holding the key (`Authorization: Bearer`) |
 //! | `headers`, `extra_body`, `max_tokens`, `include_usage` | as the `openai` runtime takes them |
 //! | `connect_timeout_ms`, `read_timeout_ms`, `request_timeout_ms` | model HTTP timeouts (10 s, 300 s, none) |
-//! | `mcp_servers` | a map from a server name to `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP), as MCP clients write it |
+//! | `mcp_servers` | a map from a server name to `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP), as MCP clients write it; `"include_tools": [names]` offers only those tools of the server |
 //! | `request_mcp_servers` | whether requests may name MCP servers of their own (default true; a stdio server is a program run as the host's user, so set it to false when requests come from callers you do not trust) |
 //! | `max_steps` | the most model calls in a turn (default 10, at most 1000) |
 //! | `tool_timeout_ms` | the longest one tool call may take (default 60 s); then it is cancelled and the model told |

@@ -36,11 +36,13 @@ pub(crate) enum ServerSpec {
         args: Vec<String>,
         env: BTreeMap<String, String>,
         cwd: Option<PathBuf>,
+        include_tools: Option<Vec<String>>,
     },
     /// A streamable HTTP endpoint.
     Http {
         url: String,
         headers: BTreeMap<String, String>,
+        include_tools: Option<Vec<String>>,
     },
 }
 
@@ -174,9 +176,17 @@ impl ServerSpec {
         };
         let known: &[&str] = match (object.get("url"), kind) {
             (Some(_), _) | (None, Some("http" | "streamable_http" | "streamable-http")) => {
-                &["type", "transport", "url", "headers"]
+                &["type", "transport", "url", "headers", "include_tools"]
             }
-            _ => &["type", "transport", "command", "args", "env", "cwd"],
+            _ => &[
+                "type",
+                "transport",
+                "command",
+                "args",
+                "env",
+                "cwd",
+                "include_tools",
+            ],
         };
         for key in object.keys() {
             if !known.contains(&key.as_str()) {
@@ -186,6 +196,14 @@ impl ServerSpec {
                 ));
             }
         }
+        let include_tools = match object.get("include_tools") {
+            None | Some(Value::Null) => None,
+            some => Some(string_list(
+                some,
+                &format!("{prefix} `include_tools`"),
+                &mut problems,
+            )),
+        };
         let spec = match (object.get("command"), object.get("url"), kind) {
             (_, _, Some("sse")) => {
                 problems.push(format!(
@@ -236,6 +254,7 @@ impl ServerSpec {
                     args,
                     env,
                     cwd,
+                    include_tools,
                 })
             }
             (None, Some(url), None | Some("http" | "streamable_http" | "streamable-http")) => {
@@ -267,7 +286,11 @@ impl ServerSpec {
                     &format!("{prefix} header"),
                     &mut problems,
                 );
-                Some(ServerSpec::Http { url, headers })
+                Some(ServerSpec::Http {
+                    url,
+                    headers,
+                    include_tools,
+                })
             }
             (_, _, Some(other))
                 if !matches!(
@@ -423,6 +446,29 @@ impl Slot {
                 });
             }
         };
+        let mut started = started;
+        if let ServerSpec::Stdio {
+            include_tools: Some(names),
+            ..
+        }
+        | ServerSpec::Http {
+            include_tools: Some(names),
+            ..
+        } = &self.spec
+        {
+            for name in names {
+                if !started.tools.iter().any(|tool| tool.name == name.as_str()) {
+                    tracing::warn!(server = %self.name, tool = %name, "`include_tools` names a tool the server does not have");
+                }
+            }
+            let kept = started
+                .tools
+                .iter()
+                .filter(|tool| names.iter().any(|name| tool.name == name.as_str()))
+                .cloned()
+                .collect();
+            started.tools = Arc::new(kept);
+        }
         let live = self.live_of(&started);
         *connection = Some(started);
         Ok(live)
@@ -451,6 +497,7 @@ impl Slot {
                 args,
                 env,
                 cwd,
+                ..
             } => {
                 let mut cmd = tokio::process::Command::new(command);
                 cmd.args(args).envs(env).kill_on_drop(true);
@@ -493,7 +540,7 @@ impl Slot {
                     pid,
                 })
             }
-            ServerSpec::Http { url, headers } => crate::http_transport::connect(url, headers)
+            ServerSpec::Http { url, headers, .. } => crate::http_transport::connect(url, headers)
                 .await
                 .map_err(|reason| self.start_error(reason))
                 .map(|(service, tools)| Connection {

@@ -83,6 +83,20 @@ async fn the_filesystem_server_reads_a_file_through_the_loop() {
         .collect();
     assert!(offered.contains(&"read_text_file"), "{offered:?}");
     assert!(offered.contains(&"list_directory"), "{offered:?}");
+
+    // `include_tools` offers only the named tools of a server.
+    let model = ModelServer::start(vec![Reply::text("fine")]).await;
+    let mut spec = filesystem(&dir_path);
+    spec["include_tools"] = json!(["read_text_file", "list_directory"]);
+    let agent = runtime(&model, json!({ "mcp_servers": { "fs": spec } }));
+    finished(&collect(&agent, TurnRequest::new("which tools?")).await);
+    let offered: Vec<String> = model.requests()[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(offered, ["read_text_file", "list_directory"]);
     let fed_back = tool_messages(&requests[1]);
     assert_eq!(fed_back.len(), 1);
     assert!(
