@@ -5,6 +5,7 @@
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
 mod check;
 mod failure;
@@ -146,7 +147,7 @@ fn init_logs(global: &Global, style: &Style) {
     let filter = EnvFilter::try_from_env("RUNTIMES_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| style::LogWriter)
         .with_ansi(style.stderr_color)
         .with_target(global.verbose >= 2)
         .try_init();
@@ -163,7 +164,12 @@ impl Global {
 
     /// A registry over the search path.
     fn registry(&self) -> Runtimes {
-        let runtimes = Runtimes::with_options(self.options());
+        self.registry_with(self.options())
+    }
+
+    /// A registry over the search path with these options.
+    fn registry_with(&self, options: LoaderOptions) -> Runtimes {
+        let runtimes = Runtimes::with_options(options);
         runtimes.discover(&self.search_path());
         runtimes
     }
@@ -172,7 +178,14 @@ impl Global {
 async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
-        Command::List { all, json } => list::list(&global.registry(), all, json, &style),
+        // `--all` shows every verdict, so it hashes pinned libraries now, as `check` does;
+        // plain `list` leaves that to the load.
+        Command::List { all, json } => list::list(
+            &global.registry_with(global.options().with_eager_pins(all)),
+            all,
+            json,
+            &style,
+        ),
         Command::Info { name, config, json } => match config {
             None => list::info(&global.registry(), &name, json, &style),
             Some(config) => list::check_config(&global.registry(), &name, &config, json),

@@ -1,6 +1,7 @@
 //! Compatibility across releases, with real builds: plugins and hosts built against copies of
-//! runtime-api whose package version moved (the contract did not) load each other; a plugin
-//! built for another contract is refused with both contract versions named.
+//! runtime-api whose package version moved by a patch and by a minor (runtime-contract, the
+//! boundary, did not move) load each other; a plugin built for another contract (another major
+//! version of runtime-contract) is refused with both contract versions named.
 //!
 //! Each case builds a scratch workspace (minutes on a small machine), so the test is ignored in
 //! a plain `cargo test`; CI runs it with `cargo test -p integration-tests -- --ignored compat`.
@@ -39,22 +40,21 @@ fn released_as(version: &str) -> ScratchBuild {
 #[tokio::test]
 #[ignore = "builds three scratch workspaces (minutes); CI runs it with --ignored"]
 async fn plugins_and_hosts_of_other_releases_of_the_same_contract_load_each_other() {
-    let host = runtime_api::version::api_version();
-    let patch = format!("{}.{}.{}", host.major, host.minor, host.patch + 1);
-    let minor = format!("{}.{}.0", host.major, host.minor + 1);
+    let ours = runtime_api::version::api_version();
+    let patch = format!("{}.{}.{}", ours.major, ours.minor, ours.patch + 1);
+    let minor = format!("{}.{}.0", ours.major, ours.minor + 1);
     for version in [patch, minor] {
-        let built = released_as(&version).build(&[
-            "-p",
-            "echo-runtime",
-            "-p",
-            "host-examples",
-            "--example",
-            "run_turn",
-        ]);
+        let scratch = released_as(&version);
+        let plugin = scratch
+            .build(&["-p", "echo-runtime"])
+            .library("echo_runtime");
+        let host = scratch
+            .build(&["-p", "host-examples", "--example", "run_turn"])
+            .executable("run_turn");
 
         // A plugin of that release in this host.
         let dir = plugin_dir();
-        install(dir.path(), &built.library("echo_runtime"), "libecho");
+        install(dir.path(), &plugin, "libecho");
         let runtimes = registry(&[dir.path()]);
         let entry = runtimes.get_entry("echo").expect("registered");
         assert_eq!(entry.api_version, version);
@@ -69,7 +69,7 @@ async fn plugins_and_hosts_of_other_releases_of_the_same_contract_load_each_othe
         // This release's plugin in a host of that release.
         let dir = plugin_dir();
         install(dir.path(), &artifacts().echo, "libecho");
-        let run = Command::new(built.executable("run_turn"))
+        let run = Command::new(&host)
             .arg(dir.path())
             .env("AGENT_RUNTIMES_PATH", "")
             .output()
@@ -89,18 +89,24 @@ async fn a_plugin_built_for_another_contract_is_refused_naming_both() {
     let host = runtime_api::version::CONTRACT_VERSION;
     let next = host + 1;
     let built = ScratchBuild::new("next-contract", |root| {
+        // The contract version is runtime-contract's major version.
         edit(
-            &root.join("runtime-api/src/contract/version.rs"),
-            &[
-                (
-                    &format!("pub const CONTRACT_VERSION: u32 = {host};"),
-                    &format!("pub const CONTRACT_VERSION: u32 = {next};"),
+            &root.join("runtime-contract/Cargo.toml"),
+            &[(
+                &format!("version = \"{host}.0.0\""),
+                &format!("version = \"{next}.0.0\""),
+            )],
+        );
+        edit(
+            &root.join("Cargo.toml"),
+            &[(
+                &format!(
+                    "runtime-contract = {{ path = \"runtime-contract\", version = \"{host}.0.0\" }}"
                 ),
-                (
-                    &format!("pub const CONTRACT_VERSION_STRINGS: &str = \"{host}.0.0\";"),
-                    &format!("pub const CONTRACT_VERSION_STRINGS: &str = \"{next}.0.0\";"),
+                &format!(
+                    "runtime-contract = {{ path = \"runtime-contract\", version = \"{next}.0.0\" }}"
                 ),
-            ],
+            )],
         );
     })
     .build(&["-p", "echo-runtime"]);

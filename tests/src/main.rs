@@ -3,6 +3,7 @@
 
 // Tests may tell the person running them what they skipped or measured.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 mod agent;
 mod api;
@@ -17,4 +18,5 @@ mod logs;
 mod proptests;
 mod resolution;
 mod support;
+mod trust;
 mod turns;

@@ -4,6 +4,7 @@
 //! fresh demo plugin folder (`target/demo-plugins`), lists them, runs and streams an echo turn,
 //! and runs a host example against the same folder.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
