@@ -1,4 +1,4 @@
-//! `runtimes`: list, inspect, check, install and run agent-runtime plugins.
+//! `runtimes`: list, inspect, check, install, run and serve agent-runtime plugins.
 //!
 //! Exit codes: 0 success; 1 the turn failed; 2 usage error or unknown runtime; 3 a plugin was
 //! rejected or a check failed.
@@ -11,6 +11,7 @@ mod check;
 mod failure;
 mod install;
 mod list;
+mod serve;
 mod style;
 mod turn;
 
@@ -131,6 +132,8 @@ enum Command {
     Run(turn::TurnArgs),
     /// Run one turn and print its deltas as they arrive.
     Stream(turn::TurnArgs),
+    /// Serve every installed runtime over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 fn init_logs(global: &Global, style: &Style) {
@@ -215,6 +218,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         Command::Uninstall { id, dir } => install::uninstall(global, &id, dir, &style),
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
+        Command::Serve(args) => serve::serve(global.registry(), args).await,
     }
 }
 

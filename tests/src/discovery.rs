@@ -298,7 +298,12 @@ fn listing_never_loads_a_library_and_the_first_resolve_does() {
     let entries = runtimes.list_runtimes();
     assert_eq!(
         entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-        vec!["fixture", "fixture-blocker", "fixture-second"]
+        vec![
+            "fixture",
+            "fixture-blocker",
+            "fixture-second",
+            "fixture-tools"
+        ]
     );
     assert_eq!(entries[0].version, "0.3.0");
     assert!(runtimes.get_entry("fx").is_some());

@@ -17,6 +17,7 @@ mod llm_server;
 mod logs;
 mod proptests;
 mod resolution;
+mod serve;
 mod support;
 mod trust;
 mod turns;
