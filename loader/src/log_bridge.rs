@@ -32,33 +32,49 @@ impl AbiLogSink for HostLogSink {
     }
 
     fn log(&self, record: &AbiLogRecord<'_>) {
-        let plugin = self.plugin.as_str();
-        let runtime = record.runtime_id.as_str();
-        let execution_id = record.execution_id.as_str();
-        let plugin_target = record.target.as_str();
-        let fields = record.fields.as_str();
-        let message = record.message.as_str();
-        macro_rules! emit {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "agent_runtimes::plugin",
-                    $level,
-                    plugin,
-                    runtime,
-                    execution_id,
-                    plugin_target,
-                    fields,
-                    "{message}"
-                )
-            };
-        }
-        match record.level {
-            1 => emit!(tracing::Level::ERROR),
-            2 => emit!(tracing::Level::WARN),
-            3 => emit!(tracing::Level::INFO),
-            4 => emit!(tracing::Level::DEBUG),
-            _ => emit!(tracing::Level::TRACE),
-        }
+        emit(
+            record.level,
+            &self.plugin,
+            record.runtime_id.as_str(),
+            record.execution_id.as_str(),
+            record.target.as_str(),
+            record.fields.as_str(),
+            record.message.as_str(),
+        );
+    }
+}
+
+/// Re-emits one plugin event in the host's subscriber: from a plugin loaded in this process,
+/// or forwarded by a worker process.
+pub(crate) fn emit(
+    level: u8,
+    plugin: &str,
+    runtime: &str,
+    execution_id: &str,
+    plugin_target: &str,
+    fields: &str,
+    message: &str,
+) {
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: "agent_runtimes::plugin",
+                $level,
+                plugin,
+                runtime,
+                execution_id,
+                plugin_target,
+                fields,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        1 => emit!(tracing::Level::ERROR),
+        2 => emit!(tracing::Level::WARN),
+        3 => emit!(tracing::Level::INFO),
+        4 => emit!(tracing::Level::DEBUG),
+        _ => emit!(tracing::Level::TRACE),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct LoaderOptions {
     /// The isolation level of every runtime, unless one is set per runtime
     /// ([`Runtimes::set_isolation`](crate::Runtimes::set_isolation)).
     pub isolation: crate::Isolation,
+    /// How workers are run at the *process* level.
+    pub process: crate::ProcessOptions,
 }
 
 impl Default for LoaderOptions {
@@ -43,6 +45,7 @@ impl LoaderOptions {
     pub const STRICT: Self = Self {
         allow_insecure: false,
         isolation: crate::Isolation::Threads,
+        process: crate::ProcessOptions::DEFAULT,
     };
 
     /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`; the isolation level
@@ -54,12 +57,19 @@ impl LoaderOptions {
         Self {
             allow_insecure: allow,
             isolation: crate::Isolation::from_env(),
+            process: crate::ProcessOptions::from_env(),
         }
     }
 
     /// Sets the isolation level of every runtime.
     pub fn with_isolation(mut self, isolation: crate::Isolation) -> Self {
         self.isolation = isolation;
+        self
+    }
+
+    /// Sets how workers are run at the *process* level.
+    pub fn with_process(mut self, process: crate::ProcessOptions) -> Self {
+        self.process = process;
         self
     }
 

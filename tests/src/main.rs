@@ -11,6 +11,7 @@ mod compat;
 mod contract;
 mod discovery;
 mod hostile;
+mod isolation;
 mod llm_server;
 mod logs;
 mod proptests;
