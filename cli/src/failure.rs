@@ -1,6 +1,6 @@
 //! How a command fails, and the exit code that says so.
 
-use runtime_api::RuntimeError;
+use runtime_api::{ErrorKind, RuntimeError};
 use runtime_loader::ResolveError;
 
 /// A failed command.
@@ -12,6 +12,8 @@ pub enum Failure {
     Usage(String),
     /// A plugin was rejected or a check failed: exit 3.
     Rejected(String),
+    /// A plugin crashed (its worker process died) in `check --load`: exit 4.
+    Crashed(String),
     /// Something else went wrong (I/O): exit 1.
     Other(anyhow::Error),
 }
@@ -19,9 +21,11 @@ pub enum Failure {
 impl Failure {
     pub fn code(&self) -> u8 {
         match self {
+            Failure::Turn(error) if error.kind == ErrorKind::Crashed => 4,
             Failure::Turn(_) | Failure::Other(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Rejected(_) => 3,
+            Failure::Crashed(_) => 4,
         }
     }
 
@@ -33,7 +37,9 @@ impl Failure {
                 if error.retriable { ", retriable" } else { "" },
                 error.message
             ),
-            Failure::Usage(message) | Failure::Rejected(message) => message.clone(),
+            Failure::Usage(message) | Failure::Rejected(message) | Failure::Crashed(message) => {
+                message.clone()
+            }
             Failure::Other(error) => format!("{error:#}"),
         }
     }
@@ -43,6 +49,10 @@ impl From<ResolveError> for Failure {
     fn from(error: ResolveError) -> Self {
         match error {
             ResolveError::NotFound { .. } => Failure::Usage(error.to_string()),
+            ResolveError::Factory {
+                error: ref cause, ..
+            } if cause.kind == ErrorKind::Crashed => Failure::Crashed(error.to_string()),
+            ResolveError::Failed { .. } => Failure::Crashed(error.to_string()),
             ResolveError::Factory { .. } => Failure::Rejected(error.to_string()),
             _ => Failure::Rejected(error.to_string()),
         }

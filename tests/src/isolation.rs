@@ -271,26 +271,29 @@ async fn blocking_and_spinning_end_on_time_and_a_stuck_worker_is_killed() {
         release.now();
 
         // Process: the timeout comes on time, and the worker that does not let go of the
-        // turn within the grace period is killed; other turns on it end as crashed.
+        // turn within the grace period is killed.
         let hostile = process.resolve("hostile").unwrap();
-        let pid: u32 = answer(&hostile, "pid").await.unwrap().parse().unwrap();
         let release = Release::new();
+        let marker = PathBuf::from(format!("{}.started", release.path()));
         let started = Instant::now();
-        let error = hostile
-            .with_timeout(Duration::from_millis(100))
-            .run_turn(TurnRequest::new(format!("{fault}:{}", release.path())))
-            .await
-            .unwrap_err();
+        let timed = tokio::spawn(
+            hostile
+                .with_timeout(Duration::from_millis(1_000))
+                .run_turn(TurnRequest::new(format!("{fault}:{}", release.path()))),
+        );
+        let pid: u32 = wait_for_file(&marker).trim().parse().unwrap();
+        let error = timed.await.unwrap().unwrap_err();
         assert_eq!(error.kind, ErrorKind::Timeout, "{fault}");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(10));
         wait_gone(pid);
-        let again: u32 = answer(&hostile, "pid").await.unwrap().parse().unwrap();
-        assert_ne!(again, pid);
 
         // Cancel ends it at once, and the worker goes the same way.
+        std::fs::remove_file(&marker).unwrap();
         let turn = hostile.run_turn(TurnRequest::new(format!("{fault}:{}", release.path())));
         let id = turn.execution_id().to_owned();
         let waiting = tokio::spawn(turn);
+        let again: u32 = wait_for_file(&marker).trim().parse().unwrap();
+        assert_ne!(again, pid, "a new worker took the turn");
         assert!(hostile.cancel(&id).unwrap());
         assert_eq!(
             waiting.await.unwrap().unwrap_err().kind,
@@ -529,16 +532,203 @@ fn mixed_turns_with_crashes() {
     assert!(zombie_workers().is_empty(), "{:?}", zombie_workers());
     drop((hostile, calm, runtimes));
     if alone {
-        // Letting go of the runtimes ends their workers; their pipes close once they exit.
+        // Letting go of the runtimes ends their workers: they exit, their pipes close and
+        // they are reaped.
         let started = Instant::now();
-        while open_descriptors() > baseline {
+        while open_descriptors() > baseline || !zombie_workers().is_empty() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "descriptors leaked: {} open, {baseline} before",
-                open_descriptors()
+                "descriptors leaked ({} open, {baseline} before) or zombies left: {:?}",
+                open_descriptors(),
+                zombie_workers()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(zombie_workers().is_empty(), "{:?}", zombie_workers());
     }
+}
+
+/// Runs `runtimes` over a plugin folder.
+fn runtimes_cli(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(&artifacts().runtimes);
+    command
+        .arg("--plugin-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("AGENT_RUNTIMES_ISOLATION")
+        .env_remove("AGENT_RUNTIMES_PATH")
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker);
+    command
+}
+
+#[test]
+fn the_cli_names_a_crash_and_exits_4() {
+    let (dir, hostile) = folder();
+    let hostile = std::fs::canonicalize(hostile).unwrap();
+    for (fault, how) in [
+        ("abort", "killed by SIGABRT"),
+        ("exit", "exited with status 3"),
+        ("null-write", "killed by SIGSEGV"),
+    ] {
+        let output = runtimes_cli(dir.path(), &["run", "hostile", fault, "--isolate"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{fault}: {stderr}");
+        assert!(stderr.contains(how), "{fault}: {stderr}");
+        assert!(stderr.contains(&hostile.display().to_string()), "{stderr}");
+    }
+    // The same level by name and by environment variable.
+    let output = runtimes_cli(
+        dir.path(),
+        &["run", "hostile", "fine", "--isolation", "process"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok:fine");
+    let output = runtimes_cli(dir.path(), &["run", "hostile", "pid"])
+        .env("AGENT_RUNTIMES_ISOLATION", "process")
+        .output()
+        .unwrap();
+    let worker: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(worker, 0);
+}
+
+#[test]
+fn check_load_gives_a_crash_its_verdict_and_checks_the_other_files() {
+    let (dir, hostile) = folder();
+    let fixture = dir
+        .path()
+        .join(format!("libfixture{}", std::env::consts::DLL_SUFFIX));
+    let output = runtimes_cli(
+        dir.path(),
+        &[
+            "check",
+            "--load",
+            "--config",
+            r#"{"fault": "null-write"}"#,
+            hostile.to_str().unwrap(),
+            fixture.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("smoke turn `hostile`") && stdout.contains("killed by SIGSEGV"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("smoke turn `calm`: ok"), "{stdout}");
+    assert!(stdout.contains("smoke turn `fixture`: ok"), "{stdout}");
+    // A file refused outright is still exit 3.
+    let bogus = crate::support::write_candidate(dir.path(), "bogus", b"not a library");
+    let output = runtimes_cli(dir.path(), &["check", "--load", bogus.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+}
+
+/// Waits, a bounded time, for a file to exist; returns its text.
+fn wait_for_file(path: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits, a bounded time, for a child to exit.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the command did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn ctrl_c_ends_run_and_stream_whatever_the_plugin_does() {
+    let (dir, _) = folder();
+    for (command, level, fault) in [
+        ("run", "threads", "sleep"),
+        ("run", "inline", "spin"),
+        ("stream", "threads", "spin"),
+        ("run", "process", "sleep"),
+        ("stream", "process", "spin"),
+    ] {
+        let release = Release::new();
+        let prompt = format!("{fault}:{}", release.path());
+        let mut child = runtimes_cli(
+            dir.path(),
+            &[command, "hostile", &prompt, "--isolation", level],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        wait_for_file(Path::new(&format!("{}.started", release.path())));
+        let signalled = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        let status = wait_exit(&mut child, Duration::from_secs(5));
+        assert!(!status.success(), "{command} {level} {fault}: {status}");
+        release.now();
+    }
+}
+
+#[test]
+fn workers_die_with_their_host() {
+    let (dir, _) = folder();
+    let release = Release::new();
+    let prompt = format!("sleep:{}", release.path());
+    let mut host = runtimes_cli(dir.path(), &["run", "hostile", &prompt, "--isolate"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let worker: u32 = wait_for_file(Path::new(&format!("{}.started", release.path())))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(worker, host.id());
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // The worker goes too (its parent-death signal), and is reaped by whoever inherits it.
+    let started = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{worker}/stat")).ok();
+        let dead = state
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if dead {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the worker {worker} outlived its host"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    release.now();
 }

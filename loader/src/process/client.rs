@@ -91,10 +91,6 @@ impl CrashLedger {
     pub(crate) fn clear(&self) {
         *lock(&self.state) = LedgerState::default();
     }
-
-    fn recent(&self) -> u32 {
-        u32::try_from(lock(&self.state).crashes.len()).unwrap_or(u32::MAX)
-    }
 }
 
 /// Where a turn's results go.
@@ -138,7 +134,10 @@ type CallSink = oneshot::Sender<Result<Reply, RuntimeError>>;
 struct WorkerShared {
     pid: u32,
     generation: u64,
+    /// Not yet reaped (so its process id is still its own).
     alive: AtomicBool,
+    /// Still taking turns: false once it is being killed or has stopped talking.
+    usable: AtomicBool,
     calls: Mutex<HashMap<u64, CallSink>>,
     /// Turns cancelled and not yet let go of by the plugin.
     cancelling: Mutex<HashSet<u64>>,
@@ -150,6 +149,7 @@ struct WorkerShared {
 impl WorkerShared {
     /// Kills the worker's process group, saying why (the first reason is kept).
     fn kill(&self, reason: String) {
+        self.usable.store(false, Ordering::Release);
         if !self.alive.load(Ordering::Acquire) {
             return;
         }
@@ -170,6 +170,7 @@ struct Link {
 
 #[derive(Default)]
 struct Slot {
+    /// The worker, while it takes turns.
     link: Option<Link>,
     next_generation: u64,
     last_crash: Option<(Instant, RuntimeError)>,
@@ -185,6 +186,8 @@ struct Inner {
     /// One start at a time.
     starting: tokio::sync::Mutex<()>,
     info: Mutex<Option<RuntimeInfo>>,
+    /// Crashes since a turn last succeeded: the restart backoff doubles with each.
+    consecutive_crashes: std::sync::atomic::AtomicU32,
 }
 
 /// A runtime instance served by a worker process, restarted after a crash.
@@ -232,6 +235,7 @@ impl ProcessRuntime {
             table: Mutex::default(),
             starting: tokio::sync::Mutex::new(()),
             info: Mutex::new(None),
+            consecutive_crashes: std::sync::atomic::AtomicU32::new(0),
         });
         let starting = Arc::clone(&inner);
         block_on(
@@ -387,6 +391,15 @@ fn config_text(config: &Value) -> String {
     }
 }
 
+impl Slot {
+    /// The worker, if it still takes turns.
+    fn usable(&self) -> Option<Link> {
+        self.link
+            .clone()
+            .filter(|l| l.worker.usable.load(Ordering::Acquire))
+    }
+}
+
 impl Inner {
     /// Registers a turn and sends it: at once when a worker is up, else once one is.
     fn begin(self: &Arc<Self>, request: TurnRequest, sink: Sink, stream: bool) -> u64 {
@@ -411,7 +424,7 @@ impl Inner {
         // Fast path: a worker is up. The entry is registered under the slot's lock, so a
         // worker's death (which clears the slot first) always finds it.
         let slot = lock(&self.slot);
-        if let Some(link) = slot.link.clone() {
+        if let Some(link) = slot.usable() {
             entry.generation = Some(link.worker.generation);
             lock(&self.table).insert(turn, entry);
             drop(slot);
@@ -525,13 +538,13 @@ impl Inner {
 
     /// The running worker, or a new one (after the backoff) when there is none.
     async fn ensure_worker(self: &Arc<Self>) -> Result<Link, RuntimeError> {
-        if let Some(link) = lock(&self.slot).link.clone() {
+        if let Some(link) = lock(&self.slot).usable() {
             return Ok(link);
         }
         let _starting = self.starting.lock().await;
         let last_crash = {
             let slot = lock(&self.slot);
-            if let Some(link) = slot.link.clone() {
+            if let Some(link) = slot.usable() {
                 return Ok(link);
             }
             slot.last_crash.as_ref().map(|(at, _)| *at)
@@ -548,7 +561,7 @@ impl Inner {
             .with_retriable(false));
         }
         if let Some(at) = last_crash {
-            let recent = self.ledger.recent().max(1);
+            let recent = self.consecutive_crashes.load(Ordering::Relaxed).max(1);
             let backoff = self
                 .spec
                 .options
@@ -592,6 +605,7 @@ impl Inner {
             slot.last_crash = Some((Instant::now(), error.clone()));
         }
         let count = self.ledger.record(&self.spec.options, &error.message);
+        self.consecutive_crashes.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             runtime = %self.spec.runtime_id,
             plugin = %self.spec.library.display(),
@@ -843,6 +857,7 @@ async fn start_with(
         pid,
         generation,
         alive: AtomicBool::new(true),
+        usable: AtomicBool::new(true),
         calls: Mutex::default(),
         cancelling: Mutex::default(),
         pongs: Mutex::default(),
@@ -881,6 +896,7 @@ async fn start_with(
     }
     tokio::spawn(async move {
         read_worker(&mut frames, &inner, &worker).await;
+        worker.usable.store(false, Ordering::Release);
         // The worker closed its end, broke the protocol, or died: make sure it is gone.
         worker.kill(String::new());
         let status = child.wait().await;
@@ -956,6 +972,7 @@ async fn read_worker<R: tokio::io::AsyncRead + Unpin>(
                 }
                 if done {
                     table.remove(&turn);
+                    inner.consecutive_crashes.store(0, Ordering::Relaxed);
                 }
             }
             WorkerMessage::Finished { turn, result } => {
@@ -967,6 +984,7 @@ async fn read_worker<R: tokio::io::AsyncRead + Unpin>(
                 };
                 match (entry.sink, result) {
                     (Sink::Run(sender), Ok(Some(output))) => {
+                        inner.consecutive_crashes.store(0, Ordering::Relaxed);
                         let _ = sender.send(Ok(output));
                     }
                     (sink, Err(error)) => sink.fail(error),

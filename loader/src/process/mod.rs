@@ -41,8 +41,8 @@ pub struct ProcessOptions {
     pub max_crashes: u32,
     /// The window in which crashes are counted.
     pub crash_window: Duration,
-    /// The wait before the first restart after a crash; it doubles with every crash in the
-    /// window, up to 5 s.
+    /// The wait before the first restart after a crash; it doubles with every further crash
+    /// before a turn succeeds again, up to 5 s.
     pub restart_backoff: Duration,
     /// How often a worker with turns in flight is pinged.
     pub ping_interval: Duration,

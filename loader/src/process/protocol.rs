@@ -47,7 +47,9 @@ pub(crate) fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
     rmp_serde::from_slice(frame).map_err(|e| format!("a malformed message: {e}"))
 }
 
-/// What the host asks a worker.
+/// What the host asks a worker. Messages live for one send; boxing the large turn would only
+/// add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum HostMessage {
     /// Load this library (checked again, as discovery does).
