@@ -20,6 +20,7 @@ struct SmokeTurn {
     id: String,
     ok: bool,
     /// The plugin's worker died during the smoke turn.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     crashed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     answer: Option<String>,

@@ -501,11 +501,12 @@ impl Inner {
         }
         let grace = self.spec.options.grace;
         let execution_id = entry.execution_id;
+        let worker = link.worker;
         if let Ok(io) = super::io_runtime() {
             io.spawn(async move {
                 tokio::time::sleep(grace).await;
-                if lock(&link.worker.cancelling).contains(&turn) {
-                    link.worker.kill(format!(
+                if lock(&worker.cancelling).contains(&turn) {
+                    worker.kill(format!(
                         "the host killed it: turn `{execution_id}` did not stop within {grace:?} of being cancelled or timing out (a plugin that blocks its thread or spins)"
                     ));
                 }
@@ -891,8 +892,8 @@ async fn start_with(
         worker: Arc::clone(&worker),
     };
     let spec = spec.clone();
-    if let Some(strong) = inner.upgrade() {
-        tokio::spawn(pinger(Arc::downgrade(&strong), link.clone()));
+    if inner.upgrade().is_some() {
+        tokio::spawn(pinger(inner.clone(), generation));
     }
     tokio::spawn(async move {
         read_worker(&mut frames, &inner, &worker).await;
@@ -1023,28 +1024,30 @@ async fn read_worker<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Pings a worker with turns in flight; one that does not answer is killed.
-async fn pinger(inner: Weak<Inner>, link: Link) {
+/// Pings a worker with turns in flight; one that does not answer is killed. Holds no link
+/// between pings, so letting go of the runtime closes the worker's stdin at once.
+async fn pinger(inner: Weak<Inner>, generation: u64) {
     loop {
         let interval = match inner.upgrade() {
             Some(inner) => inner.spec.options.ping_interval,
             None => return,
         };
         tokio::time::sleep(interval).await;
-        if !link.worker.alive.load(Ordering::Acquire) || link.tx.is_closed() {
-            return;
-        }
-        let (busy, grace) = match inner.upgrade() {
-            None => return,
-            Some(inner) => {
-                let generation = Some(link.worker.generation);
-                let busy = lock(&inner.table)
-                    .values()
-                    .any(|e| e.generation == generation);
-                (busy, inner.spec.options.grace)
+        let (link, grace) = {
+            let Some(inner) = inner.upgrade() else { return };
+            let link = lock(&inner.slot)
+                .usable()
+                .filter(|l| l.worker.generation == generation);
+            let Some(link) = link else { return };
+            let busy = lock(&inner.table)
+                .values()
+                .any(|e| e.generation == Some(generation));
+            if !busy {
+                continue;
             }
+            (link, inner.spec.options.grace)
         };
-        if busy && ping(&link, grace).await.is_err() {
+        if ping(&link, grace).await.is_err() {
             return;
         }
     }
