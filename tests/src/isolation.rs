@@ -685,11 +685,11 @@ fn ctrl_c_ends_run_and_stream_whatever_the_plugin_does() {
         .spawn()
         .unwrap();
         wait_for_file(Path::new(&format!("{}.started", release.path())));
-        let signalled = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(signalled.success());
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
         let status = wait_exit(&mut child, Duration::from_secs(5));
         assert!(!status.success(), "{command} {level} {fault}: {status}");
         release.now();
@@ -731,4 +731,36 @@ fn workers_die_with_their_host() {
         std::thread::sleep(Duration::from_millis(10));
     }
     release.now();
+}
+
+#[test]
+fn plugin_logs_cross_from_the_worker_into_the_host_subscriber() {
+    let (dir, _) = folder();
+    let output = runtimes_cli(dir.path(), &["run", "fixture", "hello", "--isolate", "-v"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "fixture:hello"
+    );
+    // The same event and fields as an in-process plugin's (see logs.rs), before the answer.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("fixture-log"))
+        .unwrap_or_else(|| panic!("no plugin event in:\n{stderr}"));
+    for field in [
+        "plugin=\"fixture-plugin\"",
+        "runtime=\"fixture\"",
+        "execution_id=\"turn-",
+        "plugin_target=\"fixture_plugin\"",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    // At the default level (warn) the info event is not forwarded at all.
+    let quiet = runtimes_cli(dir.path(), &["run", "fixture", "hello", "--isolate"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("fixture-log"));
 }

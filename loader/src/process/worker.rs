@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures::{FutureExt as _, SinkExt, StreamExt as _};
@@ -41,8 +41,6 @@ pub fn worker_main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (logs, log_queue) = mpsc::channel(1024);
-    let _ = LOGS.set(logs);
     let subscriber = tracing_subscriber::registry().with(ForwardLayer);
     let _ = tracing::subscriber::set_global_default(subscriber);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -57,7 +55,7 @@ pub fn worker_main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = runtime.block_on(serve(input, output, log_queue));
+    let code = runtime.block_on(serve(input, output));
     // Plugin threads may still be blocked: leave without waiting for them.
     std::process::exit(code);
 }
@@ -77,8 +75,14 @@ fn take_protocol_descriptors() -> std::io::Result<(std::os::fd::OwnedFd, std::os
     Ok((input, output))
 }
 
-/// Where plugin log events go: to the host, dropped when it does not keep up.
-static LOGS: OnceLock<mpsc::Sender<LogRecord>> = OnceLock::new();
+/// Where plugin log events go: to the host, in order with the turn's other messages.
+static LOGS: OnceLock<Out> = OnceLock::new();
+/// Log events queued and not yet written; beyond [`MAX_PENDING_LOGS`] they are dropped, so a
+/// plugin that logs without end cannot grow the worker.
+static PENDING_LOGS: AtomicUsize = AtomicUsize::new(0);
+const MAX_PENDING_LOGS: usize = 1024;
+/// Told when a refusal has been written, so the worker may exit.
+static REFUSAL_WRITTEN: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// The host's level (1 error … 5 trace, 0 off).
 static LEVEL: AtomicU8 = AtomicU8::new(2);
 
@@ -115,8 +119,12 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             ..LogRecord::default()
         };
         event.record(&mut RecordVisitor(&mut record));
-        if let Some(logs) = LOGS.get() {
-            let _ = logs.try_send(record);
+        if let Some(logs) = LOGS.get()
+            && PENDING_LOGS.fetch_add(1, Ordering::Relaxed) < MAX_PENDING_LOGS
+        {
+            let _ = logs.send(WorkerMessage::Log(record));
+        } else {
+            PENDING_LOGS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -162,11 +170,7 @@ struct TurnControl {
     credit: Option<Arc<Semaphore>>,
 }
 
-async fn serve(
-    input: std::os::fd::OwnedFd,
-    output: std::os::fd::OwnedFd,
-    mut log_queue: mpsc::Receiver<LogRecord>,
-) -> i32 {
+async fn serve(input: std::os::fd::OwnedFd, output: std::os::fd::OwnedFd) -> i32 {
     let (reader, writer) = match (
         tokio::net::unix::pipe::Receiver::from_owned_fd(input),
         tokio::net::unix::pipe::Sender::from_owned_fd(output),
@@ -180,33 +184,32 @@ async fn serve(
     let mut frames = FramedRead::new(reader, codec());
     let mut sink = FramedWrite::new(writer, codec());
     let (out, mut outgoing) = mpsc::unbounded_channel::<WorkerMessage>();
-    let writer = tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                biased;
-                message = outgoing.recv() => match message {
-                    Some(message) => message,
-                    None => break,
-                },
-                Some(record) = log_queue.recv() => WorkerMessage::Log(record),
-            };
-            let Ok(frame) = encode(&message) else {
-                continue;
-            };
-            if sink.feed(frame).await.is_err() {
-                break;
-            }
+    let _ = LOGS.set(out.clone());
+    tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let mut refused = false;
+            let mut next = Some(message);
             // Everything queued goes in one write.
-            while let Ok(message) = outgoing.try_recv() {
-                let Ok(frame) = encode(&message) else {
-                    continue;
-                };
-                if sink.feed(frame).await.is_err() {
+            while let Some(message) = next.take() {
+                match &message {
+                    WorkerMessage::Log(_) => {
+                        PENDING_LOGS.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    WorkerMessage::Refused { .. } => refused = true,
+                    _ => {}
+                }
+                if let Ok(frame) = encode(&message)
+                    && sink.feed(frame).await.is_err()
+                {
                     return;
                 }
+                next = outgoing.try_recv().ok();
             }
             if SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
-                break;
+                return;
+            }
+            if refused {
+                REFUSAL_WRITTEN.notify_one();
             }
         }
     });
@@ -229,8 +232,12 @@ async fn serve(
             }
         };
         if let Some(code) = handle(&mut state, message, &out) {
-            drop(out);
-            let _ = writer.await;
+            // The refusal is written before the worker exits.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                REFUSAL_WRITTEN.notified(),
+            )
+            .await;
             return code;
         }
     }
