@@ -764,3 +764,88 @@ fn plugin_logs_cross_from_the_worker_into_the_host_subscriber() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&quiet.stderr).contains("fixture-log"));
 }
+
+/// Counts, per execution id, how each turn began and ended.
+#[derive(Default)]
+struct Ledger(std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>);
+
+impl Ledger {
+    fn note(&self, turn: &runtime_loader::TurnContext, what: String) {
+        self.0
+            .lock()
+            .unwrap()
+            .entry(turn.execution_id.clone())
+            .or_default()
+            .push(what);
+    }
+}
+
+impl runtime_loader::TurnHook for Ledger {
+    fn before_turn(&self, turn: &runtime_loader::TurnContext, _request: &TurnRequest) {
+        self.note(turn, "before".into());
+    }
+    fn after_turn(&self, turn: &runtime_loader::TurnContext, _output: &runtime_api::TurnOutput) {
+        self.note(turn, "after".into());
+    }
+    fn on_error(&self, turn: &runtime_loader::TurnContext, error: &RuntimeError) {
+        self.note(turn, format!("error:{}", error.kind));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_are_called_once_per_turn_at_the_process_level() {
+    let (dir, _) = folder();
+    let runtimes = registry_at(dir.path(), Isolation::Process, process_options());
+    let ledger = std::sync::Arc::new(Ledger::default());
+    runtimes.add_hook(ledger.clone());
+    let hostile = runtimes.resolve("hostile").unwrap();
+    let calm = runtimes.resolve("calm").unwrap();
+    let request = |prompt: &str, id: &str| TurnRequest::new(prompt).with_execution_id(id);
+    let mut expected: Vec<(&str, &str)> = Vec::new();
+
+    hostile.run_turn(request("ok", "ok")).await.unwrap();
+    expected.push(("ok", "after"));
+    calm.stream_turn(request("x", "refused"))
+        .collect::<Vec<_>>()
+        .await;
+    expected.push(("refused", "error:unsupported"));
+    hostile
+        .run_turn(request("abort", "crashed"))
+        .await
+        .unwrap_err();
+    expected.push(("crashed", "error:crashed"));
+    let release = Release::new();
+    let blocked = format!("sleep:{}", release.path());
+    hostile
+        .with_timeout(Duration::from_millis(50))
+        .run_turn(request(&blocked, "timed-out"))
+        .await
+        .unwrap_err();
+    expected.push(("timed-out", "error:timeout"));
+    let turn = hostile.run_turn(request(&blocked, "cancelled"));
+    assert!(hostile.cancel("cancelled").unwrap());
+    turn.await.unwrap_err();
+    expected.push(("cancelled", "error:cancelled"));
+    drop(hostile.run_turn(request(&blocked, "dropped")));
+    expected.push(("dropped", "error:cancelled"));
+    let items: Vec<_> = hostile
+        .stream_turn(request("ok", "streamed"))
+        .collect()
+        .await;
+    assert!(matches!(items.last(), Some(Ok(StreamItem::Done(_)))));
+    expected.push(("streamed", "after"));
+    let mut flood = hostile.stream_turn(request("flood", "stream-dropped"));
+    assert!(flood.next().await.unwrap().is_ok());
+    drop(flood);
+    expected.push(("stream-dropped", "error:cancelled"));
+    release.now();
+
+    let seen = ledger.0.lock().unwrap().clone();
+    for (id, end) in expected {
+        assert_eq!(
+            seen.get(id).cloned().unwrap_or_default(),
+            vec!["before".to_owned(), end.to_owned()],
+            "{id}"
+        );
+    }
+}
