@@ -9,7 +9,9 @@
 //! inside the turn's span. At the *threads* level they are emitted on the plugin's own
 //! threads: they reach the global subscriber (`tracing::subscriber::set_global_default`), and
 //! `execution_id` ties them to their turn; a thread-local subscriber (`set_default`) does not
-//! see them.
+//! see them. At the *process* level the worker forwards them over its pipe, in order with the
+//! turn's other messages, and they are emitted on the loader's I/O thread (so, again, in the
+//! global subscriber).
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RArc;
