@@ -433,6 +433,9 @@ fn open_descriptors() -> usize {
 /// disturbed by the tests running beside it.
 #[test]
 fn a_thousand_mixed_turns_with_crashes_leak_nothing() {
+    // Built here first, so the child's own build finds everything fresh and relinks nothing
+    // that the tests running beside it use.
+    let _ = artifacts();
     let output = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
