@@ -53,6 +53,37 @@ pub fn build_echo_release() -> PathBuf {
         .expect("cargo built the echo library")
 }
 
+/// Builds the process isolation level's worker with `cargo build --release -p runtime-loader
+/// --bin runtimes-worker` and returns the path cargo reports.
+pub fn build_worker_release() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "runtime-loader",
+            "--bin",
+            "runtimes-worker",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "building the worker in release mode failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .expect("cargo built the worker")
+}
+
 /// A private temporary folder holding the benchmark's own copy of the echo library (so that a
 /// concurrent build cannot change it mid-run) and the plugin folders made from it. Removed
 /// when dropped.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runtime_api::manifest::Manifest;
-use runtime_api::{TurnRequest, Value};
+use runtime_api::{ErrorKind, TurnRequest, Value};
 use runtime_loader::admission::{PinPolicy, check_file};
-use runtime_loader::{LoaderOptions, RejectReason, Runtimes};
+use runtime_loader::{Isolation, LoaderOptions, RejectReason, ResolveError, Runtimes};
 use serde::Serialize;
 
 use crate::failure::Failure;
@@ -21,6 +21,9 @@ const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
 struct SmokeTurn {
     id: String,
     ok: bool,
+    /// The plugin's worker died during the smoke turn.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    crashed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     answer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,29 +50,44 @@ async fn smoke(
     options: LoaderOptions,
     config: &Value,
 ) -> Vec<SmokeTurn> {
-    let runtimes = Runtimes::with_options(options);
+    // Each runtime's smoke turn runs in a worker process of its own: a plugin that crashes
+    // gets a verdict, and the files after it are still checked.
+    let runtimes = Runtimes::with_options(options.with_isolation(Isolation::Process));
     runtimes.discover_files(&[path]);
     let mut turns = Vec::new();
     for declared in &manifest.runtimes {
         let id = declared.id.clone();
         let result = match runtimes.new_instance(&id, config) {
-            Err(error) => Err(error.to_string()),
+            Err(error) => {
+                let crashed = matches!(
+                    &error,
+                    ResolveError::Factory { error, .. } if error.kind == ErrorKind::Crashed
+                );
+                Err((error.to_string(), crashed))
+            }
             Ok(handle) => handle
                 .with_timeout(SMOKE_TIMEOUT)
                 .run_turn(TurnRequest::new("ping"))
                 .await
-                .map_err(|e| format!("the smoke turn failed: {e}")),
+                .map_err(|e| {
+                    (
+                        format!("the smoke turn failed: {e}"),
+                        e.kind == ErrorKind::Crashed,
+                    )
+                }),
         };
         turns.push(match result {
             Ok(output) => SmokeTurn {
                 id,
                 ok: true,
+                crashed: false,
                 answer: Some(output.content),
                 error: None,
             },
-            Err(error) => SmokeTurn {
+            Err((error, crashed)) => SmokeTurn {
                 id,
                 ok: false,
+                crashed,
                 answer: None,
                 error: Some(error),
             },
@@ -121,8 +139,17 @@ pub async fn check(
         }
     }
     let failed = results.iter().filter(|r| !r.ok).count();
+    let crashed = results
+        .iter()
+        .filter(|r| r.smoke.iter().any(|s| s.crashed))
+        .count();
     if failed == 0 {
         Ok(())
+    } else if crashed > 0 {
+        Err(Failure::Crashed(format!(
+            "{failed} of {} file(s) failed the check; the plugin crashed in {crashed}",
+            results.len()
+        )))
     } else {
         Err(Failure::Rejected(format!(
             "{failed} of {} file(s) failed the check",

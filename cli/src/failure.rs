@@ -1,6 +1,6 @@
 //! How a command fails, and the exit code that says so.
 
-use runtime_api::RuntimeError;
+use runtime_api::{ErrorKind, RuntimeError};
 use runtime_loader::ResolveError;
 
 use crate::style::clean;
@@ -14,6 +14,8 @@ pub enum Failure {
     Usage(String),
     /// A plugin was rejected or a check failed: exit 3.
     Rejected(String),
+    /// A plugin crashed (its worker process died) in `check --load`: exit 4.
+    Crashed(String),
     /// Something else went wrong (I/O): exit 1.
     Other(anyhow::Error),
 }
@@ -21,9 +23,11 @@ pub enum Failure {
 impl Failure {
     pub fn code(&self) -> u8 {
         match self {
+            Failure::Turn(error) if error.kind == ErrorKind::Crashed => 4,
             Failure::Turn(_) | Failure::Other(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Rejected(_) => 3,
+            Failure::Crashed(_) => 4,
         }
     }
 
@@ -38,7 +42,9 @@ impl Failure {
                 if error.retriable { ", retriable" } else { "" },
                 clean(&error.message)
             ),
-            Failure::Usage(message) | Failure::Rejected(message) => message.clone(),
+            Failure::Usage(message) | Failure::Rejected(message) | Failure::Crashed(message) => {
+                message.clone()
+            }
             Failure::Other(error) => clean(&format!("{error:#}")).into_owned(),
         }
     }
@@ -48,6 +54,12 @@ impl From<ResolveError> for Failure {
     fn from(error: ResolveError) -> Self {
         match error {
             ResolveError::NotFound { .. } => Failure::Usage(clean(&error.to_string()).into()),
+            ResolveError::Factory {
+                error: ref cause, ..
+            } if cause.kind == ErrorKind::Crashed => {
+                Failure::Crashed(clean(&error.to_string()).into())
+            }
+            ResolveError::Failed { .. } => Failure::Crashed(clean(&error.to_string()).into()),
             ResolveError::Factory { .. } => Failure::Rejected(clean(&error.to_string()).into()),
             _ => Failure::Rejected(clean(&error.to_string()).into()),
         }

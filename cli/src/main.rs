@@ -1,7 +1,8 @@
 //! `runtimes`: list, inspect, check, install, run and serve agent-runtime plugins.
 //!
 //! Exit codes: 0 success; 1 the turn failed; 2 usage error or unknown runtime; 3 a plugin was
-//! rejected or a check failed.
+//! rejected or a check failed; 4 a plugin crashed (its worker process died); 130 interrupted
+//! (Ctrl-C) while the plugin would not let go.
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -31,7 +32,7 @@ use crate::style::Style;
 #[derive(Debug, Parser)]
 #[command(name = "runtimes", version, about, long_about = None)]
 #[command(
-    after_help = "Plugin folders, in search order: --plugin-dir, then AGENT_RUNTIMES_PATH, then the per-user folder.\nExit codes: 0 success, 1 the turn failed, 2 usage error or unknown runtime, 3 a plugin was rejected or a check failed."
+    after_help = "Plugin folders, in search order: --plugin-dir, then AGENT_RUNTIMES_PATH, then the per-user folder.\nExit codes: 0 success, 1 the turn failed, 2 usage error or unknown runtime, 3 a plugin was rejected or a check failed, 4 a plugin crashed, 130 interrupted."
 )]
 struct Cli {
     #[command(flatten)]
@@ -243,7 +244,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Ctrl-C ends the command within a second whatever the plugin does: `run` and `stream`
+    // end the turn at once; should the plugin hold the thread that would notice, this watch
+    // on another thread ends the process.
+    runtime.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            eprintln!("error: interrupted (Ctrl-C)");
+            std::process::exit(130);
+        }
+    });
     let result = runtime.block_on(dispatch(cli, style.clone()));
+    // A plugin thread that still runs does not hold the exit.
+    runtime.shutdown_background();
     let _ = std::io::stdout().flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use futures::{Stream, StreamExt};
 use runtime_api::{DeltaKind, Message, RuntimeError, StreamItem, TurnRequest, Value};
-use runtime_loader::{RuntimeHandle, Runtimes};
+use runtime_loader::{Isolation, RuntimeHandle, Runtimes};
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -43,6 +43,24 @@ pub struct TurnArgs {
     /// Print JSON (for `stream`: one object per delta, then the result).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Run the plugin in a worker process of its own (the same as `--isolation process`): a
+    /// crash, an exit or a runaway allocation ends the worker, not this command.
+    #[arg(long, conflicts_with = "isolation")]
+    isolate: bool,
+    /// How far the plugin is kept from this command: `inline`, `threads` (the default) or
+    /// `process`.
+    #[arg(long, value_name = "LEVEL", env = "AGENT_RUNTIMES_ISOLATION")]
+    isolation: Option<Isolation>,
+}
+
+impl TurnArgs {
+    pub(crate) fn level(&self) -> Isolation {
+        if self.isolate {
+            Isolation::Process
+        } else {
+            self.isolation.unwrap_or_default()
+        }
+    }
 }
 
 /// The request and the runtime configuration the arguments describe.
@@ -82,6 +100,8 @@ pub(crate) fn timeout(args: &TurnArgs) -> Result<Option<Duration>, Failure> {
 
 fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnRequest), Failure> {
     let (request, config) = request(args)?;
+    // An unknown name is reported by resolve below, with what is available.
+    let _ = runtimes.set_isolation(&args.name, args.level());
     let handle = if config.is_null() {
         runtimes.resolve(&args.name)?
     } else {

@@ -56,6 +56,16 @@ impl Runtimes {
         self.record(report)
     }
 
+    /// Runs discovery's checks on one file, outside any folder (pins are a folder's): what
+    /// a worker process does before it loads the file it was given.
+    pub(crate) fn admit_file(&self, path: &Path) -> Result<PluginLibrary, Rejection> {
+        let mut admission = Admission::new(&self.options, self.host_contract);
+        admission
+            .admit(path, None, None, Hashing::AsOptions)
+            .into_result()
+            .map(|admitted| PluginLibrary::new(admitted, self.options))
+    }
+
     fn take(
         &self,
         result: Result<crate::admission::Admitted, Rejection>,

@@ -54,6 +54,18 @@ pub enum ResolveError {
         /// Why it was rejected.
         reason: RejectReason,
     },
+    /// At the *process* level: the runtime's workers crashed too often within the window
+    /// ([`ProcessOptions::max_crashes`](crate::ProcessOptions)), so it is not started again
+    /// until [`Runtimes::clear_failed`](crate::Runtimes::clear_failed) or a restart.
+    #[error("runtime `{name}` (plugin {}) is marked failed: {reason}. Fix or remove the plugin; `Runtimes::clear_failed` lets it be tried again", path.display())]
+    Failed {
+        /// The runtime's id.
+        name: String,
+        /// The library.
+        path: PathBuf,
+        /// The crashes, and how the last worker died.
+        reason: String,
+    },
     /// The runtime's factory refused the configuration, failed, or panicked.
     #[error("runtime `{id}` could not be created: {error}")]
     Factory {

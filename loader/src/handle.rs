@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use futures::Stream;
 use runtime_api::host::{RemoteRuntime, RemoteStream, RemoteTurn};
+
+use crate::process::{ProcessRuntime, ProcessStream, ProcessTurn};
 use runtime_api::{
     Capabilities, RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest, Value,
 };
@@ -42,10 +44,18 @@ fn call_hooks(hooks: &[Arc<dyn TurnHook>], what: &str, f: impl Fn(&dyn TurnHook)
 /// Checks a configuration for the runtime without creating it.
 pub(crate) type Validator = Arc<dyn Fn(&Value) -> Result<Vec<String>, RuntimeError> + Send + Sync>;
 
+/// Where a handle's runtime object lives.
+pub(crate) enum Backend {
+    /// Loaded in this process (*inline* and *threads*).
+    InProcess(RemoteRuntime),
+    /// In a worker process (*process*).
+    Process(ProcessRuntime),
+}
+
 struct Shared {
     id: String,
     capabilities: Capabilities,
-    runtime: RemoteRuntime,
+    runtime: Backend,
     hooks: Hooks,
     validator: Validator,
 }
@@ -114,11 +124,16 @@ impl RuntimeHandle {
     pub(crate) fn new(
         id: String,
         capabilities: Capabilities,
-        runtime: RemoteRuntime,
+        runtime: Backend,
         hooks: Hooks,
         validator: Validator,
         isolation: Isolation,
     ) -> Self {
+        let isolation = match runtime {
+            Backend::Process(_) => Isolation::Process,
+            Backend::InProcess(_) if isolation == Isolation::Process => Isolation::Threads,
+            Backend::InProcess(_) => isolation,
+        };
         Self {
             shared: Arc::new(Shared {
                 id,
@@ -162,8 +177,22 @@ impl RuntimeHandle {
         }
     }
 
-    /// A handle on the same runtime object whose turns run at `isolation`.
+    /// A handle on the same runtime object whose turns run at `isolation`: *inline* and
+    /// *threads* switch freely. The runtime object cannot move between the host and a worker
+    /// process: to run a runtime at the *process* level (or to bring it back), set its level
+    /// with [`Runtimes::set_isolation`](crate::Runtimes::set_isolation) (or
+    /// [`LoaderOptions::isolation`](crate::LoaderOptions)) and resolve it again. Asked to
+    /// cross, this returns the handle unchanged and logs a warning; [`RuntimeHandle::isolation`]
+    /// always tells the level in force.
     pub fn with_isolation(&self, isolation: Isolation) -> Self {
+        if isolation.in_process() != self.isolation.in_process() {
+            tracing::warn!(
+                runtime = %self.shared.id,
+                "a handle at the {} level cannot switch to the {isolation} level: resolve the runtime again after Runtimes::set_isolation",
+                self.isolation
+            );
+            return self.clone();
+        }
         Self {
             isolation,
             ..self.clone()
@@ -176,7 +205,10 @@ impl RuntimeHandle {
     ///
     /// The runtime's error, or `panicked`.
     pub fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
-        self.shared.runtime.info()
+        match &self.shared.runtime {
+            Backend::InProcess(runtime) => runtime.info(),
+            Backend::Process(runtime) => runtime.info(),
+        }
     }
 
     /// Whether the runtime serves this model.
@@ -184,8 +216,12 @@ impl RuntimeHandle {
     /// # Errors
     ///
     /// The runtime's error, or `panicked`.
+    /// At the *process* level this asks the worker and waits for its answer.
     pub fn supports(&self, model: &str) -> Result<bool, RuntimeError> {
-        self.shared.runtime.supports(model)
+        match &self.shared.runtime {
+            Backend::InProcess(runtime) => runtime.supports(model),
+            Backend::Process(runtime) => runtime.supports(model),
+        }
     }
 
     /// Every problem with a configuration for this runtime; empty when it is valid.
@@ -202,8 +238,14 @@ impl RuntimeHandle {
     /// # Errors
     ///
     /// Why it cannot.
+    ///
+    /// At the *process* level the worker is pinged first, and killed when it does not answer
+    /// within the grace period.
     pub async fn health(&self) -> Result<String, RuntimeError> {
-        self.shared.runtime.health().await
+        match &self.shared.runtime {
+            Backend::InProcess(runtime) => runtime.health().await,
+            Backend::Process(runtime) => runtime.health().await,
+        }
     }
 
     /// Waits until none of this runtime object's turns still runs inside the plugin: at the
@@ -215,7 +257,11 @@ impl RuntimeHandle {
     ///
     /// The runtime's error, or `panicked`.
     pub async fn wait_idle(&self) -> Result<(), RuntimeError> {
-        self.shared.runtime.wait_idle().await
+        match &self.shared.runtime {
+            Backend::InProcess(runtime) => runtime.wait_idle().await,
+            // A worker ends what it runs when its turns are dropped, and dies with the host.
+            Backend::Process(_) => Ok(()),
+        }
     }
 
     /// A named call the runtime offers beyond turns (see `runtime_api::version`).
@@ -224,7 +270,10 @@ impl RuntimeHandle {
     ///
     /// `unsupported` when the runtime has no such call; the call's own error.
     pub async fn extension(&self, name: &str, payload: &Value) -> Result<Value, RuntimeError> {
-        self.shared.runtime.extension(name, payload).await
+        match &self.shared.runtime {
+            Backend::InProcess(runtime) => runtime.extension(name, payload).await,
+            Backend::Process(runtime) => runtime.extension(name, payload).await,
+        }
     }
 
     /// Cancels the running turns with this execution id (they end with a `cancelled` error);
@@ -234,8 +283,14 @@ impl RuntimeHandle {
     /// # Errors
     ///
     /// The runtime's error, or `panicked`.
+    ///
+    /// At the *process* level the turns end at once; the worker is told, and killed when the
+    /// plugin does not let go of them within the grace period.
     pub fn cancel(&self, execution_id: &str) -> Result<bool, RuntimeError> {
-        self.shared.runtime.cancel(execution_id)
+        match &self.shared.runtime {
+            Backend::InProcess(runtime) => runtime.cancel(execution_id),
+            Backend::Process(runtime) => Ok(runtime.cancel(execution_id)),
+        }
     }
 
     fn refuse_undeclared(&self, request: &TurnRequest, streamed: bool) -> Result<(), RuntimeError> {
@@ -310,11 +365,12 @@ impl RuntimeHandle {
             Err(refused) => TurnState::Refused(refused),
             Ok(()) => {
                 let _entered = span.enter();
-                TurnState::Running(
-                    self.shared
-                        .runtime
-                        .run_turn(request, self.isolation.turn_options()),
-                )
+                TurnState::Running(match &self.shared.runtime {
+                    Backend::InProcess(runtime) => {
+                        Running::Local(runtime.run_turn(request, self.isolation.turn_options()))
+                    }
+                    Backend::Process(runtime) => Running::Process(runtime.run_turn(request)),
+                })
             }
         };
         Turn {
@@ -341,9 +397,12 @@ impl RuntimeHandle {
         call_hooks(&hooks, "before_turn", |h| h.before_turn(&context, &request));
         let started = self.refuse_undeclared(&request, true).and_then(|()| {
             let _entered = span.enter();
-            self.shared
-                .runtime
-                .stream_turn(request, self.isolation.turn_options())
+            match &self.shared.runtime {
+                Backend::InProcess(runtime) => runtime
+                    .stream_turn(request, self.isolation.turn_options())
+                    .map(Streaming::Local),
+                Backend::Process(runtime) => Ok(Streaming::Process(runtime.stream_turn(request))),
+            }
         });
         let (inner, pending_error) = match started {
             Ok(stream) => (Some(stream), None),
@@ -402,8 +461,42 @@ fn deadline_passed(
         .then(|| timeout_error(limit))
 }
 
+/// A turn in flight, in this process or in a worker.
+enum Running {
+    Local(RemoteTurn),
+    Process(ProcessTurn),
+}
+
+impl Future for Running {
+    type Output = Result<TurnOutput, RuntimeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Running::Local(turn) => Pin::new(turn).poll(cx),
+            Running::Process(turn) => Pin::new(turn).poll(cx),
+        }
+    }
+}
+
+/// A stream in flight, in this process or in a worker.
+enum Streaming {
+    Local(RemoteStream),
+    Process(ProcessStream),
+}
+
+impl Stream for Streaming {
+    type Item = Result<StreamItem, RuntimeError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Streaming::Local(stream) => Pin::new(stream).poll_next(cx),
+            Streaming::Process(stream) => Pin::new(stream).poll_next(cx),
+        }
+    }
+}
+
 enum TurnState {
-    Running(RemoteTurn),
+    Running(Running),
     Refused(RuntimeError),
     Finished,
 }
@@ -495,7 +588,7 @@ impl Drop for Turn {
 
 /// A streamed turn, from [`RuntimeHandle::stream_turn`].
 pub struct TurnStream {
-    inner: Option<RemoteStream>,
+    inner: Option<Streaming>,
     pending_error: Option<RuntimeError>,
     timeout: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,

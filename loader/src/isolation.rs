@@ -7,7 +7,7 @@ use runtime_api::host::TurnOptions;
 use serde::{Deserialize, Serialize};
 
 /// The environment variable that sets the default isolation level
-/// (`inline` or `threads`).
+/// (`inline`, `threads` or `process`).
 pub const ISOLATION_ENV: &str = "AGENT_RUNTIMES_ISOLATION";
 
 /// How a runtime's turns are run, relative to the host.
@@ -29,17 +29,25 @@ pub enum Isolation {
     /// never wait on a plugin poll. A crash (segfault, abort, exit) still ends the process.
     #[default]
     Threads,
+    /// The plugin library is loaded in a worker process (`runtimes-worker`, one per runtime
+    /// instance) and turns cross a pipe: a crash, an `exit`, a runaway allocation or a
+    /// blocked thread ends that worker only. Turns in flight on it end with a `crashed` error
+    /// naming the plugin, the runtime and how the worker died; the next turn starts a new
+    /// worker. The slowest level (a few tens of microseconds a turn), for plugins you do not
+    /// trust. Runtimes compiled into the host run at the *threads* level instead.
+    Process,
 }
 
 impl Isolation {
     /// Every level, weakest first.
-    pub const ALL: [Isolation; 2] = [Isolation::Inline, Isolation::Threads];
+    pub const ALL: [Isolation; 3] = [Isolation::Inline, Isolation::Threads, Isolation::Process];
 
     /// The level's name, as the CLI and the environment variable spell it.
     pub const fn as_str(self) -> &'static str {
         match self {
             Isolation::Inline => "inline",
             Isolation::Threads => "threads",
+            Isolation::Process => "process",
         }
     }
 
@@ -55,11 +63,16 @@ impl Isolation {
         }
     }
 
+    /// Whether the plugin's code runs in the host's process at this level.
+    pub const fn in_process(self) -> bool {
+        !matches!(self, Isolation::Process)
+    }
+
     /// What the boundary is told for a turn at this level.
     pub(crate) fn turn_options(self) -> TurnOptions {
         match self {
             Isolation::Inline => TurnOptions::INLINE,
-            Isolation::Threads => TurnOptions::SPAWNED,
+            Isolation::Threads | Isolation::Process => TurnOptions::SPAWNED,
         }
     }
 }
@@ -72,7 +85,7 @@ impl fmt::Display for Isolation {
 
 /// An isolation level name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{given}` is not an isolation level: expected one of inline, threads")]
+#[error("`{given}` is not an isolation level: expected one of inline, threads, process")]
 #[non_exhaustive]
 pub struct UnknownIsolation {
     /// What was given.

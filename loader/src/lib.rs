@@ -48,9 +48,10 @@
 // Errors here carry structured reasons (paths, versions, what to do) and are returned on cold
 // paths only; boxing them would make matching on them awkward for hosts.
 #![allow(clippy::result_large_err)]
-// The one unsafe operation, the `dlopen` of a checked plugin file, is
-// `runtime_api::host::open_library` (called from `library.rs`).
-#![forbid(unsafe_code)]
+// The `dlopen` of a checked plugin file is `runtime_api::host::open_library` (called from
+// `library.rs`); the only unsafe code here prepares a worker process between fork and exec
+// (`process/spawn.rs`), allowed at those two places.
+#![deny(unsafe_code)]
 
 pub mod admission;
 mod checks;
@@ -63,6 +64,7 @@ pub mod inspect;
 mod isolation;
 mod library;
 mod log_bridge;
+mod process;
 mod registry;
 mod report;
 pub mod search_path;
@@ -74,6 +76,8 @@ pub use handle::{RuntimeHandle, Turn, TurnStream};
 pub use hooks::{TurnContext, TurnHook};
 pub use isolation::{ISOLATION_ENV, Isolation, UnknownIsolation};
 pub use log_bridge::PLUGIN_LOG_TARGET;
+pub use process::worker::worker_main;
+pub use process::{ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, find_worker};
 pub use registry::{Runtimes, Unregistered};
 pub use report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
 pub use search_path::{SearchPath, user_plugin_dir};

@@ -110,6 +110,14 @@ impl PluginLibrary {
             })
     }
 
+    /// Loads the library now (a worker process does, to refuse a bad file before any turn).
+    pub(crate) fn load_now(&self) -> Result<(), RejectReason> {
+        match self.manifest.runtimes.first() {
+            Some(first) => self.entry(&first.id).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// Creates runtime `id` with `config`, loading the library first if needed.
     pub(crate) fn instantiate(
         &self,

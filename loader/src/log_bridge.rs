@@ -9,7 +9,9 @@
 //! inside the turn's span. At the *threads* level they are emitted on the plugin's own
 //! threads: they reach the global subscriber (`tracing::subscriber::set_global_default`), and
 //! `execution_id` ties them to their turn; a thread-local subscriber (`set_default`) does not
-//! see them.
+//! see them. At the *process* level the worker forwards them over its pipe, in order with the
+//! turn's other messages, and they are emitted on the loader's I/O thread (so, again, in the
+//! global subscriber).
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RArc;
@@ -32,33 +34,49 @@ impl AbiLogSink for HostLogSink {
     }
 
     fn log(&self, record: &AbiLogRecord<'_>) {
-        let plugin = self.plugin.as_str();
-        let runtime = record.runtime_id.as_str();
-        let execution_id = record.execution_id.as_str();
-        let plugin_target = record.target.as_str();
-        let fields = record.fields.as_str();
-        let message = record.message.as_str();
-        macro_rules! emit {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "agent_runtimes::plugin",
-                    $level,
-                    plugin,
-                    runtime,
-                    execution_id,
-                    plugin_target,
-                    fields,
-                    "{message}"
-                )
-            };
-        }
-        match record.level {
-            1 => emit!(tracing::Level::ERROR),
-            2 => emit!(tracing::Level::WARN),
-            3 => emit!(tracing::Level::INFO),
-            4 => emit!(tracing::Level::DEBUG),
-            _ => emit!(tracing::Level::TRACE),
-        }
+        emit(
+            record.level,
+            &self.plugin,
+            record.runtime_id.as_str(),
+            record.execution_id.as_str(),
+            record.target.as_str(),
+            record.fields.as_str(),
+            record.message.as_str(),
+        );
+    }
+}
+
+/// Re-emits one plugin event in the host's subscriber: from a plugin loaded in this process,
+/// or forwarded by a worker process.
+pub(crate) fn emit(
+    level: u8,
+    plugin: &str,
+    runtime: &str,
+    execution_id: &str,
+    plugin_target: &str,
+    fields: &str,
+    message: &str,
+) {
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: "agent_runtimes::plugin",
+                $level,
+                plugin,
+                runtime,
+                execution_id,
+                plugin_target,
+                fields,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        1 => emit!(tracing::Level::ERROR),
+        2 => emit!(tracing::Level::WARN),
+        3 => emit!(tracing::Level::INFO),
+        4 => emit!(tracing::Level::DEBUG),
+        _ => emit!(tracing::Level::TRACE),
     }
 }
 

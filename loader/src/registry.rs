@@ -2,7 +2,7 @@
 //! `discovery.rs`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,10 +13,11 @@ use rustc_hash::FxHashMap;
 
 use crate::entry::{RuntimeEntry, RuntimeSource};
 use crate::error::{Available, RegistryError, ResolveError};
-use crate::handle::{Hooks, RuntimeHandle, Validator, no_hooks};
+use crate::handle::{Backend, Hooks, RuntimeHandle, Validator, no_hooks};
 use crate::hooks::TurnHook;
 use crate::isolation::Isolation;
 use crate::library::PluginLibrary;
+use crate::process::{CrashLedger, ProcessRuntime, Spec};
 use crate::report::{DiscoveryReport, RejectReason, Rejection, Shadowed};
 use crate::security::LoaderOptions;
 
@@ -38,6 +39,10 @@ struct Registered {
     creating: Mutex<()>,
     /// This runtime's isolation level (`Isolation as u8 + 1`), or 0 for the registry's.
     isolation: AtomicU8,
+    /// The instance with the default configuration at the *process* level.
+    process_instance: OnceLock<RuntimeHandle>,
+    /// Its workers' crashes, and whether it is marked failed.
+    ledger: Arc<CrashLedger>,
 }
 
 impl Registered {
@@ -48,6 +53,16 @@ impl Registered {
             default_instance: OnceLock::new(),
             creating: Mutex::new(()),
             isolation: AtomicU8::new(0),
+            process_instance: OnceLock::new(),
+            ledger: Arc::default(),
+        }
+    }
+
+    fn instance_slot(&self, level: Isolation) -> &OnceLock<RuntimeHandle> {
+        if level.in_process() {
+            &self.default_instance
+        } else {
+            &self.process_instance
         }
     }
 
@@ -614,33 +629,85 @@ impl Runtimes {
         let registered = {
             let state = self.read();
             match state.lookup(name) {
-                Some(registered) => match registered.default_instance.get() {
-                    Some(created) => return Ok(self.at_level(registered, created)),
-                    None => Arc::clone(registered),
-                },
+                Some(registered) => {
+                    let level = self.level_of(registered);
+                    match registered.instance_slot(level).get() {
+                        Some(created) if level.in_process() => {
+                            return Ok(self.at_level(registered, created));
+                        }
+                        _ => Arc::clone(registered),
+                    }
+                }
                 None => return Err(state.not_found(name)),
             }
         };
+        let level = self.level_of(&registered);
+        if !level.in_process() {
+            self.check_not_failed(&registered)?;
+        }
+        let slot = registered.instance_slot(level);
+        if let Some(created) = slot.get() {
+            return Ok(self.at_level(&registered, created));
+        }
         // First resolve: load and create outside the registry's lock, once at a time.
         let _creating = registered
             .creating
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(created) = registered.default_instance.get() {
+        if let Some(created) = slot.get() {
             return Ok(self.at_level(&registered, created));
         }
-        let created = self.instantiate(&registered, &Value::Null)?;
-        let created = registered.default_instance.get_or_init(|| created);
+        let created = self.instantiate(&registered, &Value::Null, level)?;
+        let created = slot.get_or_init(|| created);
         Ok(self.at_level(&registered, created))
     }
 
-    fn at_level(&self, registered: &Registered, handle: &RuntimeHandle) -> RuntimeHandle {
+    /// The level a runtime's handles are resolved at: its own, or the registry's; a runtime
+    /// compiled into the host never leaves the process.
+    fn level_of(&self, registered: &Registered) -> Isolation {
         let level = registered.isolation(self.options.isolation);
+        match (&registered.factory, level) {
+            (Factory::BuiltIn(..), Isolation::Process) => Isolation::Threads,
+            _ => level,
+        }
+    }
+
+    fn check_not_failed(&self, registered: &Registered) -> Result<(), ResolveError> {
+        match registered.ledger.failed() {
+            None => Ok(()),
+            Some(reason) => Err(ResolveError::Failed {
+                name: registered.entry.id.clone(),
+                path: match &registered.entry.source {
+                    RuntimeSource::Plugin { path, .. } => path.clone(),
+                    RuntimeSource::BuiltIn => PathBuf::new(),
+                },
+                reason,
+            }),
+        }
+    }
+
+    fn at_level(&self, registered: &Registered, handle: &RuntimeHandle) -> RuntimeHandle {
+        let level = self.level_of(registered);
         if handle.isolation() == level {
             handle.clone()
         } else {
             handle.with_isolation(level)
         }
+    }
+
+    /// Forgets the crashes of a runtime marked failed at the *process* level, so it may be
+    /// resolved and run again; `true` if it was marked failed.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Unknown`] when nothing has this name.
+    pub fn clear_failed(&self, name: &str) -> Result<bool, RegistryError> {
+        let registered = self.find(name).map_err(|_| RegistryError::Unknown {
+            name: name.to_owned(),
+        })?;
+        let was = registered.ledger.failed().is_some();
+        registered.ledger.clear();
+        Ok(was)
     }
 
     /// Creates a new instance of a runtime (by id or alias) with `config`, apart from the
@@ -652,7 +719,11 @@ impl Runtimes {
     /// listing every problem when the configuration is refused.
     pub fn new_instance(&self, name: &str, config: &Value) -> Result<RuntimeHandle, ResolveError> {
         let registered = self.find(name)?;
-        let handle = self.instantiate(&registered, config)?;
+        let level = self.level_of(&registered);
+        if !level.in_process() {
+            self.check_not_failed(&registered)?;
+        }
+        let handle = self.instantiate(&registered, config, level)?;
         Ok(self.at_level(&registered, &handle))
     }
 
@@ -669,6 +740,9 @@ impl Runtimes {
         let id = &registered.entry.id;
         let checked = match &registered.factory {
             Factory::BuiltIn(_, validate) => validate(config),
+            Factory::Plugin(library) if !self.level_of(&registered).in_process() => {
+                ProcessRuntime::validate_once(self.spec(library, id, config), config)
+            }
             Factory::Plugin(library) => library
                 .validate_config(id, config)
                 .map_err(|reason| Self::rejected_at_load(library, id, reason))?,
@@ -695,16 +769,41 @@ impl Runtimes {
         }
     }
 
+    /// What a worker is started with for runtime `id` of `library`.
+    fn spec(&self, library: &PluginLibrary, id: &str, config: &Value) -> Spec {
+        Spec {
+            library: library.real_path.clone(),
+            runtime_id: id.to_owned(),
+            config: config.clone(),
+            allow_insecure: self.options.allow_insecure,
+            options: self.options.process,
+        }
+    }
+
     fn instantiate(
         &self,
         registered: &Registered,
         config: &Value,
+        level: Isolation,
     ) -> Result<RuntimeHandle, ResolveError> {
         let id = &registered.entry.id;
-        let (created, validator): (_, Validator) = match &registered.factory {
+        let (created, validator): (Result<Backend, RuntimeError>, Validator) = match &registered
+            .factory
+        {
             Factory::BuiltIn(factory, validate) => {
                 let validate = *validate;
-                (factory(config.clone()), Arc::new(validate))
+                (
+                    factory(config.clone()).map(Backend::InProcess),
+                    Arc::new(validate),
+                )
+            }
+            Factory::Plugin(library) if !level.in_process() => {
+                let spec = self.spec(library, id, config);
+                let created = ProcessRuntime::create(spec.clone(), Arc::clone(&registered.ledger));
+                let validator: Validator = Arc::new(move |config: &Value| {
+                    ProcessRuntime::validate_once(spec.clone(), config)
+                });
+                (created.map(Backend::Process), validator)
             }
             Factory::Plugin(library) => {
                 let created = library
@@ -721,7 +820,7 @@ impl Runtimes {
                             )))
                         })
                 });
-                (created, validator)
+                (created.map(Backend::InProcess), validator)
             }
         };
         let runtime = created.map_err(|error| ResolveError::Factory {
@@ -734,7 +833,7 @@ impl Runtimes {
             runtime,
             Arc::clone(&self.hooks),
             validator,
-            self.options.isolation,
+            level,
         ))
     }
 }

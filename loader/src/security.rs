@@ -44,6 +44,8 @@ pub struct LoaderOptions {
     /// is then hashed once, from the open file, just before it is loaded, and discovery of many
     /// pinned libraries stays cheap. Either way the pin is verified on the file that is loaded.
     pub eager_pins: bool,
+    /// How workers are run at the *process* level.
+    pub process: crate::ProcessOptions,
 }
 
 impl Default for LoaderOptions {
@@ -58,6 +60,7 @@ impl LoaderOptions {
         allow_insecure: false,
         isolation: crate::Isolation::Threads,
         eager_pins: false,
+        process: crate::ProcessOptions::DEFAULT,
     };
 
     /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`; the isolation level
@@ -68,6 +71,7 @@ impl LoaderOptions {
             .unwrap_or(false);
         Self {
             isolation: crate::Isolation::from_env(),
+            process: crate::ProcessOptions::from_env(),
             ..Self::STRICT.with_allow_insecure(allow)
         }
     }
@@ -75,6 +79,12 @@ impl LoaderOptions {
     /// Sets the isolation level of every runtime.
     pub fn with_isolation(mut self, isolation: crate::Isolation) -> Self {
         self.isolation = isolation;
+        self
+    }
+
+    /// Sets how workers are run at the *process* level.
+    pub fn with_process(mut self, process: crate::ProcessOptions) -> Self {
+        self.process = process;
         self
     }
 

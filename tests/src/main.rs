@@ -13,6 +13,7 @@ mod compat;
 mod contract;
 mod discovery;
 mod hostile;
+mod isolation;
 mod llm_server;
 mod logs;
 mod proptests;

@@ -808,14 +808,11 @@ async fn bearer_auth_guards_everything_but_healthz() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_api_key_variable_or_isolate_refuses_to_start() {
-    for (args, message) in [
-        (
-            vec!["--api-key-env", "SERVE_TEST_UNSET_VARIABLE"],
-            "SERVE_TEST_UNSET_VARIABLE",
-        ),
-        (vec!["--isolate"], "--isolate"),
-    ] {
+async fn a_missing_api_key_variable_refuses_to_start() {
+    for (args, message) in [(
+        vec!["--api-key-env", "SERVE_TEST_UNSET_VARIABLE"],
+        "SERVE_TEST_UNSET_VARIABLE",
+    )] {
         let output = Command::new(&artifacts().runtimes)
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(&args)
@@ -828,6 +825,19 @@ async fn a_missing_api_key_variable_or_isolate_refuses_to_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn isolate_serves_every_runtime_from_a_worker_process() {
+    let server = Server::start(&["--isolate"]).await;
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "echo", "messages": user("from a worker")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "from a worker");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,10 @@ pub struct Artifacts {
     pub no_manifest: PathBuf,
     /// A plugin built against a modified copy of the interface.
     pub abi_mismatch: PathBuf,
+    /// A plugin that faults as its prompt says.
+    pub hostile: PathBuf,
+    /// The `runtimes-worker` executable of the process isolation level.
+    pub worker: PathBuf,
 }
 
 /// Builds the fixture libraries once per test run (a no-op when `cargo test` already did).
@@ -39,6 +43,10 @@ pub fn artifacts() -> &'static Artifacts {
                 "runtimes-cli",
                 "-p",
                 "abi-mismatch-fixture",
+                "-p",
+                "hostile-plugin",
+                "-p",
+                "runtime-loader",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -59,23 +67,24 @@ pub fn artifacts() -> &'static Artifacts {
                 .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
                 .unwrap_or_else(|| panic!("no library built for {crate_name}"))
         };
-        let runtimes = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|msg| msg["reason"] == "compiler-artifact")
-            .find_map(|msg| {
-                msg["executable"]
-                    .as_str()
-                    .filter(|e| e.contains("runtimes"))
-                    .map(PathBuf::from)
-            })
-            .expect("the runtimes binary was built");
+        let executable = |name: &str| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|msg| msg["reason"] == "compiler-artifact")
+                .filter(|msg| msg["target"]["name"] == name)
+                .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+                .unwrap_or_else(|| panic!("the {name} binary was built"))
+        };
+        let runtimes = executable("runtimes");
         Artifacts {
             runtimes,
             echo: find("echo_runtime"),
             fixture: find("fixture_plugin"),
             no_manifest: find("no_manifest_fixture"),
             abi_mismatch: find("abi_mismatch_fixture"),
+            hostile: find("hostile_plugin"),
+            worker: executable("runtimes-worker"),
         }
     })
 }

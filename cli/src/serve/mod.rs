@@ -97,10 +97,10 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
     let request_timeout = seconds("--request-timeout", args.request_timeout)?;
     let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
     if args.isolate {
-        // Wire isolation in `handles::open`, then remove this refusal.
-        return Err(Failure::Usage(
-            "--isolate: isolated worker processes are not available in this build yet; run without --isolate".to_owned(),
-        ));
+        // Every runtime in a supervised worker process of its own.
+        for entry in runtimes.list_runtimes() {
+            let _ = runtimes.set_isolation(&entry.id, runtime_loader::Isolation::Process);
+        }
     }
     let api_key_digest = match &args.api_key_env {
         None => None,
