@@ -49,6 +49,7 @@
 #![allow(clippy::result_large_err)]
 
 mod checks;
+pub mod conformance;
 mod entry;
 mod error;
 mod handle;
