@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod conformance;
 mod failure;
 mod install;
 mod list;
@@ -99,6 +100,10 @@ enum Command {
         /// The configuration for the smoke turn's runtimes (JSON).
         #[arg(long, value_name = "JSON")]
         config: Option<String>,
+        /// Run the plugin contract's conformance checks against each runtime instead (one
+        /// line per check; exit 3 if any fails).
+        #[arg(long, conflicts_with = "load")]
+        conformance: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -179,9 +184,17 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         },
         Command::Check {
             files,
+            conformance: true,
+            config,
+            json,
+            ..
+        } => conformance::check(global.options(), &files, config.as_deref(), json, &style).await,
+        Command::Check {
+            files,
             load,
             config,
             json,
+            ..
         } => {
             check::check(
                 global.options(),

@@ -293,7 +293,9 @@ pub async fn check_file(path: &Path, config: &Value, options: &Options) -> Repor
     let manifest = match inspect::real_file(path).and_then(|real| inspect::read_manifest(&real)) {
         Ok(manifest) => manifest,
         Err(reason) => {
-            report.checks.push(file_check(started, Verdict::fail(reason.to_string())));
+            report
+                .checks
+                .push(file_check(started, Verdict::fail(reason.to_string())));
             return report;
         }
     };
@@ -332,7 +334,11 @@ pub async fn check_file(path: &Path, config: &Value, options: &Options) -> Repor
         let started = Instant::now();
         let handle = match runtimes.new_instance(id, config) {
             Ok(handle) => {
-                record("instance", started, Verdict::pass("built with the configuration"));
+                record(
+                    "instance",
+                    started,
+                    Verdict::pass("built with the configuration"),
+                );
                 handle
             }
             Err(error) => {
@@ -462,7 +468,12 @@ async fn bounded(
     let verdict = tokio::time::timeout(limit, check)
         .await
         .unwrap_or_else(|_| Verdict::fail(format!("did not finish within {limit:?}")));
-    tracing::debug!(runtime, check = name, verdict = verdict.label(), "conformance check");
+    tracing::debug!(
+        runtime,
+        check = name,
+        verdict = verdict.label(),
+        "conformance check"
+    );
     Check {
         runtime: Some(runtime.to_owned()),
         name,
@@ -476,11 +487,13 @@ fn describe(error: &RuntimeError) -> String {
 }
 
 /// The prompt of the streaming check: several lines and words, and text beyond ASCII.
-const STREAM_PROMPT: &str = "Count from one to five in words, one per line.\nOne two three: héllo, 世界 👋🏽\n";
+const STREAM_PROMPT: &str =
+    "Count from one to five in words, one per line.\nOne two three: héllo, 世界 👋🏽\n";
 
 /// The prompt of the Unicode check: accents, CJK, right-to-left text, combining marks, emoji
 /// sequences, a tab and a newline.
-const UNICODE_PROMPT: &str = "Réponds: 你好, мир, שָׁלוֹם, مرحبا, e\u{301}, 👩🏽\u{200d}💻 ∑ x² ≠ ∞\tend\nℵ₀ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢";
+const UNICODE_PROMPT: &str =
+    "Réponds: 你好, мир, שָׁלוֹם, مرحبا, e\u{301}, 👩🏽\u{200d}💻 ∑ x² ≠ ∞\tend\nℵ₀ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢";
 
 struct Checker<'a> {
     handle: &'a RuntimeHandle,
@@ -616,7 +629,9 @@ impl Checker<'_> {
                 }
                 Ok(StreamItem::Delta(delta)) => {
                     if !finals.is_empty() {
-                        return Verdict::fail(format!("a delta came after the final item (item {index})"));
+                        return Verdict::fail(format!(
+                            "a delta came after the final item (item {index})"
+                        ));
                     }
                     if delta.kind == DeltaKind::Text {
                         text.push_str(&delta.content);
@@ -636,12 +651,17 @@ impl Checker<'_> {
             ));
         };
         if text != output.content {
+            let same = text
+                .char_indices()
+                .zip(output.content.chars())
+                .find(|((_, a), b)| a != b)
+                .map_or(text.len().min(output.content.len()), |((at, _), _)| at);
             return Verdict::fail(format!(
-                "the {text_deltas} text delta(s) concatenate to {:?} ({} bytes), but the final content is {:?} ({} bytes)",
-                clip(&text),
+                "the {text_deltas} text delta(s) concatenate to {} bytes, but the final content is {} bytes; from byte {same} the deltas say {:?}, the final content {:?}",
                 text.len(),
-                clip(&output.content),
-                output.content.len()
+                output.content.len(),
+                clip(&text[same..]),
+                clip(&output.content[same..]),
             ));
         }
         let words = output.content.split_whitespace().count();
@@ -794,7 +814,10 @@ impl Checker<'_> {
     async fn concurrent_turns(&self) -> Verdict {
         let count = self.options.concurrent_turns;
         let started = Instant::now();
-        let turns = (0..count).map(|i| self.handle.run_turn(self.request(format!("Turn {i}: say ok."))));
+        let turns = (0..count).map(|i| {
+            self.handle
+                .run_turn(self.request(format!("Turn {i}: say ok.")))
+        });
         let results = futures::future::join_all(turns).await;
         let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
         match failed.first() {
@@ -855,7 +878,13 @@ async fn run_checks(
     checks.push(bounded(id, "timeout", limit, checker.timeout()).await);
     checks.push(bounded(id, "empty_prompt", limit, checker.prompt(String::new())).await);
     checks.push(
-        bounded(id, "unicode_prompt", limit, checker.prompt(UNICODE_PROMPT.to_owned())).await,
+        bounded(
+            id,
+            "unicode_prompt",
+            limit,
+            checker.prompt(UNICODE_PROMPT.to_owned()),
+        )
+        .await,
     );
     let large = large_prompt(options.large_prompt_bytes);
     checks.push(bounded(id, "large_prompt", limit, checker.prompt(large)).await);
@@ -911,8 +940,14 @@ mod tests {
             }],
         };
         let text = report.to_string();
-        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text}");
-        assert!(text.contains("FAIL  evil\\u{1b}[2J  health: bad\\u{7}\\nnews"), "{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(
+            text.contains("FAIL  evil\\u{1b}[2J  health: bad\\u{7}\\nnews"),
+            "{text}"
+        );
         assert!(text.ends_with("1 of 1 checks failed"), "{text}");
         assert!(!report.is_conformant());
         assert!(!Report::default().is_conformant());

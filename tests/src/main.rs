@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod command_plugin;
 mod compat;
+mod conformance;
 mod contract;
 mod discovery;
 mod hostile;

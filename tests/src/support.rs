@@ -17,6 +17,8 @@ pub struct Artifacts {
     pub no_manifest: PathBuf,
     /// A plugin built against a modified copy of the interface.
     pub abi_mismatch: PathBuf,
+    /// A plugin that loads but breaks the contract (the conformance checks name how).
+    pub broken: PathBuf,
 }
 
 /// Builds the fixture libraries once per test run (a no-op when `cargo test` already did).
@@ -39,6 +41,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "runtimes-cli",
                 "-p",
                 "abi-mismatch-fixture",
+                "-p",
+                "broken-plugin",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -76,6 +80,7 @@ pub fn artifacts() -> &'static Artifacts {
             fixture: find("fixture_plugin"),
             no_manifest: find("no_manifest_fixture"),
             abi_mismatch: find("abi_mismatch_fixture"),
+            broken: find("broken_plugin"),
         }
     })
 }
