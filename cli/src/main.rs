@@ -11,6 +11,7 @@ mod conformance;
 mod failure;
 mod install;
 mod list;
+mod new;
 mod style;
 mod turn;
 
@@ -131,6 +132,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Create a plugin crate: a streaming runtime skeleton, a conformance test, a README.
+    New {
+        /// The plugin's name: its package name and its runtime id.
+        name: String,
+        /// The folder to create (default: ./NAME); it must not exist or be empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run one turn and print the answer.
     Run(turn::TurnArgs),
     /// Run one turn and print its deltas as they arrive.
@@ -213,6 +222,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             pin,
         } => install::install(global.options(), &files, dir, force, pin, &style),
         Command::Uninstall { id, dir } => install::uninstall(global, &id, dir, &style),
+        Command::New { name, dir } => new::new(&name, dir, &style),
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
     }

@@ -16,5 +16,6 @@ mod llm_server;
 mod logs;
 mod proptests;
 mod resolution;
+mod scaffold;
 mod support;
 mod turns;
