@@ -62,6 +62,8 @@ mod registry;
 mod report;
 pub mod search_path;
 pub mod security;
+#[cfg(feature = "tower")]
+pub mod service;
 
 pub use entry::{RuntimeEntry, RuntimeSource};
 pub use error::{Available, RegistryError, ResolveError};

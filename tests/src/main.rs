@@ -18,4 +18,5 @@ mod proptests;
 mod resolution;
 mod scaffold;
 mod support;
+mod tower_service;
 mod turns;
