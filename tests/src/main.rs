@@ -14,6 +14,7 @@ mod discovery;
 mod hostile;
 mod llm_server;
 mod logs;
+mod platforms;
 mod proptests;
 mod resolution;
 mod scaffold;
