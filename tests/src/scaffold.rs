@@ -82,6 +82,16 @@ fn the_scaffold_builds_and_passes_conformance_out_of_the_box() {
     std::fs::copy(workspace.join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let formatted = Command::new(&cargo)
+        .args(["fmt", "--check"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo fmt runs");
+    assert!(
+        formatted.status.success(),
+        "the scaffold is not rustfmt-clean:\n{}",
+        String::from_utf8_lossy(&formatted.stdout)
+    );
     let tested = Command::new(cargo)
         .args(["test", "--offline", "--target-dir"])
         .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch-target"))
