@@ -234,8 +234,12 @@ async fn llm_report() -> Report {
     let (url, _lock) = server("LLAMA_SERVER_URL").await;
     let library = built_plugin("llm-runtimes", "llm_runtimes");
     let (_dir, path) = installed(&library, "libllm_runtimes");
-    let options = options().with_time_limit(Duration::from_secs(180));
-    conformance::check_file(&path, &llm_config(&url), &options).await
+    // The server has one slot: 100 turns at once queue there, the last waiting for the 99
+    // before it, so the reads may wait long and a check may take minutes.
+    let mut config = llm_config(&url);
+    config["read_timeout_ms"] = json!(600_000);
+    let options = options().with_time_limit(Duration::from_secs(600));
+    conformance::check_file(&path, &config, &options).await
 }
 
 #[tokio::test]
