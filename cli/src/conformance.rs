@@ -2,6 +2,7 @@
 //! per check (runtime_loader::conformance does the checking).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use runtime_api::Value;
 use runtime_loader::LoaderOptions;
@@ -15,6 +16,7 @@ pub async fn check(
     loader: LoaderOptions,
     files: &[PathBuf],
     config: Option<&str>,
+    time_limit: Duration,
     json: bool,
     style: &Style,
 ) -> Result<(), Failure> {
@@ -23,7 +25,9 @@ pub async fn check(
         Some(text) => serde_json::from_str(text)
             .map_err(|e| Failure::Usage(format!("--config is not valid JSON: {e}")))?,
     };
-    let options = Options::default().with_loader_options(loader);
+    let options = Options::default()
+        .with_loader_options(loader)
+        .with_time_limit(time_limit);
     let mut reports = Vec::with_capacity(files.len());
     for file in files {
         let report = conformance::check_file(file, &config, &options).await;

@@ -105,6 +105,14 @@ enum Command {
         /// line per check; exit 3 if any fails).
         #[arg(long, conflicts_with = "load")]
         conformance: bool,
+        /// With --conformance: the most seconds one check may take.
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 60,
+            requires = "conformance"
+        )]
+        time_limit: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -196,8 +204,20 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             conformance: true,
             config,
             json,
+            time_limit,
             ..
-        } => conformance::check(global.options(), &files, config.as_deref(), json, &style).await,
+        } => {
+            let limit = std::time::Duration::from_secs(time_limit);
+            conformance::check(
+                global.options(),
+                &files,
+                config.as_deref(),
+                limit,
+                json,
+                &style,
+            )
+            .await
+        }
         Command::Check {
             files,
             load,

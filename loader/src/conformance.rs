@@ -521,10 +521,12 @@ impl Checker<'_> {
             .map_err(|e| format!("{after}, the next turn failed {}", describe(&e)))
     }
 
-    fn info(&self, declared: Option<Declared<'_>>) -> Verdict {
-        let info = match self.handle.info() {
-            Ok(info) => info,
-            Err(error) => return Verdict::fail(format!("`info` failed {}", describe(&error))),
+    async fn info(&self, declared: Option<Declared<'_>>) -> Verdict {
+        let handle = self.handle.clone();
+        let info = match off_thread(move || handle.info()).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(error)) => return Verdict::fail(format!("`info` failed {}", describe(&error))),
+            Err(reason) => return Verdict::fail(reason),
         };
         let mut differences = Vec::new();
         let mut compare = |what: &str, said: &str, declared: &str| {
@@ -564,13 +566,16 @@ impl Checker<'_> {
     }
 
     async fn health(&self) -> Verdict {
-        match self.handle.health().await {
-            Ok(status) => Verdict::pass(format!("healthy: {status}")),
-            Err(error) => Verdict::fail(format!("`health` failed {}", describe(&error))),
+        // `health` is polled on the caller's thread: a plugin that blocks in it blocks that.
+        let handle = self.handle.clone();
+        match off_thread(move || futures::executor::block_on(handle.health())).await {
+            Ok(Ok(status)) => Verdict::pass(format!("healthy: {status}")),
+            Ok(Err(error)) => Verdict::fail(format!("`health` failed {}", describe(&error))),
+            Err(reason) => Verdict::fail(reason),
         }
     }
 
-    fn validate_config(&self) -> Verdict {
+    async fn validate_config(&self) -> Verdict {
         let deep = (0..64).fold(json!("bottom"), |inner, _| json!([inner]));
         let cases = [
             ("null", Value::Null),
@@ -584,10 +589,12 @@ impl Checker<'_> {
             ),
         ];
         let mut seen = Vec::new();
-        for (label, config) in &cases {
-            match self.handle.validate_config(config) {
-                Ok(problems) => seen.push(format!("{label}: {}", problems.len())),
-                Err(error) => {
+        for (label, config) in cases {
+            let handle = self.handle.clone();
+            match off_thread(move || handle.validate_config(&config)).await {
+                Err(reason) => return Verdict::fail(format!("validating {label}: {reason}")),
+                Ok(Ok(problems)) => seen.push(format!("{label}: {}", problems.len())),
+                Ok(Err(error)) => {
                     return Verdict::fail(format!(
                         "validating {label} failed {} instead of listing problems",
                         describe(&error)
@@ -711,9 +718,11 @@ impl Checker<'_> {
     async fn cancel(&self) -> Verdict {
         let turn = self.handle.run_turn(self.request(STREAM_PROMPT));
         let execution_id = turn.execution_id().to_owned();
-        let cancelled = match self.handle.cancel(&execution_id) {
-            Ok(cancelled) => cancelled,
-            Err(error) => {
+        let (handle, id) = (self.handle.clone(), execution_id.clone());
+        let cancelled = match off_thread(move || handle.cancel(&id)).await {
+            Err(reason) => return Verdict::fail(format!("cancel({execution_id:?}): {reason}")),
+            Ok(Ok(cancelled)) => cancelled,
+            Ok(Err(error)) => {
                 return Verdict::fail(format!(
                     "cancel({execution_id:?}) failed {}",
                     describe(&error)
@@ -846,6 +855,24 @@ fn large_prompt(bytes: usize) -> String {
     prompt
 }
 
+/// Runs a call that may block its thread (a synchronous plugin call, or a plugin future polled
+/// on the caller's thread) on a thread of its own, so that the check's time limit holds even
+/// when the plugin never returns. Such a thread is left behind, blocked; the check fails.
+async fn off_thread<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("conformance-call".to_owned())
+        .spawn(move || {
+            let _ = done.send(call());
+        })
+        .map_err(|e| format!("could not start a thread for the call: {e}"))?;
+    result
+        .await
+        .map_err(|_| "the call panicked in the host".to_owned())
+}
+
 /// The first 80 characters of a text.
 fn clip(text: &str) -> String {
     let mut chars = text.chars();
@@ -866,11 +893,9 @@ async fn run_checks(
     let id = handle.id();
     let limit = options.time_limit;
     let mut checks = Vec::new();
-    let info = checker.info(declared);
-    checks.push(bounded(id, "info", limit, async { info }).await);
+    checks.push(bounded(id, "info", limit, checker.info(declared)).await);
     checks.push(bounded(id, "health", limit, checker.health()).await);
-    let validated = checker.validate_config();
-    checks.push(bounded(id, "validate_config", limit, async { validated }).await);
+    checks.push(bounded(id, "validate_config", limit, checker.validate_config()).await);
     checks.push(bounded(id, "streaming", limit, checker.streaming()).await);
     checks.push(bounded(id, "tools", limit, checker.tools()).await);
     checks.push(bounded(id, "cancel", limit, checker.cancel()).await);

@@ -142,6 +142,7 @@ async fn the_broken_plugin_fails_with_the_specific_reasons() {
         &["panicked", "cannot answer an empty prompt"],
     );
     failed("large_prompt", &["did not finish within 3s"]);
+    failed("config_schema", &["EOF while parsing"]);
     for passed in [
         "instance",
         "cancel",
@@ -156,7 +157,32 @@ async fn the_broken_plugin_fails_with_the_specific_reasons() {
             "`{passed}`:\n{report}"
         );
     }
-    assert_eq!(report.failures().count(), 8, "{report}");
+    assert_eq!(
+        report
+            .failures()
+            .filter(|c| c.runtime.as_deref() == Some("broken"))
+            .count(),
+        8,
+        "{report}"
+    );
+
+    // `stuck` blocks the calling thread in `info` and in `validate_config`: the checks still
+    // end on time, and the others run.
+    for blocked in ["info", "validate_config"] {
+        let check = report.get(Some("stuck"), blocked).unwrap();
+        assert!(
+            check.verdict.is_failure() && check.verdict.text().contains("did not finish within 3s"),
+            "`{blocked}`:\n{report}"
+        );
+    }
+    assert_eq!(
+        report
+            .failures()
+            .filter(|c| c.runtime.as_deref() == Some("stuck"))
+            .count(),
+        2,
+        "{report}"
+    );
     let bounded = report.get(Some("broken"), "large_prompt").unwrap();
     assert!(bounded.elapsed < Duration::from_secs(10), "{bounded:?}");
 }
@@ -208,7 +234,14 @@ fn the_cli_prints_one_line_per_check_and_exits_0_when_all_pass() {
 #[test]
 fn the_cli_exits_3_on_a_failed_check_and_prints_json_on_request() {
     let (_dir, path) = installed(&artifacts().broken, "libbroken");
-    let output = runtimes_command(&["check", "--conformance", path.to_str().unwrap(), "--json"]);
+    let output = runtimes_command(&[
+        "check",
+        "--conformance",
+        path.to_str().unwrap(),
+        "--json",
+        "--time-limit",
+        "2",
+    ]);
     assert_eq!(output.status.code(), Some(3));
     let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let checks = reports[0]["checks"].as_array().unwrap();
@@ -225,6 +258,11 @@ fn the_cli_exits_3_on_a_failed_check_and_prints_json_on_request() {
             .contains("backend is gone")
     );
     assert!(health["elapsed_ms"].is_u64());
+    let stuck = checks
+        .iter()
+        .find(|c| c["runtime"] == "stuck" && c["name"] == "info")
+        .expect("stuck's info check");
+    assert_eq!(stuck["reason"], "did not finish within 2s");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("conformance checks failed"), "{stderr}");
 }
