@@ -1,6 +1,7 @@
 //! Installs a lifecycle hook that sees every turn, and a tracing subscriber that also receives
 //! the plugins' own log events.
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,6 @@
 //! Registers a runtime compiled into the host beside the plugins, and uses both alike.
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use runtime_api::{Capabilities, Runtime, RuntimeError, TurnOutput, TurnRequest, Value};
 use runtime_loader::{Runtimes, SearchPath};

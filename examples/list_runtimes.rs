@@ -1,5 +1,6 @@
 //! Lists the installed runtimes and what discovery refused, without loading any library.
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use runtime_loader::{Runtimes, SearchPath};
 

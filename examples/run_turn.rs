@@ -1,5 +1,6 @@
 //! Resolves a runtime by alias and runs one turn.
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use runtime_api::TurnRequest;
 use runtime_loader::{Runtimes, SearchPath};

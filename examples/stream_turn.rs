@@ -1,5 +1,6 @@
 //! Streams a turn, printing deltas as they arrive, with a timeout.
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use std::io::Write as _;
 use std::time::Duration;

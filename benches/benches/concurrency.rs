@@ -16,6 +16,7 @@
 //! the allocator keeps what an earlier batch freed.
 
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

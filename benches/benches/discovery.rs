@@ -14,6 +14,8 @@
 //!   load; the mapping stays). Sampling is flat with tiny warm-up and measurement times, which
 //!   bounds the number of libraries loaded to a few hundred.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,44 @@ fn list(c: &mut Criterion, lab: &Lab) {
         group.bench_function(BenchmarkId::new("plugins", n), |b| {
             b.iter(|| {
                 let runtimes = Runtimes::with_options(LoaderOptions::STRICT);
+                runtimes.discover(&search);
+                black_box(runtimes.list_runtimes())
+            });
+        });
+    }
+    group.finish();
+}
+
+/// `list_pinned/{lazy,eager}/100`: as `list/plugins/100`, in a folder whose `plugins.lock`
+/// pins every library. Lazy (the default) checks that each file is listed and leaves hashing
+/// to the load; eager (`runtimes list --all`, `LoaderOptions::eager_pins`) hashes each file
+/// from its open descriptor, once per file version per process (a cache keyed by device,
+/// inode, size, mtime and ctime), so its steady state is what this measures; the first
+/// listing of a process pays one sha256 of every library.
+fn list_pinned(c: &mut Criterion, lab: &Lab) {
+    let mut group = c.benchmark_group("list_pinned");
+    let n = 100usize;
+    let dir = lab.folder("list-pinned-100");
+    let mut lock = String::new();
+    for i in 0..n {
+        let id = format!("echo-{i:03}");
+        let aliases = [format!("parrot-{i:03}")];
+        let file = runtime_benches::install_with_id(&dir, &lab.echo, &id, &id, &aliases);
+        let hash = runtime_loader::security::sha256_file(&file).expect("hash");
+        let name = file.file_name().expect("a name").to_string_lossy();
+        lock.push_str(&format!("{hash}  {name}\n"));
+    }
+    std::fs::write(dir.join("plugins.lock"), lock).expect("write plugins.lock");
+    let search = SearchPath::empty().with_dir(&dir);
+    for (mode, eager) in [("lazy", false), ("eager", true)] {
+        let options = LoaderOptions::STRICT.with_eager_pins(eager);
+        let check = Runtimes::with_options(options);
+        let report = check.discover(&search);
+        assert_eq!(check.list_runtimes().len(), n, "{report}");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new(mode, n), |b| {
+            b.iter(|| {
+                let runtimes = Runtimes::with_options(options);
                 runtimes.discover(&search);
                 black_box(runtimes.list_runtimes())
             });
@@ -212,6 +252,7 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     list(&mut c, &lab);
+    list_pinned(&mut c, &lab);
     list_parts(&mut c, &lab);
     first_resolve(&mut c, &lab);
     c.final_summary();

@@ -10,6 +10,7 @@
 //! `bench-report`.
 
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

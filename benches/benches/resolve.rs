@@ -5,6 +5,8 @@
 //! value names every available runtime with its aliases and suggests `echo`;
 //! `unknown_id_message` also renders it to text, as a CLI would.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

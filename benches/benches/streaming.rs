@@ -9,6 +9,8 @@
 //!   boundary);
 //! - `echo_direct`: `<Echo as Runtime>::stream_turn` with no registry and no glue.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,6 +12,8 @@
 //! of iterations) and through `tokio::spawn` (`turn_spawn`: from a task on a two-worker
 //! multi-thread runtime, each turn spawned and awaited before the next).
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;

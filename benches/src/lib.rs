@@ -5,6 +5,8 @@
 //!
 //! Everything here panics with a message on failure: it runs in benchmark binaries only.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

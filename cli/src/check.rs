@@ -1,16 +1,18 @@
-//! `runtimes check`: validate plugin files without installing them.
+//! `runtimes check`: validate plugin files without installing them, through the same admission
+//! pipeline as discovery (type, owner and mode, every folder above the file, the folder's
+//! `plugins.lock`, the manifest), so it passes exactly the files discovery would register.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runtime_api::manifest::Manifest;
 use runtime_api::{TurnRequest, Value};
-use runtime_loader::security::{check_permissions, sha256_file};
-use runtime_loader::{LoaderOptions, RejectReason, Runtimes, inspect};
+use runtime_loader::admission::{PinPolicy, check_file};
+use runtime_loader::{LoaderOptions, RejectReason, Runtimes};
 use serde::Serialize;
 
 use crate::failure::Failure;
-use crate::style::{Style, named};
+use crate::style::{self, Style, clean, json_text, named};
 
 /// How long a smoke turn may take.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,21 +39,6 @@ struct FileCheck {
     rejected: Option<RejectReason>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     smoke: Vec<SmokeTurn>,
-}
-
-/// Checks one file: the same checks as discovery, then optionally a load and a smoke turn.
-pub(crate) fn inspect_file(path: &Path, options: &LoaderOptions) -> FileCheckResult {
-    let sha256 = sha256_file(path).ok();
-    let checked = inspect::real_file(path)
-        .and_then(|real| check_permissions(&real, options).map(|()| real))
-        .and_then(|real| inspect::read_manifest(&real))
-        .and_then(|manifest| runtime_loader::check_manifest(&manifest).map(|()| manifest));
-    FileCheckResult { sha256, checked }
-}
-
-pub(crate) struct FileCheckResult {
-    pub sha256: Option<String>,
-    pub checked: Result<Manifest, RejectReason>,
 }
 
 async fn smoke(
@@ -106,13 +93,14 @@ pub async fn check(
     };
     let mut results = Vec::new();
     for path in files {
-        let FileCheckResult { sha256, checked } = inspect_file(path, &options);
-        let (manifest, rejected) = match checked {
-            Ok(manifest) => (Some(manifest), None),
-            Err(reason) => (None, Some(reason)),
+        let checked = check_file(path, &options, PinPolicy::FolderLock);
+        let sha256 = checked.sha256.clone();
+        let (manifest, rejected) = match checked.verdict {
+            Ok(()) => (checked.manifest, None),
+            Err(reason) => (checked.manifest, Some(reason)),
         };
-        let smoke = match (&manifest, load) {
-            (Some(manifest), true) => smoke(path, manifest, options, &config).await,
+        let smoke = match (&manifest, load, &rejected) {
+            (Some(manifest), true, None) => smoke(path, manifest, options, &config).await,
             _ => Vec::new(),
         };
         let ok = rejected.is_none() && smoke.iter().all(|s| s.ok);
@@ -126,7 +114,7 @@ pub async fn check(
         });
     }
     if json {
-        println!("{:#}", serde_json::json!(results));
+        println!("{}", json_text(&serde_json::json!(results), true));
     } else {
         for result in &results {
             print_check(result, style);
@@ -149,14 +137,16 @@ fn print_check(result: &FileCheck, style: &Style) {
     } else {
         style.warn("FAILED")
     };
-    println!("{verdict}  {}", result.path.display());
+    println!("{verdict}  {}", style::path(&result.path));
     if let Some(sha256) = &result.sha256 {
         println!("    sha256: {sha256}");
     }
     if let Some(manifest) = &result.manifest {
         println!(
             "    plugin: {} {} (runtime-api {})",
-            manifest.plugin_name, manifest.plugin_version, manifest.api_version
+            clean(&manifest.plugin_name),
+            clean(&manifest.plugin_version),
+            clean(&manifest.api_version)
         );
         for runtime in &manifest.runtimes {
             println!(
@@ -167,14 +157,18 @@ fn print_check(result: &FileCheck, style: &Style) {
         }
     }
     if let Some(reason) = &result.rejected {
-        println!("    rejected: {reason}");
+        println!("    rejected: {}", clean(&reason.to_string()));
     }
     for turn in &result.smoke {
         match (&turn.answer, &turn.error) {
             (Some(answer), _) => {
-                println!("    smoke turn `{}`: ok ({} bytes)", turn.id, answer.len())
+                println!(
+                    "    smoke turn `{}`: ok ({} bytes)",
+                    clean(&turn.id),
+                    answer.len()
+                )
             }
-            (_, Some(error)) => println!("    smoke turn `{}`: {error}", turn.id),
+            (_, Some(error)) => println!("    smoke turn `{}`: {}", clean(&turn.id), clean(error)),
             _ => {}
         }
     }

@@ -9,7 +9,7 @@ use runtime_loader::LoaderOptions;
 use runtime_loader::conformance::{self, Options, Report, Verdict};
 
 use crate::failure::Failure;
-use crate::style::Style;
+use crate::style::{Style, clean};
 
 /// Runs the conformance checks against each file; any failed check exits 3.
 pub async fn check(
@@ -52,7 +52,7 @@ pub async fn check(
 
 fn print_report(report: &Report, style: &Style) {
     if let Some(file) = &report.file {
-        println!("{}", style.heading(&escaped(&file.display().to_string())));
+        println!("{}", style.heading(&clean(&file.display().to_string())));
     }
     for check in &report.checks {
         let label = check.verdict.label();
@@ -63,33 +63,9 @@ fn print_report(report: &Report, style: &Style) {
         };
         println!(
             "{label:<4}  {}  {}: {}",
-            escaped(check.runtime.as_deref().unwrap_or("(file)")),
+            clean(check.runtime.as_deref().unwrap_or("(file)")),
             check.name,
-            escaped(check.verdict.text())
+            clean(check.verdict.text())
         );
-    }
-}
-
-/// Text from a plugin or a file with its control characters escaped, so it cannot drive the
-/// terminal.
-fn escaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escaped;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escaped("a\u{1b}[2Jb\nc\u{7}é"), "a\\u{1b}[2Jb\\nc\\u{7}é");
     }
 }

@@ -3,6 +3,8 @@
 use runtime_api::RuntimeError;
 use runtime_loader::ResolveError;
 
+use crate::style::clean;
+
 /// A failed command.
 #[derive(Debug)]
 pub enum Failure {
@@ -25,16 +27,19 @@ impl Failure {
         }
     }
 
+    /// The message for stderr. Usage and rejection messages are composed with their data
+    /// already escaped (they may span lines); a plugin's error and an I/O error are escaped
+    /// here.
     pub fn message(&self) -> String {
         match self {
             Failure::Turn(error) => format!(
                 "the turn failed ({}{}): {}",
                 error.kind,
                 if error.retriable { ", retriable" } else { "" },
-                error.message
+                clean(&error.message)
             ),
             Failure::Usage(message) | Failure::Rejected(message) => message.clone(),
-            Failure::Other(error) => format!("{error:#}"),
+            Failure::Other(error) => clean(&format!("{error:#}")).into_owned(),
         }
     }
 }
@@ -42,9 +47,9 @@ impl Failure {
 impl From<ResolveError> for Failure {
     fn from(error: ResolveError) -> Self {
         match error {
-            ResolveError::NotFound { .. } => Failure::Usage(error.to_string()),
-            ResolveError::Factory { .. } => Failure::Rejected(error.to_string()),
-            _ => Failure::Rejected(error.to_string()),
+            ResolveError::NotFound { .. } => Failure::Usage(clean(&error.to_string()).into()),
+            ResolveError::Factory { .. } => Failure::Rejected(clean(&error.to_string()).into()),
+            _ => Failure::Rejected(clean(&error.to_string()).into()),
         }
     }
 }

@@ -1,20 +1,26 @@
 //! `runtimes install` and `runtimes uninstall`.
 //!
-//! Installing never writes over a library in place: each file is copied to a temporary name in
-//! the plugin folder and renamed over its destination, so a process that has the old file
-//! mapped keeps its copy and a half-written file is never visible under a library name.
+//! Each file goes through the admission pipeline discovery uses (its own permissions aside: the
+//! copy gets safe ones), and the open file that was checked is what gets copied. The plugin
+//! folder and every folder above it are checked before anything is written. Installing never
+//! writes over a library in place: each file is copied to a temporary name in the plugin
+//! folder, the copy is admitted again there exactly as discovery will admit it (its manifest
+//! must be the one checked, and its hash is what gets pinned), then renamed over its
+//! destination, so a process that has the old file mapped keeps its copy and a half-written
+//! file is never visible under a library name.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use runtime_loader::security::LOCK_FILE;
+use runtime_api::manifest::Manifest;
+use runtime_loader::admission::{PinPolicy, check_file};
+use runtime_loader::security::{LOCK_FILE, check_folders, read_lock_text};
 use runtime_loader::{LoaderOptions, RuntimeSource, Runtimes, SearchPath, user_plugin_dir};
 
 use crate::Global;
-use crate::check::{FileCheckResult, inspect_file};
 use crate::failure::Failure;
-use crate::style::{Style, named};
+use crate::style::{self, Style, clean, named};
 
 fn plugin_folder(dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
     dir.or_else(user_plugin_dir).ok_or_else(|| {
@@ -55,24 +61,56 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copies `source` to `dest` through a temporary file in the same folder and a rename.
-fn copy_atomically(source: &Path, dest: &Path) -> anyhow::Result<()> {
+/// Copies the checked open file `source` to `dest` through a temporary file in the same
+/// folder, admits the copy as discovery would (its manifest must be `manifest`), then renames
+/// it; returns the copy's sha256.
+fn copy_atomically(
+    source: &std::fs::File,
+    manifest: &Manifest,
+    dest: &Path,
+    options: LoaderOptions,
+) -> anyhow::Result<String> {
+    use std::io::{Seek as _, SeekFrom};
     let dir = dest.parent().context("the destination has no folder")?;
     let name = dest
         .file_name()
         .context("the destination has no file name")?
         .to_string_lossy();
     let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> anyhow::Result<()> {
-        std::fs::copy(source, &temp)
-            .with_context(|| format!("copying {} to {}", source.display(), temp.display()))?;
+    let result = (|| -> anyhow::Result<String> {
+        let mut reader = source;
+        reader
+            .seek(SeekFrom::Start(0))
+            .context("reading the checked file")?;
+        // A temporary left by a crashed run of a process with the same id.
+        let _ = std::fs::remove_file(&temp);
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        // Private while it is written; 0755 once complete.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let mut out = open
+            .open(&temp)
+            .with_context(|| format!("creating {}", style::path(&temp)))?;
+        std::io::copy(&mut reader, &mut out)
+            .with_context(|| format!("copying to {}", style::path(&temp)))?;
+        out.sync_all().context("flushing the copy")?;
+        drop(out);
         set_mode(&temp, 0o755).context("setting the file's permissions")?;
-        std::fs::File::open(&temp)
-            .and_then(|f| f.sync_all())
-            .context("flushing the copy")?;
+        // The copy, in its folder, passes what discovery will check.
+        let copy = check_file(&temp, &options, PinPolicy::Ignore);
+        if let Err(reason) = &copy.verdict {
+            anyhow::bail!("the copy {} was refused: {reason}", style::path(&temp));
+        }
+        if copy.manifest.as_ref() != Some(manifest) {
+            anyhow::bail!(
+                "the file changed while it was being installed (the copy's manifest differs from the one checked)"
+            );
+        }
+        let sha256 = copy.sha256.context("hashing the copy")?;
         std::fs::rename(&temp, dest)
-            .with_context(|| format!("renaming {} to {}", temp.display(), dest.display()))?;
-        Ok(())
+            .with_context(|| format!("renaming {} to {}", style::path(&temp), style::path(dest)))?;
+        Ok(sha256)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -83,11 +121,9 @@ fn copy_atomically(source: &Path, dest: &Path) -> anyhow::Result<()> {
 /// Rewrites `plugins.lock`: `set` adds or replaces pins, `remove` drops them.
 fn update_pins(dir: &Path, set: &[(String, String)], remove: &[String]) -> anyhow::Result<()> {
     let lock = dir.join(LOCK_FILE);
-    let existing = match std::fs::read_to_string(&lock) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", lock.display())),
-    };
+    let existing = read_lock_text(&lock)
+        .map_err(|detail| anyhow::anyhow!("reading {}: {detail}", style::path(&lock)))?
+        .unwrap_or_default();
     let changed: BTreeSet<&str> = set
         .iter()
         .map(|(name, _)| name.as_str())
@@ -122,20 +158,24 @@ pub fn install(
     style: &Style,
 ) -> Result<(), Failure> {
     let dir = plugin_folder(dir)?;
-    // Check every file before touching the folder: all or nothing.
+    // Check every file before touching the folder: all or nothing. The source's own
+    // permissions do not matter (the installed copy gets safe ones); everything else does.
     let mut checked = Vec::new();
     let mut problems = Vec::new();
-    // The source's own permissions do not matter: the installed copy gets safe ones.
     let source_options = options.with_allow_insecure(true);
     for file in files {
-        let FileCheckResult {
-            sha256,
-            checked: result,
-        } = inspect_file(file, &source_options);
-        match (result, sha256) {
-            (Ok(manifest), Some(sha256)) => checked.push((file.clone(), manifest, sha256)),
-            (Err(reason), _) => problems.push(format!("{}: {reason}", file.display())),
-            (Ok(_), None) => problems.push(format!("{}: it cannot be read", file.display())),
+        let check = check_file(file, &source_options, PinPolicy::Ignore);
+        match (&check.verdict, &check.manifest, check.file()) {
+            (Ok(()), Some(manifest), Some(_)) => {
+                let manifest = manifest.clone();
+                checked.push((file.clone(), manifest, check));
+            }
+            (Err(reason), ..) => problems.push(format!(
+                "{}: {}",
+                style::path(file),
+                clean(&reason.to_string())
+            )),
+            _ => problems.push(format!("{}: it cannot be read", style::path(file))),
         }
     }
     if !problems.is_empty() {
@@ -144,10 +184,31 @@ pub fn install(
             problems.join("\n  ")
         )));
     }
+    // Nothing is created in a place discovery would refuse: check the nearest existing folder
+    // first, then the plugin folder itself once it exists.
+    if let Some(existing) = dir.ancestors().find(|a| a.is_dir()) {
+        let real = std::fs::canonicalize(existing)
+            .with_context(|| format!("resolving {}", style::path(existing)))?;
+        if let Err(reason) = check_folders(&real, &options) {
+            return Err(Failure::Rejected(format!(
+                "nothing was installed: the plugin folder is refused: {}",
+                clean(&reason.to_string())
+            )));
+        }
+    }
     if !dir.exists() {
         std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the plugin folder {}", dir.display()))?;
+            .with_context(|| format!("creating the plugin folder {}", style::path(&dir)))?;
         set_mode(&dir, 0o755).context("setting the plugin folder's permissions")?;
+    }
+    // A folder discovery would refuse gets nothing: the copy would never be loaded.
+    let real_dir = std::fs::canonicalize(&dir)
+        .with_context(|| format!("resolving the plugin folder {}", style::path(&dir)))?;
+    if let Err(reason) = check_folders(&real_dir, &options) {
+        return Err(Failure::Rejected(format!(
+            "nothing was installed: the plugin folder is refused: {}",
+            clean(&reason.to_string())
+        )));
     }
     let present = installed(&dir, options);
     let mut replaced: BTreeSet<PathBuf> = BTreeSet::new();
@@ -156,7 +217,7 @@ pub fn install(
         let Some(name) = file.file_name() else {
             return Err(Failure::Usage(format!(
                 "{} has no file name",
-                file.display()
+                style::path(file)
             )));
         };
         let dest = dir.join(name);
@@ -164,8 +225,8 @@ pub fn install(
             if let Some((_, path)) = present.iter().find(|(id, _)| *id == runtime.id) {
                 conflicts.push(format!(
                     "`{}` is already installed from {}",
-                    runtime.id,
-                    path.display()
+                    clean(&runtime.id),
+                    style::path(path)
                 ));
                 if *path != dest {
                     replaced.insert(path.clone());
@@ -173,7 +234,7 @@ pub fn install(
             }
         }
         if dest.exists() && !present.iter().any(|(_, p)| *p == dest) {
-            conflicts.push(format!("{} already exists", dest.display()));
+            conflicts.push(format!("{} already exists", style::path(&dest)));
         }
     }
     if !conflicts.is_empty() && !force {
@@ -183,20 +244,21 @@ pub fn install(
         )));
     }
     let mut pins = Vec::new();
-    for (file, manifest, sha256) in &checked {
+    for (file, manifest, check) in &checked {
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let dest = dir.join(&name);
-        copy_atomically(file, &dest)?;
-        pins.push((name, sha256.clone()));
+        let source = check.file().context("the checked file is not open")?;
+        let sha256 = copy_atomically(source, manifest, &dest, options)?;
+        pins.push((name, sha256));
         for runtime in &manifest.runtimes {
             println!(
                 "{} {} into {}",
                 style.ok("installed"),
                 named(&runtime.id, &runtime.aliases),
-                dest.display()
+                style::path(&dest)
             );
         }
     }
@@ -210,7 +272,11 @@ pub fn install(
         })
         .filter_map(|path| {
             std::fs::remove_file(path).ok()?;
-            println!("{} {}", style.dim("removed replaced file"), path.display());
+            println!(
+                "{} {}",
+                style.dim("removed replaced file"),
+                style::path(path)
+            );
             path.file_name().map(|n| n.to_string_lossy().into_owned())
         })
         .collect();
@@ -219,7 +285,7 @@ pub fn install(
         println!(
             "{} {}",
             style.dim("pinned in"),
-            dir.join(LOCK_FILE).display()
+            style::path(&dir.join(LOCK_FILE))
         );
     }
     Ok(())
@@ -234,17 +300,18 @@ pub fn uninstall(
     let dir = plugin_folder(dir)?;
     let options = global.options();
     let present = installed(&dir, options);
+    let id = &*clean(id);
     let Some((_, path)) = present.iter().find(|(installed_id, _)| installed_id == id) else {
         let elsewhere = global.registry().get_entry(id);
         return Err(Failure::Usage(match elsewhere {
             Some(entry) => format!(
                 "runtime `{id}` is not installed in {}; it comes from {} (remove that file yourself)",
-                dir.display(),
-                entry.source
+                style::path(&dir),
+                clean(&entry.source.to_string())
             ),
             None => format!(
                 "runtime `{id}` is not installed in {}. View installed runtimes with `runtimes list`.",
-                dir.display()
+                style::path(&dir)
             ),
         }));
     };
@@ -253,7 +320,7 @@ pub fn uninstall(
         .filter(|(other, p)| p == path && other != id)
         .map(|(other, _)| other.as_str())
         .collect();
-    std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    std::fs::remove_file(path).with_context(|| format!("removing {}", style::path(path)))?;
     if dir.join(LOCK_FILE).exists() {
         let name = path
             .file_name()
@@ -264,7 +331,7 @@ pub fn uninstall(
     println!(
         "{} {id}: removed {}",
         style.ok("uninstalled"),
-        path.display()
+        style::path(path)
     );
     if !others.is_empty() {
         println!(

@@ -1,23 +1,25 @@
-//! `runtimes list` and `runtimes info`.
+//! `runtimes list` and `runtimes info`. Every string from a plugin file (ids, names,
+//! versions, descriptions, paths, reasons) is escaped for the terminal; `--json` is valid JSON
+//! with every control character escaped.
 
 use runtime_loader::{DirStatus, RuntimeEntry, RuntimeSource, Runtimes};
 use serde_json::{Value, json};
 
 use crate::failure::Failure;
-use crate::style::{Style, table};
+use crate::style::{self, Style, clean, json_text, table};
 
 fn or_dash(text: &str) -> String {
     if text.is_empty() {
         "-".to_owned()
     } else {
-        text.to_owned()
+        clean(text).into_owned()
     }
 }
 
 fn source(entry: &RuntimeEntry) -> String {
     match &entry.source {
-        RuntimeSource::Plugin { path, .. } => path.display().to_string(),
-        other => other.to_string(),
+        RuntimeSource::Plugin { path, .. } => style::path(path),
+        other => clean(&other.to_string()).into_owned(),
     }
 }
 
@@ -31,16 +33,12 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
             out["shadowed"] = json!(report.shadowed);
             out["dirs"] = json!(report.dirs);
         }
-        println!("{out:#}");
+        println!("{}", json_text(&out, true));
         return Ok(());
     }
     if entries.is_empty() {
         println!("No runtime is installed.");
-        let searched: Vec<String> = report
-            .dirs
-            .iter()
-            .map(|d| d.path.display().to_string())
-            .collect();
+        let searched: Vec<String> = report.dirs.iter().map(|d| style::path(&d.path)).collect();
         println!(
             "Searched: {}. Install one with `runtimes install <file>`.",
             if searched.is_empty() {
@@ -57,10 +55,10 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
         ];
         for entry in &entries {
             rows.push(vec![
-                entry.id.clone(),
+                clean(&entry.id).into_owned(),
                 or_dash(&entry.aliases.join(", ")),
                 or_dash(&entry.version),
-                entry.api_version.clone(),
+                clean(&entry.api_version).into_owned(),
                 or_dash(&entry.capabilities.to_string()),
                 source(entry),
             ]);
@@ -75,28 +73,28 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
             let status = match &dir.status {
                 DirStatus::Scanned { candidates } => format!("{candidates} candidate file(s)"),
                 DirStatus::Missing => "does not exist".to_owned(),
-                DirStatus::Unreadable { detail } => format!("unreadable: {detail}"),
-                DirStatus::Insecure { detail } => format!("refused: {detail}"),
+                DirStatus::Unreadable { detail } => format!("unreadable: {}", clean(detail)),
+                DirStatus::Insecure { detail } => format!("refused: {}", clean(detail)),
                 _ => "unknown".to_owned(),
             };
-            println!("  {} ({}): {status}", dir.path.display(), dir.origin);
+            println!("  {} ({}): {status}", style::path(&dir.path), dir.origin);
         }
         if !report.rejected.is_empty() {
             println!();
             println!("{}", style.warn("Rejected:"));
             for rejection in &report.rejected {
-                println!("  {}", rejection.path.display());
+                println!("  {}", style::path(&rejection.path));
                 if !rejection.runtime_ids.is_empty() {
-                    println!("    declares: {}", rejection.runtime_ids.join(", "));
+                    println!("    declares: {}", clean(&rejection.runtime_ids.join(", ")));
                 }
-                println!("    {}", rejection.reason);
+                println!("    {}", clean(&rejection.reason.to_string()));
             }
         }
         if !report.shadowed.is_empty() {
             println!();
             println!("{}", style.warn("Shadowed:"));
             for shadowed in &report.shadowed {
-                println!("  {shadowed}");
+                println!("  {}", clean(&shadowed.to_string()));
             }
         }
     } else if hidden > 0 {
@@ -112,32 +110,30 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
 
 pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Result<(), Failure> {
     let Some(entry) = runtimes.get_entry(name) else {
-        if let Some(rejection) = runtimes.rejection(name) {
-            if json {
-                println!("{:#}", json!({ "name": name, "rejected": rejection }));
+        if json {
+            if let Some(rejection) = runtimes.rejection(name) {
+                println!(
+                    "{}",
+                    json_text(&json!({ "name": name, "rejected": rejection }), true)
+                );
             }
-            return Err(Failure::Rejected(format!(
-                "runtime `{name}` was found in {} but not loaded: {}",
-                rejection.path.display(),
-                rejection.reason
-            )));
         }
         return Err(match runtimes.resolve(name) {
             Err(error) => Failure::from(error),
-            Ok(_) => Failure::Usage(format!("no runtime named `{name}`")),
+            Ok(_) => Failure::Usage(format!("no runtime named `{}`", clean(name))),
         });
     };
     if json {
-        println!("{:#}", json!(entry));
+        println!("{}", json_text(&json!(entry), true));
         return Ok(());
     }
     let rows = [
-        ("id", entry.id.clone()),
-        ("name", entry.display_name.clone()),
+        ("id", clean(&entry.id).into_owned()),
+        ("name", clean(&entry.display_name).into_owned()),
         ("description", or_dash(&entry.description)),
         ("aliases", or_dash(&entry.aliases.join(", "))),
         ("version", or_dash(&entry.version)),
-        ("runtime-api", entry.api_version.clone()),
+        ("runtime-api", clean(&entry.api_version).into_owned()),
         ("capabilities", or_dash(&entry.capabilities.to_string())),
         ("source", source(&entry)),
     ];

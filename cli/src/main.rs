@@ -1,10 +1,11 @@
-//! `runtimes`: list, inspect, check, install and run agent-runtime plugins.
+//! `runtimes`: list, inspect, check, install, run and serve agent-runtime plugins.
 //!
 //! Exit codes: 0 success; 1 the turn failed; 2 usage error or unknown runtime; 3 a plugin was
 //! rejected or a check failed.
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
 mod check;
 mod conformance;
@@ -12,6 +13,7 @@ mod failure;
 mod install;
 mod list;
 mod new;
+mod serve;
 mod style;
 mod turn;
 
@@ -152,6 +154,8 @@ enum Command {
     Run(turn::TurnArgs),
     /// Run one turn and print its deltas as they arrive.
     Stream(turn::TurnArgs),
+    /// Serve every installed runtime over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 fn init_logs(global: &Global, style: &Style) {
@@ -168,7 +172,7 @@ fn init_logs(global: &Global, style: &Style) {
     let filter = EnvFilter::try_from_env("RUNTIMES_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| style::LogWriter)
         .with_ansi(style.stderr_color)
         .with_target(global.verbose >= 2)
         .try_init();
@@ -185,7 +189,12 @@ impl Global {
 
     /// A registry over the search path.
     fn registry(&self) -> Runtimes {
-        let runtimes = Runtimes::with_options(self.options());
+        self.registry_with(self.options())
+    }
+
+    /// A registry over the search path with these options.
+    fn registry_with(&self, options: LoaderOptions) -> Runtimes {
+        let runtimes = Runtimes::with_options(options);
         runtimes.discover(&self.search_path());
         runtimes
     }
@@ -194,7 +203,14 @@ impl Global {
 async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
-        Command::List { all, json } => list::list(&global.registry(), all, json, &style),
+        // `--all` shows every verdict, so it hashes pinned libraries now, as `check` does;
+        // plain `list` leaves that to the load.
+        Command::List { all, json } => list::list(
+            &global.registry_with(global.options().with_eager_pins(all)),
+            all,
+            json,
+            &style,
+        ),
         Command::Info { name, config, json } => match config {
             None => list::info(&global.registry(), &name, json, &style),
             Some(config) => list::check_config(&global.registry(), &name, &config, json),
@@ -245,6 +261,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         Command::New { name, dir } => new::new(&name, dir, &style),
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
+        Command::Serve(args) => serve::serve(global.registry(), args).await,
     }
 }
 

@@ -1,5 +1,7 @@
-//! Colours, when they are wanted, and plain tables.
+//! Colours, when they are wanted, plain tables, and escaping: nothing from a file, a plugin or
+//! the network reaches the terminal with its control characters.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use crate::ColorChoice;
@@ -64,10 +66,11 @@ impl Style {
 
 /// A runtime's id with its aliases: `echo (alias parrot)`.
 pub fn named(id: &str, aliases: &[String]) -> String {
+    let id = clean(id);
     if aliases.is_empty() {
-        id.to_owned()
+        id.into_owned()
     } else {
-        format!("{id} (alias {})", aliases.join(", "))
+        format!("{id} (alias {})", clean(&aliases.join(", ")))
     }
 }
 
@@ -104,4 +107,152 @@ pub fn table(rows: &[Vec<String>], style: &Style) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Whether a character must not reach a terminal as it is: control characters (C0, DEL, C1:
+/// escape sequences, carriage returns, backspaces), line and paragraph separators, and the
+/// bidirectional overrides that reorder what is shown ("Trojan Source").
+fn unsafe_for_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn escape_char(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if (c as u32) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+}
+
+/// Text from a file, a plugin or the network, made safe for one line of a terminal: every
+/// control character (newlines included) is shown escaped (`\x1b`, `\n`, `\u{9b}`).
+pub fn clean(text: &str) -> Cow<'_, str> {
+    escape_except(text, &[])
+}
+
+/// Text made safe for a terminal that keeps its line structure: as [`clean`], but newlines and
+/// tabs are kept. For model output on a terminal.
+pub fn clean_lines(text: &str) -> Cow<'_, str> {
+    escape_except(text, &['\n', '\t'])
+}
+
+fn escape_except<'a>(text: &'a str, keep: &[char]) -> Cow<'a, str> {
+    if !text
+        .chars()
+        .any(|c| unsafe_for_terminal(c) && !keep.contains(&c))
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_for_terminal(c) && !keep.contains(&c) {
+            escape_char(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A path from a file or the user, made safe for one line of a terminal.
+pub fn path(path: &std::path::Path) -> String {
+    clean(&path.display().to_string()).into_owned()
+}
+
+/// JSON for stdout, pretty-printed. serde_json escapes C0 controls; DEL, C1 controls and the
+/// characters [`clean`] escapes are written as `\uXXXX` escapes too, which is still valid JSON
+/// (outside strings the output is ASCII) and never reaches a terminal raw.
+pub fn json_text(value: &serde_json::Value, pretty: bool) -> String {
+    let text = if pretty {
+        format!("{value:#}")
+    } else {
+        value.to_string()
+    };
+    if !text.chars().any(unsafe_for_terminal_in_json) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_for_terminal_in_json(c) {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unsafe_for_terminal_in_json(c: char) -> bool {
+    // serde_json already escapes C0; the newlines of pretty-printing are its own.
+    c != '\n' && unsafe_for_terminal(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(clean("x\ny\r"), "x\\ny\\r");
+        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(clean("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(clean_lines("one\ntwo\x07"), "one\ntwo\\x07");
+        assert!(matches!(clean("plain ünïcode"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_stays_valid_and_has_no_raw_controls() {
+        let value = serde_json::json!({"name": "a\u{1b}]0;title\u{7}\u{9b}\u{7f}\u{202e}z"});
+        for pretty in [false, true] {
+            let text = json_text(&value, pretty);
+            assert!(!text.chars().any(|c| c != '\n' && c.is_control()), "{text}");
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, value);
+        }
+    }
+}
+
+/// Standard error for the log subscriber, one event per write, with every control character
+/// of the event escaped except its final newline and the subscriber's own colour codes (the
+/// subscriber already escapes `ESC`, `BEL` and C1 controls in messages and fields, but not
+/// carriage returns, newlines or bidirectional overrides, which could fake a log line).
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        let body = escape_except(body, &['\u{1b}']);
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(body.as_bytes())?;
+        stderr.write_all(end.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -1,4 +1,9 @@
 //! `runtimes run` and `runtimes stream`.
+//!
+//! Model output on a terminal has its control characters escaped (`\x1b`, `\r`, `\u{9b}`...),
+//! except newlines and tabs, so a model cannot clear the screen, move the cursor, rewrite a
+//! line or set the window title. Piped, the text is written exactly as the runtime produced
+//! it; `--json` escapes it as JSON does (and DEL and C1 controls as `\uXXXX`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -11,7 +16,7 @@ use runtime_loader::{RuntimeHandle, Runtimes};
 use serde_json::json;
 
 use crate::failure::Failure;
-use crate::style::Style;
+use crate::style::{Style, clean, clean_lines, json_text};
 
 /// What `run` and `stream` take.
 #[derive(Debug, Args)]
@@ -79,7 +84,7 @@ fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnR
     Ok((handle, request))
 }
 
-pub async fn run(runtimes: &Runtimes, args: TurnArgs, _style: &Style) -> Result<(), Failure> {
+pub async fn run(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Result<(), Failure> {
     let (handle, request) = prepare(runtimes, &args)?;
     let turn = handle.run_turn(request);
     let output = tokio::select! {
@@ -89,7 +94,9 @@ pub async fn run(runtimes: &Runtimes, args: TurnArgs, _style: &Style) -> Result<
         }
     };
     if args.json {
-        println!("{:#}", json!(output));
+        println!("{}", json_text(&json!(output), true));
+    } else if style.stdout_terminal {
+        println!("{}", clean_lines(&output.content));
     } else {
         println!("{}", output.content);
     }
@@ -122,7 +129,7 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                 StreamItem::Done(output) => json!({"type": "done", "output": output}),
                 _ => json!({"type": "unknown"}),
             };
-            let _ = writeln!(stdout, "{line}");
+            let _ = writeln!(stdout, "{}", json_text(&line, false));
         } else {
             match &item {
                 StreamItem::Delta(delta) if delta.kind == DeltaKind::Text => {
@@ -130,7 +137,11 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                         let _ = write!(stdout, "\n\n");
                         in_thinking = false;
                     }
-                    let _ = write!(stdout, "{}", delta.content);
+                    if style.stdout_terminal {
+                        let _ = write!(stdout, "{}", clean_lines(&delta.content));
+                    } else {
+                        let _ = write!(stdout, "{}", delta.content);
+                    }
                 }
                 // Thinking and tool-call fragments are set apart on a terminal; piped stdout
                 // carries the answer only.
@@ -141,12 +152,12 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                         let _ = write!(stdout, "{}", style.dim("[thinking] "));
                         in_thinking = true;
                     }
-                    let _ = write!(stdout, "{}", style.dim(&delta.content));
+                    let _ = write!(stdout, "{}", style.dim(&clean_lines(&delta.content)));
                 }
                 StreamItem::Delta(delta)
                     if delta.kind == DeltaKind::ToolCall && style.stdout_terminal =>
                 {
-                    let _ = write!(stdout, "{}", style.dim(&delta.content));
+                    let _ = write!(stdout, "{}", style.dim(&clean_lines(&delta.content)));
                 }
                 StreamItem::Done(output) => {
                     let _ = writeln!(stdout);
@@ -154,7 +165,9 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
                         let _ = writeln!(
                             stdout,
                             "tool call {} {}({})",
-                            call.id, call.name, call.arguments
+                            clean(&call.id),
+                            clean(&call.name),
+                            clean(&call.arguments.to_string())
                         );
                     }
                 }

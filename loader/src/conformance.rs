@@ -222,11 +222,14 @@ impl Report {
     }
 }
 
-/// Plugin text with control characters escaped, so it cannot drive a terminal.
+/// Plugin text with control characters (and the bidirectional-text and line-separator
+/// characters that reorder or break a line) escaped, so it cannot drive a terminal.
 fn escaped(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -958,7 +961,7 @@ mod tests {
         let report = Report {
             file: None,
             checks: vec![Check {
-                runtime: Some("evil\u{1b}[2J".to_owned()),
+                runtime: Some("evil\u{1b}[2J\u{202e}".to_owned()),
                 name: "health",
                 verdict: Verdict::fail("bad\u{7}\nnews"),
                 elapsed: Duration::ZERO,
@@ -970,7 +973,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("FAIL  evil\\u{1b}[2J  health: bad\\u{7}\\nnews"),
+            text.contains("FAIL  evil\\u{1b}[2J\\u{202e}  health: bad\\u{7}\\nnews"),
             "{text}"
         );
         assert!(text.ends_with("1 of 1 checks failed"), "{text}");

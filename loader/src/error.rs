@@ -41,8 +41,11 @@ pub enum ResolveError {
         /// The closest id or alias, if one is close.
         suggestion: Option<String>,
     },
-    /// A plugin declares this name but was rejected, at discovery or when it was loaded.
-    #[error("runtime `{name}` was found in {} but not loaded: {reason}", path.display())]
+    /// A plugin declares this name but was refused, at discovery (its type, permissions, pin,
+    /// manifest...) or when it was loaded (changed since discovery, ABI, manifest mismatch).
+    /// The reason says what to do, and names `--allow-insecure` /
+    /// `AGENT_RUNTIMES_ALLOW_INSECURE` when that is the way out.
+    #[error("`{name}` is provided by {}, which was refused: {reason}", path.display())]
     Rejected {
         /// The name asked for.
         name: String,

@@ -13,6 +13,7 @@ use object::{Endianness, FileKind, Object, ObjectKind, ObjectSection, ReadRef, e
 use runtime_api::manifest::{EMBED_SIZE, Manifest, is_manifest_symbol};
 
 use crate::report::RejectReason;
+use crate::security::Identity;
 
 /// A candidate file whose manifest was read.
 #[derive(Debug, Clone)]
@@ -23,18 +24,55 @@ pub struct Inspected {
     pub manifest: Manifest,
 }
 
-/// Resolves a candidate's real path, checking that it is a regular file.
+/// Resolves a candidate's real path, checking that it is a regular file. Nothing is opened.
 ///
 /// # Errors
 ///
 /// [`RejectReason::Unreadable`] for a dangling symlink, a loop or a permission error;
-/// [`RejectReason::NotAFile`] for a directory or a device.
+/// [`RejectReason::NotAFile`] for a directory, a FIFO, a device or a socket.
 pub fn real_file(path: &Path) -> Result<PathBuf, RejectReason> {
     real_file_in(path, None).map(|(real, _)| real)
 }
 
-/// As [`real_file`], also returning the file's metadata. `canonical_dir`, when given, is the
-/// already-resolved folder `path` was found in: a plain file there needs no `realpath`.
+/// What kind of file this is, in words (`a directory`, `a FIFO`...).
+pub fn describe_type(metadata: &Metadata) -> String {
+    let file_type = metadata.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO".to_owned();
+        }
+        if file_type.is_char_device() {
+            return "a character device".to_owned();
+        }
+        if file_type.is_block_device() {
+            return "a block device".to_owned();
+        }
+        if file_type.is_socket() {
+            return "a socket".to_owned();
+        }
+    }
+    if file_type.is_dir() {
+        "a directory".to_owned()
+    } else if file_type.is_symlink() {
+        "a symlink".to_owned()
+    } else if file_type.is_file() {
+        "a regular file".to_owned()
+    } else {
+        "not a file".to_owned()
+    }
+}
+
+fn not_a_file(metadata: &Metadata) -> RejectReason {
+    RejectReason::NotAFile {
+        file_type: describe_type(metadata),
+    }
+}
+
+/// As [`real_file`], also returning the file's metadata (not following a final symlink of the
+/// real path). `canonical_dir`, when given, is the already-resolved folder `path` was found
+/// in: a plain file there needs no `realpath`.
 pub(crate) fn real_file_in(
     path: &Path,
     canonical_dir: Option<&Path>,
@@ -47,25 +85,90 @@ pub(crate) fn real_file_in(
         (Some(dir), Some(name)) if !own.file_type().is_symlink() => (dir.join(name), own),
         _ => {
             let real = std::fs::canonicalize(path).map_err(unreadable)?;
-            let metadata = std::fs::metadata(&real).map_err(unreadable)?;
+            let metadata = std::fs::symlink_metadata(&real).map_err(unreadable)?;
             (real, metadata)
         }
     };
     if !metadata.is_file() {
-        return Err(RejectReason::NotAFile);
+        return Err(not_a_file(&metadata));
     }
     Ok((real, metadata))
 }
 
-/// Reads the embedded manifest of the library at `real_path`.
+/// A candidate opened for checking: the open file is what every later check reads and what is
+/// loaded.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) real_path: PathBuf,
+    pub(crate) file: File,
+    /// Read from the open file.
+    pub(crate) metadata: Metadata,
+}
+
+/// Resolves a candidate, checks its type without opening it, opens it (without following a
+/// final symlink, without blocking), and checks on the open file that it is the same regular
+/// file.
+///
+/// # Errors
+///
+/// The reason, with the real path when it was resolved.
+pub(crate) fn open_candidate(
+    path: &Path,
+    canonical_dir: Option<&Path>,
+) -> Result<Opened, (Option<PathBuf>, RejectReason)> {
+    let (real_path, before) = real_file_in(path, canonical_dir).map_err(|r| (None, r))?;
+    let file = crate::security::open_nonblocking(&real_path, true).map_err(|e| {
+        (
+            Some(real_path.clone()),
+            RejectReason::Unreadable {
+                detail: e.to_string(),
+            },
+        )
+    })?;
+    let metadata = file.metadata().map_err(|e| {
+        (
+            Some(real_path.clone()),
+            RejectReason::Unreadable {
+                detail: e.to_string(),
+            },
+        )
+    })?;
+    if !metadata.is_file() {
+        return Err((Some(real_path), not_a_file(&metadata)));
+    }
+    let (was, is) = (Identity::of(&before), Identity::of(&metadata));
+    if !was.same_file(&is) {
+        return Err((
+            Some(real_path),
+            RejectReason::Changed {
+                detail: format!("while it was being checked, {}", was.difference(&is)),
+            },
+        ));
+    }
+    Ok(Opened {
+        real_path,
+        file,
+        metadata,
+    })
+}
+
+/// Reads the embedded manifest of the library at `real_path` (a regular file only: a FIFO or
+/// a device is refused by its type before it is opened).
 ///
 /// # Errors
 ///
 /// The [`RejectReason`] that says what is wrong with the file.
 pub fn read_manifest(real_path: &Path) -> Result<Manifest, RejectReason> {
-    let file = File::open(real_path).map_err(|e| RejectReason::Unreadable {
-        detail: e.to_string(),
-    })?;
+    let opened = open_candidate(real_path, None).map_err(|(_, reason)| reason)?;
+    read_manifest_from_file(&opened.file)
+}
+
+/// Reads the embedded manifest of an open library file. Reading a manifest runs no code.
+///
+/// # Errors
+///
+/// The [`RejectReason`] that says what is wrong with the file.
+pub(crate) fn read_manifest_from_file(file: &File) -> Result<Manifest, RejectReason> {
     let cache = ReadCache::new(file);
     manifest_from(&cache)
 }

@@ -5,9 +5,10 @@
 //!
 //! 1. **Discovery** ([`Runtimes::discover`]) scans the [`SearchPath`] and reads each
 //!    library's embedded manifest by parsing the file — no `dlopen`, no plugin code. Each
-//!    candidate is checked (manifest, runtime-api compatibility, ids, duplicates, permissions,
-//!    pins) before anything is registered; every rejection and shadowing lands in a
-//!    [`DiscoveryReport`] with a reason that says what to do.
+//!    candidate goes through one admission pipeline ([`admission`]: file type, owner and mode,
+//!    every folder above it, pins, manifest, runtime-api compatibility, ids) before anything
+//!    is registered; every rejection and shadowing lands in a [`DiscoveryReport`] with a
+//!    reason that says what to do. The checked file stays open and is what gets loaded.
 //! 2. **Resolution** ([`Runtimes::resolve`]) by id or alias fails closed: an unknown name
 //!    lists what is available and suggests the closest. The first resolve of a runtime loads
 //!    its library (abi_stable's checks, then a cross-check against the manifest) and creates
@@ -47,9 +48,14 @@
 // Errors here carry structured reasons (paths, versions, what to do) and are returned on cold
 // paths only; boxing them would make matching on them awkward for hosts.
 #![allow(clippy::result_large_err)]
+// The one unsafe operation, the `dlopen` of a checked plugin file, is
+// `runtime_api::host::open_library` (called from `library.rs`).
+#![forbid(unsafe_code)]
 
+pub mod admission;
 mod checks;
 pub mod conformance;
+mod discovery;
 mod entry;
 mod error;
 mod handle;

@@ -1,30 +1,51 @@
 //! Loading a plugin library, once, at the first resolve of one of its runtimes.
 //!
-//! abi_stable opens the library, checks its ABI header, the runtime-api version and the layout
-//! of every type reachable from the root module, then runs the root module's constructor. We
-//! then cross-check what the code reports against the manifest that discovery read from the
-//! file; any difference is a rejection. Libraries are never unloaded (abi_stable keeps them
-//! mapped for the life of the process), so everything obtained from them stays valid.
+//! The file loaded is the file discovery checked: discovery keeps it open, and the load
+//! re-verifies it (the open file unchanged, the same file still at its path, its owner and
+//! mode, its pin hashed from the open file) and then opens *that open file* — through
+//! `/proc/self/fd/N` on Linux, so a file swapped in at the path between the check and the
+//! `dlopen` is never mapped and none of its code runs. Where `/proc` is unavailable the same
+//! checks run immediately before the `dlopen` by path.
+//!
+//! abi_stable then checks its ABI header, the runtime-api version and the layout of every type
+//! reachable from the root module, and runs the root module's constructor. We cross-check what
+//! the code reports against the manifest that discovery read from the file; any difference is
+//! a rejection. Libraries are never unloaded (abi_stable keeps them mapped for the life of the
+//! process), so everything obtained from them stays valid.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use abi_stable::library::{LibraryError, RootModuleError};
+use abi_stable::library::{LibHeader, LibraryError, RootModuleError};
 use abi_stable::std_types::RStr;
 use runtime_api::abi::{AbiRuntimeEntry, PluginModuleRef};
 use runtime_api::host::RemoteRuntime;
 use runtime_api::manifest::Manifest;
 use runtime_api::{RuntimeError, Value};
 
+use crate::admission::{Admitted, Pin};
 use crate::log_bridge;
 use crate::report::RejectReason;
+use crate::security::{Identity, LoaderOptions, check_metadata, sha256_of};
 
 /// A plugin library found by discovery: its manifest now, its code on first use.
 #[derive(Debug)]
 pub(crate) struct PluginLibrary {
     pub(crate) real_path: PathBuf,
     pub(crate) manifest: Manifest,
+    /// The file discovery checked, open until it is loaded.
+    checked: Mutex<Option<Checked>>,
+    options: LoaderOptions,
     loaded: OnceLock<Result<LoadedLibrary, RejectReason>>,
+}
+
+/// The open file discovery checked, and what it was checked against.
+#[derive(Debug)]
+struct Checked {
+    file: File,
+    identity: Identity,
+    pin: Option<Pin>,
 }
 
 /// What a loaded library provides.
@@ -41,10 +62,16 @@ impl std::fmt::Debug for LoadedLibrary {
 }
 
 impl PluginLibrary {
-    pub(crate) fn new(real_path: PathBuf, manifest: Manifest) -> Self {
+    pub(crate) fn new(admitted: Admitted, options: LoaderOptions) -> Self {
         Self {
-            real_path,
-            manifest,
+            real_path: admitted.real_path,
+            manifest: admitted.manifest,
+            checked: Mutex::new(Some(Checked {
+                file: admitted.file,
+                identity: admitted.identity,
+                pin: admitted.pin,
+            })),
+            options,
             loaded: OnceLock::new(),
         }
     }
@@ -54,7 +81,17 @@ impl PluginLibrary {
         let loaded = self
             .loaded
             .get_or_init(|| {
-                let loaded = load(&self.real_path, &self.manifest);
+                let checked = self
+                    .checked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let loaded = match checked {
+                    Some(checked) => load(&self.real_path, checked, &self.manifest, &self.options),
+                    None => Err(RejectReason::Changed {
+                        detail: "the checked file is no longer open".to_owned(),
+                    }),
+                };
                 if let Err(reason) = &loaded {
                     tracing::warn!(path = %self.real_path.display(), "plugin library rejected at load: {reason}");
                 }
@@ -112,13 +149,118 @@ fn config_text(config: &Value) -> String {
     }
 }
 
-fn load(path: &Path, manifest: &Manifest) -> Result<LoadedLibrary, RejectReason> {
+/// Re-verifies the checked file just before it is loaded: the open file unchanged since
+/// discovery, the same file still at its path, its owner and mode, its pin (hashed now, from
+/// the open file).
+fn verify(
+    real_path: &Path,
+    checked: &Checked,
+    options: &LoaderOptions,
+) -> Result<(), RejectReason> {
+    let unreadable = |e: std::io::Error| RejectReason::Unreadable {
+        detail: e.to_string(),
+    };
+    // First what is at the path now (a replaced or removed file also changes the status of
+    // the one held open), then the open file itself.
+    match std::fs::symlink_metadata(real_path) {
+        Ok(at_path) => {
+            let at_path = Identity::of(&at_path);
+            if !at_path.same_file(&checked.identity) {
+                return Err(RejectReason::Changed {
+                    detail: format!(
+                        "it was replaced after discovery: {}",
+                        checked.identity.difference(&at_path)
+                    ),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RejectReason::Changed {
+                detail: "it was removed after discovery".to_owned(),
+            });
+        }
+        Err(e) => return Err(unreadable(e)),
+    }
+    let metadata = checked.file.metadata().map_err(unreadable)?;
+    let now = Identity::of(&metadata);
+    if now != checked.identity {
+        return Err(RejectReason::Changed {
+            detail: format!("after discovery, {}", checked.identity.difference(&now)),
+        });
+    }
+    check_metadata(real_path, &metadata, options)?;
+    if let Some(pin) = &checked.pin {
+        let found = sha256_of(&checked.file).map_err(unreadable)?;
+        pin.verify(&found)?;
+        // The hash was read from the open file; it must not have changed meanwhile.
+        let after = checked.file.metadata().map_err(unreadable)?;
+        if Identity::of(&after) != checked.identity {
+            return Err(RejectReason::Changed {
+                detail: "it was modified while it was being hashed".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The path that names the open file itself, when the platform has one: `/proc/self/fd/N`
+/// (checked to lead to the same file). `None` where `/proc` is not mounted.
+#[cfg(target_os = "linux")]
+fn path_of_open_file(file: &File, identity: &Identity) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let through = std::fs::metadata(&path).ok()?;
+    Identity::of(&through).same_file(identity).then_some(path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn path_of_open_file(_file: &File, _identity: &Identity) -> Option<PathBuf> {
+    None
+}
+
+/// Maps a library into the process and runs its initialisers (ELF constructors, C++ static
+/// initialisers, Rust `.init_array` entries): the one place where the host runs code from a
+/// plugin file before abi_stable has checked anything. The library is never unloaded. The
+/// `unsafe` part lives in `runtime_api::host::open_library`, with its `// SAFETY:`.
+fn dlopen(path: &Path, root_symbol: &str) -> Result<&'static LibHeader, LibraryError> {
+    runtime_api::host::open_library(path, root_symbol)
+}
+
+fn load(
+    real_path: &Path,
+    checked: Checked,
+    manifest: &Manifest,
+    options: &LoaderOptions,
+) -> Result<LoadedLibrary, RejectReason> {
     let started = std::time::Instant::now();
-    let header = runtime_api::host::open_library(path, &manifest.root_symbol)
-        .map_err(|e| library_error(path, e))?;
+    verify(real_path, &checked, options)?;
+    // A duplicate of the checked file whose number is never closed or reused once the library
+    // is mapped: the dynamic loader remembers libraries by the name they were opened with.
+    let dup = checked
+        .file
+        .try_clone()
+        .map_err(|e| RejectReason::Unreadable {
+            detail: e.to_string(),
+        })?;
+    let header = match path_of_open_file(&dup, &checked.identity) {
+        Some(fd_path) => {
+            let header = dlopen(&fd_path, &manifest.root_symbol);
+            if header.is_ok() || !matches!(header, Err(LibraryError::OpenError { .. })) {
+                std::mem::forget(dup);
+            }
+            header.map_err(|e| library_error(real_path, Some(&fd_path), e))?
+        }
+        None => {
+            // No name for the open file: verify once more, as close to the dlopen as possible.
+            verify(real_path, &checked, options)?;
+            dlopen(real_path, &manifest.root_symbol)
+                .map_err(|e| library_error(real_path, None, e))?
+        }
+    };
+    drop(checked);
     let module = header
         .init_root_module::<PluginModuleRef>()
-        .map_err(|e| library_error(path, e))?;
+        .map_err(|e| library_error(real_path, None, e))?;
     let entries = module.runtimes()()
         .into_result()
         .map_err(|e| RejectReason::InitFailed {
@@ -127,7 +269,7 @@ fn load(path: &Path, manifest: &Manifest) -> Result<LoadedLibrary, RejectReason>
     cross_check(manifest, module, &entries)?;
     module.install_log_sink()(log_bridge::sink_for(&manifest.plugin_name));
     tracing::debug!(
-        path = %path.display(),
+        path = %real_path.display(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "loaded plugin library"
     );
@@ -227,12 +369,24 @@ fn cross_check(
 
 /// Turns abi_stable's error into a rejection, keeping its actionable lines for people and the
 /// whole text (often ~900 lines for a layout mismatch) at debug level.
-fn library_error(path: &Path, error: LibraryError) -> RejectReason {
-    let full = error.to_string();
+fn library_error(path: &Path, opened_as: Option<&Path>, error: LibraryError) -> RejectReason {
+    let mut full = error.to_string();
+    if let Some(opened_as) = opened_as {
+        full = full.replace(
+            &opened_as.display().to_string(),
+            &path.display().to_string(),
+        );
+    }
     tracing::debug!(path = %path.display(), error = %full, "abi_stable refused a plugin library");
     match error {
         LibraryError::OpenError { err, .. } => RejectReason::OpenFailed {
-            detail: err.to_string(),
+            detail: match opened_as {
+                Some(opened_as) => err.to_string().replace(
+                    &opened_as.display().to_string(),
+                    &path.display().to_string(),
+                ),
+                None => err.to_string(),
+            },
         },
         LibraryError::GetSymbolError { .. } | LibraryError::InvalidAbiHeader(_) => {
             RejectReason::AbiMismatch {

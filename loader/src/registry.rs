@@ -1,7 +1,8 @@
-//! The registry: ids, aliases, discovery into it, and fail-closed resolution.
+//! The registry: ids, aliases, and fail-closed resolution. Discovery into it is in
+//! `discovery.rs`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -10,17 +11,14 @@ use runtime_api::ids::id_problem;
 use runtime_api::{Capabilities, Runtime, RuntimeError, Value};
 use rustc_hash::FxHashMap;
 
-use crate::checks::check_manifest;
 use crate::entry::{RuntimeEntry, RuntimeSource};
 use crate::error::{Available, RegistryError, ResolveError};
 use crate::handle::{Hooks, RuntimeHandle, Validator, no_hooks};
 use crate::hooks::TurnHook;
-use crate::inspect;
 use crate::isolation::Isolation;
 use crate::library::PluginLibrary;
-use crate::report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
-use crate::search_path::{SearchDir, SearchPath, has_library_suffix};
-use crate::security::{LoaderOptions, Pins, check_metadata, check_permissions};
+use crate::report::{DiscoveryReport, RejectReason, Rejection, Shadowed};
+use crate::security::LoaderOptions;
 
 type BuiltInFactory = fn(Value) -> Result<RemoteRuntime, RuntimeError>;
 type BuiltInValidator = fn(&Value) -> Result<Vec<String>, RuntimeError>;
@@ -229,8 +227,8 @@ pub enum Unregistered {
 pub struct Runtimes {
     state: RwLock<State>,
     hooks: Hooks,
-    options: LoaderOptions,
-    host_contract: u32,
+    pub(crate) options: LoaderOptions,
+    pub(crate) host_contract: u32,
 }
 
 impl fmt::Debug for Runtimes {
@@ -274,34 +272,8 @@ impl Runtimes {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Scans every directory of `search` and registers the runtimes of every plugin that
-    /// passes the checks. No plugin code runs. Nothing is silent: the returned report (also
-    /// kept, see [`Runtimes::report`], and logged through `tracing`) lists every directory,
-    /// every rejected candidate with its reason, and every shadowed name.
-    pub fn discover(&self, search: &SearchPath) -> DiscoveryReport {
-        let mut report = DiscoveryReport::default();
-        for dir in search.dirs() {
-            self.discover_dir(dir, &mut report);
-        }
-        self.record(report)
-    }
-
-    /// Checks and registers these library files, as discovery does for the files of a
-    /// plugin folder (without the folder's pin file). Used to try a file before installing it.
-    pub fn discover_files<P: AsRef<Path>>(&self, files: &[P]) -> DiscoveryReport {
-        let mut report = DiscoveryReport::default();
-        for file in files {
-            let path = file.as_ref();
-            match self.admit(path, None, None) {
-                Ok(library) => self.register_library(path, library, &mut report),
-                Err(rejection) => report.rejected.push(rejection),
-            }
-        }
-        self.record(report)
-    }
-
     /// Keeps a pass's report and the names its rejected candidates declared.
-    fn record(&self, report: DiscoveryReport) -> DiscoveryReport {
+    pub(crate) fn record(&self, report: DiscoveryReport) -> DiscoveryReport {
         let mut state = self.write();
         for rejection in &report.rejected {
             for name in &rejection.runtime_ids {
@@ -317,86 +289,12 @@ impl Runtimes {
         report
     }
 
-    fn discover_dir(&self, dir: &SearchDir, report: &mut DiscoveryReport) {
-        let (status, files) = scan(&dir.path, &self.options);
-        report.dirs.push(DirReport {
-            path: dir.path.clone(),
-            origin: dir.origin,
-            status: status.clone(),
-        });
-        if !matches!(status, DirStatus::Scanned { .. }) {
-            return;
-        }
-        let pins = match Pins::read(&dir.path) {
-            Ok(pins) => pins,
-            Err(detail) => {
-                // A broken pin file refuses the whole directory rather than loading unpinned.
-                for path in files {
-                    report.rejected.push(Rejection {
-                        path,
-                        real_path: None,
-                        runtime_ids: Vec::new(),
-                        reason: RejectReason::MalformedManifest {
-                            detail: format!("the pin file is malformed: {detail}"),
-                        },
-                    });
-                }
-                return;
-            }
-        };
-        // The folder itself passed the permission check in `scan`; files whose real parent is
-        // that folder need not check it again.
-        let checked_dir = std::fs::canonicalize(&dir.path).ok();
-        for path in files {
-            match self.admit(&path, pins.as_ref(), checked_dir.as_deref()) {
-                Ok(library) => self.register_library(&path, library, report),
-                Err(rejection) => report.rejected.push(rejection),
-            }
-        }
-    }
-
-    /// Runs every check on one candidate.
-    fn admit(
+    pub(crate) fn register_library(
         &self,
         path: &Path,
-        pins: Option<&Pins>,
-        checked_dir: Option<&Path>,
-    ) -> Result<PluginLibrary, Rejection> {
-        let reject = |real_path: Option<PathBuf>, ids: Vec<String>, reason| Rejection {
-            path: path.to_owned(),
-            real_path,
-            runtime_ids: ids,
-            reason,
-        };
-        let (real_path, metadata) = inspect::real_file_in(path, checked_dir)
-            .map_err(|reason| reject(None, vec![], reason))?;
-        let secure = check_metadata(&real_path, &metadata, &self.options).and_then(|()| {
-            match real_path.parent() {
-                Some(parent) if Some(parent) != checked_dir => {
-                    check_permissions(parent, &self.options)
-                }
-                _ => Ok(()),
-            }
-        });
-        secure.map_err(|reason| reject(Some(real_path.clone()), vec![], reason))?;
-        if let Some(pins) = pins {
-            pins.check(path)
-                .map_err(|reason| reject(Some(real_path.clone()), vec![], reason))?;
-        }
-        let manifest = inspect::read_manifest(&real_path)
-            .map_err(|reason| reject(Some(real_path.clone()), vec![], reason))?;
-        let names = manifest
-            .runtimes
-            .iter()
-            .flat_map(|r| std::iter::once(&r.id).chain(&r.aliases))
-            .cloned()
-            .collect();
-        check_manifest(&manifest, self.host_contract)
-            .map_err(|reason| reject(Some(real_path.clone()), names, reason))?;
-        Ok(PluginLibrary::new(real_path, manifest))
-    }
-
-    fn register_library(&self, path: &Path, library: PluginLibrary, report: &mut DiscoveryReport) {
+        library: PluginLibrary,
+        report: &mut DiscoveryReport,
+    ) {
         let library = Arc::new(library);
         let kept_by = |state: &State, name: &str| state.holder(name).unwrap_or_default();
         let mut state = self.write();
@@ -822,42 +720,6 @@ impl Runtimes {
             self.options.isolation,
         ))
     }
-}
-
-/// Lists the candidate files of one directory: sorted by file name, non-recursive.
-fn scan(dir: &Path, options: &LoaderOptions) -> (DirStatus, Vec<PathBuf>) {
-    let read = match std::fs::read_dir(dir) {
-        Ok(read) => read,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (DirStatus::Missing, vec![]),
-        Err(e) => {
-            return (
-                DirStatus::Unreadable {
-                    detail: e.to_string(),
-                },
-                vec![],
-            );
-        }
-    };
-    if let Err(reason) = check_permissions(dir, options) {
-        return (
-            DirStatus::Insecure {
-                detail: reason.to_string(),
-            },
-            vec![],
-        );
-    }
-    let mut files: Vec<PathBuf> = read
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| has_library_suffix(path))
-        .collect();
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    (
-        DirStatus::Scanned {
-            candidates: files.len(),
-        },
-        files,
-    )
 }
 
 #[cfg(test)]

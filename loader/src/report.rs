@@ -16,9 +16,13 @@ use crate::search_path::DirOrigin;
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RejectReason {
-    /// The path is a directory or another non-file.
-    #[error("it is not a regular file")]
-    NotAFile,
+    /// The path is a directory, a FIFO, a device, a socket or another non-file. Refused by its
+    /// type before anything is read from it.
+    #[error("it is {file_type}, not a regular file: only regular files are read")]
+    NotAFile {
+        /// What it is (`a directory`, `a FIFO`, `a character device`...).
+        file_type: String,
+    },
     /// The file could not be read, or a symlink could not be resolved.
     #[error("it cannot be read: {detail}")]
     Unreadable {
@@ -73,8 +77,10 @@ pub enum RejectReason {
     /// The manifest declares no runtime at all.
     #[error("its manifest declares no runtime")]
     NoRuntimes,
-    /// The file or its directory could be changed by someone else.
-    #[error("{detail}; fix the permissions, or allow insecure plugin folders for development")]
+    /// The file, its folder or a folder above it could be changed by someone else.
+    #[error(
+        "{detail}; fix the permissions, or for development pass `--allow-insecure` (or set AGENT_RUNTIMES_ALLOW_INSECURE=1, or LoaderOptions::allow_insecure)"
+    )]
     Insecure {
         /// Which permission is wrong.
         detail: String,
@@ -90,6 +96,25 @@ pub enum RejectReason {
         found: String,
         /// The pin file.
         lock_file: PathBuf,
+    },
+    /// The folder's pin file could not be used, so none of its libraries is trusted.
+    #[error(
+        "the pin file {lock_file} cannot be used ({detail}): fix it, or remove it to stop pinning this folder"
+    )]
+    PinFile {
+        /// The pin file.
+        lock_file: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The file changed between the checks and the load: it was replaced, removed or modified.
+    /// Nothing of the new file was run.
+    #[error(
+        "it changed after it was checked ({detail}): nothing of it was loaded; discover again (restart the host) to check the new file"
+    )]
+    Changed {
+        /// What changed.
+        detail: String,
     },
     /// The operating system could not load the library.
     #[error("the library could not be loaded: {detail}")]

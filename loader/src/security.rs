@@ -1,15 +1,21 @@
 //! Refusing plugin files that someone else could have changed.
 //!
-//! Like OpenSSH's `StrictModes`: a plugin file, and the directory it is in, must not be
-//! writable by group or others, and must be owned by the current user or root. An optional pin
-//! file, `plugins.lock` in a plugin directory, lists `sha256  file-name` lines (the output of
-//! `sha256sum`); where it exists, every library in that directory must be listed with its hash.
+//! Like OpenSSH's `StrictModes`: a plugin file and its folder must not be writable by group or
+//! others, and must be owned by the current user or root; every folder above the plugin folder,
+//! up to `/`, must be owned by the current user or root and must not be writable by group or
+//! others unless it has the sticky bit (like `/tmp`, where nobody can rename or remove an entry
+//! they do not own). An optional pin file, `plugins.lock` in a plugin folder, lists
+//! `sha256  file-name` lines (the output of `sha256sum`); where it exists, every library in that
+//! folder must be listed, and its hash is verified on the open file that is loaded.
 //! `AGENT_RUNTIMES_ALLOW_INSECURE=1` (or [`LoaderOptions::allow_insecure`]) turns the
-//! permission checks off for development; it does not turn off pins.
+//! permission checks off for development; it does not turn off pins, file types or the check
+//! that the loaded file is the file that was checked.
 
 use std::collections::HashMap;
+use std::fs::{File, Metadata};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
@@ -17,6 +23,9 @@ use crate::report::RejectReason;
 
 /// The name of the pin file in a plugin directory.
 pub const LOCK_FILE: &str = "plugins.lock";
+
+/// The largest pin file read (1 MiB: about 10,000 pins). A larger one refuses its folder.
+pub const MAX_LOCK_FILE_SIZE: u64 = 1024 * 1024;
 
 /// The environment variable that allows insecure plugin files and folders.
 pub const ALLOW_INSECURE_ENV: &str = "AGENT_RUNTIMES_ALLOW_INSECURE";
@@ -30,6 +39,11 @@ pub struct LoaderOptions {
     /// The isolation level of every runtime, unless one is set per runtime
     /// ([`Runtimes::set_isolation`](crate::Runtimes::set_isolation)).
     pub isolation: crate::Isolation,
+    /// Hash pinned libraries during discovery, so a pin mismatch is a discovery rejection
+    /// (what `runtimes list --all` and `runtimes check` do). Off by default: a pinned library
+    /// is then hashed once, from the open file, just before it is loaded, and discovery of many
+    /// pinned libraries stays cheap. Either way the pin is verified on the file that is loaded.
+    pub eager_pins: bool,
 }
 
 impl Default for LoaderOptions {
@@ -39,10 +53,11 @@ impl Default for LoaderOptions {
 }
 
 impl LoaderOptions {
-    /// Strict checks.
+    /// Strict checks; pins verified at load.
     pub const STRICT: Self = Self {
         allow_insecure: false,
         isolation: crate::Isolation::Threads,
+        eager_pins: false,
     };
 
     /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`; the isolation level
@@ -52,8 +67,8 @@ impl LoaderOptions {
             .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
             .unwrap_or(false);
         Self {
-            allow_insecure: allow,
             isolation: crate::Isolation::from_env(),
+            ..Self::STRICT.with_allow_insecure(allow)
         }
     }
 
@@ -68,9 +83,17 @@ impl LoaderOptions {
         self.allow_insecure = allow;
         self
     }
+
+    /// Sets whether pinned libraries are hashed during discovery (see
+    /// [`LoaderOptions::eager_pins`]).
+    pub fn with_eager_pins(mut self, eager: bool) -> Self {
+        self.eager_pins = eager;
+        self
+    }
 }
 
-/// Checks that `path` (a file or directory) cannot be changed by someone else.
+/// Checks that `path` (a file or directory) cannot be changed by someone else. Follows
+/// symlinks; checks `path` itself only (see [`check_folders`] for the folders above).
 ///
 /// # Errors
 ///
@@ -80,12 +103,12 @@ pub fn check_permissions(path: &Path, options: &LoaderOptions) -> Result<(), Rej
         return Ok(());
     }
     let metadata = std::fs::metadata(path).map_err(|e| RejectReason::Unreadable {
-        detail: e.to_string(),
+        detail: format!("{}: {e}", path.display()),
     })?;
     check_metadata(path, &metadata, options)
 }
 
-/// [`check_permissions`] on metadata already read.
+/// [`check_permissions`] on metadata already read (for a file, read from the open file).
 ///
 /// # Errors
 ///
@@ -93,7 +116,7 @@ pub fn check_permissions(path: &Path, options: &LoaderOptions) -> Result<(), Rej
 #[cfg(unix)]
 pub fn check_metadata(
     path: &Path,
-    metadata: &std::fs::Metadata,
+    metadata: &Metadata,
     options: &LoaderOptions,
 ) -> Result<(), RejectReason> {
     use std::os::unix::fs::MetadataExt;
@@ -101,26 +124,41 @@ pub fn check_metadata(
         return Ok(());
     }
     let mode = metadata.mode();
-    let what = if metadata.is_dir() {
-        "directory"
-    } else {
-        "file"
-    };
+    let what = if metadata.is_dir() { "folder" } else { "file" };
     if mode & 0o022 != 0 {
-        let by = if mode & 0o002 != 0 {
-            "others"
-        } else {
-            "its group"
-        };
         return Err(RejectReason::Insecure {
             detail: format!(
-                "the {what} {} is writable by {by} (mode {:o})",
+                "the {what} {} is writable by {} (mode {:o})",
                 path.display(),
+                writable_by(mode),
                 mode & 0o7777
             ),
         });
     }
-    let owner = metadata.uid();
+    check_owner(path, what, metadata.uid())
+}
+
+/// Permission checks are Unix-only; elsewhere the file system's ACLs apply.
+#[cfg(not(unix))]
+pub fn check_metadata(
+    _path: &Path,
+    _metadata: &Metadata,
+    _options: &LoaderOptions,
+) -> Result<(), RejectReason> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn writable_by(mode: u32) -> &'static str {
+    if mode & 0o002 != 0 {
+        "others"
+    } else {
+        "its group"
+    }
+}
+
+#[cfg(unix)]
+fn check_owner(path: &Path, what: &str, owner: u32) -> Result<(), RejectReason> {
     let me = rustix::process::geteuid().as_raw();
     if owner != me && owner != 0 {
         return Err(RejectReason::Insecure {
@@ -133,14 +171,122 @@ pub fn check_metadata(
     Ok(())
 }
 
-/// Permission checks are Unix-only; elsewhere the file system's ACLs apply.
-#[cfg(not(unix))]
-pub fn check_metadata(
-    _path: &Path,
-    _metadata: &std::fs::Metadata,
-    _options: &LoaderOptions,
-) -> Result<(), RejectReason> {
+/// Checks a plugin folder and every folder above it, up to `/`, as OpenSSH's `StrictModes`
+/// does: the plugin folder as [`check_permissions`] does; each folder above it must be owned
+/// by you or root and must not be writable by group or others unless it has the sticky bit
+/// (in a sticky folder such as `/tmp` nobody can rename or remove an entry they do not own,
+/// and the entry below it is checked in turn). `folder` should be a real path (symlinks
+/// resolved); the first refused folder is named.
+///
+/// # Errors
+///
+/// [`RejectReason::Insecure`] naming the folder and what is wrong with it;
+/// [`RejectReason::Unreadable`] when a folder's metadata cannot be read.
+pub fn check_folders(folder: &Path, options: &LoaderOptions) -> Result<(), RejectReason> {
+    if options.allow_insecure {
+        return Ok(());
+    }
+    check_permissions(folder, options)?;
+    for above in folder.ancestors().skip(1) {
+        if above.as_os_str().is_empty() {
+            break;
+        }
+        check_folder_above(above)?;
+    }
     Ok(())
+}
+
+#[cfg(unix)]
+fn check_folder_above(folder: &Path) -> Result<(), RejectReason> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(folder).map_err(|e| RejectReason::Unreadable {
+        detail: format!("{}: {e}", folder.display()),
+    })?;
+    let mode = metadata.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(RejectReason::Insecure {
+            detail: format!(
+                "the folder {} is writable by {} without the sticky bit (mode {:o}), so they can replace what is inside it",
+                folder.display(),
+                writable_by(mode),
+                mode & 0o7777
+            ),
+        });
+    }
+    check_owner(folder, "folder", metadata.uid())
+}
+
+#[cfg(not(unix))]
+fn check_folder_above(_folder: &Path) -> Result<(), RejectReason> {
+    Ok(())
+}
+
+/// What identifies one version of a file: device, inode, size, modification and status-change
+/// times. Any change to the file's content, owner or mode, or another file at its path,
+/// changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    #[cfg(unix)]
+    pub(crate) fn of(metadata: &Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            mtime: (metadata.mtime(), metadata.mtime_nsec()),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn of(metadata: &Metadata) -> Self {
+        let mtime = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())))
+            .unwrap_or_default();
+        Self {
+            dev: 0,
+            ino: 0,
+            size: metadata.len(),
+            mtime,
+            ctime: mtime,
+        }
+    }
+
+    /// Whether two metadata describe the same file (device and inode), whatever its content.
+    pub(crate) fn same_file(&self, other: &Identity) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+
+    /// What differs, in words, for a [`RejectReason::Changed`].
+    pub(crate) fn difference(&self, now: &Identity) -> String {
+        if !self.same_file(now) {
+            return format!(
+                "another file is at its path now (device {} inode {} instead of device {} inode {})",
+                now.dev, now.ino, self.dev, self.ino
+            );
+        }
+        if self.size != now.size {
+            return format!(
+                "it was modified: its size went from {} to {} bytes",
+                self.size, now.size
+            );
+        }
+        if self.mtime != now.mtime {
+            return "it was modified: its modification time changed".to_owned();
+        }
+        "its status changed (owner, mode or links: its change time moved)".to_owned()
+    }
 }
 
 /// The pins of one directory: file name → lower-case hex sha256.
@@ -151,19 +297,30 @@ pub struct Pins {
 }
 
 impl Pins {
-    /// Reads `dir/plugins.lock`; `Ok(None)` when there is none.
+    /// Reads `dir/plugins.lock`; `Ok(None)` when there is none. Only a regular file of at most
+    /// [`MAX_LOCK_FILE_SIZE`] bytes is read (a FIFO or a device is refused by its type, without
+    /// blocking); unless insecure folders are allowed, it must not be writable by group or
+    /// others and must be owned by you or root.
     ///
     /// # Errors
     ///
-    /// [`RejectReason::MalformedManifest`]-style detail as a string when a line is malformed
-    /// or the file cannot be read.
-    pub fn read(dir: &Path) -> Result<Option<Self>, String> {
+    /// [`RejectReason::PinFile`] saying what is wrong with it.
+    pub fn read(dir: &Path, options: &LoaderOptions) -> Result<Option<Self>, RejectReason> {
         let lock_file = dir.join(LOCK_FILE);
-        let text = match std::fs::read_to_string(&lock_file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", lock_file.display())),
+        let problem = |detail: String| RejectReason::PinFile {
+            lock_file: lock_file.clone(),
+            detail,
         };
+        let Some((file, metadata)) =
+            open_regular(&lock_file).map_err(|e| problem(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        check_metadata(&lock_file, &metadata, options).map_err(|reason| match reason {
+            RejectReason::Insecure { detail } => problem(detail),
+            other => other,
+        })?;
+        let text = read_bounded(file, metadata.len()).map_err(problem)?;
         let mut hashes = HashMap::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -172,19 +329,18 @@ impl Pins {
             }
             let mut parts = line.splitn(2, char::is_whitespace);
             let (Some(hash), Some(name)) = (parts.next(), parts.next()) else {
-                return Err(format!(
-                    "{} line {}: expected `<sha256>  <file name>`",
-                    lock_file.display(),
+                return Err(problem(format!(
+                    "line {}: expected `<sha256>  <file name>`",
                     number + 1
-                ));
+                )));
             };
             let hash = hash.to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "{} line {}: `{hash}` is not a sha256",
-                    lock_file.display(),
-                    number + 1
-                ));
+                return Err(problem(format!(
+                    "line {}: `{}` is not a sha256",
+                    number + 1,
+                    hash.chars().take(80).collect::<String>()
+                )));
             }
             let name = name.trim().trim_start_matches('*');
             hashes.insert(name.to_owned(), hash);
@@ -192,11 +348,43 @@ impl Pins {
         Ok(Some(Self { lock_file, hashes }))
     }
 
-    /// Checks a library against its pin.
+    /// The pin file.
+    pub fn lock_file(&self) -> &Path {
+        &self.lock_file
+    }
+
+    /// The hash pinned for a file name, if any.
+    pub fn pinned(&self, file_name: &str) -> Option<&str> {
+        self.hashes.get(file_name).map(String::as_str)
+    }
+
+    /// Checks a hash against the pin of a file name.
     ///
     /// # Errors
     ///
     /// [`RejectReason::HashMismatch`] when the hash differs or the file is not pinned.
+    pub fn check_hash(&self, file_name: &str, found: &str) -> Result<(), RejectReason> {
+        match self.hashes.get(file_name) {
+            Some(expected) if expected == found => Ok(()),
+            Some(expected) => Err(RejectReason::HashMismatch {
+                expected: expected.clone(),
+                found: found.to_owned(),
+                lock_file: self.lock_file.clone(),
+            }),
+            None => Err(RejectReason::HashMismatch {
+                expected: "(not pinned)".to_owned(),
+                found: found.to_owned(),
+                lock_file: self.lock_file.clone(),
+            }),
+        }
+    }
+
+    /// Checks the library at `path` against its pin (hashing the file).
+    ///
+    /// # Errors
+    ///
+    /// [`RejectReason::HashMismatch`] when the hash differs or the file is not pinned;
+    /// [`RejectReason::Unreadable`] when it cannot be read.
     pub fn check(&self, path: &Path) -> Result<(), RejectReason> {
         let name = path
             .file_name()
@@ -205,41 +393,306 @@ impl Pins {
         let found = sha256_file(path).map_err(|e| RejectReason::Unreadable {
             detail: e.to_string(),
         })?;
-        match self.hashes.get(&name) {
-            Some(expected) if *expected == found => Ok(()),
-            Some(expected) => Err(RejectReason::HashMismatch {
-                expected: expected.clone(),
-                found,
-                lock_file: self.lock_file.clone(),
-            }),
-            None => Err(RejectReason::HashMismatch {
-                expected: "(not pinned)".to_owned(),
-                found,
-                lock_file: self.lock_file.clone(),
-            }),
-        }
+        self.check_hash(&name, &found)
     }
 }
 
-/// The lower-case hex sha256 of a file.
+/// Reads the text of a pin file (for `runtimes install`): `Ok(None)` when there is none. The
+/// same rules as [`Pins::read`]: a regular file, at most [`MAX_LOCK_FILE_SIZE`] bytes.
+///
+/// # Errors
+///
+/// What is wrong with it, in words.
+pub fn read_lock_text(lock_file: &Path) -> Result<Option<String>, String> {
+    match open_regular(lock_file).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some((file, metadata)) => read_bounded(file, metadata.len()).map(Some),
+    }
+}
+
+fn read_bounded(file: File, size: u64) -> Result<String, String> {
+    if size > MAX_LOCK_FILE_SIZE {
+        return Err(format!(
+            "it is {size} bytes, more than the {MAX_LOCK_FILE_SIZE} bytes a pin file may have"
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_LOCK_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_LOCK_FILE_SIZE {
+        return Err(format!(
+            "it grew past the {MAX_LOCK_FILE_SIZE} bytes a pin file may have"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())
+}
+
+/// Opens a file for reading without blocking and without following a final symlink when
+/// `nofollow`, and returns it with its metadata read from the open file.
+pub(crate) fn open_nonblocking(path: &Path, nofollow: bool) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = rustix::fs::OFlags::NONBLOCK;
+        if nofollow {
+            flags |= rustix::fs::OFlags::NOFOLLOW;
+        }
+        options.custom_flags(flags.bits() as i32);
+    }
+    #[cfg(not(unix))]
+    let _ = nofollow;
+    options.open(path)
+}
+
+/// Opens `path` if it is a regular file (following symlinks): its type is checked before it
+/// is opened, so opening a FIFO or a device never blocks or has side effects, and again on the
+/// open file. `Ok(None)` when it does not exist.
+fn open_regular(path: &Path) -> std::io::Result<Option<(File, Metadata)>> {
+    let not_regular = |metadata: &Metadata| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "it is {}, not a regular file",
+                crate::inspect::describe_type(metadata)
+            ),
+        )
+    };
+    match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => return Err(not_regular(&metadata)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let file = open_nonblocking(path, false)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(not_regular(&metadata));
+    }
+    Ok(Some((file, metadata)))
+}
+
+/// The lower-case hex sha256 of a regular file. A FIFO, a device or a socket is refused by its
+/// type before anything is read.
+///
+/// # Errors
+///
+/// The I/O error reading it, or `InvalidInput` when it is not a regular file.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    match open_regular(path)? {
+        Some((file, _)) => sha256_of(&file),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} does not exist", path.display()),
+        )),
+    }
+}
+
+/// The lower-case hex sha256 of an open file's whole content, read from its start whatever
+/// the file position.
 ///
 /// # Errors
 ///
 /// The I/O error reading it.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+pub fn sha256_of(file: &File) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
     loop {
-        let read = file.read(&mut buffer)?;
+        let read = read_at(file, &mut buffer, offset)?;
         if read == 0 {
             break;
         }
         hasher.update(&buffer[..read]);
+        offset += read as u64;
     }
     Ok(hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.read_at(buffer, offset) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn read_at(mut file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.read(buffer)
+}
+
+/// Hashes already computed in this process, by file identity: a pinned library is hashed
+/// once per version however often it is discovered or checked.
+static HASHES: Mutex<Option<HashMap<Identity, String>>> = Mutex::new(None);
+
+/// The most identities remembered; the cache is emptied when full.
+const MAX_CACHED_HASHES: usize = 4096;
+
+/// The sha256 of an open file whose identity (read from the same open file) is `identity`,
+/// from the cache when this version of the file was hashed before.
+pub(crate) fn sha256_cached(file: &File, identity: Identity) -> std::io::Result<String> {
+    if let Some(hash) = HASHES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|m| m.get(&identity))
+    {
+        return Ok(hash.clone());
+    }
+    let hash = sha256_of(file)?;
+    // Remember it only if the file did not change while it was read.
+    if file.metadata().map(|m| Identity::of(&m)).ok() == Some(identity) {
+        let mut cache = HASHES.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = cache.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX_CACHED_HASHES {
+            map.clear();
+        }
+        map.insert(identity, hash.clone());
+    }
+    Ok(hash)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn folders_above_may_be_sticky_but_not_open_to_others() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("parent");
+        let plugins = parent.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        mode(&plugins, 0o755);
+        let plugins = plugins.canonicalize().unwrap();
+        mode(&parent, 0o1777);
+        assert_eq!(check_folders(&plugins, &LoaderOptions::STRICT), Ok(()));
+        mode(&parent, 0o777);
+        let Err(RejectReason::Insecure { detail }) =
+            check_folders(&plugins, &LoaderOptions::STRICT)
+        else {
+            panic!("a parent writable by others without the sticky bit must be refused");
+        };
+        assert!(
+            detail.starts_with(&format!(
+                "the folder {} is writable by others without the sticky bit",
+                parent.canonicalize().unwrap().display()
+            )),
+            "{detail}"
+        );
+        let relaxed = LoaderOptions::STRICT.with_allow_insecure(true);
+        assert_eq!(check_folders(&plugins, &relaxed), Ok(()));
+        // The plugin folder itself may not be open to others, sticky or not.
+        mode(&parent, 0o755);
+        mode(&plugins, 0o1777);
+        assert!(matches!(
+            check_folders(&plugins, &LoaderOptions::STRICT),
+            Err(RejectReason::Insecure { .. })
+        ));
+    }
+
+    #[test]
+    fn pin_files_are_bounded_and_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_FILE);
+        assert!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT)
+                .unwrap()
+                .is_none()
+        );
+        let hash = "a".repeat(64);
+        std::fs::write(&lock, format!("# pins\n{hash}  *libx.so\n")).unwrap();
+        mode(&lock, 0o644);
+        let pins = Pins::read(dir.path(), &LoaderOptions::STRICT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pins.pinned("libx.so"), Some(hash.as_str()));
+        assert!(pins.check_hash("libx.so", &hash).is_ok());
+        assert!(matches!(
+            pins.check_hash("liby.so", &hash),
+            Err(RejectReason::HashMismatch { expected, .. }) if expected == "(not pinned)"
+        ));
+        mode(&lock, 0o666);
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("writable by others")
+        ));
+        mode(&lock, 0o644);
+        std::fs::write(&lock, "not-a-hash  libx.so\n").unwrap();
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("line 1")
+        ));
+        std::fs::write(&lock, vec![b'#'; MAX_LOCK_FILE_SIZE as usize + 1]).unwrap();
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("more than")
+        ));
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::create_dir(&lock).unwrap();
+        assert!(matches!(
+            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Err(RejectReason::PinFile { detail, .. }) if detail.contains("a directory")
+        ));
+    }
+
+    #[test]
+    fn identity_says_what_changed() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let before = Identity::of(&std::fs::metadata(&path).unwrap());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"two")
+            .unwrap();
+        let after = Identity::of(&std::fs::metadata(&path).unwrap());
+        assert!(before.same_file(&after));
+        assert_eq!(
+            before.difference(&after),
+            "it was modified: its size went from 3 to 6 bytes"
+        );
+        let other = dir.path().join("g");
+        std::fs::write(&other, b"one").unwrap();
+        let other = Identity::of(&std::fs::metadata(&other).unwrap());
+        assert!(!before.same_file(&other));
+        assert!(
+            before
+                .difference(&other)
+                .starts_with("another file is at its path")
+        );
+    }
+
+    #[test]
+    fn hashing_reads_the_whole_open_file_from_its_start() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 200_000]).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let mut skip = [0u8; 1000];
+        file.read_exact(&mut skip).unwrap();
+        assert_eq!(sha256_of(&file).unwrap(), sha256_file(&path).unwrap());
+        assert!(sha256_file(Path::new("/dev/zero")).is_err());
+    }
 }

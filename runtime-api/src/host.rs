@@ -17,10 +17,8 @@ use futures::Stream;
 use serde_json::Value;
 
 pub use crate::abi::AbiTurnOptions as TurnOptions;
-use crate::abi::{
-    AbiRuntimeBox, AbiRuntimeError, AbiStreamResult, AbiTurnOutput, AbiTurnStream, json_from_abi,
-    json_to_abi,
-};
+use crate::abi::{AbiRuntimeBox, AbiRuntimeError, AbiStreamResult, AbiTurnOutput, AbiTurnStream};
+use crate::convert::{json_from_abi, json_to_abi};
 use crate::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
 fn from_abi<A: Into<T>, T, E: Into<RuntimeError>>(

@@ -14,9 +14,10 @@
 //!
 //! The crate is laid out so that the frozen part is visible at a glance:
 //!
-//! | folder | what | may change |
+//! | where | what | may change |
 //! |---|---|---|
-//! | `src/contract/` | what crosses the boundary: the `#[repr(C)]` types and vtables ([`abi`]), the embedded [`manifest`], the [`version`] rule, [`ids`], [`Capabilities`] | only with a new [contract version](version::CONTRACT_VERSION) |
+//! | the `runtime-contract` crate, re-exported here as [`abi`], [`manifest`], [`version`], [`ids`] and [`Capabilities`] | what crosses the boundary: the `#[repr(C)]` types and vtables, the embedded manifest, the compatibility rule, the id grammar, the capability bits | only with a new [contract version](version::CONTRACT_VERSION) (that crate's major version) |
+//! | `src/convert.rs` | conversions between the public types and the frozen ones | in any release, as long as they round-trip |
 //! | `src/types/` | the idiomatic public types hosts and authors use | in any release, as long as their wire codes (kind names, finish reasons, delta codes) keep their meaning |
 //! | `src/plugin/` | plugin-side support: the [`Runtime`] trait, the glue the export macro generates, log forwarding, the plugin's tokio runtime | in any release |
 //! | `src/host.rs` | the host side of a runtime object | in any release |
@@ -58,18 +59,19 @@
 //! # fn main() {}
 //! ```
 
-mod contract;
+mod convert;
 pub mod host;
 mod plugin;
 mod types;
+pub mod version;
 
-pub use contract::{abi, ids, manifest, version};
 pub use plugin::runtime as plugin_runtime;
 pub(crate) use plugin::{glue, logging};
+pub use runtime_contract::{abi, ids, manifest};
 
-pub use contract::capabilities::Capabilities;
 pub use plugin::author::Runtime;
 pub use plugin::logging::level_number;
+pub use runtime_contract::capabilities::Capabilities;
 pub use types::context::ExecutionContext;
 pub use types::delta::{Delta, DeltaKind, StreamItem};
 pub use types::error::{ErrorKind, RuntimeError};

@@ -113,10 +113,7 @@ fn info_shows_an_entry_and_says_why_a_plugin_was_refused() {
     let output = runtimes(home.path(), &["--plugin-dir", &dir, "info", "fixture"]);
     assert_eq!(code(&output), 3);
     let message = stderr(&output);
-    assert!(
-        message.contains("runtime `fixture` was found in"),
-        "{message}"
-    );
+    assert!(message.contains("`fixture` is provided by "), "{message}");
     assert!(
         message.contains("newer than this host's contract"),
         "{message}"

@@ -1,6 +1,7 @@
 //! Compatibility across releases, with real builds: plugins and hosts built against copies of
-//! runtime-api whose package version moved (the contract did not) load each other; a plugin
-//! built for another contract is refused with both contract versions named.
+//! runtime-api whose package version moved by a patch and by a minor (runtime-contract, the
+//! boundary, did not move) load each other; a plugin built for another contract (another major
+//! version of runtime-contract) is refused with both contract versions named.
 //!
 //! Each case builds a scratch workspace (minutes on a small machine), so the test is ignored in
 //! a plain `cargo test`; CI runs it with `cargo test -p integration-tests -- --ignored compat`.
@@ -88,18 +89,24 @@ async fn a_plugin_built_for_another_contract_is_refused_naming_both() {
     let host = runtime_api::version::CONTRACT_VERSION;
     let next = host + 1;
     let built = ScratchBuild::new("next-contract", |root| {
+        // The contract version is runtime-contract's major version.
         edit(
-            &root.join("runtime-api/src/contract/version.rs"),
-            &[
-                (
-                    &format!("pub const CONTRACT_VERSION: u32 = {host};"),
-                    &format!("pub const CONTRACT_VERSION: u32 = {next};"),
+            &root.join("runtime-contract/Cargo.toml"),
+            &[(
+                &format!("version = \"{host}.0.0\""),
+                &format!("version = \"{next}.0.0\""),
+            )],
+        );
+        edit(
+            &root.join("Cargo.toml"),
+            &[(
+                &format!(
+                    "runtime-contract = {{ path = \"runtime-contract\", version = \"{host}.0.0\" }}"
                 ),
-                (
-                    &format!("pub const CONTRACT_VERSION_STRINGS: &str = \"{host}.0.0\";"),
-                    &format!("pub const CONTRACT_VERSION_STRINGS: &str = \"{next}.0.0\";"),
+                &format!(
+                    "runtime-contract = {{ path = \"runtime-contract\", version = \"{next}.0.0\" }}"
                 ),
-            ],
+            )],
         );
     })
     .build(&["-p", "echo-runtime"]);

@@ -127,7 +127,12 @@ fn rejects_a_directory_named_like_a_library() {
         .join(format!("libdir{}", std::env::consts::DLL_SUFFIX));
     std::fs::create_dir(&fake).unwrap();
     let runtimes = registry(&[dir.path()]);
-    assert_eq!(rejection_for(&runtimes, &fake), RejectReason::NotAFile);
+    assert_eq!(
+        rejection_for(&runtimes, &fake),
+        RejectReason::NotAFile {
+            file_type: "a directory".into()
+        }
+    );
 }
 
 #[test]
@@ -181,10 +186,10 @@ fn rejects_a_plugin_for_another_contract_and_says_so_at_resolve() {
     let error = runtimes.resolve("echo").unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, ResolveError::Rejected { .. }));
-    assert!(text.starts_with("runtime `echo` was found in "), "{text}");
+    assert!(text.starts_with("`echo` is provided by "), "{text}");
     assert!(
         text.contains(&format!(
-            "built for plugin contract {} (runtime-api 9.0.0), newer than this host's contract {host}",
+            ", which was refused: built for plugin contract {} (runtime-api 9.0.0), newer than this host's contract {host}",
             host + 1
         )),
         "{text}"
@@ -293,7 +298,12 @@ fn listing_never_loads_a_library_and_the_first_resolve_does() {
     let entries = runtimes.list_runtimes();
     assert_eq!(
         entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-        vec!["fixture", "fixture-blocker", "fixture-second"]
+        vec![
+            "fixture",
+            "fixture-blocker",
+            "fixture-second",
+            "fixture-tools"
+        ]
     );
     assert_eq!(entries[0].version, "0.3.0");
     assert!(runtimes.get_entry("fx").is_some());
@@ -348,10 +358,22 @@ fn a_pin_file_refuses_libraries_whose_hash_differs() {
         ),
     )
     .unwrap();
-    let runtimes = registry(&[dir.path()]);
+    // Hashed at discovery with eager pins...
+    let runtimes = Runtimes::with_options(LoaderOptions::STRICT.with_eager_pins(true));
+    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
     assert!(runtimes.is_registered("echo"));
     assert!(matches!(
         rejection_for(&runtimes, &other),
         RejectReason::HashMismatch { .. }
+    ));
+    // ...and at load by default; either way the pinned file loads and the other does not.
+    let runtimes = registry(&[dir.path()]);
+    assert!(runtimes.resolve("echo").is_ok());
+    assert!(matches!(
+        runtimes.resolve("fixture"),
+        Err(ResolveError::Rejected {
+            reason: RejectReason::HashMismatch { .. },
+            ..
+        })
     ));
 }

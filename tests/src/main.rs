@@ -3,6 +3,7 @@
 
 // Tests may tell the person running them what they skipped or measured.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 mod api;
 mod cli;
@@ -18,6 +19,8 @@ mod platforms;
 mod proptests;
 mod resolution;
 mod scaffold;
+mod serve;
 mod support;
 mod tower_service;
+mod trust;
 mod turns;

@@ -167,11 +167,15 @@ pub fn echo_against_modified_interface() -> &'static Path {
     LIBRARY.get_or_init(|| {
         let built = ScratchBuild::new("modified-interface", |scratch| {
             edit(
-                &scratch.join("runtime-api/src/contract/abi.rs"),
+                &scratch.join("runtime-contract/src/abi.rs"),
                 &[(
-                    "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n",
-                    "    /// See [`Usage::reasoning_tokens`].\n    pub reasoning_tokens: u64,\n    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n",
-                ), (
+                    "    /// See `Usage::reasoning_tokens`.\n    pub reasoning_tokens: u64,\n",
+                    "    /// See `Usage::reasoning_tokens`.\n    pub reasoning_tokens: u64,\n    /// Added by the test: a field the host does not know.\n    pub surprise_tokens: u64,\n",
+                )],
+            );
+            edit(
+                &scratch.join("runtime-api/src/convert.rs"),
+                &[(
                     "reasoning_tokens: usage.reasoning_tokens,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
                     "reasoning_tokens: usage.reasoning_tokens,\n            surprise_tokens: 0,\n        }\n    }\n}\n\nimpl From<AbiUsage> for Usage",
                 )],
@@ -196,7 +200,7 @@ pub fn edit(file: &Path, replacements: &[(&str, &str)]) {
     std::fs::write(file, text).unwrap();
 }
 
-/// A copy of runtime-api, the loader, echo and the example hosts in a scratch workspace,
+/// A copy of runtime-contract, runtime-api, the loader, echo and the example hosts in a scratch workspace,
 /// edited, then built with cargo: plugins and hosts built against another runtime-api, for
 /// the compatibility and layout tests. Scratch builds share one target folder.
 pub struct ScratchBuild {
@@ -218,7 +222,13 @@ impl ScratchBuild {
             .join("scratch")
             .join(name);
         let _ = std::fs::remove_dir_all(&root);
-        let members = ["runtime-api", "loader", "plugins/echo", "examples"];
+        let members = [
+            "runtime-contract",
+            "runtime-api",
+            "loader",
+            "plugins/echo",
+            "examples",
+        ];
         for member in members {
             for entry in walk(&workspace.join(member)) {
                 let target = root.join(entry.strip_prefix(workspace).unwrap());
@@ -242,8 +252,14 @@ impl ScratchBuild {
         Self { root }
     }
 
-    /// `cargo build` in the scratch workspace with these arguments.
+    /// `cargo build` in the scratch workspace with these arguments. Scratch builds share a
+    /// target folder, where each overwrites the last one's libraries: builds run one at a
+    /// time, and what they produced is copied out before the next starts.
     pub fn build(&self, args: &[&str]) -> Built {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let output = Command::new(cargo)
             .args(["build", "--quiet", "--message-format=json", "--target-dir"])
@@ -258,13 +274,38 @@ impl ScratchBuild {
             self.root.display(),
             String::from_utf8_lossy(&output.stderr)
         );
-        Built {
-            messages: String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|msg| msg["reason"] == "compiler-artifact")
-                .collect(),
-        }
+        let kept = self.root.join("built");
+        std::fs::create_dir_all(&kept).unwrap();
+        let keep = |path: &str| -> Value {
+            let from = Path::new(path);
+            let to = kept.join(from.file_name().unwrap());
+            std::fs::copy(from, &to).unwrap();
+            Value::String(to.display().to_string())
+        };
+        let messages = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|msg| msg["reason"] == "compiler-artifact")
+            .filter(|msg| {
+                msg["package_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("path+"))
+            })
+            .map(|mut msg| {
+                if let Some(files) = msg["filenames"].as_array_mut() {
+                    for file in files.iter_mut() {
+                        if let Some(path) = file.as_str().map(str::to_owned) {
+                            *file = keep(&path);
+                        }
+                    }
+                }
+                if let Some(path) = msg["executable"].as_str().map(str::to_owned) {
+                    msg["executable"] = keep(&path);
+                }
+                msg
+            })
+            .collect();
+        Built { messages }
     }
 }
 

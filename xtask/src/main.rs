@@ -3,7 +3,11 @@
 //! `cargo demo`: builds the plugins and the `runtimes` command, installs the plugins into a
 //! fresh demo plugin folder (`target/demo-plugins`), lists them, runs and streams an echo turn,
 //! and runs a host example against the same folder.
+//!
+//! `cargo demo serve [SERVE OPTIONS]`: builds and installs the same plugins, then serves them
+//! with `runtimes serve` (the OpenAI-compatible HTTP API) until Ctrl-C.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -124,14 +128,45 @@ fn build(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
     Ok((libraries, runtimes))
 }
 
-fn demo() -> anyhow::Result<()> {
-    let root = workspace_root();
+/// Builds the plugins and `runtimes`, and installs the plugins into a fresh
+/// `target/demo-plugins`; returns the libraries built, the `runtimes` binary and the folder.
+fn install_demo(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf, PathBuf)> {
     step("Build the plugins and the `runtimes` command");
-    let (libraries, runtimes) = build(&root)?;
+    let (libraries, runtimes) = build(root)?;
     let folder = root.join("target").join("demo-plugins");
     if folder.exists() {
         std::fs::remove_dir_all(&folder).context("clearing the demo plugin folder")?;
     }
+    step("Install the plugins into a demo plugin folder (checked, copied atomically, pinned)");
+    let mut install = Command::new(&runtimes);
+    install
+        .arg("install")
+        .args(&libraries)
+        .arg("--dir")
+        .arg(&folder)
+        .arg("--pin");
+    run(&mut install)?;
+    Ok((libraries, runtimes, folder))
+}
+
+/// `cargo demo serve [SERVE OPTIONS]`: the demo plugins behind the OpenAI-compatible server.
+fn demo_serve(options: Vec<String>) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let (_, runtimes, folder) = install_demo(&root)?;
+    step("Serve them over the OpenAI chat-completions API (Ctrl-C stops)");
+    let mut serve = Command::new(&runtimes);
+    serve
+        .arg("--plugin-dir")
+        .arg(&folder)
+        .arg("serve")
+        .args(options)
+        .env_remove("AGENT_RUNTIMES_PATH");
+    run(&mut serve)
+}
+
+fn demo() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let (libraries, runtimes, folder) = install_demo(&root)?;
     let folder_arg = folder.display().to_string();
     let cli = || {
         let mut command = Command::new(&runtimes);
@@ -141,14 +176,6 @@ fn demo() -> anyhow::Result<()> {
             .env_remove("AGENT_RUNTIMES_PATH");
         command
     };
-
-    step("Install the plugins into a demo plugin folder (checked, copied atomically, pinned)");
-    let mut install = Command::new(&runtimes);
-    install
-        .arg("install")
-        .args(&libraries)
-        .args(["--dir", &folder_arg, "--pin"]);
-    run(&mut install)?;
 
     step("List what is installed (no library is loaded to do this)");
     run(cli().arg("list"))?;
@@ -209,9 +236,14 @@ fn demo() -> anyhow::Result<()> {
 fn main() {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
-        Some("demo") => demo(),
+        Some("demo") => match std::env::args().nth(2).as_deref() {
+            Some("serve") => demo_serve(std::env::args().skip(3).collect()),
+            _ => demo(),
+        },
         _ => {
-            eprintln!("usage: cargo demo   (or: cargo run -p xtask -- demo)");
+            eprintln!(
+                "usage: cargo demo [serve [SERVE OPTIONS]]   (or: cargo run -p xtask -- demo)"
+            );
             std::process::exit(2);
         }
     };

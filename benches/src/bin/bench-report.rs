@@ -6,6 +6,7 @@
 //! Run it after the benchmarks: `cargo run --release -q -p runtime-benches --bin bench-report`.
 
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -37,6 +37,8 @@
 //! Unix only: process groups and `killpg` are what make "nothing left behind" hold. On other
 //! platforms the library builds, but creating the runtime fails with an `unsupported` error.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! kind) fails every turn and `panic_in` panics in `factory`, `run_turn`, `stream`, `cancel`,
 //! `validate_config`, `health` or `drop`.
 
+#![forbid(unsafe_code)]
+
 use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt, stream};

@@ -32,6 +32,8 @@
 //!   inside the plugin's own tokio runtime; cancelling a turn drops its future or stream,
 //!   which drops the response and closes the connection.
 
+#![forbid(unsafe_code)]
+
 mod anthropic;
 mod config;
 mod http;

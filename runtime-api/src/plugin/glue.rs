@@ -564,7 +564,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         };
         async move {
             match guarded.await {
-                Ok(value) => ROk(crate::abi::json_to_abi(&value)),
+                Ok(value) => ROk(crate::convert::json_to_abi(&value)),
                 Err(error) => RErr(error.into()),
             }
         }

@@ -1,67 +1,45 @@
 //! The error a turn or a runtime call returns.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What kind of failure a [`RuntimeError`] is.
-///
-/// Crosses the boundary as its name; a kind this version does not know arrives as
-/// [`ErrorKind::Other`] with its name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The request was malformed or refused by the model server (HTTP 400).
-    InvalidRequest,
-    /// The runtime was asked for something it does not support.
-    Unsupported,
-    /// The runtime's backend cannot be reached or is overloaded.
-    Unavailable,
-    /// The turn ran out of time.
-    Timeout,
-    /// The turn was cancelled.
-    Cancelled,
-    /// Code inside the plugin panicked; the host went on.
-    Panicked,
-    /// A bug or an unexpected state inside the runtime.
-    Internal,
-    /// The runtime's configuration is invalid.
-    InvalidConfig,
-    /// The backend refused the credentials.
-    Authentication,
-    /// The backend asked to slow down.
-    RateLimited,
-    /// The process running the plugin died (isolation level *process*): the message names the
-    /// plugin file, the runtime and how it died.
-    Crashed,
-    /// The worker that took a queued turn stopped answering and the turn was not retried.
-    WorkerLost,
-    /// A kind from a newer runtime-api or a third-party runtime.
-    Other(String),
+open_enum! {
+    /// What kind of failure a [`RuntimeError`] is.
+    ///
+    /// Crosses the boundary as its name; a kind this version does not know arrives as
+    /// [`ErrorKind::Other`] with its name.
+    pub enum ErrorKind {
+        /// A kind from a newer runtime-api or a third-party runtime.
+        Other(String);
+        /// The request was malformed or refused by the model server (HTTP 400).
+        InvalidRequest = "invalid_request",
+        /// The runtime was asked for something it does not support.
+        Unsupported = "unsupported",
+        /// The runtime's backend cannot be reached or is overloaded.
+        Unavailable = "unavailable",
+        /// The turn ran out of time.
+        Timeout = "timeout",
+        /// The turn was cancelled.
+        Cancelled = "cancelled",
+        /// Code inside the plugin panicked; the host went on.
+        Panicked = "panicked",
+        /// A bug or an unexpected state inside the runtime.
+        Internal = "internal",
+        /// The runtime's configuration is invalid.
+        InvalidConfig = "invalid_config",
+        /// The backend refused the credentials.
+        Authentication = "authentication",
+        /// The backend asked to slow down.
+        RateLimited = "rate_limited",
+        /// The process running the plugin died (isolation level *process*): the message names the
+        /// plugin file, the runtime and how it died.
+        Crashed = "crashed",
+        /// The worker that took a queued turn stopped answering and the turn was not retried.
+        WorkerLost = "worker_lost",
+    }
 }
 
 impl ErrorKind {
-    /// The kind's wire name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            ErrorKind::InvalidRequest => "invalid_request",
-            ErrorKind::Unsupported => "unsupported",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::Panicked => "panicked",
-            ErrorKind::Internal => "internal",
-            ErrorKind::InvalidConfig => "invalid_config",
-            ErrorKind::Authentication => "authentication",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Crashed => "crashed",
-            ErrorKind::WorkerLost => "worker_lost",
-            ErrorKind::Other(other) => other,
-        }
-    }
-
     /// Whether an error of this kind is worth retrying unless the runtime says otherwise.
     pub fn retriable_by_default(&self) -> bool {
         matches!(
@@ -72,41 +50,6 @@ impl ErrorKind {
                 | ErrorKind::Crashed
                 | ErrorKind::WorkerLost
         )
-    }
-}
-
-impl From<String> for ErrorKind {
-    fn from(text: String) -> Self {
-        match text.as_str() {
-            "invalid_request" => ErrorKind::InvalidRequest,
-            "unsupported" => ErrorKind::Unsupported,
-            "unavailable" => ErrorKind::Unavailable,
-            "timeout" => ErrorKind::Timeout,
-            "cancelled" => ErrorKind::Cancelled,
-            "panicked" => ErrorKind::Panicked,
-            "internal" => ErrorKind::Internal,
-            "invalid_config" => ErrorKind::InvalidConfig,
-            "authentication" => ErrorKind::Authentication,
-            "rate_limited" => ErrorKind::RateLimited,
-            "crashed" => ErrorKind::Crashed,
-            "worker_lost" => ErrorKind::WorkerLost,
-            _ => ErrorKind::Other(text),
-        }
-    }
-}
-
-impl From<ErrorKind> for String {
-    fn from(kind: ErrorKind) -> Self {
-        match kind {
-            ErrorKind::Other(other) => other,
-            known => known.as_str().to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

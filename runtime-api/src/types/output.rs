@@ -1,6 +1,5 @@
 //! What a turn produces.
 
-use std::fmt;
 use std::ops::{Add, AddAssign};
 
 use serde::{Deserialize, Serialize};
@@ -92,45 +91,37 @@ impl AddAssign for Usage {
     }
 }
 
-/// Why a turn ended.
-///
-/// Crosses the boundary as a small code, with the text for [`FinishReason::Other`]; a code
-/// this version does not know arrives as `Other` with its text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-#[non_exhaustive]
-pub enum FinishReason {
-    /// The model finished its answer.
-    #[default]
-    Stop,
-    /// The token limit was reached.
-    Length,
-    /// The model called tools and waits for their results.
-    ToolCalls,
-    /// A content filter stopped the answer.
-    ContentFilter,
-    /// The turn was cancelled.
-    Cancelled,
-    /// The turn ended in an error.
-    Error,
-    /// Any other reason, as the runtime named it.
-    Other(String),
+open_enum! {
+    /// Why a turn ended.
+    ///
+    /// Crosses the boundary as a small code, with the text for [`FinishReason::Other`]; a code
+    /// this version does not know arrives as `Other` with its text.
+    pub enum FinishReason {
+        /// Any other reason, as the runtime named it.
+        Other(String);
+        /// The model finished its answer.
+        Stop = "stop",
+        /// The token limit was reached.
+        Length = "length",
+        /// The model called tools and waits for their results.
+        ToolCalls = "tool_calls",
+        /// A content filter stopped the answer.
+        ContentFilter = "content_filter",
+        /// The turn was cancelled.
+        Cancelled = "cancelled",
+        /// The turn ended in an error.
+        Error = "error",
+    }
+}
+
+impl Default for FinishReason {
+    /// [`FinishReason::Stop`].
+    fn default() -> Self {
+        FinishReason::Stop
+    }
 }
 
 impl FinishReason {
-    /// The reason's wire name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::ToolCalls => "tool_calls",
-            FinishReason::ContentFilter => "content_filter",
-            FinishReason::Cancelled => "cancelled",
-            FinishReason::Error => "error",
-            FinishReason::Other(other) => other,
-        }
-    }
-
     /// The reason's code on the boundary; `0` for [`FinishReason::Other`].
     pub const fn code(&self) -> u32 {
         match self {
@@ -155,35 +146,6 @@ impl FinishReason {
             6 => FinishReason::Error,
             _ => FinishReason::from(text),
         }
-    }
-}
-
-impl From<String> for FinishReason {
-    fn from(text: String) -> Self {
-        match text.as_str() {
-            "stop" => FinishReason::Stop,
-            "length" => FinishReason::Length,
-            "tool_calls" => FinishReason::ToolCalls,
-            "content_filter" => FinishReason::ContentFilter,
-            "cancelled" => FinishReason::Cancelled,
-            "error" => FinishReason::Error,
-            _ => FinishReason::Other(text),
-        }
-    }
-}
-
-impl From<FinishReason> for String {
-    fn from(reason: FinishReason) -> Self {
-        match reason {
-            FinishReason::Other(other) => other,
-            known => known.as_str().to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for FinishReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,68 +1,25 @@
 //! What a host asks a runtime to do in one turn.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{ExecutionContext, ToolCall};
 
-/// The author of a message in the conversation history.
-///
-/// Unknown roles (from a newer host or plugin) are kept as [`Role::Other`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", from = "String", into = "String")]
-#[non_exhaustive]
-pub enum Role {
-    /// Instructions for the model.
-    System,
-    /// The human (or calling agent).
-    User,
-    /// The model.
-    Assistant,
-    /// The result of a tool call.
-    Tool,
-    /// A role this version of runtime-api does not know.
-    Other(String),
-}
-
-impl Role {
-    /// The role's wire name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-            Role::Other(other) => other,
-        }
-    }
-}
-
-impl From<String> for Role {
-    fn from(text: String) -> Self {
-        match text.as_str() {
-            "system" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            _ => Role::Other(text),
-        }
-    }
-}
-
-impl From<Role> for String {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Other(other) => other,
-            known => known.as_str().to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+open_enum! {
+    /// The author of a message in the conversation history.
+    ///
+    /// Unknown roles (from a newer host or plugin) are kept as [`Role::Other`].
+    pub enum Role {
+        /// A role this version of runtime-api does not know.
+        Other(String);
+        /// Instructions for the model.
+        System = "system",
+        /// The human (or calling agent).
+        User = "user",
+        /// The model.
+        Assistant = "assistant",
+        /// The result of a tool call.
+        Tool = "tool",
     }
 }
 

@@ -9,11 +9,10 @@
 //! plugin built against runtime-api 0.2.7 loads in a host built against 0.2.3 and the
 //! reverse. The package version is still recorded in the manifest, for people.
 //!
-//! The contract version changes when, and only when, what crosses the boundary changes: the
-//! files under `runtime-api/src/contract/` (the `#[repr(C)]` types and vtables of
+//! The contract version is this crate's (`runtime-contract`) major version. It changes when,
+//! and only when, what crosses the boundary changes: the `#[repr(C)]` types and vtables of
 //! [`abi`](crate::abi), the manifest layout of [`manifest`](crate::manifest), the id grammar
-//! and the capability bits' meaning). A new contract version comes with a new minor release
-//! while runtime-api is `0.x`, and a new major one after.
+//! and the capability bits' meaning. runtime-api's own version moves independently.
 //!
 //! Within one contract, these may still be added, because an older peer cannot notice them:
 //! new error kinds, finish reasons and delta kinds (they travel as open strings or codes, and
@@ -30,34 +29,20 @@
 //! built before it unloadable, which is the direction plugin ecosystems need most. The
 //! `extension` call is the way to add behaviour without that.
 
-use semver::Version;
+/// The contract this crate speaks: its own major version. Changes only when what crosses the
+/// boundary changes.
+pub const CONTRACT_VERSION: u32 = parse_component(env!("CARGO_PKG_VERSION_MAJOR"));
 
-/// The contract this crate speaks. Changes only when what crosses the boundary changes.
-pub const CONTRACT_VERSION: u32 = 1;
+/// This crate's version, which abi_stable checks in the root module's header and in every
+/// type's layout: it requires the same major version, which is the same rule.
+pub const CONTRACT_VERSION_STRINGS: &str = env!("CARGO_PKG_VERSION");
 
-/// [`CONTRACT_VERSION`] as the version abi_stable checks in the root module's header
-/// (`<contract>.0.0`): abi_stable requires the same major version, which is the same rule.
-pub const CONTRACT_VERSION_STRINGS: &str = "1.0.0";
-
-/// The runtime-api package version this crate was built as (`CARGO_PKG_VERSION`). Recorded in
-/// manifests for people; the compatibility rule does not read it.
-pub const API_VERSION_STR: &str = env!("CARGO_PKG_VERSION");
-
-/// The runtime-api package version this crate was built as.
-pub fn api_version() -> Version {
-    Version::new(
-        parse_component(env!("CARGO_PKG_VERSION_MAJOR")),
-        parse_component(env!("CARGO_PKG_VERSION_MINOR")),
-        parse_component(env!("CARGO_PKG_VERSION_PATCH")),
-    )
-}
-
-const fn parse_component(text: &str) -> u64 {
+const fn parse_component(text: &str) -> u32 {
     let bytes = text.as_bytes();
-    let mut value = 0u64;
+    let mut value = 0u32;
     let mut i = 0;
     while i < bytes.len() {
-        value = value * 10 + (bytes[i] - b'0') as u64;
+        value = value * 10 + (bytes[i] - b'0') as u32;
         i += 1;
     }
     value
@@ -184,6 +169,6 @@ mod tests {
             .and_then(|m| m.parse().ok())
             .unwrap();
         assert_eq!(major, CONTRACT_VERSION);
-        assert_eq!(api_version().to_string(), API_VERSION_STR);
+        assert_eq!(CONTRACT_VERSION, 1);
     }
 }

@@ -21,7 +21,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Capabilities;
+use crate::capabilities::Capabilities;
 
 /// The exported symbol that holds the manifest, or the prefix of it: the export macro names it
 /// `AGENT_RUNTIMES_MANIFEST_<crate name>`. A library exports exactly one.

@@ -1,0 +1,179 @@
+//! `runtimes serve`: every installed runtime behind an OpenAI-compatible HTTP endpoint.
+//!
+//! - [`wire`]: the OpenAI request and response shapes;
+//! - [`translate`]: a chat-completions request to a `TurnRequest`, a `TurnOutput` back;
+//! - [`routes`]: the endpoints, bearer auth, limits;
+//! - [`handles`]: the one place a runtime name becomes a `RuntimeHandle` (`--config`,
+//!   `--isolate`);
+//! - [`sse`]: a streamed turn as server-sent events;
+//! - [`error`]: OpenAI's error shape, and the status code of each runtime error kind;
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`shutdown`]: signals, and when the server stops accepting connections.
+//!
+//! The server discovers plugins once at start, listens (loopback by default), prints
+//! `listening on http://ADDR`, and on SIGTERM or Ctrl-C stops accepting connections and lets
+//! running turns finish within `--shutdown-grace`; turns still running then are cancelled.
+
+mod error;
+mod handles;
+mod metrics;
+mod routes;
+mod shutdown;
+mod sse;
+mod translate;
+mod wire;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use runtime_loader::Runtimes;
+use tokio::sync::Semaphore;
+
+use crate::failure::Failure;
+
+/// What `serve` takes.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; port 0 picks a free port. Loopback by default: put a
+    /// reverse proxy with TLS in front to serve other machines.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8700")]
+    addr: SocketAddr,
+    /// Require `Authorization: Bearer <key>` on every endpoint but /healthz, where <key> is
+    /// the value of this environment variable (which must be set and non-empty).
+    #[arg(long, value_name = "NAME")]
+    api_key_env: Option<String>,
+    /// The most turns running at once; more are answered 429 with `Retry-After`.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_concurrent: u32,
+    /// End a turn (streamed or not) that runs longer than this many seconds, with a 504
+    /// `timeout` error.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    request_timeout: f64,
+    /// After SIGTERM or Ctrl-C, how many seconds running turns get to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    shutdown_grace: f64,
+    /// The largest request body, in bytes; larger ones are answered 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Configure a runtime: `NAME=JSON` (repeatable), e.g. `--config
+    /// 'openai={"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2"}'`. The runtime is
+    /// created with it at start (a bad configuration stops the server there); runtimes not
+    /// named get their default configuration on first use.
+    #[arg(long = "config", value_name = "NAME=JSON")]
+    configs: Vec<String>,
+    /// Run every runtime in an isolated, supervised worker process (a crashing plugin
+    /// cannot take the server down). Not available in this build yet: the server refuses to
+    /// start rather than run without the isolation asked for.
+    #[arg(long)]
+    isolate: bool,
+}
+
+/// Unix seconds now.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn seconds(flag: &str, secs: f64) -> Result<Duration, Failure> {
+    if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(Failure::Usage(format!(
+            "{flag} must be a positive number of seconds, not {secs}"
+        )))
+    }
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
+    let request_timeout = seconds("--request-timeout", args.request_timeout)?;
+    let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
+    if args.isolate {
+        // Wire isolation in `handles::open`, then remove this refusal.
+        return Err(Failure::Usage(
+            "--isolate: isolated worker processes are not available in this build yet; run without --isolate".to_owned(),
+        ));
+    }
+    let api_key_digest = match &args.api_key_env {
+        None => None,
+        Some(name) => match std::env::var(name) {
+            Ok(key) if !key.is_empty() => Some(routes::digest(key.as_bytes())),
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "--api-key-env {}: the environment variable is not set or empty; set it to the key clients must send",
+                    name.escape_debug()
+                )));
+            }
+        },
+    };
+    if !args.addr.ip().is_loopback() {
+        tracing::warn!(addr = %args.addr, "listening beyond loopback: anyone who can reach this address can run turns{}",
+            if api_key_digest.is_none() { " (and no --api-key-env is set)" } else { "" });
+    }
+    let handles = handles::Handles::new(runtimes, &args.configs, request_timeout).map_err(
+        |error| match error {
+            handles::ConfigError::Resolve(error) => Failure::from(error),
+            other => Failure::Usage(other.to_string()),
+        },
+    )?;
+    let runtimes = handles.runtimes();
+    let handle = metrics::install().map_err(|e| Failure::Other(e.into()))?;
+    let report = runtimes.report();
+    let available = runtimes.list_runtimes();
+    tracing::info!(
+        runtimes = available.len(),
+        rejected = report.rejected.len(),
+        shadowed = report.shadowed.len(),
+        "plugins discovered"
+    );
+    if available.is_empty() {
+        tracing::warn!("no runtime is installed: every chat completion will answer 404");
+    }
+    let max_concurrent = args.max_concurrent as usize;
+    let state = Arc::new(routes::AppState {
+        handles,
+        api_key_digest,
+        turns: Arc::new(Semaphore::new(max_concurrent)),
+        max_concurrent,
+        max_body_bytes: args.max_body_bytes,
+        metrics: handle,
+        started: unix_now(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot listen on {}: {e}", args.addr)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot read the bound address: {e}")))?;
+    println!("listening on http://{local}");
+    let _ = std::io::stdout().flush();
+
+    let (listener, closed) = shutdown::ClosingListener::new(listener);
+    let server = axum::serve(listener, routes::router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown::signal());
+    let grace_over = async move {
+        if closed.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let running = max_concurrent.saturating_sub(state.turns.available_permits());
+        eprintln!(
+            "shutting down: no new connections; {running} running turn(s) get {grace:?} to finish"
+        );
+        tokio::time::sleep(grace).await;
+        max_concurrent.saturating_sub(state.turns.available_permits())
+    };
+    tokio::select! {
+        result = server.into_future() => {
+            result.map_err(|e| Failure::Other(anyhow::anyhow!("the server failed: {e}")))?;
+            eprintln!("stopped");
+        }
+        running = grace_over => {
+            eprintln!("the grace period is over: cancelling {running} running turn(s)");
+        }
+    }
+    Ok(())
+}

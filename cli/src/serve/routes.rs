@@ -1,0 +1,374 @@
+//! The endpoints, bearer authentication, the concurrency limit, and each chat completion
+//! from request to response.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use runtime_api::{Capabilities, StreamItem};
+use runtime_loader::{ResolveError, RuntimeHandle};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use super::error::ApiError;
+use super::handles::Handles;
+use super::metrics::{self, Outcome, TurnGuard};
+use super::sse::{self, ChunkContext, TurnItems};
+use super::translate;
+use super::wire::Model;
+
+/// The response header that carries a turn's execution id.
+pub const EXECUTION_ID: HeaderName = HeaderName::from_static("x-execution-id");
+
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The registry and the runtimes' handles.
+    pub handles: Handles,
+    /// The SHA-256 of the API key clients must send, if one is required.
+    pub api_key_digest: Option<[u8; 32]>,
+    /// Permits for running turns.
+    pub turns: Arc<Semaphore>,
+    /// `--max-concurrent`.
+    pub max_concurrent: usize,
+    /// The largest request body.
+    pub max_body_bytes: usize,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Unix seconds when the server started.
+    pub started: u64,
+}
+
+type Shared = Arc<AppState>;
+
+/// The SHA-256 of a key, so that keys of any length compare in constant time.
+pub fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+impl AppState {
+    /// Every runtime id and alias, sorted.
+    fn model_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .handles
+            .runtimes()
+            .list_runtimes()
+            .into_iter()
+            .flat_map(|entry| std::iter::once(entry.id).chain(entry.aliases))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The handle of the runtime a request names (from [`Handles::get`], where `--config`
+    /// and `--isolate` apply), or the error a client gets.
+    fn handle_for(&self, runtime: &str, model: &str) -> Result<RuntimeHandle, ApiError> {
+        match self.handles.get(runtime) {
+            Ok(handle) => Ok(handle),
+            Err(ResolveError::NotFound { .. }) => Err(ApiError::UnknownModel {
+                model: model.to_owned(),
+                available: self.model_names(),
+            }),
+            Err(other) => Err(ApiError::RuntimeNotLoaded {
+                message: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// A turn that holds one of the `--max-concurrent` permits and is counted in the metrics.
+#[derive(Debug)]
+pub struct Running {
+    guard: TurnGuard,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Running {
+    /// Records how the turn ended.
+    pub fn finish(&mut self, outcome: Outcome) {
+        self.guard.finish(outcome);
+    }
+}
+
+/// `serve-<start time>-<pid>-<n>`: unique within the server and across its restarts.
+fn next_execution_id(started: u64) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("serve-{started:x}-{}-{n}", std::process::id())
+}
+
+/// The application: every endpoint, authentication, limits.
+pub fn router(state: Shared) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/models/{*model}", get(model))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/runtimes", get(runtimes))
+        .route("/metrics", get(render_metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authenticated)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(CatchPanicLayer::custom(|_| {
+            metrics::error("internal");
+            ApiError::Runtime {
+                runtime: "server".to_owned(),
+                error: runtime_api::RuntimeError::internal("the server failed on this request"),
+            }
+            .into_response()
+        }))
+        .with_state(state)
+}
+
+async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &state.api_key_digest {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .and_then(|v| {
+                v.strip_prefix(b"Bearer ")
+                    .or_else(|| v.strip_prefix(b"bearer "))
+            });
+        let valid = given.is_some_and(|key| bool::from(digest(key).ct_eq(expected)));
+        if !valid {
+            metrics::error("invalid_api_key");
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn healthz(State(state): State<Shared>) -> Response {
+    let available = state.turns.available_permits();
+    axum::Json(json!({
+        "status": "ok",
+        "runtimes": state.handles.runtimes().list_runtimes().len(),
+        "turns_in_flight": state.max_concurrent.saturating_sub(available),
+    }))
+    .into_response()
+}
+
+async fn models(State(state): State<Shared>) -> Response {
+    let data: Vec<Model> = state
+        .model_names()
+        .into_iter()
+        .map(|id| Model {
+            id,
+            object: "model",
+            created: state.started,
+            owned_by: "agent-runtimes",
+        })
+        .collect();
+    axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+async fn model(State(state): State<Shared>, Path(model): Path<String>) -> Response {
+    let (runtime, _) = translate::split_model(&model);
+    if state.handles.runtimes().get_entry(runtime).is_none() {
+        let error = ApiError::UnknownModel {
+            model,
+            available: state.model_names(),
+        };
+        metrics::error(&error.metric_kind());
+        return error.into_response();
+    }
+    axum::Json(Model {
+        id: model,
+        object: "model",
+        created: state.started,
+        owned_by: "agent-runtimes",
+    })
+    .into_response()
+}
+
+async fn runtimes(State(state): State<Shared>) -> Response {
+    let report = state.handles.runtimes().report();
+    axum::Json(json!({
+        "runtimes": state.handles.runtimes().list_runtimes(),
+        "rejected": report.rejected,
+        "shadowed": report.shadowed,
+    }))
+    .into_response()
+}
+
+async fn render_metrics(State(state): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let error = ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().escape_debug().to_string(),
+    };
+    metrics::error(&error.metric_kind());
+    error.into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    metrics::error("method_not_allowed");
+    ApiError::MethodNotAllowed.into_response()
+}
+
+async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let mut execution_id = None;
+    match chat_turn(&state, body, &mut execution_id).await {
+        Ok(response) => response,
+        Err(error) => {
+            metrics::error(&error.metric_kind());
+            if error.status().is_server_error() {
+                tracing::warn!(
+                    "chat completion failed: {}",
+                    error.to_string().escape_debug()
+                );
+            } else {
+                tracing::debug!(
+                    "chat completion refused: {}",
+                    error.to_string().escape_debug()
+                );
+            }
+            let mut response = error.into_response();
+            if let Some(id) = execution_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                response.headers_mut().insert(EXECUTION_ID, id);
+            }
+            response
+        }
+    }
+}
+
+async fn chat_turn(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    execution_id_out: &mut Option<String>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: state.max_body_bytes,
+            }
+        } else {
+            ApiError::InvalidRequest {
+                param: None,
+                message: format!(
+                    "the request body could not be read: {}",
+                    rejection.body_text()
+                ),
+            }
+        }
+    })?;
+    let request = translate::parse(&body)?;
+    let model = request.model.clone();
+    let (runtime, inner_model) = translate::split_model(&model);
+    let handle = state.handle_for(runtime, &model)?;
+    let execution_id = next_execution_id(state.started);
+    let (turn, options) = translate::to_turn(request, inner_model, &execution_id)?;
+    let permit =
+        Arc::clone(&state.turns)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded {
+                max_concurrent: state.max_concurrent,
+            })?;
+    *execution_id_out = Some(execution_id.clone());
+    let mut running = Running {
+        guard: TurnGuard::start(handle.id(), options.stream, &execution_id),
+        _permit: permit,
+    };
+    let id = format!("chatcmpl-{execution_id}");
+    // Execution ids are ASCII (`serve-<hex>-<pid>-<n>`), so always a valid header value.
+    let header_value = HeaderValue::from_str(&execution_id).ok();
+    let runtime_id = handle.id().to_owned();
+    let fail = |error| ApiError::Runtime {
+        runtime: runtime_id.clone(),
+        error,
+    };
+
+    if !options.stream {
+        return match handle.run_turn(turn).await {
+            Ok(output) => {
+                running.finish(Outcome::Ok);
+                let body = translate::completion(output, id, state.started_now(), model);
+                Ok(with_execution_id(axum::Json(body), header_value))
+            }
+            Err(error) => {
+                running.finish(Outcome::Error);
+                Err(fail(error))
+            }
+        };
+    }
+
+    // A runtime that does not stream answers in one chunk: OpenAI clients ask for streams
+    // whatever the model behind them does.
+    let mut items: TurnItems = if handle.capabilities().contains(Capabilities::STREAMING) {
+        Box::pin(handle.stream_turn(turn))
+    } else {
+        Box::pin(futures::stream::once(handle.run_turn(turn)).map(|r| r.map(StreamItem::Done)))
+    };
+    // An error before the first chunk is answered with its status code.
+    let first = match items.next().await {
+        Some(Ok(item)) => item,
+        Some(Err(error)) => {
+            running.finish(Outcome::Error);
+            return Err(fail(error));
+        }
+        None => {
+            running.finish(Outcome::Error);
+            return Err(fail(runtime_api::RuntimeError::internal(
+                "the runtime's stream ended without a final result",
+            )));
+        }
+    };
+    let context = ChunkContext {
+        id,
+        created: state.started_now(),
+        model,
+        runtime: runtime_id.clone(),
+        include_usage: options.include_usage,
+    };
+    let events = sse::events(first, items, context, running);
+    let sse = Sse::new(events).keep_alive(KeepAlive::default());
+    Ok(with_execution_id(sse, header_value))
+}
+
+fn with_execution_id(response: impl IntoResponse, id: Option<HeaderValue>) -> Response {
+    let mut response = response.into_response();
+    if let Some(id) = id {
+        response.headers_mut().insert(EXECUTION_ID, id);
+    }
+    response
+}
+
+impl AppState {
+    /// Unix seconds now.
+    fn started_now(&self) -> u64 {
+        super::unix_now()
+    }
+}
