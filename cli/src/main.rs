@@ -13,6 +13,7 @@ mod failure;
 mod install;
 mod list;
 mod new;
+mod queue;
 mod serve;
 mod style;
 mod turn;
@@ -156,6 +157,10 @@ enum Command {
     Stream(turn::TurnArgs),
     /// Serve every installed runtime over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Take turn jobs from a Redis queue and run them with the installed runtimes.
+    Worker(queue::WorkerArgs),
+    /// Send one turn to a Redis queue and print its deltas as they arrive.
+    Submit(queue::SubmitArgs),
 }
 
 fn init_logs(global: &Global, style: &Style) {
@@ -262,6 +267,8 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
         Command::Serve(args) => serve::serve(global.registry(), args).await,
+        Command::Worker(args) => queue::worker(global, args).await,
+        Command::Submit(args) => queue::submit(args, &style).await,
     }
 }
 

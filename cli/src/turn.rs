@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use futures::StreamExt;
-use runtime_api::{DeltaKind, Message, StreamItem, TurnRequest, Value};
+use futures::{Stream, StreamExt};
+use runtime_api::{DeltaKind, Message, RuntimeError, StreamItem, TurnRequest, Value};
 use runtime_loader::{RuntimeHandle, Runtimes};
 use serde_json::json;
 
@@ -22,7 +22,7 @@ use crate::style::{Style, clean, clean_lines, json_text};
 #[derive(Debug, Args)]
 pub struct TurnArgs {
     /// The runtime's id or alias.
-    name: String,
+    pub(crate) name: String,
     /// The prompt.
     prompt: String,
     /// The system prompt.
@@ -39,13 +39,14 @@ pub struct TurnArgs {
     history: Option<PathBuf>,
     /// End the turn after this many seconds.
     #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
+    pub(crate) timeout: Option<f64>,
     /// Print JSON (for `stream`: one object per delta, then the result).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
-fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnRequest), Failure> {
+/// The request and the runtime configuration the arguments describe.
+pub(crate) fn request(args: &TurnArgs) -> Result<(TurnRequest, Value), Failure> {
     let config: Value = match &args.config {
         None => Value::Null,
         Some(text) => serde_json::from_str(text)
@@ -65,21 +66,30 @@ fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnR
         })?;
         request.history = history;
     }
+    Ok((request, config))
+}
+
+/// `--timeout` as a duration.
+pub(crate) fn timeout(args: &TurnArgs) -> Result<Option<Duration>, Failure> {
+    match args.timeout {
+        None => Ok(None),
+        Some(secs) if secs.is_finite() && secs > 0.0 => Ok(Some(Duration::from_secs_f64(secs))),
+        Some(secs) => Err(Failure::Usage(format!(
+            "--timeout must be a positive number of seconds, not {secs}"
+        ))),
+    }
+}
+
+fn prepare(runtimes: &Runtimes, args: &TurnArgs) -> Result<(RuntimeHandle, TurnRequest), Failure> {
+    let (request, config) = request(args)?;
     let handle = if config.is_null() {
         runtimes.resolve(&args.name)?
     } else {
         runtimes.new_instance(&args.name, &config)?
     };
-    let handle = match args.timeout {
+    let handle = match timeout(args)? {
         None => handle,
-        Some(secs) if secs.is_finite() && secs > 0.0 => {
-            handle.with_timeout(Duration::from_secs_f64(secs))
-        }
-        Some(secs) => {
-            return Err(Failure::Usage(format!(
-                "--timeout must be a positive number of seconds, not {secs}"
-            )));
-        }
+        Some(limit) => handle.with_timeout(limit),
     };
     Ok((handle, request))
 }
@@ -105,7 +115,16 @@ pub async fn run(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Result<(
 
 pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Result<(), Failure> {
     let (handle, request) = prepare(runtimes, &args)?;
-    let mut stream = handle.stream_turn(request);
+    print_stream(handle.stream_turn(request), args.json, style).await
+}
+
+/// Prints a turn's items as they arrive (`runtimes stream`, `runtimes submit`); Ctrl-C drops
+/// the stream, which cancels the turn.
+pub(crate) async fn print_stream(
+    mut stream: impl Stream<Item = Result<StreamItem, RuntimeError>> + Unpin,
+    json: bool,
+    style: &Style,
+) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     let mut in_thinking = false;
     loop {
@@ -123,7 +142,7 @@ pub async fn stream(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Resul
             let _ = writeln!(stdout);
             Failure::Turn(error)
         })?;
-        if args.json {
+        if json {
             let line = match &item {
                 StreamItem::Delta(delta) => json!({"type": "delta", "delta": delta}),
                 StreamItem::Done(output) => json!({"type": "done", "output": output}),

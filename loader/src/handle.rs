@@ -206,6 +206,18 @@ impl RuntimeHandle {
         self.shared.runtime.health().await
     }
 
+    /// Waits until none of this runtime object's turns still runs inside the plugin: at the
+    /// *threads* level a stopped turn is released by the plugin's own threads shortly after it
+    /// is dropped. A host about to exit calls this (with a bound: a blocked plugin may never be
+    /// idle) so that plugins' cleanup runs first.
+    ///
+    /// # Errors
+    ///
+    /// The runtime's error, or `panicked`.
+    pub async fn wait_idle(&self) -> Result<(), RuntimeError> {
+        self.shared.runtime.wait_idle().await
+    }
+
     /// A named call the runtime offers beyond turns (see `runtime_api::version`).
     ///
     /// # Errors

@@ -560,6 +560,23 @@ impl Runtimes {
         *hooks = Arc::from(list);
     }
 
+    /// Waits until no runtime created by [`Runtimes::resolve`] still runs a turn inside its
+    /// plugin (see [`RuntimeHandle::wait_idle`]); instances from [`Runtimes::new_instance`]
+    /// are their owners' to wait for. Bound it with a timeout.
+    pub async fn wait_idle(&self) {
+        let created: Vec<RuntimeHandle> = self
+            .read()
+            .runtimes
+            .values()
+            .filter_map(|registered| registered.default_instance.get().cloned())
+            .collect();
+        for handle in created {
+            if let Err(error) = handle.wait_idle().await {
+                tracing::warn!(runtime = %handle.id(), %error, "could not wait for the runtime's turns to end");
+            }
+        }
+    }
+
     /// Sets the isolation level of one runtime (given by id or alias), overriding the
     /// registry's ([`LoaderOptions::isolation`]) for handles resolved from now on.
     ///

@@ -116,6 +116,23 @@ impl RemoteRuntime {
         })
     }
 
+    /// Waits until none of this runtime object's turns is still running as a task on the
+    /// plugin's runtime. A turn the host stopped (dropped, timed out, cancelled) at the
+    /// *threads* level is released by the plugin's runtime on its own threads shortly after;
+    /// a host about to exit waits here so the plugin's cleanup (its destructors: closing
+    /// connections, killing child processes) runs first. Bound the wait: a plugin that blocks
+    /// its thread may never become idle.
+    ///
+    /// # Errors
+    ///
+    /// The runtime's error, or `panicked`.
+    pub fn wait_idle(
+        &self,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send + 'static + use<> {
+        let waited = self.extension(crate::glue::WAIT_IDLE, &Value::Null);
+        async move { waited.await.map(|_| ()) }
+    }
+
     /// A named call added within the contract (see [`crate::version`]).
     ///
     /// # Errors

@@ -253,3 +253,61 @@ async fn at_the_threads_level_a_blocked_plugin_never_holds_timeouts_or_cancel() 
         .await;
     assert!(matches!(streamed.last(), Some(Ok(StreamItem::Done(_)))));
 }
+
+/// Fails to build until told otherwise: a runtime whose backend is down at the first resolve.
+struct Flaky;
+
+static FLAKY_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl runtime_api::Runtime for Flaky {
+    const ID: &'static str = "flaky";
+
+    fn new(_config: serde_json::Value) -> Result<Self, RuntimeError> {
+        if FLAKY_READY.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(Flaky)
+        } else {
+            Err(RuntimeError::unavailable("the backend is not up yet"))
+        }
+    }
+
+    async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
+        Ok(TurnOutput::new(request.prompt))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_creation_is_retried_by_the_next_resolve() {
+    let runtimes = Runtimes::new();
+    runtimes.register::<Flaky>().unwrap();
+    let Err(runtime_loader::ResolveError::Factory { error, .. }) = runtimes.resolve("flaky") else {
+        panic!("the first resolve fails")
+    };
+    assert_eq!(error.kind, ErrorKind::Unavailable);
+    FLAKY_READY.store(true, std::sync::atomic::Ordering::SeqCst);
+    let flaky = runtimes
+        .resolve("flaky")
+        .expect("retried, and now it builds");
+    assert_eq!(
+        flaky
+            .run_turn(TurnRequest::new("up"))
+            .await
+            .unwrap()
+            .content,
+        "up"
+    );
+}
+
+#[test]
+fn discovering_the_same_folders_again_changes_nothing() {
+    let (dir, runtimes) = plugins();
+    let first = runtimes.report();
+    let listed = runtimes.list_runtimes();
+    assert!(first.shadowed.is_empty(), "{first}");
+    let again = runtimes.discover(&runtime_loader::SearchPath::empty().with_dir(dir.path()));
+    assert!(
+        again.shadowed.is_empty(),
+        "a runtime shadowed by its own file: {again}"
+    );
+    assert_eq!(runtimes.report(), first, "the kept report grew");
+    assert_eq!(runtimes.list_runtimes(), listed);
+}

@@ -301,6 +301,7 @@ fn listing_never_loads_a_library_and_the_first_resolve_does() {
         vec![
             "fixture",
             "fixture-blocker",
+            "fixture-crash",
             "fixture-second",
             "fixture-tools"
         ]

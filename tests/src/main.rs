@@ -17,6 +17,7 @@ mod llm_server;
 mod logs;
 mod platforms;
 mod proptests;
+mod queue;
 mod resolution;
 mod scaffold;
 mod serve;

@@ -63,6 +63,14 @@ fn open(
 }
 
 impl Handles {
+    /// Waits until no turn of the runtimes served still runs inside its plugin.
+    pub async fn wait_idle(&self) {
+        self.runtimes.wait_idle().await;
+        for handle in self.configured.values() {
+            let _ = handle.wait_idle().await;
+        }
+    }
+
     /// Creates the runtimes named by `configs` (`NAME=JSON` each); turns end with a `timeout`
     /// error after `timeout`.
     pub fn new(

@@ -34,6 +34,10 @@ use tokio::sync::Semaphore;
 
 use crate::failure::Failure;
 
+/// The longest the server waits, after the grace period, for cancelled turns to be released
+/// inside their plugins before it exits.
+const RELEASE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What `serve` takes.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -134,6 +138,7 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!("no runtime is installed: every chat completion will answer 404");
     }
     let max_concurrent = args.max_concurrent as usize;
+    let (close, closing) = tokio::sync::watch::channel(false);
     let state = Arc::new(routes::AppState {
         handles,
         api_key_digest,
@@ -142,6 +147,7 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
         max_body_bytes: args.max_body_bytes,
         metrics: handle,
         started: unix_now(),
+        closing,
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -155,7 +161,9 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
     let (listener, closed) = shutdown::ClosingListener::new(listener);
     let server = axum::serve(listener, routes::router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown::signal());
+    let grace_state = Arc::clone(&state);
     let grace_over = async move {
+        let state = grace_state;
         if closed.await.is_err() {
             std::future::pending::<()>().await;
         }
@@ -173,6 +181,16 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
         }
         running = grace_over => {
             eprintln!("the grace period is over: cancelling {running} running turn(s)");
+            // Drop every running turn, then give the plugins a moment to release them on
+            // their own threads (their cleanup: child processes, connections), bounded.
+            let _ = close.send(true);
+            let released = async {
+                let _ = state.turns.acquire_many(max_concurrent as u32).await;
+                state.handles.wait_idle().await;
+            };
+            if tokio::time::timeout(RELEASE_BOUND, released).await.is_err() {
+                eprintln!("some turns did not end within {RELEASE_BOUND:?}; exiting anyway");
+            }
         }
     }
     Ok(())

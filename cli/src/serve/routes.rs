@@ -55,6 +55,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Unix seconds when the server started.
     pub started: u64,
+    /// Set when the grace period is over: every running turn is then dropped (which cancels
+    /// it inside its plugin).
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 type Shared = Arc<AppState>;
@@ -65,6 +68,14 @@ pub fn digest(key: &[u8]) -> [u8; 32] {
 }
 
 impl AppState {
+    /// Resolves when the grace period is over.
+    fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let mut closing = self.closing.clone();
+        async move {
+            let _ = closing.wait_for(|closed| *closed).await;
+        }
+    }
+
     /// Every runtime id and alias, sorted.
     fn model_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -312,7 +323,15 @@ async fn chat_turn(
     };
 
     if !options.stream {
-        return match handle.run_turn(turn).await {
+        let turn = handle.run_turn(turn);
+        let closed = state.closed();
+        let result = tokio::select! {
+            result = turn => result,
+            () = closed => Err(runtime_api::RuntimeError::unavailable(
+                "the server is shutting down: the turn was cancelled",
+            )),
+        };
+        return match result {
             Ok(output) => {
                 running.finish(Outcome::Ok);
                 let body = translate::completion(output, id, state.started_now(), model);
@@ -327,11 +346,13 @@ async fn chat_turn(
 
     // A runtime that does not stream answers in one chunk: OpenAI clients ask for streams
     // whatever the model behind them does.
-    let mut items: TurnItems = if handle.capabilities().contains(Capabilities::STREAMING) {
+    let items: TurnItems = if handle.capabilities().contains(Capabilities::STREAMING) {
         Box::pin(handle.stream_turn(turn))
     } else {
         Box::pin(futures::stream::once(handle.run_turn(turn)).map(|r| r.map(StreamItem::Done)))
     };
+    // When the grace period is over the stream stops, and dropping it cancels the turn.
+    let mut items: TurnItems = Box::pin(items.take_until(state.closed()));
     // An error before the first chunk is answered with its status code.
     let first = match items.next().await {
         Some(Ok(item)) => item,

@@ -200,11 +200,52 @@ where
 /// The turns running under one execution id: (ticket, abort handle).
 type Running = Vec<(u64, AbortHandle)>;
 
-/// The running turns of one runtime object, by execution id, so `cancel` can reach them.
+/// The running turns of one runtime object, by execution id, so `cancel` can reach them; and
+/// how many of its turns run as tasks on the plugin's runtime, so a host can wait until the
+/// plugin has released them all (a task stopped by the host is dropped by the plugin's runtime
+/// shortly after, on its own threads).
 #[derive(Default)]
 struct Turns {
     running: Mutex<HashMap<Arc<str>, Running>>,
     next_ticket: AtomicU64,
+    live_tasks: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts a task as live until the task (and the turn it runs) is dropped.
+struct LiveTask(Arc<Turns>);
+
+impl LiveTask {
+    fn new(turns: &Arc<Turns>) -> Self {
+        turns.live_tasks.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(turns))
+    }
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        if self.0.live_tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The extension call that waits until no task of the runtime object is live.
+pub(crate) const WAIT_IDLE: &str = "agent_runtimes.wait_idle";
+
+impl Turns {
+    /// Resolves once no task of this runtime object is live.
+    async fn wait_idle(self: Arc<Self>) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live_tasks.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Keeps a turn registered while it runs.
@@ -310,8 +351,9 @@ impl<T> Future for AbortOnDrop<Result<T, RuntimeError>> {
     }
 }
 
-/// Starts a task on the plugin's runtime, or says why it cannot.
-fn spawn<F>(future: F) -> Result<AbortOnDrop<F::Output>, RuntimeError>
+/// Starts a task on the plugin's runtime, counted live in `turns` until it is dropped, or says
+/// why it cannot.
+fn spawn<F>(turns: &Arc<Turns>, future: F) -> Result<AbortOnDrop<F::Output>, RuntimeError>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -319,7 +361,11 @@ where
     let handle = plugin_runtime::handle().ok_or_else(|| {
         RuntimeError::unavailable("the plugin's tokio runtime could not be started")
     })?;
-    Ok(AbortOnDrop(handle.spawn(future)))
+    let live = LiveTask::new(turns);
+    Ok(AbortOnDrop(handle.spawn(async move {
+        let _live = live;
+        future.await
+    })))
 }
 
 /// Ends a future early with `cancelled` when its turn is cancelled by id; keeps the turn
@@ -436,7 +482,7 @@ impl<T: Runtime> Glue<T> {
             }
             Ok::<(), RuntimeError>(())
         };
-        let task = spawn(pump)?;
+        let task = spawn(&self.turns, pump)?;
         let received: AuthorStream =
             Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)));
         let (stream, abort, ticket): (AuthorStream, _, _) = match registered {
@@ -494,7 +540,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
             execution_id: registered.as_ref().map(Registration::execution_id),
         };
         if options.spawned() {
-            match spawn(guarded) {
+            match spawn(&self.turns, guarded) {
                 Ok(task) => async move {
                     flatten::<TurnOutput, AbiTurnOutput>(Ok(cancellable(task, registered).await))
                 }
@@ -554,6 +600,14 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         name: RStr<'_>,
         payload: RStr<'_>,
     ) -> FfiFuture<RResult<RString, AbiRuntimeError>> {
+        if name.as_str() == WAIT_IDLE {
+            let turns = Arc::clone(&self.turns);
+            return async move {
+                turns.wait_idle().await;
+                ROk(RString::new())
+            }
+            .into_ffi();
+        }
         let runtime = Arc::clone(&*self.runtime);
         let name = name.as_str().to_owned();
         let payload = parse_config(payload);

@@ -1,0 +1,166 @@
+//! `runtimes worker` and `runtimes submit`: turns as jobs on Redis Streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use runtime_queue::{QueueClient, QueueConfig, QueueError, Worker};
+
+use crate::failure::Failure;
+use crate::style::Style;
+use crate::turn::{self, TurnArgs};
+
+/// Where the queue is: shared by `worker`, `submit` (and `serve --redis`).
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The Redis server, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL", env = "AGENT_RUNTIMES_REDIS_URL")]
+    pub redis: String,
+    /// The prefix of the queue's keys (one prefix, one queue).
+    #[arg(long, value_name = "PREFIX", default_value = "runtimes")]
+    pub prefix: String,
+    /// The workers' consumer group.
+    #[arg(long, value_name = "NAME", default_value = "workers")]
+    pub group: String,
+}
+
+impl QueueArgs {
+    fn config(&self) -> QueueConfig {
+        QueueConfig::default()
+            .with_prefix(&self.prefix)
+            .with_group(&self.group)
+    }
+}
+
+/// What `runtimes worker` takes.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Turns run at a time.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds a job may go without renewal before another worker reclaims it.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    visibility_timeout: f64,
+    /// Attempts before a job is dead-lettered.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_attempts: u32,
+    /// Seconds a turn's status and results are kept after their last change (and its
+    /// execution id is not run again).
+    #[arg(long, value_name = "SECS", default_value_t = 3_600)]
+    result_ttl: u64,
+}
+
+/// What `runtimes submit` takes.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    turn: TurnArgs,
+}
+
+fn failure(error: QueueError) -> Failure {
+    match error {
+        QueueError::Url { .. } | QueueError::InvalidExecutionId { .. } => {
+            Failure::Usage(error.to_string())
+        }
+        other => Failure::Other(anyhow::Error::new(other)),
+    }
+}
+
+fn seconds(flag: &str, secs: f64) -> Result<Duration, Failure> {
+    if secs.is_finite() && secs > 0.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(Failure::Usage(format!(
+            "{flag} must be a positive number of seconds, not {secs}"
+        )))
+    }
+}
+
+/// Runs a worker until SIGINT or SIGTERM, then drains its running turns.
+pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Failure> {
+    let config = args
+        .queue
+        .config()
+        .with_visibility_timeout(seconds("--visibility-timeout", args.visibility_timeout)?)
+        .with_max_attempts(args.max_attempts)
+        .with_result_ttl(Duration::from_secs(args.result_ttl.max(1)));
+    let runtimes = Arc::new(global.registry());
+    if runtimes.list_names().is_empty() {
+        tracing::warn!(
+            "no runtime is installed in the plugin folders searched: every job will end with an error (see `runtimes list --all`)"
+        );
+    }
+    let worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
+    let stats = worker
+        .run(&args.queue.redis, shutdown_signal())
+        .await
+        .map_err(failure)?;
+    tracing::info!(
+        taken = stats.taken,
+        reclaimed = stats.reclaimed,
+        "worker done"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Submits one turn to the queue and prints its items as they arrive, like `runtimes stream`.
+pub async fn submit(args: SubmitArgs, style: &Style) -> Result<(), Failure> {
+    let (request, config) = turn::request(&args.turn)?;
+    let limit = turn::timeout(&args.turn)?;
+    let client = QueueClient::connect(&args.queue.redis, args.queue.config())
+        .await
+        .map_err(failure)?;
+    let id = client
+        .submit_with_config(&args.turn.name, config, request)
+        .await
+        .map_err(failure)?;
+    tracing::info!(execution_id = %id, "submitted");
+    let stream = client.results(&id);
+    let result = match limit {
+        None => turn::print_stream(stream, args.turn.json, style).await,
+        Some(limit) => {
+            match tokio::time::timeout(limit, turn::print_stream(stream, args.turn.json, style))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Turn(runtime_api::RuntimeError::timeout(format!(
+                    "no result within {limit:?}"
+                )))),
+            }
+        }
+    };
+    if result.is_err() {
+        // Interrupted or timed out: cancel before the process exits (dropping the stream
+        // only starts a cancel in the background). A finished turn is left as it is.
+        if let Err(error) = client.cancel(&id).await {
+            tracing::warn!(%error, execution_id = %id, "could not cancel the turn");
+        }
+    }
+    result
+}

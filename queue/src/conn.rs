@@ -1,0 +1,100 @@
+//! Reconnecting connections and retries while Redis is away.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RetryMethod};
+
+use crate::error::QueueError;
+
+/// A client for `url` with `TCP_NODELAY` (the redis crate leaves Nagle's algorithm on, which
+/// delays small pipelined commands).
+pub(crate) fn open(url: &str) -> Result<redis::Client, QueueError> {
+    use redis::IntoConnectionInfo as _;
+    let invalid = |source| QueueError::Url {
+        url: url.to_owned(),
+        source,
+    };
+    let info = url.into_connection_info().map_err(invalid)?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    redis::Client::open(info.set_tcp_settings(tcp)).map_err(invalid)
+}
+
+/// Opens a reconnecting connection. `blocking`: the longest a command on it blocks in Redis
+/// (XREAD / XREADGROUP `BLOCK`), added to the response timeout. Blocking commands get their
+/// own connection: on a shared one they would hold up every command behind them.
+pub(crate) async fn connect(
+    client: &redis::Client,
+    url: &str,
+    blocking: Duration,
+    window: Duration,
+) -> Result<ConnectionManager, QueueError> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5) + blocking))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(4);
+    retry("connect", window, || {
+        ConnectionManager::new_with_config(client.clone(), config.clone())
+    })
+    .await
+    .map_err(|error| match error {
+        QueueError::Redis { source, .. }
+            if source.kind() == redis::ErrorKind::InvalidClientConfig =>
+        {
+            QueueError::Url {
+                url: url.to_owned(),
+                source,
+            }
+        }
+        other => other,
+    })
+}
+
+/// Whether retrying (after a reconnection) may cure this error.
+pub(crate) fn transient(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(
+            error.retry_method(),
+            RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+        )
+        || matches!(error.code(), Some("LOADING" | "TRYAGAIN" | "MASTERDOWN"))
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `window` has passed; between tries
+/// it waits 20 ms, doubling up to 1 s (the connection manager reconnects in the meantime).
+pub(crate) async fn retry<T, F, Fut>(
+    operation: &'static str,
+    window: Duration,
+    mut attempt: F,
+) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RedisError>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(source) if transient(&source) => {
+                if started.elapsed() >= window {
+                    return Err(QueueError::Unreachable {
+                        operation,
+                        waited: started.elapsed(),
+                        source,
+                    });
+                }
+                tracing::debug!(operation, error = %source, "Redis unavailable; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(source) => return Err(QueueError::Redis { operation, source }),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Installs (from Debian packages, when missing) and runs a real redis-server on a loopback port
+# for the queue's tests, the benchmarks and CI.
+#
+#   scripts/redis.sh start [--name NAME] [--port PORT]   start an instance (or reuse a running
+#                                                        one of that name), wait for PING
+#   scripts/redis.sh stop [NAME]                         stop one instance (or every one)
+#   scripts/redis.sh restart [NAME]                      stop, then start on the same port
+#                                                        with the same data
+#   scripts/redis.sh env                                 print the env file
+#
+# Each instance keeps its state under target/redis/<name>/: redis.pid, redis.log, data/
+# (append-only file, fsync every second, so a restart keeps the queue). `env` in
+# target/redis/ holds the default instance's variables:
+#   AGENT_RUNTIMES_REDIS_URL=redis://127.0.0.1:PORT   AGENT_RUNTIMES_REDIS_PID=...
+# Use it with: set -a; . target/redis/env; set +a
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE_DIR="${AGENT_RUNTIMES_REDIS_STATE_DIR:-$ROOT/target/redis}"
+
+log() { printf 'redis.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+ensure_installed() {
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+        return
+    fi
+    log "installing redis-server with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    command -v redis-server >/dev/null || die "apt-get did not install redis-server"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Whether $1 is the pid of a running redis-server.
+is_redis() {
+    [[ -n "${1:-}" && -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q redis-server
+}
+
+write_env() {
+    local dir="$STATE_DIR/default"
+    if [[ -f "$dir/port" && -f "$dir/redis.pid" ]] && is_redis "$(cat "$dir/redis.pid")"; then
+        printf 'AGENT_RUNTIMES_REDIS_URL=redis://127.0.0.1:%s\nAGENT_RUNTIMES_REDIS_PID=%s\n' \
+            "$(cat "$dir/port")" "$(cat "$dir/redis.pid")" >"$STATE_DIR/env.tmp"
+        mv "$STATE_DIR/env.tmp" "$STATE_DIR/env"
+    else
+        rm -f "$STATE_DIR/env"
+    fi
+}
+
+start_redis() {
+    local name=default port=""
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --name) name=${2:?--name needs a value}; shift 2 ;;
+            --port) port=${2:?--port needs a value}; shift 2 ;;
+            *) die "unknown start option: $1" ;;
+        esac
+    done
+    [[ "$name" =~ ^[a-z0-9_-]+$ ]] || die "instance names are [a-z0-9_-]+"
+    ensure_installed
+    local dir="$STATE_DIR/$name"
+    mkdir -p "$dir/data"
+    if [[ -f "$dir/redis.pid" ]] && is_redis "$(cat "$dir/redis.pid")"; then
+        log "instance '$name' already runs: redis://127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/redis.pid"))"
+        echo "redis://127.0.0.1:$(cat "$dir/port")"
+        write_env
+        return
+    fi
+    if [[ -z "$port" ]]; then
+        if [[ -f "$dir/port" ]]; then port=$(cat "$dir/port"); else port=$(free_port); fi
+    fi
+    # No config file: everything on the command line. Loopback only, no protected-mode
+    # surprises, persistence by append-only file so a restart keeps jobs and results.
+    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir/data" \
+        --appendonly yes --appendfsync everysec --save "" \
+        --maxmemory-policy noeviction >/dev/null
+    echo "$port" >"$dir/port"
+    local deadline=$((SECONDS + 20))
+    until redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
+        ((SECONDS < deadline)) || { tail -20 "$dir/redis.log" >&2; die "redis-server did not answer PING within 20 s"; }
+        sleep 0.05
+    done
+    # The pid file is written by the daemon itself; wait for it.
+    until [[ -s "$dir/redis.pid" ]]; do
+        ((SECONDS < deadline)) || die "redis-server wrote no pid file"
+        sleep 0.05
+    done
+    write_env
+    log "instance '$name' ready: redis://127.0.0.1:$port (pid $(cat "$dir/redis.pid"))"
+    echo "redis://127.0.0.1:$port"
+}
+
+stop_one() {
+    local name=$1 dir="$STATE_DIR/$1"
+    if [[ -f "$dir/redis.pid" ]]; then
+        local pid
+        pid=$(cat "$dir/redis.pid")
+        if is_redis "$pid"; then
+            # SIGTERM: redis flushes its append-only file and exits.
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.05
+            done
+            kill -9 "$pid" 2>/dev/null || true
+            log "stopped instance '$name' (pid $pid)"
+        fi
+        rm -f "$dir/redis.pid"
+    fi
+}
+
+stop_redis() {
+    [[ -d "$STATE_DIR" ]] || return 0
+    if [[ $# -gt 0 ]]; then
+        stop_one "$1"
+    else
+        local dir
+        for dir in "$STATE_DIR"/*/; do
+            [[ -d "$dir" ]] && stop_one "$(basename "$dir")"
+        done
+    fi
+    write_env
+}
+
+case ${1:-} in
+    start) shift; start_redis "$@" ;;
+    stop) shift; stop_redis "$@" ;;
+    restart) shift; name=${1:-default}; stop_redis "$name"; start_redis --name "$name" ;;
+    env) cat "$STATE_DIR/env" 2>/dev/null || true ;;
+    *)
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+        exit 2
+        ;;
+esac
