@@ -127,6 +127,7 @@ pub(crate) async fn print_stream(
 ) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     let mut in_thinking = false;
+    let mut in_tool_call = false;
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
@@ -152,6 +153,10 @@ pub(crate) async fn print_stream(
         } else {
             match &item {
                 StreamItem::Delta(delta) if delta.kind == DeltaKind::Text => {
+                    if in_tool_call {
+                        progress(&mut stdout, style, "\n");
+                        in_tool_call = false;
+                    }
                     if in_thinking {
                         let _ = write!(stdout, "\n\n");
                         in_thinking = false;
@@ -173,10 +178,31 @@ pub(crate) async fn print_stream(
                     }
                     let _ = write!(stdout, "{}", style.dim(&clean_lines(&delta.content)));
                 }
-                StreamItem::Delta(delta)
-                    if delta.kind == DeltaKind::ToolCall && style.stdout_terminal =>
-                {
-                    let _ = write!(stdout, "{}", style.dim(&clean_lines(&delta.content)));
+                // Tool calls (whole or in fragments) and tool results, as they happen: on a
+                // terminal dim on stdout, else on stderr, so piped stdout carries the answer.
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::ToolCall => {
+                    let text = clean(&delta.content).into_owned();
+                    let line = match delta.metadata["name"].as_str() {
+                        Some(name) => format!("\n[tool call] {} {text}", clean(name)),
+                        None => text,
+                    };
+                    progress(&mut stdout, style, &line);
+                    in_tool_call = true;
+                }
+                StreamItem::Delta(delta) if delta.kind == DeltaKind::ToolResult => {
+                    let name = clean(delta.metadata["name"].as_str().unwrap_or("?")).into_owned();
+                    let verdict = if delta.metadata["ok"] == json!(true) {
+                        "ok"
+                    } else {
+                        "error"
+                    };
+                    let lead = if in_tool_call { "\n" } else { "" };
+                    let line = format!(
+                        "{lead}[tool result] {name} {verdict}: {}\n",
+                        clean(&one_line(&delta.content, 200))
+                    );
+                    progress(&mut stdout, style, &line);
+                    in_tool_call = false;
                 }
                 StreamItem::Done(output) => {
                     let _ = writeln!(stdout);
@@ -196,4 +222,24 @@ pub(crate) async fn print_stream(
         let _ = stdout.flush();
     }
     Ok(())
+}
+
+/// Tool activity: dim on stdout when it is a terminal, else plain on stderr.
+fn progress(stdout: &mut impl std::io::Write, style: &Style, text: &str) {
+    if style.stdout_terminal {
+        let _ = write!(stdout, "{}", style.dim(text));
+    } else {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "{text}");
+        let _ = stderr.flush();
+    }
+}
+
+/// The first `max` characters of a text, with `…` when cut (newlines are escaped later).
+fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text.trim().chars().take(max).collect();
+    if text.trim().chars().count() > max {
+        out.push('…');
+    }
+    out
 }

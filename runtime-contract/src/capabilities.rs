@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// # Examples
 ///
 /// ```
-/// use runtime_api::Capabilities;
+/// use runtime_contract::capabilities::Capabilities;
 ///
 /// let caps = Capabilities::STREAMING.with(Capabilities::TOOLS);
 /// assert!(caps.contains(Capabilities::TOOLS));

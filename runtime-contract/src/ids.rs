@@ -10,7 +10,7 @@ pub const MAX_ID_LEN: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use runtime_api::ids::is_valid_id;
+/// use runtime_contract::ids::is_valid_id;
 ///
 /// assert!(is_valid_id("openai-compatible"));
 /// assert!(!is_valid_id("OpenAI"));

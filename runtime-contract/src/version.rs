@@ -98,7 +98,7 @@ pub enum Incompatibility {
 /// # Examples
 ///
 /// ```
-/// use runtime_api::version::{CONTRACT_VERSION, check_contract};
+/// use runtime_contract::version::{CONTRACT_VERSION, check_contract};
 ///
 /// assert!(check_contract(CONTRACT_VERSION, "0.9.3", CONTRACT_VERSION).is_ok());
 /// assert!(check_contract(CONTRACT_VERSION + 1, "9.0.0", CONTRACT_VERSION).is_err());

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 #![forbid(unsafe_code)]
 
+mod agent;
 mod api;
 mod cli;
 mod command_plugin;

@@ -16,7 +16,12 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 /// The plugin packages the demo installs (those that exist in this checkout).
-const PLUGINS: &[&str] = &["echo-runtime", "llm-runtimes", "command-runtime"];
+const PLUGINS: &[&str] = &[
+    "echo-runtime",
+    "llm-runtimes",
+    "command-runtime",
+    "agent-runtime",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
