@@ -9,9 +9,11 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod conformance;
 mod failure;
 mod install;
 mod list;
+mod new;
 mod queue;
 mod serve;
 mod style;
@@ -103,6 +105,18 @@ enum Command {
         /// The configuration for the smoke turn's runtimes (JSON).
         #[arg(long, value_name = "JSON")]
         config: Option<String>,
+        /// Run the plugin contract's conformance checks against each runtime instead (one
+        /// line per check; exit 3 if any fails).
+        #[arg(long, conflicts_with = "load")]
+        conformance: bool,
+        /// With --conformance: the most seconds one check may take.
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 60,
+            requires = "conformance"
+        )]
+        time_limit: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -127,6 +141,14 @@ enum Command {
         /// The runtime's id.
         id: String,
         /// The plugin folder (default: the per-user folder).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Create a plugin crate: a streaming runtime skeleton, a conformance test, a README.
+    New {
+        /// The plugin's name: its package name and its runtime id.
+        name: String,
+        /// The folder to create (default: ./NAME); it must not exist or be empty.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
@@ -201,9 +223,29 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         },
         Command::Check {
             files,
+            conformance: true,
+            config,
+            json,
+            time_limit,
+            ..
+        } => {
+            let limit = std::time::Duration::from_secs(time_limit);
+            conformance::check(
+                global.options(),
+                &files,
+                config.as_deref(),
+                limit,
+                json,
+                &style,
+            )
+            .await
+        }
+        Command::Check {
+            files,
             load,
             config,
             json,
+            ..
         } => {
             check::check(
                 global.options(),
@@ -222,6 +264,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             pin,
         } => install::install(global.options(), &files, dir, force, pin, &style),
         Command::Uninstall { id, dir } => install::uninstall(global, &id, dir, &style),
+        Command::New { name, dir } => new::new(&name, dir, &style),
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
         Command::Serve(args) => serve::serve(global.registry(), args).await,

@@ -55,6 +55,7 @@
 
 pub mod admission;
 mod checks;
+pub mod conformance;
 mod discovery;
 mod entry;
 mod error;
@@ -69,6 +70,8 @@ mod registry;
 mod report;
 pub mod search_path;
 pub mod security;
+#[cfg(feature = "tower")]
+pub mod service;
 
 pub use entry::{RuntimeEntry, RuntimeSource};
 pub use error::{Available, RegistryError, ResolveError};

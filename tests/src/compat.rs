@@ -135,3 +135,131 @@ async fn a_plugin_built_for_another_contract_is_refused_naming_both() {
         "{text}"
     );
 }
+
+/// A published release, as `tests/releases/releases.txt` lists it.
+struct Release {
+    version: String,
+    contract: u32,
+    commit: String,
+}
+
+fn releases() -> Vec<Release> {
+    let list = include_str!("../releases/releases.txt");
+    list.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [version, contract, commit] = fields[..] else {
+                panic!("releases.txt: `{line}` is not `version contract commit`")
+            };
+            Release {
+                version: version.to_owned(),
+                contract: contract.parse().expect("a contract number"),
+                commit: commit.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// The echo plugin of a release, built from the sources `scripts/freeze-release.sh` writes.
+fn echo_of_release(release: &Release) -> std::path::PathBuf {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let frozen = tmp.join("releases").join(&release.version);
+    let froze = Command::new(workspace.join("scripts/freeze-release.sh"))
+        .args([&release.version, &release.commit])
+        .arg(&frozen)
+        .output()
+        .unwrap();
+    assert!(
+        froze.status.success(),
+        "{}",
+        String::from_utf8_lossy(&froze.stderr)
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "--message-format=json",
+            "--target-dir",
+        ])
+        .arg(tmp.join("scratch-target"))
+        .args(["-p", "echo-runtime"])
+        .current_dir(&frozen)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "building echo of release {}: {}",
+        release.version,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| {
+            msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "echo_runtime"
+        })
+        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(std::path::PathBuf::from))
+        .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
+        .expect("echo's library")
+}
+
+#[tokio::test]
+#[ignore = "builds the echo plugin of every published release (minutes); CI runs it with --ignored"]
+async fn plugins_of_published_releases_load_or_are_refused_by_their_contract() {
+    let host = runtime_api::version::CONTRACT_VERSION;
+    let releases = releases();
+    assert!(!releases.is_empty(), "releases.txt lists no release");
+    for release in &releases {
+        let library = echo_of_release(release);
+        let dir = plugin_dir();
+        install(dir.path(), &library, "libecho");
+        let runtimes = registry(&[dir.path()]);
+        if release.contract == host {
+            // A release of this contract: its plugin loads and runs here.
+            let entry = runtimes.get_entry("echo").unwrap_or_else(|| {
+                panic!(
+                    "release {}: {:?}",
+                    release.version,
+                    runtimes.rejection("echo")
+                )
+            });
+            assert_eq!(entry.api_version, release.version);
+            let output = runtimes
+                .resolve("echo")
+                .unwrap()
+                .run_turn(TurnRequest::new("from an older release"))
+                .await
+                .unwrap();
+            assert_eq!(output.content, "from an older release");
+        } else {
+            // Another series: refused, naming both and what to do.
+            let rejection = runtimes.rejection("echo").expect("refused");
+            let RejectReason::ContractMismatch {
+                plugin_contract,
+                host_contract,
+                plugin_api,
+                message,
+            } = rejection.reason
+            else {
+                panic!("release {}: {:?}", release.version, rejection.reason)
+            };
+            assert_eq!((plugin_contract, host_contract), (release.contract, host));
+            assert_eq!(plugin_api, release.version);
+            assert!(message.contains("rebuild the plugin"), "{message}");
+            if release.contract == 0 {
+                assert!(
+                    message.contains("before plugin contracts were versioned"),
+                    "{message}"
+                );
+            }
+        }
+    }
+}

@@ -64,7 +64,7 @@ fn llm_registry() -> (TempDir, Runtimes) {
 static SERVER: Mutex<()> = Mutex::const_new(());
 
 /// The server's `/v1` base URL and the lock, or `None` when no server runs (test skipped).
-async fn server(var: &str) -> (String, MutexGuard<'static, ()>) {
+pub(crate) async fn server(var: &str) -> (String, MutexGuard<'static, ()>) {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => (format!("{url}/v1"), SERVER.lock().await),
         // These tests are `#[ignore]`d; run on purpose without a server, they fail.
@@ -75,7 +75,7 @@ async fn server(var: &str) -> (String, MutexGuard<'static, ()>) {
     }
 }
 
-fn config(base_url: &str) -> Value {
+pub(crate) fn config(base_url: &str) -> Value {
     json!({ "base_url": base_url, "model": "smollm2", "read_timeout_ms": 60_000 })
 }
 

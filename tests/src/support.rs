@@ -21,6 +21,8 @@ pub struct Artifacts {
     pub hostile: PathBuf,
     /// The `runtimes-worker` executable of the process isolation level.
     pub worker: PathBuf,
+    /// A plugin that loads but breaks the contract (the conformance checks name how).
+    pub broken: PathBuf,
 }
 
 /// Builds the fixture libraries once per test run (a no-op when `cargo test` already did).
@@ -47,6 +49,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "hostile-plugin",
                 "-p",
                 "runtime-loader",
+                "-p",
+                "broken-plugin",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -85,6 +89,7 @@ pub fn artifacts() -> &'static Artifacts {
             abi_mismatch: find("abi_mismatch_fixture"),
             hostile: find("hostile_plugin"),
             worker: executable("runtimes-worker"),
+            broken: find("broken_plugin"),
         }
     })
 }
