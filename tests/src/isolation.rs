@@ -413,8 +413,12 @@ async fn workers_start_clean() {
         let (fd, target) = line.split_once('=').unwrap();
         assert!(!target.contains(&held), "{fds}");
         if fd.parse::<u32>().unwrap() > 2 {
+            // The worker keeps the plugin file it checked open: that file is what it loads.
+            let plugin_file = std::fs::canonicalize(dir.path())
+                .is_ok_and(|folder| target.starts_with(&folder.display().to_string()));
             assert!(
-                target.starts_with("pipe:")
+                plugin_file
+                    || target.starts_with("pipe:")
                     || target.starts_with("anon_inode:")
                     || target.starts_with("socket:")
                     || target.starts_with("/proc/")
