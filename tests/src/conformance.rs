@@ -291,3 +291,17 @@ async fn the_llm_runtimes_pass_every_check_against_a_real_server() {
         assert!(tools.verdict.text().starts_with("declared"), "{report}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a llama.cpp server: scripts/llama-server.sh start, then `set -a; . target/llama-server/env; set +a`; CI runs it"]
+async fn the_agent_runtime_passes_every_check_against_a_real_server() {
+    let (url, _lock) = server("LLAMA_SERVER_URL").await;
+    let library = built_plugin("agent-runtime", "agent_runtime");
+    let (_dir, path) = installed(&library, "libagent_runtime");
+    // As for the llm runtimes: one model slot, so 100 turns at once queue there.
+    let mut config = llm_config(&url);
+    config["read_timeout_ms"] = json!(600_000);
+    let options = options().with_time_limit(Duration::from_secs(600));
+    let report = conformance::check_file(&path, &config, &options).await;
+    assert_conformant(&report, "agent");
+}
