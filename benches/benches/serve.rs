@@ -37,30 +37,10 @@ const CONCURRENT_TURNS: usize = 20_000;
 
 /// Builds the release `runtimes` binary and returns its path as cargo reports it.
 fn build_runtimes_release() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            "runtimes-cli",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "building runtimes failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo built the runtimes binary")
+    runtime_benches::executable_of(&runtime_benches::cargo_build_release(&[
+        "-p",
+        "runtimes-cli",
+    ]))
 }
 
 /// The server process; killed when dropped.

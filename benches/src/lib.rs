@@ -18,35 +18,44 @@ use runtime_loader::{LoaderOptions, Runtimes, SearchPath};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// Builds the echo plugin library with `cargo build --release -p echo-runtime` (a no-op when
-/// it is fresh) and returns the path cargo reports, as the integration tests do in debug mode.
-///
-/// Uses the `CARGO` environment variable when `cargo bench` set it.
-pub fn build_echo_release() -> PathBuf {
+/// `cargo build --release --message-format=json` with these arguments (a no-op when fresh):
+/// the `compiler-artifact` messages. Uses the `CARGO` environment variable when `cargo bench`
+/// set it.
+pub fn cargo_build_release(args: &[&str]) -> Vec<Value> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            "echo-runtime",
-        ])
+        .args(["build", "--release", "--quiet", "--message-format=json"])
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo runs");
     assert!(
         output.status.success(),
-        "building the echo plugin in release mode failed:\n{}",
+        "cargo build --release {} failed:\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| {
-            msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "echo_runtime"
-        })
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .collect()
+}
+
+/// The executable among cargo's artifact messages.
+pub fn executable_of(artifacts: &[Value]) -> PathBuf {
+    artifacts
+        .iter()
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .expect("cargo built an executable")
+}
+
+/// Builds the echo plugin library with `cargo build --release -p echo-runtime` and returns the
+/// path cargo reports, as the integration tests do in debug mode.
+pub fn build_echo_release() -> PathBuf {
+    cargo_build_release(&["-p", "echo-runtime"])
+        .iter()
+        .filter(|msg| msg["target"]["name"] == "echo_runtime")
         .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
@@ -56,32 +65,12 @@ pub fn build_echo_release() -> PathBuf {
 /// Builds the process isolation level's worker with `cargo build --release -p runtime-loader
 /// --bin runtimes-worker` and returns the path cargo reports.
 pub fn build_worker_release() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            "runtime-loader",
-            "--bin",
-            "runtimes-worker",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "building the worker in release mode failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo built the worker")
+    executable_of(&cargo_build_release(&[
+        "-p",
+        "runtime-loader",
+        "--bin",
+        "runtimes-worker",
+    ]))
 }
 
 /// A private temporary folder holding the benchmark's own copy of the echo library (so that a
