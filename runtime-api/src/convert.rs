@@ -158,23 +158,25 @@ impl From<AbiExecutionContext> for ExecutionContext {
 
 impl From<AbiTurnRequest> for TurnRequest {
     fn from(request: AbiTurnRequest) -> Self {
-        let sampling = Sampling {
-            max_tokens: request.max_tokens.into_option(),
-            temperature: request.temperature.into_option(),
-            stop: strings_from_abi(request.stop),
-        };
-        let mut out = TurnRequest::new(request.prompt);
-        out.system = opt_from_abi(request.system);
-        out.model = opt_from_abi(request.model);
-        out.history = request.history.into_iter().map(Into::into).collect();
-        out.tools = request.tools.into_iter().map(Into::into).collect();
-        out.sampling = sampling;
-        out.config = json_from_abi(request.config);
-        out.execution_id = request.execution_id.into_string();
-        out.metadata = json_from_abi(request.metadata);
-        out.context = request.context.into();
-        out.mcp_servers = json_from_abi(request.mcp_servers);
-        out
+        // Built field by field: every turn crosses here, and `TurnRequest::new` would build
+        // defaults only to drop them.
+        TurnRequest {
+            prompt: request.prompt.into_string(),
+            system: opt_from_abi(request.system),
+            model: opt_from_abi(request.model),
+            history: request.history.into_iter().map(Into::into).collect(),
+            tools: request.tools.into_iter().map(Into::into).collect(),
+            sampling: Sampling {
+                max_tokens: request.max_tokens.into_option(),
+                temperature: request.temperature.into_option(),
+                stop: strings_from_abi(request.stop),
+            },
+            config: json_from_abi(request.config),
+            execution_id: request.execution_id.into_string(),
+            context: request.context.into(),
+            mcp_servers: json_from_abi(request.mcp_servers),
+            metadata: json_from_abi(request.metadata),
+        }
     }
 }
 

@@ -16,12 +16,11 @@
 //! Either way a turn is registered for cancellation by its execution id when it is started,
 //! before the host gets it back, so `cancel(id)` right after starting a turn always reaches it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -33,6 +32,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt as _};
 use pin_project_lite::pin_project;
 use serde_json::Value;
+use slab::Slab;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -96,7 +96,10 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let mut inner = this.inner;
-            let _ = guard(this.runtime_id, "a turn's destructor", true, || inner.set(None));
+            // A finished turn released its future inside its last poll's scope.
+            if inner.is_some() {
+                let _ = guard(this.runtime_id, "a turn's destructor", true, || inner.set(None));
+            }
         }
     }
 }
@@ -110,21 +113,27 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut inner = this.inner;
-        let Some(future) = inner.as_mut().as_pin_mut() else {
+        if inner.is_none() {
             return Poll::Ready(Err(RuntimeError::internal(
                 "the turn was polled after it finished",
             )));
-        };
+        }
         let _turn = this.execution_id.as_ref().map(TurnScope::enter);
-        match guard(this.runtime_id, "run_turn", true, || future.poll(cx)) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => {
-                // Release the author's future now, inside the scope.
-                let _ = guard(this.runtime_id, "a turn's destructor", true, || {
-                    inner.set(None)
-                });
-                Poll::Ready(result)
+        // One scope for the poll and, when the turn is over, for releasing the author's
+        // future: its destructor runs where its code ran.
+        let polled = guard(this.runtime_id, "run_turn", true, || {
+            let polled = match inner.as_mut().as_pin_mut() {
+                Some(future) => future.poll(cx),
+                None => Poll::Pending,
+            };
+            if polled.is_ready() {
+                release(inner.as_mut());
             }
+            polled
+        });
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(result),
             Err(panicked) => {
                 let _ = guard(this.runtime_id, "a turn's destructor", true, || {
                     inner.set(None)
@@ -132,6 +141,15 @@ where
                 Poll::Ready(Err(panicked))
             }
         }
+    }
+}
+
+/// Drops a finished author's future inside the scope its code ran in. A panic in its
+/// destructor is caught (the plugin's panic hook has logged it) and the turn's result stands.
+fn release<F>(mut inner: Pin<&mut Option<F>>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| inner.set(None))) {
+        // The payload's own destructor may panic too (rust-lang/rust#86027).
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
     }
 }
 
@@ -197,17 +215,17 @@ where
     }
 }
 
-/// The turns running under one execution id: (ticket, abort handle).
-type Running = Vec<(u64, AbortHandle)>;
-
-/// The running turns of one runtime object, by execution id, so `cancel` can reach them; and
-/// how many of its turns run as tasks on the plugin's runtime, so a host can wait until the
-/// plugin has released them all (a task stopped by the host is dropped by the plugin's runtime
-/// shortly after, on its own threads).
+/// The running turns of one runtime object, so `cancel(execution id)` can reach them; and how
+/// many of its turns run as tasks on the plugin's runtime, so a host can wait until the plugin
+/// has released them all (a task stopped by the host is dropped by the plugin's runtime shortly
+/// after, on its own threads).
+///
+/// Registering and releasing a turn happen on every turn; cancelling by id is rare. So turns
+/// sit in a slab (a turn's ticket is its slot: no hashing, no allocation once the slab has
+/// grown) and `cancel` scans it.
 #[derive(Default)]
 struct Turns {
-    running: Mutex<HashMap<Arc<str>, Running>>,
-    next_ticket: AtomicU64,
+    running: Mutex<Slab<(Arc<str>, AbortHandle)>>,
     live_tasks: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
 }
@@ -248,11 +266,11 @@ impl Turns {
     }
 }
 
-/// Keeps a turn registered while it runs.
+/// Keeps a turn registered while it runs: its slot in [`Turns::running`].
 struct TurnTicket {
     turns: Arc<Turns>,
     execution_id: Arc<str>,
-    ticket: u64,
+    slot: usize,
 }
 
 /// A turn's registration for cancellation by id.
@@ -275,18 +293,16 @@ impl Turns {
             return None;
         }
         let (handle, registration) = AbortHandle::new_pair();
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let execution_id: Arc<str> = Arc::from(execution_id);
-        self.running
+        let slot = self
+            .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(Arc::clone(&execution_id))
-            .or_default()
-            .push((ticket, handle.clone()));
+            .insert((Arc::clone(&execution_id), handle.clone()));
         let ticket = TurnTicket {
             turns: Arc::clone(self),
             execution_id,
-            ticket,
+            slot,
         };
         Some(Registration {
             handle,
@@ -295,31 +311,30 @@ impl Turns {
         })
     }
 
+    /// Aborts every running turn of `execution_id` (the same id may run more than once).
     fn cancel(&self, execution_id: &str) -> bool {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        match running.get(execution_id) {
-            Some(turns) => {
-                turns.iter().for_each(|(_, handle)| handle.abort());
-                !turns.is_empty()
+        let mut found = false;
+        for (_, (id, handle)) in running.iter() {
+            if &**id == execution_id {
+                handle.abort();
+                found = true;
             }
-            None => false,
         }
+        found
     }
 }
 
 impl Drop for TurnTicket {
     fn drop(&mut self) {
-        let mut running = self
+        let released = self
             .turns
             .running
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(turns) = running.get_mut(&self.execution_id) {
-            turns.retain(|(ticket, _)| *ticket != self.ticket);
-            if turns.is_empty() {
-                running.remove(&self.execution_id);
-            }
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_remove(self.slot);
+        // Dropped outside the lock: the abort handle and the id are the last references.
+        drop(released);
     }
 }
 
@@ -368,23 +383,50 @@ where
     })))
 }
 
-/// Ends a future early with `cancelled` when its turn is cancelled by id; keeps the turn
-/// registered while it runs.
-async fn cancellable<F, T>(future: F, registration: Option<Registration>) -> Result<T, RuntimeError>
-where
-    F: Future<Output = Result<T, RuntimeError>>,
-{
-    match registration {
-        None => future.await,
-        Some(Registration {
-            registration,
+pin_project! {
+    /// A turn's future as the host polls it: ended early with `cancelled` when the turn is
+    /// cancelled by id, and registered for that while it runs. One flat future, so the
+    /// author's (often large) future is not moved from state to state.
+    struct CancellableTurn<F> {
+        #[pin]
+        turn: Abortable<F>,
+        ticket: Option<TurnTicket>,
+    }
+}
+
+impl<F> CancellableTurn<F> {
+    fn new(turn: F, registration: Option<Registration>) -> Self {
+        let (registration, ticket) = match registration {
+            Some(Registration {
+                registration,
+                ticket,
+                ..
+            }) => (registration, Some(ticket)),
+            // Nothing can cancel it by id: an unregistered pair that is never aborted.
+            None => (AbortHandle::new_pair().1, None),
+        };
+        CancellableTurn {
+            turn: Abortable::new(turn, registration),
             ticket,
-            ..
-        }) => {
-            let result = Abortable::new(future, registration).await;
-            drop(ticket);
-            result.unwrap_or_else(|Aborted| Err(cancelled_by_id()))
         }
+    }
+}
+
+impl<F> Future for CancellableTurn<F>
+where
+    F: Future<Output = Result<TurnOutput, RuntimeError>>,
+{
+    type Output = RResult<AbiTurnOutput, AbiRuntimeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.turn.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(result)) => result,
+            Poll::Ready(Err(Aborted)) => Err(cancelled_by_id()),
+        };
+        this.ticket.take();
+        Poll::Ready(flatten(Ok(result)))
     }
 }
 
@@ -541,17 +583,11 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         };
         if options.spawned() {
             match spawn(&self.turns, guarded) {
-                Ok(task) => async move {
-                    flatten::<TurnOutput, AbiTurnOutput>(Ok(cancellable(task, registered).await))
-                }
-                .into_ffi(),
+                Ok(task) => CancellableTurn::new(task, registered).into_ffi(),
                 Err(error) => async move { RErr(error.into()) }.into_ffi(),
             }
         } else {
-            async move {
-                flatten::<TurnOutput, AbiTurnOutput>(Ok(cancellable(guarded, registered).await))
-            }
-            .into_ffi()
+            CancellableTurn::new(guarded, registered).into_ffi()
         }
     }
 
