@@ -55,7 +55,7 @@ fn redis_script(args: &[&str]) -> String {
 }
 
 /// The shared Redis's URL.
-fn redis_url() -> &'static str {
+pub(crate) fn redis_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("AGENT_RUNTIMES_REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
@@ -64,7 +64,7 @@ fn redis_url() -> &'static str {
 }
 
 /// A queue of its own for one test.
-fn queue(test: &str) -> QueueConfig {
+pub(crate) fn queue(test: &str) -> QueueConfig {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
