@@ -1155,7 +1155,8 @@ fn served_runtimes() -> usize {
 /// A `runtimes worker` process with echo alone installed; started (its advert written) when
 /// [`QueueWorker::start`] returns.
 struct QueueWorker {
-    child: Child,
+    /// Killed when dropped.
+    _child: Child,
     _plugins: TempDir,
 }
 
@@ -1189,7 +1190,7 @@ impl QueueWorker {
         .expect("the worker starts within the wait");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         QueueWorker {
-            child,
+            _child: child,
             _plugins: plugins,
         }
     }
@@ -1251,6 +1252,31 @@ async fn serve_redis_answers_like_a_local_server_through_a_worker() {
     assert_eq!(body["runtimes"][0]["id"], "echo");
     assert_eq!(body["runtimes"][0]["capabilities"][0], "streaming");
     assert_eq!(body["workers"].as_array().unwrap().len(), 1, "{body}");
+    // The same, from a shell: the backlog and the live workers with their runtimes.
+    let prefix = client.config().prefix.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&artifacts().runtimes)
+            .args(["queue", "status", "--json", "--prefix", &prefix])
+            .args(["--redis", crate::queue::redis_url()])
+            .output()
+            .expect("runtimes runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (&status["waiting"], &status["running"], &status["dead"]),
+        (&json!(0), &json!(0), &json!(0))
+    );
+    assert_eq!(
+        status["workers"][0]["runtimes"][0]["id"], "echo",
+        "{status}"
+    );
 
     // A completion: the same body as a local server's but for id and created.
     let request = json!({"model": "parrot", "messages": [
@@ -1297,7 +1323,7 @@ async fn serve_redis_answers_like_a_local_server_through_a_worker() {
     assert_eq!(got, want);
     assert_eq!(
         got.len(),
-        9,
+        8,
         "role, four words, finish, usage, [DONE]: {got:?}"
     );
     assert_eq!(

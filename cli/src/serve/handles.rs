@@ -98,9 +98,9 @@ impl Offered {
 #[derive(Debug)]
 pub enum Backend {
     /// In this process, with its plugins.
-    Local(Local),
+    Local(Box<Local>),
     /// On the workers of a Redis queue.
-    Queue(Queue),
+    Queue(Box<Queue>),
 }
 
 /// The local backend: the registry and the `--config` instances.
@@ -181,11 +181,11 @@ impl Backend {
                 }
             }
         }
-        Ok(Backend::Local(Local {
+        Ok(Backend::Local(Box::new(Local {
             runtimes,
             configured,
             timeout,
-        }))
+        })))
     }
 
     /// The queue backend for the Redis at `url`. It connects now if it can; if Redis is out
@@ -218,14 +218,14 @@ impl Backend {
                 error.to_string().escape_debug()
             ),
         }
-        Ok(Backend::Queue(Queue {
+        Ok(Backend::Queue(Box::new(Queue {
             url: url.to_owned(),
             config,
             client,
             configs: by_name,
             timeout,
             cancels: TaskTracker::new(),
-        }))
+        })))
     }
 
     /// What the logs call it.
