@@ -255,6 +255,37 @@ mod tests {
     }
 
     #[test]
+    fn adverts_round_trip_and_answer_to_ids_and_aliases() {
+        let advert = WorkerAdvert {
+            v: FORMAT_VERSION,
+            consumer: "w1-pid2".into(),
+            concurrency: 4,
+            runtimes: vec![RuntimeAdvert {
+                id: "echo".into(),
+                aliases: vec!["parrot".into()],
+                display_name: "echo".into(),
+                description: String::new(),
+                version: "1.0.0".into(),
+                api_version: "0.2.0".into(),
+                capabilities: Capabilities::STREAMING,
+            }],
+            started_ms: 1,
+            expires_ms: 2,
+        };
+        assert_eq!(WorkerAdvert::decode(&advert.encode()).unwrap(), advert);
+        let runtime = &advert.runtimes[0];
+        assert!(runtime.answers_to("echo") && runtime.answers_to("parrot"));
+        assert!(!runtime.answers_to("ech"));
+        let newer = advert.encode().replace("\"v\":1", "\"v\":2");
+        assert!(
+            WorkerAdvert::decode(&newer)
+                .unwrap_err()
+                .contains("version 2")
+        );
+        assert!(WorkerAdvert::decode("not json").is_err());
+    }
+
+    #[test]
     fn another_version_is_refused_with_both_versions() {
         let error = ResultEntry::decode(r#"{"v":9,"item":{"type":"done"}}"#).unwrap_err();
         assert_eq!(error.kind, ErrorKind::Internal);
