@@ -162,6 +162,16 @@ enum Command {
     Worker(queue::WorkerArgs),
     /// Send one turn to a Redis queue and print its deltas as they arrive.
     Submit(queue::SubmitArgs),
+    /// Look at a Redis queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// The backlog (jobs waiting, running, dead-lettered) and the live workers with their
+    /// runtimes.
+    Status(queue::StatusArgs),
 }
 
 fn init_logs(global: &Global, style: &Style) {
@@ -267,9 +277,10 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         Command::New { name, dir } => new::new(&name, dir, &style),
         Command::Run(args) => turn::run(&global.registry(), args, &style).await,
         Command::Stream(args) => turn::stream(&global.registry(), args, &style).await,
-        Command::Serve(args) => serve::serve(global.registry(), args).await,
+        Command::Serve(args) => serve::serve(|| global.registry(), args).await,
         Command::Worker(args) => queue::worker(global, args).await,
         Command::Submit(args) => queue::submit(args, &style).await,
+        Command::Queue(QueueCommand::Status(args)) => queue::status(args, &style).await,
     }
 }
 

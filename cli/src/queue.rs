@@ -1,4 +1,5 @@
-//! `runtimes worker` and `runtimes submit`: turns as jobs on Redis Streams.
+//! `runtimes worker`, `runtimes submit` and `runtimes queue status`: turns as jobs on Redis
+//! Streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use clap::Args;
 use runtime_queue::{QueueClient, QueueConfig, QueueError, Worker};
 
 use crate::failure::Failure;
-use crate::style::Style;
+use crate::style::{self, Style};
 use crate::turn::{self, TurnArgs};
 
 /// Where the queue is: shared by `worker`, `submit` (and `serve --redis`).
@@ -50,6 +51,16 @@ pub struct WorkerArgs {
     /// execution id is not run again).
     #[arg(long, value_name = "SECS", default_value_t = 3_600)]
     result_ttl: u64,
+}
+
+/// What `runtimes queue status` takes.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What `runtimes submit` takes.
@@ -163,4 +174,70 @@ pub async fn submit(args: SubmitArgs, style: &Style) -> Result<(), Failure> {
         }
     }
     result
+}
+
+/// Prints the backlog (jobs waiting, running, dead-lettered) and the live workers with the
+/// runtimes they advertise.
+pub async fn status(args: StatusArgs, style: &Style) -> Result<(), Failure> {
+    let config = args
+        .queue
+        .config()
+        .with_reconnect_for(Duration::from_secs(5));
+    let client = QueueClient::connect(&args.queue.redis, config)
+        .await
+        .map_err(failure)?;
+    let backlog = client.backlog().await.map_err(failure)?;
+    let workers = client.workers().await.map_err(failure)?;
+    let waiting = backlog.jobs.saturating_sub(backlog.pending);
+    if args.json {
+        let workers: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "consumer": w.consumer,
+                    "concurrency": w.concurrency,
+                    "runtimes": w.runtimes,
+                    "started_ms": w.started_ms,
+                    "expires_ms": w.expires_ms,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "waiting": waiting,
+            "running": backlog.pending,
+            "dead": backlog.dead,
+            "workers": workers,
+        });
+        println!("{}", style::json_text(&out, true));
+        return Ok(());
+    }
+    println!(
+        "jobs: {waiting} waiting, {} running, {} dead-lettered",
+        backlog.pending, backlog.dead
+    );
+    if workers.is_empty() {
+        println!(
+            "no live worker: waiting jobs run when one starts (`runtimes worker --redis URL`)"
+        );
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "WORKER".to_owned(),
+        "CONCURRENCY".to_owned(),
+        "RUNTIMES".to_owned(),
+    ]];
+    for worker in &workers {
+        let runtimes: Vec<String> = worker
+            .runtimes
+            .iter()
+            .map(|r| style::named(&r.id, &r.aliases))
+            .collect();
+        rows.push(vec![
+            style::clean(&worker.consumer).into_owned(),
+            worker.concurrency.to_string(),
+            runtimes.join("; "),
+        ]);
+    }
+    print!("{}", style::table(&rows, style));
+    Ok(())
 }

@@ -20,7 +20,7 @@ use crate::config::{QueueConfig, valid_execution_id};
 use crate::conn::{connect, open, retry};
 use crate::error::QueueError;
 use crate::scripts;
-use crate::wire::{Job, ResultEntry, is_final, now_ms};
+use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_ms};
 
 /// How long the inbox reader blocks in Redis per call.
 const INBOX_BLOCK: Duration = Duration::from_secs(1);
@@ -193,6 +193,12 @@ impl QueueClient {
                 reader,
             }),
         })
+    }
+
+    /// The number Redis gave this client: unique among the clients and workers of the
+    /// queue, so it makes execution ids unique across processes and hosts.
+    pub fn number(&self) -> u64 {
+        self.inner.client_no
     }
 
     /// The queue's settings.
@@ -439,6 +445,57 @@ impl QueueClient {
         })
     }
 
+    /// The live workers' adverts (see [`WorkerAdvert`]), sorted by consumer name: adverts
+    /// past their expiry and adverts this build cannot read are left out.
+    ///
+    /// # Errors
+    ///
+    /// Redis unreachable.
+    pub async fn workers(&self) -> Result<Vec<WorkerAdvert>, QueueError> {
+        let config = &self.inner.config;
+        let key = config.workers_key();
+        let fields: HashMap<String, String> =
+            retry("read the workers' adverts", config.reconnect_for, || {
+                let mut conn = self.inner.conn.clone();
+                let key = key.clone();
+                async move { conn.hgetall(key).await }
+            })
+            .await?;
+        let now = now_ms();
+        let mut adverts: Vec<WorkerAdvert> = fields
+            .into_iter()
+            .filter_map(|(consumer, text)| match WorkerAdvert::decode(&text) {
+                Ok(advert) => Some(advert),
+                Err(reason) => {
+                    tracing::debug!(consumer = %consumer.escape_debug(), %reason, "an advert this build cannot read");
+                    None
+                }
+            })
+            .filter(|advert| advert.expires_ms >= now)
+            .collect();
+        adverts.sort_by(|a, b| a.consumer.cmp(&b.consumer));
+        Ok(adverts)
+    }
+
+    /// Every runtime some live worker serves, sorted by id: one advert per id (the first
+    /// worker's, in consumer order, when workers disagree).
+    ///
+    /// # Errors
+    ///
+    /// Redis unreachable.
+    pub async fn runtimes(&self) -> Result<Vec<RuntimeAdvert>, QueueError> {
+        let mut runtimes: Vec<RuntimeAdvert> = Vec::new();
+        for worker in self.workers().await? {
+            for runtime in worker.runtimes {
+                if !runtimes.iter().any(|known| known.id == runtime.id) {
+                    runtimes.push(runtime);
+                }
+            }
+        }
+        runtimes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(runtimes)
+    }
+
     fn wake(&self, execution_id: &str) {
         let waiters = self
             .inner
@@ -614,6 +671,36 @@ impl QueueTurnStream {
     /// The turn's execution id, for [`QueueClient::cancel`] and [`QueueClient::status`].
     pub fn execution_id(&self) -> &str {
         &self.execution_id
+    }
+
+    /// Whether the stream gave its last item.
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Stops reading and cancels the turn (as dropping the stream does, but awaitable, with
+    /// the outcome). A turn that already ended is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// As for [`QueueClient::cancel`].
+    pub fn cancel(
+        self,
+    ) -> impl Future<Output = Result<CancelOutcome, QueueError>> + Send + 'static {
+        // Disarm the cancel-on-drop: this cancel is the one.
+        let finished = self.finished.swap(true, Ordering::AcqRel);
+        let client = self.client.clone();
+        let id = self.execution_id.clone();
+        drop(self);
+        async move {
+            if finished {
+                return Ok(match client.status(&id).await? {
+                    Some(state) => CancelOutcome::Finished(state.status),
+                    None => CancelOutcome::Unknown,
+                });
+            }
+            client.cancel(&id).await
+        }
     }
 }
 

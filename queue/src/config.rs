@@ -92,6 +92,12 @@ impl QueueConfig {
         format!("{}:cancels", self.prefix)
     }
 
+    /// The hash of live workers' adverts (field: consumer; value: a
+    /// [`WorkerAdvert`](crate::WorkerAdvert) JSON).
+    pub fn workers_key(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
     /// A turn's status hash.
     pub fn status_key(&self, execution_id: &str) -> String {
         format!("{}:status:{execution_id}", self.prefix)

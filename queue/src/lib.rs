@@ -15,6 +15,7 @@
 //! | `<p>:inbox:<client>` | stream | wake-ups for one client (execution ids) | `MAXLEN ~ 10000` and expiry: losing one only delays a reader, which also polls |
 //! | `<p>:cancels` | stream | cancel requests workers follow | `MAXLEN ~ 1000`; the status hash's `cancel` flag is the lasting record |
 //! | `<p>:dead` | stream | dead letters with the reason and the job | `MAXLEN ~ 100000` |
+//! | `<p>:workers` | hash | one [`WorkerAdvert`] per live worker: its consumer name and the runtimes it serves (id, aliases, version, capabilities) | each advert holds [`ADVERT_TTL`] unless renewed (every [`ADVERT_EVERY`]); workers remove expired ones, withdraw theirs when they stop, and the key expires when no worker renews it |
 //!
 //! # Delivery
 //!
@@ -29,6 +30,11 @@
 //! ends with an `invalid_request` error naming the runtimes it has. Every state change is one
 //! Lua script (atomic), fenced by the attempt number, so a worker that lost its job can no
 //! longer publish.
+//!
+//! # Who serves what
+//!
+//! A front with no plugins of its own (`runtimes serve --redis`) learns the runtimes it can
+//! offer from the workers' adverts: [`QueueClient::workers`] and [`QueueClient::runtimes`].
 
 #![forbid(unsafe_code)]
 
@@ -44,5 +50,5 @@ pub use client::{Backlog, CancelOutcome, QueueClient, QueueTurnStream, TurnState
 pub use config::QueueConfig;
 pub use error::QueueError;
 pub use runtime_api::TurnRequest;
-pub use wire::{FORMAT_VERSION, Job, ResultEntry, WireResult};
-pub use worker::{Worker, WorkerStats};
+pub use wire::{FORMAT_VERSION, Job, ResultEntry, RuntimeAdvert, WireResult, WorkerAdvert};
+pub use worker::{ADVERT_EVERY, ADVERT_TTL, Worker, WorkerStats};

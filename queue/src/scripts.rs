@@ -165,3 +165,23 @@ return status
 ",
     )
 });
+
+/// A worker advertises itself and removes the adverts of workers that stopped renewing
+/// theirs. KEYS: workers hash. ARGV: consumer, advert JSON, now (ms), ttl (ms).
+pub(crate) static ADVERTISE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local now = tonumber(ARGV[3])
+for i = 1, #all, 2 do
+  local ok, advert = pcall(cjson.decode, all[i + 1])
+  if (not ok) or type(advert) ~= 'table' or (tonumber(advert['expires_ms']) or 0) < now then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+",
+    )
+});

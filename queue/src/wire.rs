@@ -5,7 +5,7 @@
 //! guessing; the version changes only when a field's meaning changes (new optional fields do
 //! not change it, since serde ignores unknown fields and defaults missing ones).
 
-use runtime_api::{ErrorKind, RuntimeError, StreamItem, TurnRequest, Value};
+use runtime_api::{Capabilities, ErrorKind, RuntimeError, StreamItem, TurnRequest, Value};
 use serde::{Deserialize, Serialize};
 
 /// The version of the job and result formats this crate writes and reads.
@@ -124,6 +124,97 @@ impl ResultEntry {
     }
 }
 
+/// One runtime a worker serves, as it advertises it (what `runtime_loader::RuntimeEntry`
+/// says, less where the library lies on the worker's disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RuntimeAdvert {
+    /// The runtime's id.
+    pub id: String,
+    /// Its aliases, sorted.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A name for people.
+    #[serde(default)]
+    pub display_name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// The version of the package that provides it.
+    #[serde(default)]
+    pub version: String,
+    /// The runtime-api version it was built against.
+    #[serde(default)]
+    pub api_version: String,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+impl RuntimeAdvert {
+    /// The advert of a registry entry.
+    pub fn of(entry: &runtime_loader::RuntimeEntry) -> Self {
+        Self {
+            id: entry.id.clone(),
+            aliases: entry.aliases.clone(),
+            display_name: entry.display_name.clone(),
+            description: entry.description.clone(),
+            version: entry.version.clone(),
+            api_version: entry.api_version.clone(),
+            capabilities: entry.capabilities,
+        }
+    }
+
+    /// Whether `name` is its id or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.id == name || self.aliases.iter().any(|alias| alias == name)
+    }
+}
+
+/// What a live worker advertises in `<prefix>:workers` (one hash field per worker, refreshed
+/// by its heartbeat): who it is and the runtimes it runs. Readers ignore an advert past
+/// `expires_ms` (its worker stopped renewing it); workers remove such adverts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerAdvert {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub v: u32,
+    /// The worker's consumer name in the group.
+    pub consumer: String,
+    /// Turns it runs at a time.
+    #[serde(default)]
+    pub concurrency: u64,
+    /// The runtimes it has, sorted by id.
+    #[serde(default)]
+    pub runtimes: Vec<RuntimeAdvert>,
+    /// When it started (Unix ms).
+    #[serde(default)]
+    pub started_ms: u64,
+    /// Until when this advert holds (Unix ms) unless renewed.
+    #[serde(default)]
+    pub expires_ms: u64,
+}
+
+impl WorkerAdvert {
+    /// The JSON stored for it.
+    pub fn encode(&self) -> String {
+        // Plain data: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads an advert.
+    ///
+    /// # Errors
+    ///
+    /// A text that is not an advert, or one of another format version.
+    pub fn decode(text: &str) -> Result<Self, String> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("the advert is not JSON: {e}"))?;
+        check_version(&value, "worker advert")?;
+        serde_json::from_value(value).map_err(|e| format!("the advert is malformed: {e}"))
+    }
+}
+
 /// Whether a result ends its turn.
 pub fn is_final(result: &Result<StreamItem, RuntimeError>) -> bool {
     !matches!(result, Ok(StreamItem::Delta(_)))
@@ -161,6 +252,37 @@ mod tests {
         ] {
             assert_eq!(ResultEntry::decode(&ResultEntry::encode(&result)), result);
         }
+    }
+
+    #[test]
+    fn adverts_round_trip_and_answer_to_ids_and_aliases() {
+        let advert = WorkerAdvert {
+            v: FORMAT_VERSION,
+            consumer: "w1-pid2".into(),
+            concurrency: 4,
+            runtimes: vec![RuntimeAdvert {
+                id: "echo".into(),
+                aliases: vec!["parrot".into()],
+                display_name: "echo".into(),
+                description: String::new(),
+                version: "1.0.0".into(),
+                api_version: "0.2.0".into(),
+                capabilities: Capabilities::STREAMING,
+            }],
+            started_ms: 1,
+            expires_ms: 2,
+        };
+        assert_eq!(WorkerAdvert::decode(&advert.encode()).unwrap(), advert);
+        let runtime = &advert.runtimes[0];
+        assert!(runtime.answers_to("echo") && runtime.answers_to("parrot"));
+        assert!(!runtime.answers_to("ech"));
+        let newer = advert.encode().replace("\"v\":1", "\"v\":2");
+        assert!(
+            WorkerAdvert::decode(&newer)
+                .unwrap_err()
+                .contains("version 2")
+        );
+        assert!(WorkerAdvert::decode("not json").is_err());
     }
 
     #[test]

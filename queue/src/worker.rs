@@ -30,7 +30,7 @@ use crate::config::{QueueConfig, valid_execution_id};
 use crate::conn::{connect, open, retry, transient};
 use crate::error::QueueError;
 use crate::scripts;
-use crate::wire::{Job, ResultEntry, is_final, now_ms};
+use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_ms};
 
 /// How long a `XREADGROUP` or `XREAD` blocks in Redis.
 const BLOCK: Duration = Duration::from_secs(1);
@@ -38,6 +38,11 @@ const BLOCK: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 /// Most runtime instances (one per runtime and configuration) kept by a worker.
 const INSTANCES: usize = 256;
+/// How often a worker renews its advert in `<prefix>:workers`.
+pub const ADVERT_EVERY: Duration = Duration::from_secs(5);
+/// How long an advert holds without renewal: a worker that stopped (killed, or cut off from
+/// Redis) leaves the list of served runtimes within this time.
+pub const ADVERT_TTL: Duration = Duration::from_secs(15);
 
 /// Runs turn jobs from the queue; see the module docs.
 pub struct Worker {
@@ -125,6 +130,10 @@ impl Worker {
             instances: Mutex::default(),
         });
         shared.ensure_group().await?;
+        // Advertised before it takes a job: "worker started" means fronts can see it.
+        let advert = shared.advert(self.concurrency, now_ms());
+        shared.advertise(&advert).await?;
+        let advertiser = tokio::spawn(advertise_every(Arc::clone(&shared), advert));
         tracing::info!(consumer = %shared.consumer, group = %shared.config.group, concurrency = self.concurrency, "worker started");
 
         let stop = CancellationToken::new();
@@ -138,6 +147,9 @@ impl Worker {
         let cancels = tokio::spawn(follow_cancels(Arc::clone(&shared), cancels_conn));
         let result = shared.take_jobs(jobs_conn, self.concurrency, &stop).await;
         watcher.abort();
+        // It takes no more jobs: it no longer offers its runtimes.
+        advertiser.abort();
+        shared.withdraw().await;
 
         // Drain: wait for the running turns, then leave the group if nothing is pending.
         let semaphore = &result.as_ref().map(|(_, s)| Arc::clone(s)).ok();
@@ -200,6 +212,52 @@ impl Shared {
             },
         )
         .await
+    }
+
+    /// This worker's advert, valid for [`ADVERT_TTL`] from now.
+    fn advert(&self, concurrency: usize, started_ms: u64) -> WorkerAdvert {
+        WorkerAdvert {
+            v: crate::wire::FORMAT_VERSION,
+            consumer: self.consumer.clone(),
+            concurrency: concurrency as u64,
+            runtimes: self
+                .runtimes
+                .list_runtimes()
+                .iter()
+                .map(RuntimeAdvert::of)
+                .collect(),
+            started_ms,
+            expires_ms: now_ms() + ADVERT_TTL.as_millis() as u64,
+        }
+    }
+
+    /// Writes (or renews) the advert, removing expired adverts of other workers.
+    async fn advertise(&self, advert: &WorkerAdvert) -> Result<(), QueueError> {
+        let key = self.config.workers_key();
+        let text = advert.encode();
+        let ttl_ms = ADVERT_TTL.as_millis() as u64;
+        retry("advertise the worker", self.config.reconnect_for, || {
+            let mut conn = self.conn.clone();
+            let mut invocation = scripts::ADVERTISE.prepare_invoke();
+            invocation
+                .key(&key)
+                .arg(&self.consumer)
+                .arg(&text)
+                .arg(now_ms())
+                .arg(ttl_ms);
+            async move { invocation.invoke_async::<i64>(&mut conn).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes the advert (the worker stops taking jobs).
+    async fn withdraw(&self) {
+        let mut conn = self.conn.clone();
+        let removed: Result<i64, _> = conn.hdel(self.config.workers_key(), &self.consumer).await;
+        if let Err(error) = removed {
+            tracing::debug!(%error, "could not withdraw the worker's advert; it expires on its own");
+        }
     }
 
     async fn leave_group(&self) {
@@ -740,6 +798,20 @@ impl Shared {
         .await;
         if let Err(error) = done {
             tracing::warn!(%error, entry, "could not dead-letter a job");
+        }
+    }
+}
+
+/// Renews the worker's advert every [`ADVERT_EVERY`] (the registry is read again, so the
+/// list follows the worker's runtimes).
+async fn advertise_every(shared: Arc<Shared>, mut advert: WorkerAdvert) {
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + ADVERT_EVERY, ADVERT_EVERY);
+    loop {
+        ticks.tick().await;
+        advert = shared.advert(advert.concurrency as usize, advert.started_ms);
+        if let Err(error) = shared.advertise(&advert).await {
+            tracing::warn!(%error, "could not renew the worker's advert; fronts may stop offering its runtimes until Redis is back");
         }
     }
 }

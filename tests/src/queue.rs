@@ -55,7 +55,7 @@ fn redis_script(args: &[&str]) -> String {
 }
 
 /// The shared Redis's URL.
-fn redis_url() -> &'static str {
+pub(crate) fn redis_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("AGENT_RUNTIMES_REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
@@ -64,7 +64,7 @@ fn redis_url() -> &'static str {
 }
 
 /// A queue of its own for one test.
-fn queue(test: &str) -> QueueConfig {
+pub(crate) fn queue(test: &str) -> QueueConfig {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -686,4 +686,50 @@ async fn submit_prints_what_stream_prints() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no runtime named `nope`"));
     worker.start_kill().unwrap();
     let _ = worker.wait().await;
+}
+
+/// `redis-cli` against the shared Redis: one command, its answer.
+fn redis_cli(args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-u", redis_url()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (installed with redis-server by scripts/redis.sh)");
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: scripts/redis.sh start"]
+async fn redis_memory_is_bounded_per_turn_keys_expire_and_jobs_are_deleted() {
+    let url = redis_url();
+    let config = queue("memory").with_result_ttl(Duration::from_secs(120));
+    let dir = plugins();
+    let worker = TaskWorker::start(url, &config, dir.path(), 4);
+    let client = QueueClient::connect(url, config.clone()).await.unwrap();
+    let id = client
+        .submit("echo", TurnRequest::new("kept a while"))
+        .await
+        .unwrap();
+    assert_echoed("kept a while", &collect(&client, &id).await);
+    wait_drained(&client).await;
+    // The job is gone from the stream (acknowledged and deleted), not merely acknowledged.
+    assert_eq!(redis_cli(&["XLEN", &config.jobs_key()]), "0");
+    // The turn's status and results expire; so do the client's inbox and the workers' adverts.
+    for key in [config.status_key(&id), config.items_key(&id)] {
+        let ttl: i64 = redis_cli(&["TTL", &key]).parse().unwrap();
+        assert!((1..=120).contains(&ttl), "{key}: TTL {ttl}");
+    }
+    let inboxes = redis_cli(&["--scan", "--pattern", &format!("{}:inbox:*", config.prefix)]);
+    assert!(!inboxes.is_empty(), "the client has an inbox");
+    for inbox in inboxes.lines() {
+        let ttl: i64 = redis_cli(&["TTL", inbox]).parse().unwrap();
+        assert!((1..=120).contains(&ttl), "{inbox}: TTL {ttl}");
+    }
+    let ttl: i64 = redis_cli(&["PTTL", &config.workers_key()]).parse().unwrap();
+    let most = runtime_queue::ADVERT_TTL.as_millis() as i64;
+    assert!((1..=most).contains(&ttl), "workers: PTTL {ttl}");
+    // The worker withdraws its advert when it stops; its expired adverts go with the key.
+    worker.stop().await;
+    assert!(client.workers().await.unwrap().is_empty());
 }

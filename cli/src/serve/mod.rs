@@ -3,14 +3,16 @@
 //! - [`wire`]: the OpenAI request and response shapes;
 //! - [`translate`]: a chat-completions request to a `TurnRequest`, a `TurnOutput` back;
 //! - [`routes`]: the endpoints, bearer auth, limits;
-//! - [`handles`]: the one place a runtime name becomes a `RuntimeHandle` (`--config`,
-//!   `--isolate`);
+//! - [`handles`]: the turn backend, the one place a runtime name becomes something that runs
+//!   turns: this process's plugins (`--config`, `--isolate`) or a Redis queue's workers
+//!   (`--redis`);
 //! - [`sse`]: a streamed turn as server-sent events;
 //! - [`error`]: OpenAI's error shape, and the status code of each runtime error kind;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`shutdown`]: signals, and when the server stops accepting connections.
 //!
-//! The server discovers plugins once at start, listens (loopback by default), prints
+//! The server discovers plugins once at start (none with `--redis`: the workers' adverts say
+//! what is served), listens (loopback by default), prints
 //! `listening on http://ADDR`, and on SIGTERM or Ctrl-C stops accepting connections and lets
 //! running turns finish within `--shutdown-grace`; turns still running then are cancelled.
 
@@ -71,8 +73,33 @@ pub struct ServeArgs {
     /// Run every runtime in an isolated, supervised worker process (a crashing plugin
     /// cannot take the server down). Not available in this build yet: the server refuses to
     /// start rather than run without the isolation asked for.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis")]
     isolate: bool,
+    /// Send every turn to the Redis queue at this URL (redis://HOST:PORT[/DB]) instead of
+    /// running it here: `runtimes worker` processes run them, and this server loads no
+    /// plugin. The models offered are the runtimes the live workers advertise.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// With --redis: the prefix of the queue's keys (as given to the workers).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "runtimes",
+        requires = "redis"
+    )]
+    prefix: String,
+    /// With --redis: the workers' consumer group (as given to the workers).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "workers",
+        requires = "redis"
+    )]
+    group: String,
+    /// With --redis: how many seconds a request waits for an unreachable Redis before it is
+    /// answered 503.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, requires = "redis")]
+    redis_wait: f64,
 }
 
 /// Unix seconds now.
@@ -92,16 +119,52 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, Failure> {
     }
 }
 
-/// Runs the server until SIGTERM or Ctrl-C.
-pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
-    let request_timeout = seconds("--request-timeout", args.request_timeout)?;
-    let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
+/// The turn backend the arguments ask for: the Redis queue's workers with `--redis`,
+/// otherwise the plugins of the registry `registry` discovers.
+async fn backend(
+    registry: impl FnOnce() -> Runtimes,
+    args: &ServeArgs,
+    request_timeout: Duration,
+) -> Result<handles::Backend, Failure> {
+    let usage = |error: handles::ConfigError| match error {
+        handles::ConfigError::Resolve(error) => Failure::from(error),
+        other => Failure::Usage(other.to_string()),
+    };
+    if let Some(url) = &args.redis {
+        let config = runtime_queue::QueueConfig::default()
+            .with_prefix(&args.prefix)
+            .with_group(&args.group)
+            .with_reconnect_for(seconds("--redis-wait", args.redis_wait)?);
+        return handles::Backend::queue(url, config, &args.configs, request_timeout)
+            .await
+            .map_err(usage);
+    }
+    let runtimes = registry();
     if args.isolate {
         // Every runtime in a supervised worker process of its own.
         for entry in runtimes.list_runtimes() {
             let _ = runtimes.set_isolation(&entry.id, runtime_loader::Isolation::Process);
         }
     }
+    let report = runtimes.report();
+    let available = runtimes.list_runtimes();
+    tracing::info!(
+        runtimes = available.len(),
+        rejected = report.rejected.len(),
+        shadowed = report.shadowed.len(),
+        "plugins discovered"
+    );
+    if available.is_empty() {
+        tracing::warn!("no runtime is installed: every chat completion will answer 404");
+    }
+    handles::Backend::local(runtimes, &args.configs, request_timeout).map_err(usage)
+}
+
+/// Runs the server until SIGTERM or Ctrl-C. `registry` discovers the plugins (not called
+/// with `--redis`).
+pub async fn serve(registry: impl FnOnce() -> Runtimes, args: ServeArgs) -> Result<(), Failure> {
+    let request_timeout = seconds("--request-timeout", args.request_timeout)?;
+    let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
     let api_key_digest = match &args.api_key_env {
         None => None,
         Some(name) => match std::env::var(name) {
@@ -118,25 +181,9 @@ pub async fn serve(runtimes: Runtimes, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!(addr = %args.addr, "listening beyond loopback: anyone who can reach this address can run turns{}",
             if api_key_digest.is_none() { " (and no --api-key-env is set)" } else { "" });
     }
-    let handles = handles::Handles::new(runtimes, &args.configs, request_timeout).map_err(
-        |error| match error {
-            handles::ConfigError::Resolve(error) => Failure::from(error),
-            other => Failure::Usage(other.to_string()),
-        },
-    )?;
-    let runtimes = handles.runtimes();
+    let handles = backend(registry, &args, request_timeout).await?;
+    tracing::info!("turns run on {}", handles.describe());
     let handle = metrics::install().map_err(|e| Failure::Other(e.into()))?;
-    let report = runtimes.report();
-    let available = runtimes.list_runtimes();
-    tracing::info!(
-        runtimes = available.len(),
-        rejected = report.rejected.len(),
-        shadowed = report.shadowed.len(),
-        "plugins discovered"
-    );
-    if available.is_empty() {
-        tracing::warn!("no runtime is installed: every chat completion will answer 404");
-    }
     let max_concurrent = args.max_concurrent as usize;
     let (close, closing) = tokio::sync::watch::channel(false);
     let state = Arc::new(routes::AppState {

@@ -2,7 +2,6 @@
 //! from request to response.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,8 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
-use runtime_api::{Capabilities, StreamItem};
-use runtime_loader::{ResolveError, RuntimeHandle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -26,7 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::error::ApiError;
-use super::handles::Handles;
+use super::handles::{Backend, LookupError, TurnHandle};
 use super::metrics::{self, Outcome, TurnGuard};
 use super::sse::{self, ChunkContext, TurnItems};
 use super::translate;
@@ -41,8 +38,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
-    /// The registry and the runtimes' handles.
-    pub handles: Handles,
+    /// Where turns run: this process's plugins, or a queue's workers.
+    pub handles: Backend,
     /// The SHA-256 of the API key clients must send, if one is required.
     pub api_key_digest: Option<[u8; 32]>,
     /// Permits for running turns.
@@ -77,30 +74,24 @@ impl AppState {
     }
 
     /// Every runtime id and alias, sorted.
-    fn model_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .handles
-            .runtimes()
-            .list_runtimes()
-            .into_iter()
-            .flat_map(|entry| std::iter::once(entry.id).chain(entry.aliases))
-            .collect();
+    async fn model_names(&self) -> Result<Vec<String>, ApiError> {
+        let offered = self.handles.offered().await.map_err(unavailable)?;
+        let mut names: Vec<String> = offered.iter().flat_map(|o| o.names().cloned()).collect();
         names.sort();
-        names
+        Ok(names)
     }
 
-    /// The handle of the runtime a request names (from [`Handles::get`], where `--config`
-    /// and `--isolate` apply), or the error a client gets.
-    fn handle_for(&self, runtime: &str, model: &str) -> Result<RuntimeHandle, ApiError> {
-        match self.handles.get(runtime) {
+    /// The handle of the runtime a request names (from [`Backend::get`], where `--config`,
+    /// `--isolate` and `--redis` apply), or the error a client gets.
+    async fn handle_for(&self, runtime: &str, model: &str) -> Result<TurnHandle, ApiError> {
+        match self.handles.get(runtime).await {
             Ok(handle) => Ok(handle),
-            Err(ResolveError::NotFound { .. }) => Err(ApiError::UnknownModel {
+            Err(LookupError::NotFound) => Err(ApiError::UnknownModel {
                 model: model.to_owned(),
-                available: self.model_names(),
+                available: self.model_names().await?,
             }),
-            Err(other) => Err(ApiError::RuntimeNotLoaded {
-                message: other.to_string(),
-            }),
+            Err(LookupError::NotLoaded(message)) => Err(ApiError::RuntimeNotLoaded { message }),
+            Err(LookupError::Unavailable(error)) => Err(unavailable(error)),
         }
     }
 }
@@ -119,11 +110,18 @@ impl Running {
     }
 }
 
-/// `serve-<start time>-<pid>-<n>`: unique within the server and across its restarts.
-fn next_execution_id(started: u64) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("serve-{started:x}-{}-{n}", std::process::id())
+/// The backend could not be asked (Redis out of reach): a 503 with the reason.
+fn unavailable(error: runtime_api::RuntimeError) -> ApiError {
+    ApiError::Runtime {
+        runtime: "queue".to_owned(),
+        error,
+    }
+}
+
+/// Answers a failed request (and counts it).
+fn failed(error: ApiError) -> Response {
+    metrics::error(&error.metric_kind());
+    error.into_response()
 }
 
 /// The application: every endpoint, authentication, limits.
@@ -172,19 +170,43 @@ async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Resp
     next.run(request).await
 }
 
+/// How long `/healthz` waits for the workers' adverts before it says Redis is out of reach.
+const HEALTH_WAIT: Duration = Duration::from_secs(1);
+
 async fn healthz(State(state): State<Shared>) -> Response {
     let available = state.turns.available_permits();
-    axum::Json(json!({
-        "status": "ok",
-        "runtimes": state.handles.runtimes().list_runtimes().len(),
-        "turns_in_flight": state.max_concurrent.saturating_sub(available),
-    }))
-    .into_response()
+    let in_flight = state.max_concurrent.saturating_sub(available);
+    let body = match &state.handles {
+        Backend::Local(_) => json!({
+            "status": "ok",
+            "runtimes": state.handles.offered().await.map_or(0, |o| o.len()),
+            "turns_in_flight": in_flight,
+        }),
+        // The front is up whatever Redis does; `queue` says whether turns can run.
+        Backend::Queue(_) => {
+            let offered = tokio::time::timeout(HEALTH_WAIT, state.handles.offered()).await;
+            let (queue, runtimes) = match offered {
+                Ok(Ok(offered)) => ("ok", offered.len()),
+                _ => ("unreachable", 0),
+            };
+            json!({
+                "status": "ok",
+                "backend": "queue",
+                "queue": queue,
+                "runtimes": runtimes,
+                "turns_in_flight": in_flight,
+            })
+        }
+    };
+    axum::Json(body).into_response()
 }
 
 async fn models(State(state): State<Shared>) -> Response {
-    let data: Vec<Model> = state
-        .model_names()
+    let names = match state.model_names().await {
+        Ok(names) => names,
+        Err(error) => return failed(error),
+    };
+    let data: Vec<Model> = names
         .into_iter()
         .map(|id| Model {
             id,
@@ -198,13 +220,14 @@ async fn models(State(state): State<Shared>) -> Response {
 
 async fn model(State(state): State<Shared>, Path(model): Path<String>) -> Response {
     let (runtime, _) = translate::split_model(&model);
-    if state.handles.runtimes().get_entry(runtime).is_none() {
-        let error = ApiError::UnknownModel {
-            model,
-            available: state.model_names(),
-        };
-        metrics::error(&error.metric_kind());
-        return error.into_response();
+    let offered = match state.handles.offered().await {
+        Ok(offered) => offered,
+        Err(error) => return failed(unavailable(error)),
+    };
+    if !offered.iter().any(|o| o.names().any(|n| n == runtime)) {
+        let mut available: Vec<String> = offered.iter().flat_map(|o| o.names().cloned()).collect();
+        available.sort();
+        return failed(ApiError::UnknownModel { model, available });
     }
     axum::Json(Model {
         id: model,
@@ -216,13 +239,10 @@ async fn model(State(state): State<Shared>, Path(model): Path<String>) -> Respon
 }
 
 async fn runtimes(State(state): State<Shared>) -> Response {
-    let report = state.handles.runtimes().report();
-    axum::Json(json!({
-        "runtimes": state.handles.runtimes().list_runtimes(),
-        "rejected": report.rejected,
-        "shadowed": report.shadowed,
-    }))
-    .into_response()
+    match state.handles.describe_runtimes().await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => failed(unavailable(error)),
+    }
 }
 
 async fn render_metrics(State(state): State<Shared>) -> Response {
@@ -299,8 +319,8 @@ async fn chat_turn(
     let request = translate::parse(&body)?;
     let model = request.model.clone();
     let (runtime, inner_model) = translate::split_model(&model);
-    let handle = state.handle_for(runtime, &model)?;
-    let execution_id = next_execution_id(state.started);
+    let handle = state.handle_for(runtime, &model).await?;
+    let execution_id = handle.new_execution_id(state.started);
     let (turn, options) = translate::to_turn(request, inner_model, &execution_id)?;
     let permit =
         Arc::clone(&state.turns)
@@ -323,7 +343,7 @@ async fn chat_turn(
     };
 
     if !options.stream {
-        let turn = handle.run_turn(turn);
+        let turn = handle.run(turn);
         let closed = state.closed();
         let result = tokio::select! {
             result = turn => result,
@@ -346,11 +366,7 @@ async fn chat_turn(
 
     // A runtime that does not stream answers in one chunk: OpenAI clients ask for streams
     // whatever the model behind them does.
-    let items: TurnItems = if handle.capabilities().contains(Capabilities::STREAMING) {
-        Box::pin(handle.stream_turn(turn))
-    } else {
-        Box::pin(futures::stream::once(handle.run_turn(turn)).map(|r| r.map(StreamItem::Done)))
-    };
+    let items: TurnItems = handle.stream(turn);
     // When the grace period is over the stream stops, and dropping it cancels the turn.
     let mut items: TurnItems = Box::pin(items.take_until(state.closed()));
     // An error before the first chunk is answered with its status code.
