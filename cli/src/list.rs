@@ -140,7 +140,7 @@ pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Resul
     for (key, value) in rows {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
-    match &entry.config_schema {
+    match &entry.config_schema() {
         None => println!("{:<13} -", style.heading("config:")),
         Some(schema) => {
             println!("{}", style.heading("config:"));

@@ -49,9 +49,34 @@ pub struct RuntimeEntry {
     pub aliases: Vec<String>,
     /// What it can do.
     pub capabilities: Capabilities,
-    /// The JSON Schema of its configuration, as it declares it (read from the manifest,
-    /// without loading the library); `None` when it declares none or the text is not JSON.
-    pub config_schema: Option<serde_json::Value>,
+    /// The JSON Schema of its configuration as declared (read from the manifest, without
+    /// loading the library): kept as text, and parsed only when asked for, because listing
+    /// many runtimes should not build every schema. See [`RuntimeEntry::config_schema`].
+    #[serde(rename = "config_schema", serialize_with = "serialize_schema")]
+    pub(crate) config_schema_text: std::sync::Arc<str>,
     /// Where it comes from.
     pub source: RuntimeSource,
+}
+
+impl RuntimeEntry {
+    /// The JSON Schema of the runtime's configuration, as it declares it; `None` when it
+    /// declares none or the text is not JSON.
+    pub fn config_schema(&self) -> Option<serde_json::Value> {
+        parse_schema(&self.config_schema_text)
+    }
+}
+
+fn parse_schema(text: &str) -> Option<serde_json::Value> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// The schema in JSON output: the parsed schema, or `null`.
+fn serialize_schema<S: serde::Serializer>(
+    text: &std::sync::Arc<str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&parse_schema(text), serializer)
 }

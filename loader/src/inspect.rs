@@ -169,8 +169,65 @@ pub fn read_manifest(real_path: &Path) -> Result<Manifest, RejectReason> {
 ///
 /// The [`RejectReason`] that says what is wrong with the file.
 pub(crate) fn read_manifest_from_file(file: &File) -> Result<Manifest, RejectReason> {
-    let cache = ReadCache::new(file);
+    let cache = ReadCache::new(PositionedReads::new(file));
     manifest_from(&cache)
+}
+
+/// A file read at offsets (`pread`): `object` seeks before every read, and on a listing of
+/// many plugins a seek per read is a system call per read for nothing.
+#[derive(Debug)]
+struct PositionedReads<'a> {
+    file: &'a File,
+    position: u64,
+    len: Option<u64>,
+}
+
+impl<'a> PositionedReads<'a> {
+    fn new(file: &'a File) -> Self {
+        PositionedReads {
+            file,
+            position: 0,
+            len: None,
+        }
+    }
+}
+
+impl std::io::Seek for PositionedReads<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(offset) => Some(offset),
+            std::io::SeekFrom::End(delta) => {
+                let len = match self.len {
+                    Some(len) => len,
+                    None => *self.len.insert(self.file.metadata()?.len()),
+                };
+                len.checked_add_signed(delta)
+            }
+            std::io::SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        };
+        self.position = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek outside the file")
+        })?;
+        Ok(self.position)
+    }
+}
+
+impl std::io::Read for PositionedReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = read_at(self.file, buf, self.position)?;
+        self.position += read as u64;
+        Ok(read)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
 /// Reads the embedded manifest of a library held in memory. Never panics, whatever the bytes;

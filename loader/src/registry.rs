@@ -337,7 +337,7 @@ impl Runtimes {
                 api_version: library.manifest.api_version.clone(),
                 aliases: Vec::new(),
                 capabilities: declared.capabilities,
-                config_schema: declared.config_schema().and_then(Result::ok),
+                config_schema_text: declared.config_schema_text.as_str().into(),
                 source: RuntimeSource::Plugin {
                     path: library.real_path.clone(),
                     plugin_name: library.manifest.plugin_name.clone(),
@@ -405,7 +405,7 @@ impl Runtimes {
             api_version: runtime_api::version::API_VERSION_STR.to_owned(),
             aliases: Vec::new(),
             capabilities: R::CAPABILITIES.with(Capabilities::CANCELLATION),
-            config_schema: serde_json::from_str(R::CONFIG_SCHEMA).ok(),
+            config_schema_text: R::CONFIG_SCHEMA.into(),
             source: RuntimeSource::BuiltIn,
         };
         state.add_runtime(Registered::new(
@@ -456,8 +456,24 @@ impl Runtimes {
     /// Every registered runtime, sorted by id, with its aliases.
     pub fn list_runtimes(&self) -> Vec<RuntimeEntry> {
         let state = self.read();
-        let mut entries: Vec<RuntimeEntry> =
-            state.runtimes.values().map(|r| state.entry(r)).collect();
+        // Every alias once, grouped by its target (not a scan of all aliases per runtime).
+        let mut aliases: FxHashMap<&str, Vec<String>> = FxHashMap::default();
+        for (alias, target) in &state.aliases {
+            aliases
+                .entry(target.as_str())
+                .or_default()
+                .push(alias.clone());
+        }
+        let mut entries: Vec<RuntimeEntry> = state
+            .runtimes
+            .values()
+            .map(|registered| {
+                let mut entry = registered.entry.clone();
+                entry.aliases = aliases.remove(entry.id.as_str()).unwrap_or_default();
+                entry.aliases.sort();
+                entry
+            })
+            .collect();
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         entries
     }

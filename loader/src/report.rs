@@ -269,6 +269,12 @@ impl DiscoveryReport {
     /// same folders again does not grow the kept report.
     pub(crate) fn merge(&mut self, other: DiscoveryReport) {
         fn add<T: PartialEq>(into: &mut Vec<T>, items: Vec<T>) {
+            // A fresh registry's first report: nothing to compare against (a report's own
+            // items are distinct), and comparing would cost the square of the plugins.
+            if into.is_empty() {
+                *into = items;
+                return;
+            }
             for item in items {
                 if !into.contains(&item) {
                     into.push(item);

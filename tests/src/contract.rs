@@ -79,7 +79,7 @@ async fn a_configuration_is_checked_before_a_runtime_exists() {
     // The declared schema is in the manifest: readable without loading anything.
     let entry = runtimes.get_entry("echo").unwrap();
     assert_eq!(
-        entry.config_schema.as_ref().unwrap()["properties"]["delay_ms"]["type"],
+        entry.config_schema().unwrap()["properties"]["delay_ms"]["type"],
         "integer"
     );
 }
