@@ -143,19 +143,21 @@ pub async fn check(
         .iter()
         .filter(|r| r.smoke.iter().any(|s| s.crashed))
         .count();
-    if failed == 0 {
-        Ok(())
+    let failure = if failed == 0 {
+        return Ok(());
     } else if crashed > 0 {
-        Err(Failure::Crashed(format!(
+        Failure::Crashed(format!(
             "{failed} of {} file(s) failed the check; the plugin crashed in {crashed}",
             results.len()
-        )))
+        ))
     } else {
-        Err(Failure::Rejected(format!(
+        Failure::Rejected(format!(
             "{failed} of {} file(s) failed the check",
             results.len()
-        )))
-    }
+        ))
+    };
+    // Each file's verdict, with its reason, is in the output already.
+    Err(Failure::Reported(Box::new(failure)))
 }
 
 fn print_check(result: &FileCheck, style: &Style) {

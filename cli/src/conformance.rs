@@ -9,7 +9,7 @@ use runtime_loader::LoaderOptions;
 use runtime_loader::conformance::{self, Options, Report, Verdict};
 
 use crate::failure::Failure;
-use crate::style::{Style, clean};
+use crate::style::{Style, clean, json_text};
 
 /// Runs the conformance checks against each file; any failed check exits 3.
 pub async fn check(
@@ -37,16 +37,17 @@ pub async fn check(
         reports.push(report);
     }
     if json {
-        println!("{:#}", serde_json::json!(reports));
+        println!("{}", json_text(&serde_json::json!(reports), true));
     }
     let failed: usize = reports.iter().map(|r| r.failures().count()).sum();
     let total: usize = reports.iter().map(|r| r.checks.len()).sum();
     if failed == 0 {
         Ok(())
     } else {
-        Err(Failure::Rejected(format!(
+        // Each check's verdict, with its reason, is in the output already.
+        Err(Failure::Reported(Box::new(Failure::Rejected(format!(
             "{failed} of {total} conformance checks failed"
-        )))
+        )))))
     }
 }
 

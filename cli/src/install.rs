@@ -61,9 +61,19 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A temporary file in `dir`, private (0600) while it is written, named so that discovery
+/// never takes it for a library (`.NAME.XXXXXX.tmp`); removed when dropped unless persisted.
+fn temporary_in(dir: &Path, name: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", style::path(dir)))
+}
+
 /// Copies the checked open file `source` to `dest` through a temporary file in the same
 /// folder, admits the copy as discovery would (its manifest must be `manifest`), then renames
-/// it; returns the copy's sha256.
+/// it over `dest`; returns the copy's sha256. A failed install leaves no temporary behind.
 fn copy_atomically(
     source: &std::fs::File,
     manifest: &Manifest,
@@ -76,46 +86,39 @@ fn copy_atomically(
         .file_name()
         .context("the destination has no file name")?
         .to_string_lossy();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> anyhow::Result<String> {
-        let mut reader = source;
-        reader
-            .seek(SeekFrom::Start(0))
-            .context("reading the checked file")?;
-        // A temporary left by a crashed run of a process with the same id.
-        let _ = std::fs::remove_file(&temp);
-        let mut open = std::fs::OpenOptions::new();
-        open.write(true).create_new(true);
-        // Private while it is written; 0755 once complete.
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        let mut out = open
-            .open(&temp)
-            .with_context(|| format!("creating {}", style::path(&temp)))?;
-        std::io::copy(&mut reader, &mut out)
-            .with_context(|| format!("copying to {}", style::path(&temp)))?;
-        out.sync_all().context("flushing the copy")?;
-        drop(out);
-        set_mode(&temp, 0o755).context("setting the file's permissions")?;
-        // The copy, in its folder, passes what discovery will check.
-        let copy = check_file(&temp, &options, PinPolicy::Ignore);
-        if let Err(reason) = &copy.verdict {
-            anyhow::bail!("the copy {} was refused: {reason}", style::path(&temp));
-        }
-        if copy.manifest.as_ref() != Some(manifest) {
-            anyhow::bail!(
-                "the file changed while it was being installed (the copy's manifest differs from the one checked)"
-            );
-        }
-        let sha256 = copy.sha256.context("hashing the copy")?;
-        std::fs::rename(&temp, dest)
-            .with_context(|| format!("renaming {} to {}", style::path(&temp), style::path(dest)))?;
-        Ok(sha256)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    let mut reader = source;
+    reader
+        .seek(SeekFrom::Start(0))
+        .context("reading the checked file")?;
+    let mut temp = temporary_in(dir, &name)?;
+    std::io::copy(&mut reader, temp.as_file_mut())
+        .with_context(|| format!("copying to {}", style::path(temp.path())))?;
+    temp.as_file().sync_all().context("flushing the copy")?;
+    set_mode(temp.path(), 0o755).context("setting the file's permissions")?;
+    // The copy, in its folder, passes what discovery will check.
+    let copy = check_file(temp.path(), &options, PinPolicy::Ignore);
+    if let Err(reason) = &copy.verdict {
+        anyhow::bail!(
+            "the copy {} was refused: {reason}",
+            style::path(temp.path())
+        );
     }
-    result
+    if copy.manifest.as_ref() != Some(manifest) {
+        anyhow::bail!(
+            "the file changed while it was being installed (the copy's manifest differs from the one checked)"
+        );
+    }
+    let sha256 = copy.sha256.clone().context("hashing the copy")?;
+    drop(copy);
+    temp.persist(dest).map_err(|e| {
+        anyhow::anyhow!(
+            "renaming {} to {}: {}",
+            style::path(e.file.path()),
+            style::path(dest),
+            e.error
+        )
+    })?;
+    Ok(sha256)
 }
 
 /// Rewrites `plugins.lock`: `set` adds or replaces pins, `remove` drops them.
@@ -142,10 +145,13 @@ fn update_pins(dir: &Path, set: &[(String, String)], remove: &[String]) -> anyho
         .map(str::to_owned)
         .collect();
     lines.extend(set.iter().map(|(name, hash)| format!("{hash}  {name}")));
-    let temp = dir.join(format!(".{LOCK_FILE}.tmp-{}", std::process::id()));
-    std::fs::write(&temp, lines.join("\n") + "\n").context("writing the pin file")?;
-    set_mode(&temp, 0o644).context("setting the pin file's permissions")?;
-    std::fs::rename(&temp, &lock).context("replacing the pin file")?;
+    let mut temp = temporary_in(dir, LOCK_FILE)?;
+    std::io::Write::write_all(temp.as_file_mut(), (lines.join("\n") + "\n").as_bytes())
+        .context("writing the pin file")?;
+    temp.as_file().sync_all().context("flushing the pin file")?;
+    set_mode(temp.path(), 0o644).context("setting the pin file's permissions")?;
+    temp.persist(&lock)
+        .map_err(|e| anyhow::anyhow!("replacing the pin file: {}", e.error))?;
     Ok(())
 }
 
@@ -213,7 +219,9 @@ pub fn install(
     let present = installed(&dir, options);
     let mut replaced: BTreeSet<PathBuf> = BTreeSet::new();
     let mut conflicts = Vec::new();
-    for (file, manifest, _) in &checked {
+    // Files already installed byte for byte: nothing to copy, nothing to replace.
+    let mut identical: BTreeSet<PathBuf> = BTreeSet::new();
+    for (file, manifest, check) in &checked {
         let Some(name) = file.file_name() else {
             return Err(Failure::Usage(format!(
                 "{} has no file name",
@@ -221,6 +229,13 @@ pub fn install(
             )));
         };
         let dest = dir.join(name);
+        if present.iter().any(|(_, p)| *p == dest)
+            && check.sha256.is_some()
+            && check_file(&dest, &options, PinPolicy::Ignore).sha256 == check.sha256
+        {
+            identical.insert(dest);
+            continue;
+        }
         for runtime in &manifest.runtimes {
             if let Some((_, path)) = present.iter().find(|(id, _)| *id == runtime.id) {
                 conflicts.push(format!(
@@ -250,6 +265,20 @@ pub fn install(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let dest = dir.join(&name);
+        if identical.contains(&dest) {
+            if let Some(sha256) = &check.sha256 {
+                pins.push((name, sha256.clone()));
+            }
+            for runtime in &manifest.runtimes {
+                println!(
+                    "{} {} is already installed in {} (the same file)",
+                    style.ok("unchanged"),
+                    named(&runtime.id, &runtime.aliases),
+                    style::path(&dest)
+                );
+            }
+            continue;
+        }
         let source = check.file().context("the checked file is not open")?;
         let sha256 = copy_atomically(source, manifest, &dest, options)?;
         pins.push((name, sha256));

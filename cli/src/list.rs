@@ -2,7 +2,7 @@
 //! versions, descriptions, paths, reasons) is escaped for the terminal; `--json` is valid JSON
 //! with every control character escaped.
 
-use runtime_loader::{DirStatus, RuntimeEntry, RuntimeSource, Runtimes};
+use runtime_loader::{RuntimeEntry, RuntimeSource, Runtimes};
 use serde_json::{Value, json};
 
 use crate::failure::Failure;
@@ -70,14 +70,12 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
         println!();
         println!("{}", style.heading("Plugin folders searched, in order:"));
         for dir in &report.dirs {
-            let status = match &dir.status {
-                DirStatus::Scanned { candidates } => format!("{candidates} candidate file(s)"),
-                DirStatus::Missing => "does not exist".to_owned(),
-                DirStatus::Unreadable { detail } => format!("unreadable: {}", clean(detail)),
-                DirStatus::Insecure { detail } => format!("refused: {}", clean(detail)),
-                _ => "unknown".to_owned(),
-            };
-            println!("  {} ({}): {status}", style::path(&dir.path), dir.origin);
+            println!(
+                "  {} ({}): {}",
+                style::path(&dir.path),
+                dir.origin,
+                clean(&dir.status.to_string())
+            );
         }
         if !report.rejected.is_empty() {
             println!();
@@ -110,18 +108,20 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
 
 pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Result<(), Failure> {
     let Some(entry) = runtimes.get_entry(name) else {
+        let failure = match runtimes.resolve(name) {
+            Err(error) => Failure::from(error),
+            Ok(_) => Failure::Usage(format!("no runtime named `{}`", clean(name))),
+        };
         if json {
             if let Some(rejection) = runtimes.rejection(name) {
                 println!(
                     "{}",
                     json_text(&json!({ "name": name, "rejected": rejection }), true)
                 );
+                return Err(Failure::Reported(Box::new(failure)));
             }
         }
-        return Err(match runtimes.resolve(name) {
-            Err(error) => Failure::from(error),
-            Ok(_) => Failure::Usage(format!("no runtime named `{}`", clean(name))),
-        });
+        return Err(failure);
     };
     if json {
         println!("{}", json_text(&json!(entry), true));
@@ -203,21 +203,33 @@ pub fn check_config(
     let config: Value = serde_json::from_str(config)
         .map_err(|e| Failure::Usage(format!("--config is not valid JSON: {e}")))?;
     let problems = runtimes.validate_config(name, &config)?;
+    let shown = clean(name);
     if json {
         println!(
-            "{:#}",
-            json!({ "name": name, "valid": problems.is_empty(), "problems": problems })
+            "{}",
+            json_text(
+                &json!({ "name": name, "valid": problems.is_empty(), "problems": problems }),
+                true
+            )
         );
     } else if problems.is_empty() {
-        println!("the configuration is valid for `{name}`");
+        println!("the configuration is valid for `{shown}`");
     }
     if problems.is_empty() {
         return Ok(());
     }
-    Err(Failure::Rejected(format!(
-        "the configuration is not valid for `{name}` ({} problem{}):\n  - {}",
+    // The problems come from the plugin: one escaped line each.
+    let problems: Vec<String> = problems.iter().map(|p| clean(p).into_owned()).collect();
+    let failure = Failure::Rejected(format!(
+        "the configuration is not valid for `{shown}` ({} problem{}):\n  - {}",
         problems.len(),
         if problems.len() == 1 { "" } else { "s" },
         problems.join("\n  - ")
-    )))
+    ));
+    Err(if json {
+        // The problems are in the output already.
+        Failure::Reported(Box::new(failure))
+    } else {
+        failure
+    })
 }

@@ -1,8 +1,6 @@
 //! `runtimes`: list, inspect, check, install, run and serve agent-runtime plugins.
 //!
-//! Exit codes: 0 success; 1 the turn failed; 2 usage error or unknown runtime; 3 a plugin was
-//! rejected or a check failed; 4 a plugin crashed (its worker process died); 130 interrupted
-//! (Ctrl-C) while the plugin would not let go.
+//! Exit codes: one per kind of failure, listed in `failure::EXIT_CODES` (shown by `--help`).
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -34,13 +32,21 @@ use crate::style::Style;
 #[derive(Debug, Parser)]
 #[command(name = "runtimes", version, about, long_about = None)]
 #[command(
-    after_help = "Plugin folders, in search order: --plugin-dir, then AGENT_RUNTIMES_PATH, then the per-user folder.\nExit codes: 0 success, 1 the turn failed, 2 usage error or unknown runtime, 3 a plugin was rejected or a check failed, 4 a plugin crashed, 130 interrupted."
+    after_help = after_help()
 )]
 struct Cli {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `--help` adds after the options: the search path and the exit codes.
+fn after_help() -> String {
+    format!(
+        "Plugin folders, in search order: --plugin-dir, then AGENT_RUNTIMES_PATH, then the per-user folder.\n\n{}",
+        failure::EXIT_CODES
+    )
 }
 
 /// Options for every command.
@@ -174,6 +180,21 @@ enum QueueCommand {
     Status(queue::StatusArgs),
 }
 
+impl Command {
+    /// Whether the command writes JSON on stdout (`--json`): then a failure is a JSON object
+    /// there too.
+    fn json(&self) -> bool {
+        match self {
+            Command::List { json, .. }
+            | Command::Info { json, .. }
+            | Command::Check { json, .. } => *json,
+            Command::Run(args) | Command::Stream(args) => args.json,
+            Command::Submit(args) => args.json(),
+            _ => false,
+        }
+    }
+}
+
 fn init_logs(global: &Global, style: &Style) {
     let level = if global.quiet {
         "error"
@@ -286,6 +307,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
     let style = Style::new(cli.global.color);
     init_logs(&cli.global, &style);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -301,11 +323,12 @@ fn main() -> ExitCode {
     // Ctrl-C ends the command within a second whatever the plugin does: `run` and `stream`
     // end the turn at once; should the plugin hold the thread that would notice, this watch
     // on another thread ends the process.
-    runtime.spawn(async {
+    let watch_style = style.clone();
+    runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            eprintln!("error: interrupted (Ctrl-C)");
-            std::process::exit(130);
+            report(&Failure::Interrupted, json, &watch_style);
+            std::process::exit(i32::from(Failure::Interrupted.code()));
         }
     });
     let result = runtime.block_on(dispatch(cli, style.clone()));
@@ -315,8 +338,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("{} {}", style.error("error:"), failure.message());
+            report(&failure, json, &style);
             ExitCode::from(failure.code())
         }
+    }
+}
+
+/// Says why the command failed, once: on stderr, or with `--json` as one JSON object on
+/// stdout (a line of its own, so NDJSON stays NDJSON), unless the command's JSON output
+/// already holds the details, when stderr gets the summary.
+fn report(failure: &Failure, json: bool, style: &Style) {
+    if json && !matches!(failure, Failure::Reported(_)) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", style::json_text(&failure.to_json(), false));
+        let _ = stdout.flush();
+    } else {
+        eprintln!("{} {}", style.error("error:"), failure.message());
     }
 }

@@ -72,6 +72,13 @@ pub struct SubmitArgs {
     turn: TurnArgs,
 }
 
+impl SubmitArgs {
+    /// `--json`.
+    pub(crate) fn json(&self) -> bool {
+        self.turn.json
+    }
+}
+
 fn failure(error: QueueError) -> Failure {
     match error {
         QueueError::Url { .. } | QueueError::InvalidExecutionId { .. } => {

@@ -1,8 +1,15 @@
 //! Colours, when they are wanted, plain tables, and escaping: nothing from a file, a plugin or
 //! the network reaches the terminal with its control characters.
+//!
+//! Colours are `anstyle` styles; whether a stream gets them is `anstream`'s decision (a
+//! terminal, `NO_COLOR`, `CLICOLOR`, `CLICOLOR_FORCE`, `TERM=dumb`), overridden by `--color`.
+//! Text is escaped *before* it is styled, so the only escape sequences written are our own.
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
+
+use anstream::{AutoStream, ColorChoice as StreamChoice};
+use anstyle::{AnsiColor, Style as Paint};
 
 use crate::ColorChoice;
 
@@ -14,25 +21,33 @@ pub struct Style {
     pub stdout_terminal: bool,
 }
 
+const ERROR: Paint = Paint::new()
+    .bold()
+    .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red)));
+const HEADING: Paint = Paint::new().bold();
+const DIM: Paint = Paint::new().dimmed();
+const WARN: Paint = Paint::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Yellow)));
+const OK: Paint = Paint::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Green)));
+
 impl Style {
     pub fn new(choice: ColorChoice) -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let decide = |terminal: bool| match choice {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => terminal && !no_color,
-        };
-        let stdout_terminal = std::io::stdout().is_terminal();
+        match choice {
+            ColorChoice::Always => StreamChoice::Always,
+            ColorChoice::Never => StreamChoice::Never,
+            ColorChoice::Auto => StreamChoice::Auto,
+        }
+        .write_global();
+        let wants = |choice: StreamChoice| choice != StreamChoice::Never;
         Self {
-            stdout_color: decide(stdout_terminal),
-            stderr_color: decide(std::io::stderr().is_terminal()),
-            stdout_terminal,
+            stdout_color: wants(AutoStream::choice(&std::io::stdout())),
+            stderr_color: wants(AutoStream::choice(&std::io::stderr())),
+            stdout_terminal: std::io::stdout().is_terminal(),
         }
     }
 
-    fn paint(on: bool, code: &str, text: &str) -> String {
+    fn paint(on: bool, paint: Paint, text: &str) -> String {
         if on {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{paint}{text}{paint:#}")
         } else {
             text.to_owned()
         }
@@ -40,27 +55,27 @@ impl Style {
 
     /// Bold red, on stderr.
     pub fn error(&self, text: &str) -> String {
-        Self::paint(self.stderr_color, "1;31", text)
+        Self::paint(self.stderr_color, ERROR, text)
     }
 
     /// Bold, on stdout.
     pub fn heading(&self, text: &str) -> String {
-        Self::paint(self.stdout_color, "1", text)
+        Self::paint(self.stdout_color, HEADING, text)
     }
 
     /// Dim, on stdout (thinking, secondary text).
     pub fn dim(&self, text: &str) -> String {
-        Self::paint(self.stdout_color, "2", text)
+        Self::paint(self.stdout_color, DIM, text)
     }
 
     /// Yellow, on stdout (warnings).
     pub fn warn(&self, text: &str) -> String {
-        Self::paint(self.stdout_color, "33", text)
+        Self::paint(self.stdout_color, WARN, text)
     }
 
     /// Green, on stdout.
     pub fn ok(&self, text: &str) -> String {
-        Self::paint(self.stdout_color, "32", text)
+        Self::paint(self.stdout_color, OK, text)
     }
 }
 

@@ -120,7 +120,7 @@ pub async fn run(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Result<(
     let output = tokio::select! {
         output = turn => output.map_err(Failure::Turn)?,
         _ = tokio::signal::ctrl_c() => {
-            return Err(Failure::Turn(runtime_api::RuntimeError::cancelled("interrupted (Ctrl-C)")));
+            return Err(Failure::Interrupted);
         }
     };
     if args.json {
@@ -145,7 +145,10 @@ pub(crate) async fn print_stream(
     json: bool,
     style: &Style,
 ) -> Result<(), Failure> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = LineTracker {
+        inner: std::io::stdout().lock(),
+        line_open: false,
+    };
     let mut in_thinking = false;
     let mut in_tool_call = false;
     loop {
@@ -154,13 +157,13 @@ pub(crate) async fn print_stream(
             _ = tokio::signal::ctrl_c() => {
                 // Dropping the stream cancels the turn inside the plugin.
                 drop(stream);
-                let _ = writeln!(stdout);
-                return Err(Failure::Turn(runtime_api::RuntimeError::cancelled("interrupted (Ctrl-C)")));
+                end_partial_line(&mut stdout);
+                return Err(Failure::Interrupted);
             }
         };
         let Some(item) = item else { break };
         let item = item.map_err(|error| {
-            let _ = writeln!(stdout);
+            end_partial_line(&mut stdout);
             Failure::Turn(error)
         })?;
         if json {
@@ -242,6 +245,35 @@ pub(crate) async fn print_stream(
         let _ = stdout.flush();
     }
     Ok(())
+}
+
+/// A writer that knows whether the last line it wrote is unfinished.
+struct LineTracker<W> {
+    inner: W,
+    line_open: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for LineTracker<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        if let Some(last) = buf[..written].last() {
+            self.line_open = *last != b'\n';
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Ends the text a failed stream left mid-line, so the error starts on a line of its own; a
+/// stream that printed nothing, or whole lines (as `--json` does), gets no blank line.
+fn end_partial_line<W: std::io::Write>(stdout: &mut LineTracker<W>) {
+    if stdout.line_open {
+        let _ = writeln!(stdout);
+        let _ = stdout.flush();
+    }
 }
 
 /// Tool activity: dim on stdout when it is a terminal, else plain on stderr.

@@ -312,11 +312,23 @@ impl RuntimeHandle {
     fn refuse_undeclared(&self, request: &TurnRequest, streamed: bool) -> Result<(), RuntimeError> {
         let caps = self.shared.capabilities;
         let missing = if streamed && !caps.contains(Capabilities::STREAMING) {
-            Some(("streaming", "STREAMING", " and override `stream_turn`"))
+            Some((
+                "streaming",
+                "STREAMING",
+                " and implement `Runtime::stream_turn` (the default answers in one piece)",
+            ))
         } else if !request.tools.is_empty() && !caps.contains(Capabilities::TOOLS) {
-            Some(("tools", "TOOLS", ""))
+            Some((
+                "tools",
+                "TOOLS",
+                " and offer `request.tools` to the model in `Runtime::run_turn` (and `stream_turn`), answering with `TurnOutput::tool_calls`",
+            ))
         } else if !request.mcp_servers.is_null() && !caps.contains(Capabilities::MCP) {
-            Some(("mcp", "MCP", ""))
+            Some((
+                "mcp",
+                "MCP",
+                " and use `request.mcp_servers` in `Runtime::run_turn` (and `stream_turn`)",
+            ))
         } else {
             None
         };

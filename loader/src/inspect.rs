@@ -15,15 +15,6 @@ use runtime_api::manifest::{EMBED_SIZE, Manifest, is_manifest_symbol};
 use crate::report::RejectReason;
 use crate::security::Identity;
 
-/// A candidate file whose manifest was read.
-#[derive(Debug, Clone)]
-pub struct Inspected {
-    /// The file after resolving symlinks.
-    pub real_path: PathBuf,
-    /// Its manifest.
-    pub manifest: Manifest,
-}
-
 /// Resolves a candidate's real path, checking that it is a regular file. Nothing is opened.
 ///
 /// # Errors
@@ -372,20 +363,4 @@ fn parse_embedded(bytes: &[u8]) -> Result<Manifest, RejectReason> {
     Manifest::from_embedded(bytes).map_err(|e| RejectReason::MalformedManifest {
         detail: e.to_string(),
     })
-}
-
-/// Resolves and reads a candidate.
-///
-/// # Errors
-///
-/// The [`RejectReason`] that says what is wrong with the file.
-pub fn inspect(path: &Path) -> Result<Inspected, (Option<PathBuf>, RejectReason)> {
-    let real_path = real_file(path).map_err(|reason| (None, reason))?;
-    match read_manifest(&real_path) {
-        Ok(manifest) => Ok(Inspected {
-            real_path,
-            manifest,
-        }),
-        Err(reason) => Err((Some(real_path), reason)),
-    }
 }

@@ -93,7 +93,8 @@ impl PluginLibrary {
                     }),
                 };
                 if let Err(reason) = &loaded {
-                    tracing::warn!(path = %self.real_path.display(), "plugin library rejected at load: {reason}");
+                    // The caller gets the reason as its error; a warning would say it twice.
+                    tracing::debug!(path = %self.real_path.display(), "plugin library rejected at load: {reason}");
                 }
                 loaded
             })

@@ -218,6 +218,18 @@ pub enum DirStatus {
     },
 }
 
+impl fmt::Display for DirStatus {
+    /// `2 candidate file(s)`, `does not exist`, `unreadable: …`, `refused: …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirStatus::Scanned { candidates } => write!(f, "{candidates} candidate file(s)"),
+            DirStatus::Missing => f.write_str("does not exist"),
+            DirStatus::Unreadable { detail } => write!(f, "unreadable: {detail}"),
+            DirStatus::Insecure { detail } => write!(f, "refused: {detail}"),
+        }
+    }
+}
+
 /// One directory of the search path and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -251,14 +263,16 @@ impl DiscoveryReport {
         self.rejected.is_empty() && self.shadowed.is_empty()
     }
 
-    /// Logs the report through `tracing`: a warning per rejection or shadowing, a debug event
-    /// per directory.
+    /// Logs the report through `tracing`: a warning per shadowed name (the host gets another
+    /// provider than the one it may expect, and nothing else says so), an info event per
+    /// rejection (resolving a name a rejected file declares fails with the same reason, so a
+    /// warning would say it twice), a debug event per directory.
     pub fn log(&self) {
         for dir in &self.dirs {
             tracing::debug!(path = %dir.path.display(), origin = ?dir.origin, status = ?dir.status, "plugin directory");
         }
         for rejection in &self.rejected {
-            tracing::warn!(path = %rejection.path.display(), "{rejection}");
+            tracing::info!(path = %rejection.path.display(), "{rejection}");
         }
         for shadowed in &self.shadowed {
             tracing::warn!(path = %shadowed.path.display(), "{shadowed}");
@@ -291,17 +305,12 @@ impl DiscoveryReport {
 impl fmt::Display for DiscoveryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for dir in &self.dirs {
-            let status = match &dir.status {
-                DirStatus::Scanned { candidates } => format!("{candidates} candidate file(s)"),
-                DirStatus::Missing => "does not exist".to_owned(),
-                DirStatus::Unreadable { detail } => format!("unreadable: {detail}"),
-                DirStatus::Insecure { detail } => format!("refused: {detail}"),
-            };
             writeln!(
                 f,
-                "searched {} ({}): {status}",
+                "searched {} ({}): {}",
                 dir.path.display(),
-                dir.origin
+                dir.origin,
+                dir.status
             )?;
         }
         for path in &self.registered {

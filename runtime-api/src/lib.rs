@@ -65,7 +65,6 @@ mod plugin;
 mod types;
 pub mod version;
 
-pub use plugin::runtime as plugin_runtime;
 pub(crate) use plugin::{glue, logging};
 pub use runtime_contract::{abi, ids, manifest};
 

@@ -239,17 +239,38 @@ fn install_copies_atomically_refuses_duplicates_and_pins() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    // The same id again is refused, then replaced with --force.
+    // The same file again is a successful no-op: nothing is copied, no --force needed.
+    let modified = std::fs::metadata(&installed).unwrap().modified().unwrap();
     let again = runtimes(home.path(), &["install", &echo, "--dir", &folder]);
-    assert_eq!(code(&again), 3);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
     assert!(
-        stderr(&again).contains("`echo` is already installed"),
+        stdout(&again).contains("echo (alias parrot) is already installed"),
         "{}",
-        stderr(&again)
+        stdout(&again)
+    );
+    assert_eq!(
+        std::fs::metadata(&installed).unwrap().modified().unwrap(),
+        modified
+    );
+    // Another file of the same name and ids is refused, then replaced with --force.
+    let elsewhere = plugin_dir();
+    let other = install_patched(
+        elsewhere.path(),
+        &artifacts().echo,
+        installed.file_stem().unwrap().to_str().unwrap(),
+        |m| m["runtimes"][0]["description"] = json!("Another build."),
+    );
+    let other = other.display().to_string();
+    let refused = runtimes(home.path(), &["install", &other, "--dir", &folder]);
+    assert_eq!(code(&refused), 3);
+    assert!(
+        stderr(&refused).contains("`echo` is already installed"),
+        "{}",
+        stderr(&refused)
     );
     let forced = runtimes(
         home.path(),
-        &["install", &echo, "--dir", &folder, "--force"],
+        &["install", &other, "--dir", &folder, "--force"],
     );
     assert_eq!(code(&forced), 0, "{}", stderr(&forced));
     // What was installed is what `list` sees, from the per-user folder by default.
@@ -454,8 +475,12 @@ fn ctrl_c_cancels_a_stream_cleanly() {
         .unwrap();
     assert!(killed.success());
     let output = child.wait_with_output().unwrap();
-    assert_eq!(code(&output), 1, "{}", stderr(&output));
-    assert!(stderr(&output).contains("cancelled"), "{}", stderr(&output));
+    assert_eq!(code(&output), 130, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("interrupted (Ctrl-C)"),
+        "{}",
+        stderr(&output)
+    );
     assert!(stdout(&output).starts_with("a "), "{}", stdout(&output));
 }
 
@@ -526,4 +551,207 @@ fn info_shows_the_declared_configuration_and_checks_one_without_creating_the_run
     let verdict: Value = serde_json::from_str(&stdout(&invalid)).unwrap();
     assert_eq!(verdict["valid"], false);
     assert!(verdict["problems"][0].as_str().unwrap().contains("bogus"));
+}
+
+#[test]
+fn help_lists_one_exit_code_per_kind_of_failure() {
+    let home = plugin_dir();
+    let output = runtimes(home.path(), &["--help"]);
+    assert_eq!(code(&output), 0);
+    let help = stdout(&output);
+    for line in [
+        "0    success",
+        "1    the turn failed",
+        "2    usage error",
+        "3    refused",
+        "4    a plugin crashed",
+        "130  interrupted",
+    ] {
+        assert!(help.contains(line), "`{line}` is missing from:\n{help}");
+    }
+}
+
+#[test]
+fn a_refused_configuration_exits_3_whether_refused_at_creation_or_during_the_turn() {
+    let (home, _plugins, dir) = with_echo();
+    let at_creation = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--config",
+            r#"{"bogus": 1}"#,
+        ],
+    );
+    assert_eq!(code(&at_creation), 3, "{}", stderr(&at_creation));
+    assert!(
+        stderr(&at_creation).contains("bogus"),
+        "{}",
+        stderr(&at_creation)
+    );
+    let in_turn = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--config",
+            r#"{"fail_with": "invalid_config"}"#,
+        ],
+    );
+    assert_eq!(code(&in_turn), 3, "{}", stderr(&in_turn));
+    assert!(
+        stderr(&in_turn).contains("the turn failed (invalid_config)"),
+        "{}",
+        stderr(&in_turn)
+    );
+}
+
+#[test]
+fn streaming_a_runtime_that_does_not_stream_exits_2_with_a_hint_for_its_author() {
+    let home = plugin_dir();
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
+    let dir = plugins.path().display().to_string();
+    let output = runtimes(
+        home.path(),
+        &["--plugin-dir", &dir, "stream", "fixture", "hello"],
+    );
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    let message = stderr(&output);
+    // For the user: what is missing, and to use another runtime.
+    assert!(
+        message.contains("does not declare the `streaming` capability"),
+        "{message}"
+    );
+    assert!(message.contains("use a runtime that does"), "{message}");
+    // For the plugin's author: the capability flag and the trait method.
+    assert!(
+        message.contains("add `Capabilities::STREAMING` to its `CAPABILITIES`"),
+        "{message}"
+    );
+    assert!(message.contains("`Runtime::stream_turn`"), "{message}");
+    assert_eq!(stdout(&output), "", "nothing is streamed");
+}
+
+#[test]
+fn stream_json_ends_with_the_error_as_one_json_object_and_no_blank_line() {
+    let (home, _plugins, dir) = with_echo();
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "stream",
+            "echo",
+            "one two",
+            "--json",
+            "--config",
+            r#"{"fail_with": "rate_limited"}"#,
+        ],
+    );
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(!text.lines().any(str::is_empty), "a blank line in {text:?}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let last = lines.last().expect("at least the error");
+    assert_eq!(last["error"]["kind"], "rate_limited", "{text}");
+    assert_eq!(last["error"]["retriable"], true, "{text}");
+    assert_eq!(last["error"]["exit_code"], 1, "{text}");
+    assert!(last["error"]["message"].is_string(), "{text}");
+    // Said once: on stdout, not again on stderr.
+    assert!(
+        !stderr(&output).contains("rate_limited"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn json_commands_write_a_failure_as_one_json_object() {
+    let (home, _plugins, dir) = with_echo();
+    for args in [
+        &["--plugin-dir", &dir, "run", "nope", "x", "--json"][..],
+        &["--plugin-dir", &dir, "stream", "nope", "x", "--json"][..],
+        &["--plugin-dir", &dir, "info", "nope", "--json"][..],
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--json",
+            "--config",
+            "{",
+        ][..],
+    ] {
+        let output = runtimes(home.path(), args);
+        assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
+        let text = stdout(&output);
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text:?}");
+        let value: Value = serde_json::from_str(&text).expect("one JSON object");
+        assert_eq!(value["error"]["kind"], "usage", "{args:?}: {text}");
+        assert_eq!(value["error"]["exit_code"], 2, "{args:?}: {text}");
+        assert!(stderr(&output).is_empty(), "{args:?}: {}", stderr(&output));
+    }
+    let output = runtimes(
+        home.path(),
+        &[
+            "--plugin-dir",
+            &dir,
+            "run",
+            "echo",
+            "x",
+            "--json",
+            "--config",
+            r#"{"fail_with": "timeout"}"#,
+        ],
+    );
+    assert_eq!(code(&output), 1);
+    let value: Value = serde_json::from_str(&stdout(&output)).expect("one JSON object");
+    assert_eq!(value["error"]["kind"], "timeout");
+}
+
+#[test]
+fn a_refused_plugin_s_reason_is_printed_once() {
+    let home = plugin_dir();
+    let plugins = plugin_dir();
+    install_patched(plugins.path(), &artifacts().fixture, "libfuture", |m| {
+        m["contract"] = json!(runtime_api::version::CONTRACT_VERSION + 1);
+    });
+    let dir = plugins.path().display().to_string();
+    for command in ["run", "stream"] {
+        let output = runtimes(
+            home.path(),
+            &["--plugin-dir", &dir, command, "fixture", "x"],
+        );
+        assert_eq!(code(&output), 3, "{}", stderr(&output));
+        let message = stderr(&output);
+        assert_eq!(
+            message.matches("newer than this host's contract").count(),
+            1,
+            "{message}"
+        );
+    }
+    // Refused when loaded (abi_stable's layout check), not at discovery: also said once.
+    let home = plugin_dir();
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().abi_mismatch, "libmismatch");
+    let dir = plugins.path().display().to_string();
+    let output = runtimes(home.path(), &["--plugin-dir", &dir, "run", "mismatch", "x"]);
+    assert_eq!(code(&output), 3, "{}", stderr(&output));
+    let message = stderr(&output);
+    assert_eq!(
+        message.matches("does not match this host").count(),
+        1,
+        "{message}"
+    );
 }

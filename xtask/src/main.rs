@@ -6,6 +6,12 @@
 //!
 //! `cargo demo serve [SERVE OPTIONS]`: builds and installs the same plugins, then serves them
 //! with `runtimes serve` (the OpenAI-compatible HTTP API) until Ctrl-C.
+//!
+//! `cargo xtask install-runtimes [INSTALL OPTIONS]`: builds the bundled runtimes (echo,
+//! openai/anthropic, command, agent) and `runtimes` in release mode, then installs the
+//! runtimes with `runtimes install --force [INSTALL OPTIONS]`: into the per-user plugin folder
+//! unless `--dir DIR` is given. Run again after pulling changes: identical files are left as
+//! they are, changed ones replaced.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
 
@@ -70,8 +76,9 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the packages and returns the artifacts cargo reports: (libraries, runtimes binary).
-fn build(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
+/// Builds the packages (`release` or the dev profile) and returns the artifacts cargo
+/// reports: (libraries, runtimes binary).
+fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
     let mut command = cargo();
     command.current_dir(root).args([
         "build",
@@ -79,6 +86,9 @@ fn build(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
         "-p",
         "runtimes-cli",
     ]);
+    if release {
+        command.arg("--release");
+    }
     for plugin in PLUGINS {
         if root
             .join("plugins")
@@ -92,7 +102,10 @@ fn build(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
             command.args(["-p", plugin]);
         }
     }
-    println!("$ cargo build -p runtimes-cli -p <plugins>");
+    println!(
+        "$ cargo build{} -p runtimes-cli -p <plugins>",
+        if release { " --release" } else { "" }
+    );
     let output = command
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -137,7 +150,7 @@ fn build(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
 /// `target/demo-plugins`; returns the libraries built, the `runtimes` binary and the folder.
 fn install_demo(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf, PathBuf)> {
     step("Build the plugins and the `runtimes` command");
-    let (libraries, runtimes) = build(root)?;
+    let (libraries, runtimes) = build(root, false)?;
     let folder = root.join("target").join("demo-plugins");
     if folder.exists() {
         std::fs::remove_dir_all(&folder).context("clearing the demo plugin folder")?;
@@ -238,6 +251,22 @@ fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask install-runtimes [INSTALL OPTIONS]`: the bundled runtimes, built for release,
+/// installed where `runtimes` finds them.
+fn install_runtimes(options: Vec<String>) -> anyhow::Result<()> {
+    let root = workspace_root();
+    step("Build the bundled runtimes and the `runtimes` command (release)");
+    let (libraries, runtimes) = build(&root, true)?;
+    step("Install them (checked, copied atomically; identical files are left as they are)");
+    run(Command::new(&runtimes)
+        .arg("install")
+        .args(&libraries)
+        .arg("--force")
+        .args(options))?;
+    println!("\nDone. Try: runtimes list");
+    Ok(())
+}
+
 fn main() {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
@@ -245,9 +274,10 @@ fn main() {
             Some("serve") => demo_serve(std::env::args().skip(3).collect()),
             _ => demo(),
         },
+        Some("install-runtimes") => install_runtimes(std::env::args().skip(2).collect()),
         _ => {
             eprintln!(
-                "usage: cargo demo [serve [SERVE OPTIONS]]   (or: cargo run -p xtask -- demo)"
+                "usage: cargo demo [serve [SERVE OPTIONS]]\n       cargo xtask install-runtimes [--dir DIR] [--pin]"
             );
             std::process::exit(2);
         }

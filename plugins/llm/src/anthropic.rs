@@ -2,19 +2,16 @@
 //! `/v1/messages`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use futures::Stream;
-use reqwest::Response;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::header::{HeaderName, HeaderValue};
 use runtime_api::{
-    Capabilities, Delta, FinishReason, Role, Runtime, RuntimeError, StreamItem, ToolCall,
-    TurnOutput, TurnRequest, Usage, Value, json,
+    Delta, FinishReason, Role, RuntimeError, ToolCall, TurnOutput, TurnRequest, Usage, Value, json,
 };
 
-use crate::config::{Config, DEFAULT_ANTHROPIC_MAX_TOKENS, Provider, build_client};
+use crate::config::{Config, DEFAULT_ANTHROPIC_MAX_TOKENS, Provider};
 use crate::http::{self, StreamDecoder};
 use crate::parse_arguments;
+use crate::shell::{Api, LlmRuntime};
 
 const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
@@ -33,102 +30,49 @@ const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 /// empty prompt adds no user message. Streams: `text_delta` → text, `input_json_delta` →
 /// tool-call fragments assembled per content block, `thinking_delta` → thinking,
 /// `message_delta` → stop reason and usage; `ping` and unknown events are ignored.
+pub type AnthropicRuntime = LlmRuntime<Anthropic>;
+
+/// The Messages API, for [`LlmRuntime`].
 #[derive(Debug)]
-pub struct AnthropicRuntime {
-    config: Config,
-    client: reqwest::Client,
-}
+pub struct Anthropic;
 
-impl AnthropicRuntime {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Response, RuntimeError> {
-        let key = self.config.api_key()?;
-        let version = HeaderValue::from_str(&self.config.anthropic_version)
-            .map_err(|_| RuntimeError::invalid_config("`anthropic_version` is not header-safe"))?;
-        let url = format!("{}/{path}", self.config.base_url);
-        let bytes = match &body {
-            Some(body) => Some(serde_json::to_vec(body).map_err(|e| {
-                RuntimeError::internal(format!("could not encode the request: {e}"))
-            })?),
-            None => None,
-        };
-        tracing::debug!(%url, "sending an Anthropic request");
-        http::send(|| {
-            let mut builder = self
-                .client
-                .request(method.clone(), &url)
-                .headers(self.config.headers.clone())
-                .header(VERSION_HEADER, version.clone());
-            if let Some(key) = &key {
-                builder = builder.header(API_KEY_HEADER, key.clone());
-            }
-            if let Some(bytes) = &bytes {
-                builder = builder
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(ACCEPT, "application/json, text/event-stream")
-                    .body(bytes.clone());
-            }
-            builder
-        })
-        .await
-    }
-}
-
-impl Runtime for AnthropicRuntime {
+impl Api for Anthropic {
+    const PROVIDER: Provider = Provider::Anthropic;
     const ID: &'static str = "anthropic";
     const DISPLAY_NAME: &'static str = "Anthropic Messages";
     const DESCRIPTION: &'static str =
         "The Anthropic Messages API over HTTP, streamed, with tools and extended thinking.";
     const ALIASES: &'static [&'static str] = &["claude"];
-    const CAPABILITIES: Capabilities = Capabilities::STREAMING
-        .with(Capabilities::TOOLS)
-        .with(Capabilities::HISTORY)
-        .with(Capabilities::THINKING)
-        .with(Capabilities::CONFIG_VALIDATION);
     const CONFIG_SCHEMA: &'static str = crate::config::ANTHROPIC_SCHEMA;
+    const TURN_PATH: &'static str = "messages";
+    const REQUEST_LOG: &'static str = "sending an Anthropic request";
+    type Decoder = AnthropicStreamState;
 
-    fn validate_config(config: &Value) -> Vec<String> {
-        Config::problems(Provider::Anthropic, config)
+    fn request_body(config: &Config, request: &TurnRequest, stream: bool) -> Value {
+        request_body(config, request, stream)
     }
 
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        let config = Config::for_runtime(Provider::Anthropic, &config)?;
-        let client = build_client(&config)?;
-        Ok(Self { config, client })
+    fn parse_response(body: &Value) -> Result<TurnOutput, RuntimeError> {
+        parse_response(body)
     }
 
-    async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
-        let body = request_body(&self.config, &request, false);
-        let response = self
-            .send(reqwest::Method::POST, "messages", Some(body))
-            .await?;
-        parse_response(&http::json_body(response).await?)
+    fn decoder() -> AnthropicStreamState {
+        AnthropicStreamState::new()
     }
 
-    fn stream_turn(
-        self: Arc<Self>,
-        request: TurnRequest,
-    ) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
-        let body = request_body(&self.config, &request, true);
-        let start = async move {
-            self.send(reqwest::Method::POST, "messages", Some(body))
-                .await
-        };
-        http::drive(start, AnthropicStreamState::new())
+    /// `anthropic-version`, and `x-api-key` when the config names a key variable.
+    fn auth_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, RuntimeError> {
+        let version = HeaderValue::from_str(&config.anthropic_version)
+            .map_err(|_| RuntimeError::invalid_config("`anthropic_version` is not header-safe"))?;
+        let mut headers = vec![(VERSION_HEADER, version)];
+        if let Some(key) = config.api_key()? {
+            headers.push((API_KEY_HEADER, key));
+        }
+        Ok(headers)
     }
 
-    async fn health(&self) -> Result<String, RuntimeError> {
-        let response = self.send(reqwest::Method::GET, "models", None).await?;
-        let body = http::json_body(response).await?;
-        let count = body["data"].as_array().map_or(0, Vec::len);
-        Ok(format!(
-            "{} answers ({count} models); configured model {}",
-            self.config.base_url, self.config.model
-        ))
+    fn accept(_stream: bool) -> &'static str {
+        "application/json, text/event-stream"
     }
 }
 
@@ -547,7 +491,7 @@ impl StreamDecoder for AnthropicStreamState {
 
 #[cfg(test)]
 mod tests {
-    use runtime_api::{DeltaKind, ErrorKind, Message, ToolDefinition};
+    use runtime_api::{DeltaKind, ErrorKind, Message, StreamItem, ToolDefinition};
 
     use super::*;
     use crate::http::replay;

@@ -9,7 +9,8 @@ use runtime_api::{RuntimeError, Value, json};
 
 /// Which provider a configuration is for; decides the extra keys it may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Provider {
+// `pub` in a private module: nameable by the provider trait `shell::Api`, not outside the crate.
+pub enum Provider {
     OpenAi,
     Anthropic,
 }
@@ -93,7 +94,8 @@ pub(crate) const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// A parsed, valid configuration.
 #[derive(Debug, Clone)]
-pub(crate) struct Config {
+// `pub` in a private module: nameable by the provider trait `shell::Api`, not outside the crate.
+pub struct Config {
     /// The API base, without a trailing slash, e.g. `http://127.0.0.1:8080/v1`.
     pub base_url: String,
     /// The model used when a request names none.

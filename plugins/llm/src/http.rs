@@ -272,7 +272,8 @@ pub(crate) async fn json_body(response: Response) -> Result<Value, RuntimeError>
 
 /// A provider's streaming protocol: fed SSE events, it produces deltas and, once the
 /// provider said the stream is complete, the final output.
-pub(crate) trait StreamDecoder: Send + 'static {
+// `pub` in a private module: nameable by the provider trait `shell::Api`, not outside the crate.
+pub trait StreamDecoder: Send + 'static {
     /// Feeds one SSE event (its `event` name, `message` when absent, and its `data`).
     ///
     /// # Errors

@@ -28,6 +28,9 @@
 //! - **SSE**: the `eventsource-stream` crate frames events (see the `http` module for the
 //!   cases it is tested on). The provider logic is in plain accumulators, [`OpenAiStreamState`]
 //!   and [`AnthropicStreamState`], fed parsed events and tested on recorded fixtures.
+//! - **One shell**: [`LlmRuntime`] is the runtime both providers share (configuration, client,
+//!   requests, the turn entry points); each provider supplies only its ids, request body,
+//!   headers and response and stream formats.
 //! - **Async**: plain async reqwest code. Inside a plugin the runtime-api glue runs every poll
 //!   inside the plugin's own tokio runtime; cancelling a turn drops its future or stream,
 //!   which drops the response and closes the connection.
@@ -38,12 +41,14 @@ mod anthropic;
 mod config;
 mod http;
 mod openai;
+mod shell;
 
 #[cfg(test)]
 mod fault_tests;
 
 pub use anthropic::{AnthropicRuntime, AnthropicStreamState};
 pub use openai::{OpenAiRuntime, OpenAiStreamState};
+pub use shell::LlmRuntime;
 
 use runtime_api::{Value, json};
 

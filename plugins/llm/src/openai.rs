@@ -2,19 +2,16 @@
 //! LM Studio serve it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use futures::Stream;
-use reqwest::Response;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use runtime_api::{
-    Capabilities, Delta, FinishReason, Role, Runtime, RuntimeError, StreamItem, ToolCall,
-    TurnOutput, TurnRequest, Usage, Value, json,
+    Delta, FinishReason, Role, RuntimeError, ToolCall, TurnOutput, TurnRequest, Usage, Value, json,
 };
 
-use crate::config::{Config, Provider, build_client};
+use crate::config::{Config, Provider};
 use crate::http::{self, StreamDecoder};
 use crate::parse_arguments;
+use crate::shell::{Api, LlmRuntime};
 
 /// The `openai` runtime (alias `openai-compatible`): Chat Completions over HTTP.
 ///
@@ -36,114 +33,53 @@ use crate::parse_arguments;
 /// end with a tool result or an assistant prefill); tools become `function` tools;
 /// `max_tokens`, `temperature` and `stop` are passed on; a request's `model` overrides the
 /// config's. `reasoning_content` (llama.cpp, DeepSeek, vLLM) arrives as thinking deltas.
+pub type OpenAiRuntime = LlmRuntime<OpenAi>;
+
+/// The Chat Completions API, for [`LlmRuntime`].
 #[derive(Debug)]
-pub struct OpenAiRuntime {
-    config: Config,
-    client: reqwest::Client,
-}
+pub struct OpenAi;
 
-impl OpenAiRuntime {
-    fn body(&self, request: &TurnRequest, stream: bool) -> Value {
-        request_body(&self.config, request, stream)
-    }
-
-    /// `Authorization: Bearer <key>` when the config names a key variable.
-    fn bearer(&self) -> Result<Option<HeaderValue>, RuntimeError> {
-        let Some(key) = self.config.api_key()? else {
-            return Ok(None);
-        };
-        let mut value = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat())
-            .map_err(|_| RuntimeError::invalid_config("the API key is not header-safe"))?;
-        value.set_sensitive(true);
-        Ok(Some(value))
-    }
-
-    async fn post(&self, body: Value, stream: bool) -> Result<Response, RuntimeError> {
-        let bearer = self.bearer()?;
-        let url = format!("{}/chat/completions", self.config.base_url);
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| RuntimeError::internal(format!("could not encode the request: {e}")))?;
-        tracing::debug!(%url, model = %body["model"], stream, "sending a chat completion request");
-        http::send(|| {
-            let mut builder = self
-                .client
-                .post(&url)
-                .headers(self.config.headers.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .header(
-                    ACCEPT,
-                    if stream {
-                        "text/event-stream"
-                    } else {
-                        "application/json"
-                    },
-                )
-                .body(bytes.clone());
-            if let Some(bearer) = &bearer {
-                builder = builder.header(AUTHORIZATION, bearer.clone());
-            }
-            builder
-        })
-        .await
-    }
-}
-
-impl Runtime for OpenAiRuntime {
+impl Api for OpenAi {
+    const PROVIDER: Provider = Provider::OpenAi;
     const ID: &'static str = "openai";
     const DISPLAY_NAME: &'static str = "OpenAI-compatible";
     const DESCRIPTION: &'static str =
         "Chat Completions over HTTP (OpenAI, Ollama, vLLM, llama.cpp, LM Studio), streamed.";
     const ALIASES: &'static [&'static str] = &["openai-compatible"];
-    const CAPABILITIES: Capabilities = Capabilities::STREAMING
-        .with(Capabilities::TOOLS)
-        .with(Capabilities::HISTORY)
-        .with(Capabilities::THINKING)
-        .with(Capabilities::CONFIG_VALIDATION);
     const CONFIG_SCHEMA: &'static str = crate::config::OPENAI_SCHEMA;
+    const TURN_PATH: &'static str = "chat/completions";
+    const REQUEST_LOG: &'static str = "sending a chat completion request";
+    type Decoder = OpenAiStreamState;
 
-    fn validate_config(config: &Value) -> Vec<String> {
-        Config::problems(Provider::OpenAi, config)
+    fn request_body(config: &Config, request: &TurnRequest, stream: bool) -> Value {
+        request_body(config, request, stream)
     }
 
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        let config = Config::for_runtime(Provider::OpenAi, &config)?;
-        let client = build_client(&config)?;
-        Ok(Self { config, client })
+    fn parse_response(body: &Value) -> Result<TurnOutput, RuntimeError> {
+        parse_response(body)
     }
 
-    async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
-        let response = self.post(self.body(&request, false), false).await?;
-        let body = http::json_body(response).await?;
-        parse_response(&body)
+    fn decoder() -> OpenAiStreamState {
+        OpenAiStreamState::new()
     }
 
-    fn stream_turn(
-        self: Arc<Self>,
-        request: TurnRequest,
-    ) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
-        let body = self.body(&request, true);
-        let start = async move { self.post(body, true).await };
-        http::drive(start, OpenAiStreamState::new())
+    /// `Authorization: Bearer <key>` when the config names a key variable.
+    fn auth_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, RuntimeError> {
+        let Some(key) = config.api_key()? else {
+            return Ok(Vec::new());
+        };
+        let mut value = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat())
+            .map_err(|_| RuntimeError::invalid_config("the API key is not header-safe"))?;
+        value.set_sensitive(true);
+        Ok(vec![(AUTHORIZATION, value)])
     }
 
-    async fn health(&self) -> Result<String, RuntimeError> {
-        // One cheap GET: it proves the server answers and accepts the key.
-        let url = format!("{}/models", self.config.base_url);
-        let bearer = self.bearer()?;
-        let response = http::send(|| {
-            let mut builder = self.client.get(&url).headers(self.config.headers.clone());
-            if let Some(bearer) = &bearer {
-                builder = builder.header(AUTHORIZATION, bearer.clone());
-            }
-            builder
-        })
-        .await?;
-        let body = http::json_body(response).await?;
-        let count = body["data"].as_array().map_or(0, Vec::len);
-        Ok(format!(
-            "{} answers ({count} models); configured model {}",
-            self.config.base_url, self.config.model
-        ))
+    fn accept(stream: bool) -> &'static str {
+        if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }
     }
 }
 
@@ -526,7 +462,7 @@ impl StreamDecoder for OpenAiStreamState {
 
 #[cfg(test)]
 mod tests {
-    use runtime_api::{DeltaKind, ErrorKind, Message, ToolDefinition};
+    use runtime_api::{DeltaKind, ErrorKind, Message, StreamItem, ToolDefinition};
 
     use super::*;
     use crate::http::replay;

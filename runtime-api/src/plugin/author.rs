@@ -69,8 +69,7 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     ///
     /// `new` runs outside the plugin's tokio runtime, which starts with the first turn, so an
     /// idle plugin costs no thread: build clients and state here, and spawn tasks or open
-    /// connections in the first turn (or call
-    /// [`plugin_runtime::handle`](crate::plugin_runtime::handle) explicitly).
+    /// connections in the first turn.
     ///
     /// # Errors
     ///

@@ -43,9 +43,7 @@ use crate::abi::{
     AbiTurnRequest, AbiTurnStream, PluginModule, PluginModuleRef,
 };
 use crate::manifest::ConstRuntime;
-use crate::{
-    Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest, plugin_runtime,
-};
+use crate::{Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest};
 
 /// Stream items that may wait between a spawned stream's task and the host, by default.
 const DEFAULT_CHANNEL_CAPACITY: usize = 64;
@@ -373,7 +371,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let handle = plugin_runtime::handle().ok_or_else(|| {
+    let handle = crate::plugin::runtime::handle().ok_or_else(|| {
         RuntimeError::unavailable("the plugin's tokio runtime could not be started")
     })?;
     let live = LiveTask::new(turns);

@@ -5,5 +5,5 @@ pub(crate) mod author;
 pub(crate) mod export;
 pub(crate) mod glue;
 pub(crate) mod logging;
-pub mod runtime;
+pub(crate) mod runtime;
 mod scope;

@@ -36,7 +36,7 @@ fn build() -> Option<Runtime> {
 }
 
 /// The plugin's runtime handle, started on first use; `None` if it could not be started.
-pub fn handle() -> Option<&'static Handle> {
+pub(crate) fn handle() -> Option<&'static Handle> {
     RUNTIME.get_or_init(build).as_ref().map(Runtime::handle)
 }
 
