@@ -213,6 +213,78 @@ where
     }
 }
 
+impl<S> GuardedStream<S>
+where
+    S: Stream<Item = Result<StreamItem, RuntimeError>>,
+{
+    /// Polls up to `max` items inside one scope (entering it per item would cost more than
+    /// a small delta), handing each to `push`. `Ready(true)` when the stream has ended
+    /// (after its final item, its first error, a panic or its end), `Ready(false)` when the
+    /// batch is full or the stream has nothing more ready, `Pending` when nothing was ready.
+    fn poll_batch(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        max: usize,
+        mut push: impl FnMut(Result<StreamItem, RuntimeError>),
+    ) -> Poll<bool> {
+        let this = self.project();
+        let mut inner = this.inner;
+        if inner.is_none() {
+            return Poll::Ready(true);
+        }
+        let _turn = this.execution_id.as_ref().map(TurnScope::enter);
+        let abort = this.abort.as_ref();
+        let polled = guard(this.runtime_id, "the stream's poll", true, || {
+            let Some(mut stream) = inner.as_mut().as_pin_mut() else {
+                return Poll::Ready(true);
+            };
+            let mut added = 0;
+            let ended = loop {
+                match stream.as_mut().poll_next(cx) {
+                    Poll::Pending if added == 0 => return Poll::Pending,
+                    Poll::Pending => break false,
+                    Poll::Ready(Some(Ok(item))) => {
+                        let last = matches!(item, StreamItem::Done(_));
+                        push(Ok(item));
+                        added += 1;
+                        if last {
+                            break true;
+                        }
+                        if added >= max {
+                            break false;
+                        }
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        push(Err(error));
+                        break true;
+                    }
+                    Poll::Ready(None) => {
+                        if abort.is_some_and(AbortHandle::is_aborted) {
+                            push(Err(cancelled_by_id()));
+                        }
+                        break true;
+                    }
+                }
+            };
+            if ended {
+                // Released where its code ran.
+                release(inner.as_mut());
+            }
+            Poll::Ready(ended)
+        });
+        match polled {
+            Ok(polled) => polled,
+            Err(panicked) => {
+                push(Err(panicked));
+                let _ = guard(this.runtime_id, "a stream's destructor", true, || {
+                    inner.set(None)
+                });
+                Poll::Ready(true)
+            }
+        }
+    }
+}
+
 /// The running turns of one runtime object, so `cancel(execution id)` can reach them; and how
 /// many of its turns run as tasks on the plugin's runtime, so a host can wait until the plugin
 /// has released them all (a task stopped by the host is dropped by the plugin's runtime shortly
@@ -677,27 +749,15 @@ impl AbiDeltaStream for StreamGlue {
     ) -> FfiPoll<bool> {
         let max = max.max(1) as usize;
         cx.with_context(|cx| {
-            let mut added = 0;
-            loop {
-                match self.stream.as_mut().poll_next(cx) {
-                    Poll::Pending if added == 0 => return FfiPoll::Pending,
-                    Poll::Pending => return FfiPoll::Ready(false),
-                    Poll::Ready(None) => return FfiPoll::Ready(true),
-                    Poll::Ready(Some(item)) => {
-                        let last = !matches!(item, Ok(StreamItem::Delta(_)));
-                        out.push(match item {
-                            Ok(item) => ROk(AbiStreamItem::from(item)),
-                            Err(error) => RErr(AbiRuntimeError::from(error)),
-                        });
-                        added += 1;
-                        if last {
-                            return FfiPoll::Ready(true);
-                        }
-                        if added >= max {
-                            return FfiPoll::Ready(false);
-                        }
-                    }
-                }
+            let polled = self.stream.as_mut().poll_batch(cx, max, |item| {
+                out.push(match item {
+                    Ok(item) => ROk(AbiStreamItem::from(item)),
+                    Err(error) => RErr(AbiRuntimeError::from(error)),
+                });
+            });
+            match polled {
+                Poll::Pending => FfiPoll::Pending,
+                Poll::Ready(ended) => FfiPoll::Ready(ended),
             }
         })
     }
