@@ -4,8 +4,7 @@
 //!   them (manifest only, no `dlopen`). The N files are copies of the echo library whose
 //!   embedded manifests are patched to declare distinct ids (`echo-000`, … with aliases
 //!   `parrot-000`, …), so every one is really registered rather than reported as shadowed.
-//! - `list_parts/*`: one candidate's steps (its real path, its manifest), and two prototype
-//!   manifest readers that measure what the fixes suggested in BENCHMARKS.md would save.
+//! - `list_parts/*`: one candidate's steps (its real path, its manifest).
 //! - `first_resolve/echo`: `resolve("echo")` on a registry that has discovered one echo library
 //!   the process has never loaded: `dlopen`, abi_stable's header and layout checks, the
 //!   manifest cross-check, the plugin's runtime list and log sink, and the factory. A library
@@ -87,91 +86,6 @@ fn list_pinned(c: &mut Criterion, lab: &Lab) {
     group.finish();
 }
 
-/// Prototypes of a cheaper manifest reader, to measure what the suggested loader fixes would
-/// save (see BENCHMARKS.md). Both read the same bytes as `inspect::read_manifest` and return the
-/// same manifest; they are not used for anything but this comparison.
-mod prototype {
-    use std::fs::File;
-    use std::path::Path;
-
-    use object::elf::{ET_DYN, FileHeader64, PT_INTERP, SHT_DYNSYM};
-    use object::read::ReadCache;
-    use object::read::elf::{FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _};
-    use object::{Endianness, Object, ObjectKind, ObjectSection, ReadRef};
-    use runtime_api::manifest::{EMBED_SIZE, MANIFEST_SYMBOL, Manifest};
-
-    fn embedded<'a, R: ReadRef<'a>>(data: R, offset: u64) -> Option<Manifest> {
-        let bytes = data.read_bytes_at(offset, EMBED_SIZE as u64).ok()?;
-        Manifest::from_embedded(bytes).ok()
-    }
-
-    /// The loader's reader with one change: "is it an executable?" looks for a `PT_INTERP`
-    /// program header (already in memory) instead of `section_by_name(".interp")`, which reads
-    /// every section's name through the `ReadCache` (a seek and a read each).
-    pub fn read_manifest_interp_by_phdr(path: &Path) -> Option<Manifest> {
-        let cache = ReadCache::new(File::open(path).ok()?);
-        let object = object::File::parse(&cache).ok()?;
-        let interp = match &object {
-            object::File::Elf64(elf) => elf
-                .elf_program_headers()
-                .iter()
-                .any(|p| p.p_type(elf.endian()) == PT_INTERP),
-            _ => false,
-        };
-        if interp || object.kind() != ObjectKind::Dynamic {
-            return None;
-        }
-        let exports = object.exports().ok()?;
-        let symbol = exports
-            .iter()
-            .find(|e| e.name() == MANIFEST_SYMBOL.as_bytes())?;
-        let address = symbol.address();
-        let offset = object.sections().find_map(|section| {
-            let start = section.address();
-            let within = address.checked_sub(start)?;
-            (within < section.size()).then_some(())?;
-            Some(section.file_range()?.0 + within)
-        })?;
-        embedded(&cache, offset)
-    }
-
-    /// Parses only what the manifest needs: the ELF header, program headers, section headers
-    /// and the dynamic symbol table. `object::File::parse` also reads the whole `.symtab`
-    /// (110 KiB in the release echo library, which keeps line-table debug info).
-    pub fn read_manifest_dynsym_only(path: &Path) -> Option<Manifest> {
-        let cache = ReadCache::new(File::open(path).ok()?);
-        let data = &cache;
-        let header = FileHeader64::<Endianness>::parse(data).ok()?;
-        let endian = header.endian().ok()?;
-        if header.e_type(endian) != ET_DYN {
-            return None;
-        }
-        let program_headers = header.program_headers(endian, data).ok()?;
-        if program_headers
-            .iter()
-            .any(|p| p.p_type(endian) == PT_INTERP)
-        {
-            return None;
-        }
-        let sections = header.sections(endian, data).ok()?;
-        let symbols = sections.symbols(endian, data, SHT_DYNSYM).ok()?;
-        let address = symbols
-            .iter()
-            .filter(|sym| sym.is_definition(endian))
-            .find(|sym| {
-                sym.name(endian, symbols.strings()).ok() == Some(MANIFEST_SYMBOL.as_bytes())
-            })
-            .map(|sym| sym.st_value(endian))?;
-        let offset = sections.iter().find_map(|section| {
-            let start = section.sh_addr(endian);
-            let within = address.checked_sub(start)?;
-            (within < section.sh_size(endian)).then_some(())?;
-            Some(section.sh_offset(endian) + within)
-        })?;
-        embedded(data, offset)
-    }
-}
-
 /// Where the time of one candidate goes: resolving its real path and checking it is a file,
 /// and reading its embedded manifest (open, parse the ELF headers and export table, read 8 KiB).
 fn list_parts(c: &mut Criterion, lab: &Lab) {
@@ -184,24 +98,6 @@ fn list_parts(c: &mut Criterion, lab: &Lab) {
     group.bench_function("read_manifest", |b| {
         b.iter(|| inspect::read_manifest(black_box(&copy)).expect("a manifest"));
     });
-    let manifest = inspect::read_manifest(&copy).expect("a manifest");
-    type Reader = fn(&std::path::Path) -> Option<runtime_api::manifest::Manifest>;
-    let prototypes: [(&str, Reader); 2] = [
-        (
-            "prototype_interp_by_phdr",
-            prototype::read_manifest_interp_by_phdr,
-        ),
-        (
-            "prototype_dynsym_only",
-            prototype::read_manifest_dynsym_only,
-        ),
-    ];
-    for (name, read) in prototypes {
-        assert_eq!(read(&copy).as_ref(), Some(&manifest), "{name}");
-        group.bench_function(name, |b| {
-            b.iter(|| read(black_box(&copy)).expect("a manifest"));
-        });
-    }
     group.finish();
 }
 
