@@ -395,14 +395,11 @@ async fn a_thousand_turns_mixing_faults_with_healthy_ones() {
                     .map_err(|e| e.kind),
                 Fate::CancelledById => {
                     let id = request.execution_id.clone();
-                    let turn = tokio::spawn({
-                        let cancellable = cancellable.clone();
-                        async move { cancellable.run_turn(request).await }
-                    });
-                    while !cancellable.cancel(&id).unwrap() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    turn.await.unwrap().map(|o| o.content).map_err(|e| e.kind)
+                    let mut turn = Box::pin(cancellable.run_turn(request));
+                    // Polled once, the turn is running (in its endless delay, in the plugin).
+                    assert!(futures::poll!(turn.as_mut()).is_pending());
+                    assert!(cancellable.cancel(&id).unwrap(), "registered while running");
+                    turn.await.map(|o| o.content).map_err(|e| e.kind)
                 }
                 Fate::Abandoned => {
                     let mut stream = healthy.stream_turn(request);
