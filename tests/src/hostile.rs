@@ -217,6 +217,29 @@ fn the_cli_refuses_every_bad_file_with_the_same_reasons() {
     assert_eq!(listed.status.code(), Some(0));
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["runtimes"][0]["id"], "echo");
+    // `check` takes every file at once and gives a verdict per file, in order.
+    let paths: Vec<String> = expected.keys().map(|f| f.display().to_string()).collect();
+    let mut args = vec!["check"];
+    args.extend(paths.iter().map(String::as_str));
+    args.push("--json");
+    let checked = cli(&args);
+    assert_eq!(checked.status.code(), Some(3));
+    let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(
+        checked.as_array().unwrap().len(),
+        expected.len(),
+        "{checked}"
+    );
+    for ((file, want), verdict) in expected.iter().zip(checked.as_array().unwrap()) {
+        assert_eq!(verdict["path"], json!(file), "{checked}");
+        assert_eq!(verdict["ok"], false, "check {}", file.display());
+        assert_eq!(
+            verdict["rejected"]["kind"],
+            *want,
+            "check {}",
+            file.display()
+        );
+    }
     for (file, want) in &expected {
         let rejected = listed["rejected"]
             .as_array()
@@ -226,10 +249,6 @@ fn the_cli_refuses_every_bad_file_with_the_same_reasons() {
             .unwrap_or_else(|| panic!("{} missing from list --all", file.display()));
         assert_eq!(rejected["reason"]["kind"], *want, "{}", file.display());
         let path = file.display().to_string();
-        let checked = cli(&["check", &path, "--json"]);
-        assert_eq!(checked.status.code(), Some(3), "check {path}");
-        let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
-        assert_eq!(checked[0]["rejected"]["kind"], *want, "check {path}");
         let target = home.path().join("install-target");
         let installed = cli(&["install", &path, "--dir", &target.display().to_string()]);
         assert_eq!(installed.status.code(), Some(3), "install {path}");
