@@ -126,34 +126,34 @@ async fn a_panic_in_the_factory_is_an_error() {
 
 #[tokio::test]
 async fn a_panic_while_polling_a_turn_is_an_error() {
-    let (_dir, echo) = faults_with(json!({"panic_in": "run_turn"}));
-    let error = echo.run_turn(TurnRequest::new("x")).await.unwrap_err();
+    let (_dir, faults) = faults_with(json!({"panic_in": "run_turn"}));
+    let error = faults.run_turn(TurnRequest::new("x")).await.unwrap_err();
     assert_panicked(&error, "run_turn");
     // The same runtime object still serves other calls.
-    assert!(echo.cancel("nothing").is_ok());
+    assert!(faults.cancel("nothing").is_ok());
 }
 
 #[tokio::test]
 async fn a_panic_while_polling_a_stream_is_an_error() {
-    let (_dir, echo) = faults_with(json!({"panic_in": "stream"}));
-    let items: Vec<_> = echo.stream_turn(TurnRequest::new("a b")).collect().await;
+    let (_dir, faults) = faults_with(json!({"panic_in": "stream"}));
+    let items: Vec<_> = faults.stream_turn(TurnRequest::new("a b")).collect().await;
     assert_eq!(items.len(), 1, "the panic ends the stream: {items:?}");
     assert_panicked(items[0].as_ref().unwrap_err(), "stream");
 }
 
 #[tokio::test]
 async fn a_panic_in_cancel_validate_config_or_health_is_an_error() {
-    let (_dir, echo) = faults_with(json!({"panic_in": "cancel"}));
-    assert_panicked(&echo.cancel("x").unwrap_err(), "cancel");
-    let (_dir, echo) = faults_with(json!(null));
+    let (_dir, faults) = faults_with(json!({"panic_in": "cancel"}));
+    assert_panicked(&faults.cancel("x").unwrap_err(), "cancel");
+    let (_dir, faults) = faults_with(json!(null));
     assert_panicked(
-        &echo
+        &faults
             .validate_config(&json!({"panic_in": "validate_config"}))
             .unwrap_err(),
         "validate_config",
     );
-    let (_dir, echo) = faults_with(json!({"panic_in": "health"}));
-    assert_panicked(&echo.health().await.unwrap_err(), "health");
+    let (_dir, faults) = faults_with(json!({"panic_in": "health"}));
+    assert_panicked(&faults.health().await.unwrap_err(), "health");
 }
 
 #[tokio::test]
@@ -207,8 +207,8 @@ async fn a_panic_in_the_runtimes_destructor_is_contained_and_logged() {
 
 #[tokio::test]
 async fn errors_cross_the_boundary_as_values() {
-    let (_dir, echo) = faults_with(json!({"fail_with": "rate_limited"}));
-    let error = echo.run_turn(TurnRequest::new("x")).await.unwrap_err();
+    let (_dir, faults) = faults_with(json!({"fail_with": "rate_limited"}));
+    let error = faults.run_turn(TurnRequest::new("x")).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::RateLimited);
     assert!(error.retriable);
     let (_dir, echo) = echo_with(json!(null));
