@@ -46,7 +46,8 @@ impl CargoBuild {
     /// cargo's progress and warnings are captured, and shown only if the build fails.
     pub fn run(&self) -> Built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        command
             .args([
                 "build",
                 "--quiet",
@@ -54,9 +55,17 @@ impl CargoBuild {
             ])
             .args(&self.args)
             .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cargo runs");
+            .stdin(Stdio::null());
+        // What cargo set for the test or bench binary that runs this build is not passed on:
+        // build scripts track some of it (ring's `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...),
+        // so the same build would otherwise differ from one run from a shell, and each would
+        // redo the other's work.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(set_by_cargo_for_a_crate) {
+                command.env_remove(key);
+            }
+        }
+        let output = command.output().expect("cargo runs");
         assert!(
             output.status.success(),
             "cargo build {} in {} failed:\n{}",
@@ -73,6 +82,25 @@ impl CargoBuild {
             .collect();
         Built { artifacts }
     }
+}
+
+/// Whether cargo sets the environment variable `key` for a crate it compiles or runs (rather
+/// than reading it itself, like `CARGO_HOME` or `CARGO_TARGET_DIR`, which are kept).
+fn set_by_cargo_for_a_crate(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// What a build produced: cargo's artifact messages.
