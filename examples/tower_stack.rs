@@ -8,10 +8,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use runtime_api::{TurnOutput, TurnRequest, json};
+use runtime_api::{ErrorKind, Runtime, RuntimeError, TurnOutput, TurnRequest, Value, json};
 use runtime_loader::service::RetryRetriable;
 use runtime_loader::{RuntimeHandle, Runtimes, SearchPath, TurnContext, TurnHook};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+/// A backend in trouble, compiled into this host: every turn fails with the error kind its
+/// configuration names (`{"fails_with": "unavailable"}`).
+struct Failing(ErrorKind);
+
+impl Runtime for Failing {
+    const ID: &'static str = "failing";
+
+    fn new(config: Value) -> Result<Self, RuntimeError> {
+        match config["fails_with"].as_str() {
+            Some(kind) => Ok(Failing(ErrorKind::from(kind.to_owned()))),
+            None => Err(RuntimeError::invalid_config(
+                "`fails_with` names an error kind",
+            )),
+        }
+    }
+
+    async fn run_turn(&self, _request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
+        Err(RuntimeError::new(
+            self.0.clone(),
+            "the backend is in trouble",
+        ))
+    }
+}
 
 /// Counts the attempts tower makes (every attempt is a turn, so hooks see each one).
 #[derive(Debug, Default)]
@@ -40,6 +64,7 @@ fn stack(
 async fn main() -> anyhow::Result<()> {
     let runtimes = Runtimes::new();
     runtimes.discover(&SearchPath::standard(std::env::args().skip(1)));
+    runtimes.register::<Failing>()?;
     let attempts = Arc::new(Attempts::default());
     runtimes.add_hook(attempts.clone());
 
@@ -66,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // A backend that is down: `unavailable` is retriable, so tower tries 1 + 2 times.
-    let down = runtimes.new_instance("echo", &json!({ "fail_with": "unavailable" }))?;
+    let down = runtimes.new_instance("failing", &json!({ "fails_with": "unavailable" }))?;
     let error = stack(down)
         .oneshot(TurnRequest::new("anyone?"))
         .await
@@ -77,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // A refused request is not retriable: one attempt.
-    let refusing = runtimes.new_instance("echo", &json!({ "fail_with": "invalid_request" }))?;
+    let refusing = runtimes.new_instance("failing", &json!({ "fails_with": "invalid_request" }))?;
     let error = stack(refusing)
         .oneshot(TurnRequest::new("nonsense"))
         .await

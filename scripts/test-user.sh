@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the unprivileged user the plugin-folder trust tests (tests/src/trust.rs) need: "another
-# user" who owns a plugin folder or swaps one after discovery. The tests run as root (here and in
-# CI) and chown temporary folders to this user, or run commands as it.
+# user" who owns a plugin folder or swaps one after discovery; and the user for whom a mode-000
+# file is unreadable (tests/src/hostile.rs: root reads any file). The tests run as root (here and
+# in CI) and chown temporary folders to this user, or run commands as it.
 #
 #   scripts/test-user.sh        create `agentrt-test` if missing (needs root), print its uid
 #

@@ -18,7 +18,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use futures::StreamExt;
 use runtime_api::{StreamItem, TurnRequest};
-use runtime_benches::{Conditions, Lab, install, nanos, registry, write_result};
+use runtime_benches::{
+    Conditions, Lab, build_runtimes_release, install, nanos, registry, write_result,
+};
 use runtime_loader::RuntimeHandle;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime as Tokio;
@@ -34,14 +36,6 @@ use tokio::runtime::Runtime as Tokio;
 const SEQUENTIAL: usize = 5_000;
 const CONCURRENT_CLIENTS: usize = 64;
 const CONCURRENT_TURNS: usize = 20_000;
-
-/// Builds the release `runtimes` binary and returns its path as cargo reports it.
-fn build_runtimes_release() -> PathBuf {
-    runtime_benches::executable_of(&runtime_benches::cargo_build_release(&[
-        "-p",
-        "runtimes-cli",
-    ]))
-}
 
 /// The server process; killed when dropped.
 struct Server {

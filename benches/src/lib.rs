@@ -9,68 +9,41 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use runtime_api::manifest::{EMBED_SIZE, MAGIC, Manifest};
+use runtime_api::manifest::Manifest;
 use runtime_loader::{LoaderOptions, Runtimes, SearchPath};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// `cargo build --release --message-format=json` with these arguments (a no-op when fresh):
-/// the `compiler-artifact` messages. Uses the `CARGO` environment variable when `cargo bench`
-/// set it.
-pub fn cargo_build_release(args: &[&str]) -> Vec<Value> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--message-format=json"])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo build --release {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact")
-        .collect()
-}
+pub use dev_support::{Built, install};
 
-/// The executable among cargo's artifact messages.
-pub fn executable_of(artifacts: &[Value]) -> PathBuf {
-    artifacts
-        .iter()
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo built an executable")
+/// `cargo build --release` with these arguments (a no-op for cargo when fresh): what it built.
+pub fn cargo_build_release(args: &[&str]) -> Built {
+    dev_support::CargoBuild::new(env!("CARGO_MANIFEST_DIR"))
+        .args(["--release"])
+        .args(args)
+        .run()
 }
 
 /// Builds the echo plugin library with `cargo build --release -p echo-runtime` and returns the
 /// path cargo reports, as the integration tests do in debug mode.
 pub fn build_echo_release() -> PathBuf {
-    cargo_build_release(&["-p", "echo-runtime"])
-        .iter()
-        .filter(|msg| msg["target"]["name"] == "echo_runtime")
-        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
-        .expect("cargo built the echo library")
+    cargo_build_release(&["-p", "echo-runtime"]).library("echo_runtime")
 }
 
 /// Builds the process isolation level's worker with `cargo build --release -p runtime-loader
 /// --bin runtimes-worker` and returns the path cargo reports.
 pub fn build_worker_release() -> PathBuf {
-    executable_of(&cargo_build_release(&[
-        "-p",
-        "runtime-loader",
-        "--bin",
-        "runtimes-worker",
-    ]))
+    cargo_build_release(&["-p", "runtime-loader", "--bin", "runtimes-worker"])
+        .executable("runtimes-worker")
+}
+
+/// Builds the `runtimes` command with `cargo build --release -p runtimes-cli` and returns the
+/// path cargo reports.
+pub fn build_runtimes_release() -> PathBuf {
+    cargo_build_release(&["-p", "runtimes-cli"]).executable("runtimes")
 }
 
 /// A private temporary folder holding the benchmark's own copy of the echo library (so that a
@@ -136,14 +109,6 @@ impl Lab {
     }
 }
 
-/// Copies a library into a folder under a file name (the platform suffix is added).
-pub fn install(dir: &Path, library: &Path, stem: &str) -> PathBuf {
-    let target = dir.join(format!("{stem}{}", std::env::consts::DLL_SUFFIX));
-    std::fs::copy(library, &target).expect("copy library");
-    owner_only_writable(&target);
-    target
-}
-
 /// Copies a library, rewriting its embedded manifest so that it declares runtime `id` with
 /// `aliases` instead of its own. Discovery registers such a copy as a distinct runtime; loading
 /// it fails the manifest cross-check (the code still says `echo`), so copies like this are for
@@ -156,36 +121,19 @@ pub fn install_with_id(
     aliases: &[String],
 ) -> PathBuf {
     let mut bytes = std::fs::read(library).expect("read library");
-    let offset = bytes
-        .windows(MAGIC.len())
-        .enumerate()
-        .filter(|(_, w)| *w == MAGIC)
-        .map(|(i, _)| i)
-        .find(|i| bytes.get(i + 20) == Some(&b'{'))
-        .expect("the library has an embedded manifest");
-    let region = offset..offset + EMBED_SIZE;
+    let region =
+        dev_support::manifest_region(&bytes).expect("the library has an embedded manifest");
     let mut manifest = Manifest::from_embedded(&bytes[region.clone()]).expect("manifest parses");
     assert_eq!(manifest.runtimes.len(), 1, "one runtime per copied library");
     manifest.runtimes[0].id = id.to_owned();
     manifest.runtimes[0].aliases = aliases.to_vec();
     let embedded = manifest.to_embedded().expect("the manifest fits");
     bytes[region].copy_from_slice(&embedded);
-    let target = dir.join(format!("{stem}{}", std::env::consts::DLL_SUFFIX));
-    std::fs::write(&target, &bytes).expect("write library");
-    owner_only_writable(&target);
+    let staged = dir.join(format!(".{stem}.staged"));
+    std::fs::write(&staged, &bytes).expect("write library");
+    let target = install(dir, &staged, stem);
+    std::fs::remove_file(&staged).expect("remove the staged copy");
     target
-}
-
-/// Discovery's strict checks refuse files writable by group or others.
-fn owner_only_writable(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .expect("set permissions");
-    }
-    #[cfg(not(unix))]
-    let _ = path;
 }
 
 /// A fresh registry, with strict checks, over exactly these folders.

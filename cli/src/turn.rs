@@ -151,10 +151,14 @@ pub(crate) async fn print_stream(
     };
     let mut in_thinking = false;
     let mut in_tool_call = false;
+    // One listener for the whole stream: a Ctrl-C that arrives while an item is being printed
+    // is seen by the next `select!` (a listener made afresh per item would miss it).
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 // Dropping the stream cancels the turn inside the plugin.
                 drop(stream);
                 end_partial_line(&mut stdout);

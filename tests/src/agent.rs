@@ -18,7 +18,7 @@ use futures::StreamExt;
 use runtime_api::{DeltaKind, FinishReason, StreamItem, TurnRequest, Value};
 use serde_json::json;
 
-use crate::llm_server::built_plugin;
+use crate::support::built_plugin;
 use crate::support::{artifacts, install, plugin_dir, registry};
 
 /// A scripted model: the first request gets a tool call reading `path`, every later one the

@@ -1,5 +1,6 @@
 //! The boundary (issue: runtime-api): the echo plugin loaded from a folder, the embedded
-//! manifest against the loaded module, and a panic in every generated entry point.
+//! manifest against the loaded module, and (the fixture plugin's `fixture-faults`) a panic in
+//! every generated entry point.
 
 use futures::StreamExt;
 use runtime_api::{
@@ -21,12 +22,23 @@ fn echo_with(config: serde_json::Value) -> (tempfile::TempDir, RuntimeHandle) {
     (dir, handle)
 }
 
+/// `fixture-faults` (echo with faults on demand) with this configuration.
+fn faults_with(config: serde_json::Value) -> (tempfile::TempDir, RuntimeHandle) {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().fixture, "libfixture");
+    let runtimes = registry(&[dir.path()]);
+    let handle = runtimes
+        .new_instance("fixture-faults", &config)
+        .expect("fixture-faults resolves");
+    (dir, handle)
+}
+
 fn assert_panicked(error: &RuntimeError, entry: &str) {
     assert_eq!(error.kind, ErrorKind::Panicked, "{entry}: {error}");
     assert!(
         error
             .message
-            .contains(&format!("echo was told to panic in {entry}")),
+            .contains(&format!("fixture-faults was told to panic in {entry}")),
         "{entry}: {error}"
     );
 }
@@ -91,63 +103,112 @@ async fn the_embedded_manifest_matches_the_loaded_module() {
 #[tokio::test]
 async fn a_panic_in_the_factory_is_an_error() {
     let dir = plugin_dir();
-    install(dir.path(), &artifacts().echo, "libecho");
+    install(dir.path(), &artifacts().fixture, "libfixture");
     let runtimes = registry(&[dir.path()]);
-    match runtimes.new_instance("echo", &json!({"panic_in": "factory"})) {
+    match runtimes.new_instance("fixture-faults", &json!({"panic_in": "factory"})) {
         Err(ResolveError::Factory { id, error }) => {
-            assert_eq!(id, "echo");
+            assert_eq!(id, "fixture-faults");
             assert_panicked(&error, "factory");
         }
         other => panic!("expected a factory error, got {other:?}"),
     }
     // The library is fine and the host lives on.
-    assert!(runtimes.resolve("echo").is_ok());
+    let faults = runtimes.resolve("fixture-faults").unwrap();
+    assert_eq!(
+        faults
+            .run_turn(TurnRequest::new("ok"))
+            .await
+            .unwrap()
+            .content,
+        "ok"
+    );
 }
 
 #[tokio::test]
 async fn a_panic_while_polling_a_turn_is_an_error() {
-    let (_dir, echo) = echo_with(json!({"panic_in": "run_turn"}));
-    let error = echo.run_turn(TurnRequest::new("x")).await.unwrap_err();
+    let (_dir, faults) = faults_with(json!({"panic_in": "run_turn"}));
+    let error = faults.run_turn(TurnRequest::new("x")).await.unwrap_err();
     assert_panicked(&error, "run_turn");
     // The same runtime object still serves other calls.
-    assert!(echo.cancel("nothing").is_ok());
+    assert!(faults.cancel("nothing").is_ok());
 }
 
 #[tokio::test]
 async fn a_panic_while_polling_a_stream_is_an_error() {
-    let (_dir, echo) = echo_with(json!({"panic_in": "stream"}));
-    let items: Vec<_> = echo.stream_turn(TurnRequest::new("a b")).collect().await;
+    let (_dir, faults) = faults_with(json!({"panic_in": "stream"}));
+    let items: Vec<_> = faults.stream_turn(TurnRequest::new("a b")).collect().await;
     assert_eq!(items.len(), 1, "the panic ends the stream: {items:?}");
     assert_panicked(items[0].as_ref().unwrap_err(), "stream");
 }
 
 #[tokio::test]
 async fn a_panic_in_cancel_validate_config_or_health_is_an_error() {
-    let (_dir, echo) = echo_with(json!({"panic_in": "cancel"}));
-    assert_panicked(&echo.cancel("x").unwrap_err(), "cancel");
-    let (_dir, echo) = echo_with(json!(null));
+    let (_dir, faults) = faults_with(json!({"panic_in": "cancel"}));
+    assert_panicked(&faults.cancel("x").unwrap_err(), "cancel");
+    let (_dir, faults) = faults_with(json!(null));
     assert_panicked(
-        &echo
+        &faults
             .validate_config(&json!({"panic_in": "validate_config"}))
             .unwrap_err(),
         "validate_config",
     );
-    let (_dir, echo) = echo_with(json!({"panic_in": "health"}));
-    assert_panicked(&echo.health().await.unwrap_err(), "health");
+    let (_dir, faults) = faults_with(json!({"panic_in": "health"}));
+    assert_panicked(&faults.health().await.unwrap_err(), "health");
 }
 
 #[tokio::test]
-async fn a_panic_in_the_runtimes_destructor_is_contained() {
-    let (_dir, echo) = echo_with(json!({"panic_in": "drop"}));
-    let output = echo.run_turn(TurnRequest::new("still fine")).await.unwrap();
+async fn a_panic_in_the_runtimes_destructor_is_contained_and_logged() {
+    // The plugin's panic message goes to the host's `tracing`, not to stderr: capture it.
+    let captured = crate::logs::Captured::global();
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().fixture, "libfixture");
+    let runtimes = registry(&[dir.path()]);
+    // Inline: the destructor's panic (and so its message) happens on this thread.
+    let faults = runtimes
+        .new_instance("fixture-faults", &json!({"panic_in": "drop"}))
+        .unwrap()
+        .with_isolation(runtime_loader::Isolation::Inline);
+    let output = faults
+        .run_turn(TurnRequest::new("still fine"))
+        .await
+        .unwrap();
     assert_eq!(output.content, "still fine");
-    drop(echo); // the plugin's destructor panics inside the plugin; the test goes on
+    assert!(
+        captured
+            .messages_containing("fixture-faults was told to panic in drop")
+            .is_empty(),
+        "nothing panicked yet"
+    );
+
+    drop(faults); // the plugin's destructor panics inside the plugin
+
+    // The destructor ran and panicked, and the panic was caught in the plugin: its message
+    // arrived as a host event naming the plugin and the runtime.
+    let events = captured.messages_containing("fixture-faults was told to panic in drop");
+    let [event] = events.as_slice() else {
+        panic!("one panic message from the destructor: {events:?}");
+    };
+    assert_eq!(event.get("level"), Some("WARN"));
+    assert_eq!(event.get("plugin"), Some("fixture-plugin"));
+    assert_eq!(event.get("runtime"), Some("fixture-faults"));
+    // The host, the library and a new instance of the same runtime go on.
+    let again = runtimes
+        .new_instance("fixture-faults", &json!(null))
+        .unwrap();
+    assert_eq!(
+        again
+            .run_turn(TurnRequest::new("again"))
+            .await
+            .unwrap()
+            .content,
+        "again"
+    );
 }
 
 #[tokio::test]
 async fn errors_cross_the_boundary_as_values() {
-    let (_dir, echo) = echo_with(json!({"fail_with": "rate_limited"}));
-    let error = echo.run_turn(TurnRequest::new("x")).await.unwrap_err();
+    let (_dir, faults) = faults_with(json!({"fail_with": "rate_limited"}));
+    let error = faults.run_turn(TurnRequest::new("x")).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::RateLimited);
     assert!(error.retriable);
     let (_dir, echo) = echo_with(json!(null));

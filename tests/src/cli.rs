@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -201,11 +200,13 @@ fn check_load_runs_a_smoke_turn() {
         checks[0]["smoke"][0],
         json!({"id": "echo", "ok": true, "answer": "ping"})
     );
+    // The fixture plugin's `fixture-faults` fails every turn when configured to.
+    let fixture = artifacts().fixture.display().to_string();
     let failing = runtimes(
         home.path(),
         &[
             "check",
-            &echo,
+            &fixture,
             "--load",
             "--config",
             r#"{"fail_with": "internal"}"#,
@@ -213,7 +214,7 @@ fn check_load_runs_a_smoke_turn() {
     );
     assert_eq!(code(&failing), 3);
     assert!(
-        stdout(&failing).contains("smoke turn `echo`: the smoke turn failed"),
+        stdout(&failing).contains("smoke turn `fixture-faults`: the smoke turn failed"),
         "{}",
         stdout(&failing)
     );
@@ -372,14 +373,15 @@ fn run_prints_the_answer_or_the_whole_result() {
 
 #[test]
 fn a_failed_turn_exits_1_with_its_kind() {
-    let (home, _plugins, dir) = with_echo();
+    let (home, plugins, dir) = with_echo();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
     let output = runtimes(
         home.path(),
         &[
             "--plugin-dir",
             &dir,
             "run",
-            "echo",
+            "fixture-faults",
             "x",
             "--config",
             r#"{"fail_with": "rate_limited"}"#,
@@ -451,8 +453,9 @@ fn stream_prints_deltas_in_order_and_json_ends_with_the_result() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_cancels_a_stream_cleanly() {
+    use std::io::Read as _;
     let (home, _plugins, dir) = with_echo();
-    let child = command(
+    let mut child = command(
         home.path(),
         &[
             "--plugin-dir",
@@ -468,20 +471,26 @@ fn ctrl_c_cancels_a_stream_cleanly() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Interrupt once the first delta is out: the stream is running.
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    out.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"a ");
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let output = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
     assert_eq!(code(&output), 130, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("interrupted (Ctrl-C)"),
         "{}",
         stderr(&output)
     );
-    assert!(stdout(&output).starts_with("a "), "{}", stdout(&output));
+    assert!(!rest.contains('h'), "the stream ran to its end: a {rest}");
 }
 
 #[cfg(unix)]

@@ -6,7 +6,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,14 +14,11 @@ use runtime_loader::{RuntimeHandle, Runtimes};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::llm_server::built_plugin;
-use crate::support::{install, plugin_dir, registry};
+use crate::support::{artifacts, install, plugin_dir, registry};
 
 fn command_registry() -> (TempDir, Runtimes) {
-    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    let library = LIBRARY.get_or_init(|| built_plugin("command-runtime", "command_runtime"));
     let dir = plugin_dir();
-    install(dir.path(), library, "libcommand_runtime");
+    install(dir.path(), &artifacts().command, "libcommand_runtime");
     let runtimes = registry(&[dir.path()]);
     (dir, runtimes)
 }

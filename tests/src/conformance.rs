@@ -12,8 +12,8 @@ use runtime_loader::conformance::{self, Options, Report, Verdict};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::llm_server::{built_plugin, config as llm_config, server};
-use crate::support::{artifacts, install, plugin_dir, write_candidate};
+use crate::llm_server::{config as llm_config, server};
+use crate::support::{artifacts, built_plugin, install, plugin_dir, write_candidate};
 
 /// Every check run for each runtime, in order.
 const RUNTIME_CHECKS: [&str; 14] = [
@@ -89,7 +89,7 @@ async fn echo_passes_every_check() {
 
 #[tokio::test]
 async fn command_passes_every_check() {
-    let library = built_plugin("command-runtime", "command_runtime");
+    let library = artifacts().command.clone();
     let (_dir, path) = installed(&library, "libcommand");
     let report = conformance::check_file(&path, &json!({ "program": "cat" }), &options()).await;
     assert_conformant(&report, "command");
@@ -270,7 +270,7 @@ fn the_cli_exits_3_on_a_failed_check_and_prints_json_on_request() {
 /// The llm plugin file, checked against the real server with its config.
 async fn llm_report() -> Report {
     let (url, _lock) = server("LLAMA_SERVER_URL").await;
-    let library = built_plugin("llm-runtimes", "llm_runtimes");
+    let library = artifacts().llm.clone();
     let (_dir, path) = installed(&library, "libllm_runtimes");
     // The server has one slot: 100 turns at once queue there, the last waiting for the 99
     // before it, so the reads may wait long and a check may take minutes.

@@ -123,7 +123,7 @@ async fn every_started_turn_ends_in_exactly_one_hook_call() {
     let echo = runtimes.resolve("echo").unwrap();
     let slow = slow_echo(&runtimes);
     let failing = runtimes
-        .new_instance("echo", &json!({"fail_with": "unavailable"}))
+        .new_instance("fixture-faults", &json!({"fail_with": "unavailable"}))
         .unwrap();
     let fixture = runtimes.resolve("fixture").unwrap();
     let tools = TurnRequest::new("x").with_tools(vec![ToolDefinition::new("t", "", json!({}))]);

@@ -302,6 +302,7 @@ fn listing_never_loads_a_library_and_the_first_resolve_does() {
             "fixture",
             "fixture-blocker",
             "fixture-crash",
+            "fixture-faults",
             "fixture-second",
             "fixture-tools"
         ]

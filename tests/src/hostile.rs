@@ -146,26 +146,56 @@ fn every_bad_file_is_refused_with_its_reason_and_the_good_plugin_loads() {
     );
 }
 
+/// Root reads a file whatever its mode, so the file is made unreadable for the unprivileged
+/// user of `scripts/test-user.sh`, who owns the folder and lists it with `runtimes list --all`.
 #[cfg(unix)]
 #[test]
+#[ignore = "needs root and the unprivileged user of scripts/test-user.sh (root can read a mode-000 file); CI runs it"]
 fn an_unreadable_file_is_refused() {
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt as _;
+    let (uid, gid) = crate::support::other_user();
     let dir = plugin_dir();
+    let home = plugin_dir();
     let file = install(dir.path(), &artifacts().echo, "locked");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
-    if std::fs::read(&file).is_ok() {
-        // Root reads files whatever their mode: there is no unreadable file to test with.
-        eprintln!("skipped: running as a user who can read mode-000 files");
-        return;
+    for path in [dir.path(), file.as_path(), home.path()] {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
     }
-    let runtimes = registry(&[dir.path()]);
-    let rejection = &runtimes.report().rejected[0];
-    assert_eq!(
-        kind(&rejection.reason),
-        "unreadable",
-        "{}",
-        rejection.reason
+    let as_user = |program: &Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env_remove("AGENT_RUNTIMES_PATH")
+            .env("XDG_DATA_HOME", home.path())
+            .env("HOME", home.path())
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    let path = file.display().to_string();
+    let read = as_user(Path::new("cat"), &[&path]);
+    assert!(
+        !read.status.success(),
+        "the user can read the mode-000 file"
     );
+
+    let folder = dir.path().display().to_string();
+    let listed = as_user(
+        &artifacts().runtimes,
+        &["--plugin-dir", &folder, "list", "--all", "--json"],
+    );
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let rejected = listed["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{listed}");
+    assert_eq!(rejected[0]["path"], json!(file), "{listed}");
+    assert_eq!(rejected[0]["reason"]["kind"], "unreadable", "{listed}");
 }
 
 #[test]
@@ -187,6 +217,29 @@ fn the_cli_refuses_every_bad_file_with_the_same_reasons() {
     assert_eq!(listed.status.code(), Some(0));
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["runtimes"][0]["id"], "echo");
+    // `check` takes every file at once and gives a verdict per file, in order.
+    let paths: Vec<String> = expected.keys().map(|f| f.display().to_string()).collect();
+    let mut args = vec!["check"];
+    args.extend(paths.iter().map(String::as_str));
+    args.push("--json");
+    let checked = cli(&args);
+    assert_eq!(checked.status.code(), Some(3));
+    let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(
+        checked.as_array().unwrap().len(),
+        expected.len(),
+        "{checked}"
+    );
+    for ((file, want), verdict) in expected.iter().zip(checked.as_array().unwrap()) {
+        assert_eq!(verdict["path"], json!(file), "{checked}");
+        assert_eq!(verdict["ok"], false, "check {}", file.display());
+        assert_eq!(
+            verdict["rejected"]["kind"],
+            *want,
+            "check {}",
+            file.display()
+        );
+    }
     for (file, want) in &expected {
         let rejected = listed["rejected"]
             .as_array()
@@ -196,10 +249,6 @@ fn the_cli_refuses_every_bad_file_with_the_same_reasons() {
             .unwrap_or_else(|| panic!("{} missing from list --all", file.display()));
         assert_eq!(rejected["reason"]["kind"], *want, "{}", file.display());
         let path = file.display().to_string();
-        let checked = cli(&["check", &path, "--json"]);
-        assert_eq!(checked.status.code(), Some(3), "check {path}");
-        let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
-        assert_eq!(checked[0]["rejected"]["kind"], *want, "check {path}");
         let target = home.path().join("install-target");
         let installed = cli(&["install", &path, "--dir", &target.display().to_string()]);
         assert_eq!(installed.status.code(), Some(3), "install {path}");
@@ -208,6 +257,7 @@ fn the_cli_refuses_every_bad_file_with_the_same_reasons() {
 }
 
 #[test]
+#[ignore = "builds the echo plugin against a modified runtime-api in a scratch workspace (minutes); CI runs it with --ignored"]
 fn a_plugin_built_against_a_modified_interface_is_refused_with_the_layout_error() {
     let dir = plugin_dir();
     install(
@@ -281,12 +331,14 @@ enum Fate {
 async fn a_thousand_turns_mixing_faults_with_healthy_ones() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().echo, "libecho");
+    install(dir.path(), &artifacts().fixture, "libfixture");
     let runtimes = registry(&[dir.path()]);
     let config = |c: Value| runtimes.new_instance("echo", &c).unwrap();
+    let faulty = |c: Value| runtimes.new_instance("fixture-faults", &c).unwrap();
     let healthy = config(json!({"delay_ms": 5}));
-    let panicking = config(json!({"panic_in": "run_turn"}));
-    let panicking_stream = config(json!({"panic_in": "stream"}));
-    let failing = config(json!({"fail_with": "unavailable"}));
+    let panicking = faulty(json!({"panic_in": "run_turn"}));
+    let panicking_stream = faulty(json!({"panic_in": "stream"}));
+    let failing = faulty(json!({"fail_with": "unavailable"}));
     let endless = config(json!({"delay_ms": 600_000})).with_timeout(Duration::from_millis(300));
     let cancellable = config(json!({"delay_ms": 600_000}));
     let fates = [
@@ -362,14 +414,11 @@ async fn a_thousand_turns_mixing_faults_with_healthy_ones() {
                     .map_err(|e| e.kind),
                 Fate::CancelledById => {
                     let id = request.execution_id.clone();
-                    let turn = tokio::spawn({
-                        let cancellable = cancellable.clone();
-                        async move { cancellable.run_turn(request).await }
-                    });
-                    while !cancellable.cancel(&id).unwrap() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    turn.await.unwrap().map(|o| o.content).map_err(|e| e.kind)
+                    let mut turn = Box::pin(cancellable.run_turn(request));
+                    // Polled once, the turn is running (in its endless delay, in the plugin).
+                    assert!(futures::poll!(turn.as_mut()).is_pending());
+                    assert!(cancellable.cancel(&id).unwrap(), "registered while running");
+                    turn.await.map(|o| o.content).map_err(|e| e.kind)
                 }
                 Fate::Abandoned => {
                     let mut stream = healthy.stream_turn(request);

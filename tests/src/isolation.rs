@@ -856,3 +856,36 @@ async fn hooks_are_called_once_per_turn_at_the_process_level() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panic_message_reaches_the_hosts_tracing_at_every_level() {
+    // Installed before any worker starts: a worker forwards events at the host's level then.
+    let captured = crate::logs::Captured::global();
+    let (dir, _) = folder();
+    for level in [Isolation::Inline, Isolation::Threads, Isolation::Process] {
+        let runtimes = registry_at(dir.path(), level, process_options());
+        let faults = runtimes
+            .new_instance("fixture-faults", &json!({"panic_in": "run_turn"}))
+            .unwrap();
+        assert_eq!(faults.isolation(), level);
+        let id = format!("panic-message-{level}");
+        let error = faults
+            .run_turn(TurnRequest::new("x").with_execution_id(id.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Panicked, "{level}: {error}");
+        // The message is emitted before the turn's error is returned (from a worker, in order
+        // with the turn's other messages): it is there now, once, naming plugin and runtime.
+        let events = captured.messages_containing("fixture-faults was told to panic in run_turn");
+        let ours: Vec<_> = events
+            .iter()
+            .filter(|e| e.get("execution_id") == Some(id.as_str()))
+            .collect();
+        let [event] = ours.as_slice() else {
+            panic!("{level}: one panic message for the turn: {events:?}");
+        };
+        assert_eq!(event.get("level"), Some("WARN"), "{level}");
+        assert_eq!(event.get("plugin"), Some("fixture-plugin"), "{level}");
+        assert_eq!(event.get("runtime"), Some("fixture-faults"), "{level}");
+    }
+}

@@ -4,9 +4,6 @@
 //! own tokio runtime. Those tests are `#[ignore]`d, so a plain `cargo test` does not need the
 //! server; CI starts it and runs them with `--ignored`, and run without it they fail.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,44 +15,12 @@ use serde_json::json;
 use tempfile::TempDir;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::support::{install, plugin_dir, registry};
-
-/// Builds a plugin package of the workspace once per name and returns its library.
-pub(crate) fn built_plugin(package: &'static str, crate_name: &'static str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<(&str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = built.iter().find(|(p, _)| *p == package) {
-        return path.clone();
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", package])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "building {package} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == crate_name)
-        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
-        .unwrap_or_else(|| panic!("no library built for {package}"));
-    built.push((package, path.clone()));
-    path
-}
+use crate::support::{artifacts, install, plugin_dir, registry};
 
 /// A registry with the llm plugin installed; the folder lives as long as the registry is used.
 fn llm_registry() -> (TempDir, Runtimes) {
-    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    let library = LIBRARY.get_or_init(|| built_plugin("llm-runtimes", "llm_runtimes"));
     let dir = plugin_dir();
-    install(dir.path(), library, "libllm_runtimes");
+    install(dir.path(), &artifacts().llm, "libllm_runtimes");
     let runtimes = registry(&[dir.path()]);
     (dir, runtimes)
 }

@@ -11,8 +11,58 @@ use crate::support::{artifacts, install, plugin_dir, registry};
 
 type Event = Vec<(String, String)>;
 
+/// The plugin events (target [`runtime_loader::PLUGIN_LOG_TARGET`]) a subscriber saw: their
+/// level and fields.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<Event>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<Event>>>);
+
+/// One captured event.
+#[derive(Debug)]
+pub(crate) struct CapturedEvent(Event);
+
+impl CapturedEvent {
+    /// A field's value (`level` is the event's level).
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Captured {
+    /// The plugin events at `WARN` and above of the whole test binary, captured by a global
+    /// subscriber installed on first use (a test's own `set_default` subscriber still takes
+    /// precedence on its thread). For events emitted on threads the test does not own, such
+    /// as a plugin panic's message.
+    pub(crate) fn global() -> &'static Captured {
+        static GLOBAL: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let captured = Captured::default();
+            let layer = captured
+                .clone()
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+                .expect("no other global subscriber in the test binary");
+            captured
+        })
+    }
+
+    /// A subscriber that captures plugin events here.
+    pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        tracing_subscriber::registry().with(self.clone())
+    }
+
+    /// The captured events whose message contains `text`.
+    pub(crate) fn messages_containing(&self, text: &str) -> Vec<CapturedEvent> {
+        let events = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        events
+            .iter()
+            .filter(|e| e.iter().any(|(n, v)| n == "message" && v.contains(text)))
+            .map(|e| CapturedEvent(e.clone()))
+            .collect()
+    }
+}
 
 struct Fields(Vec<(String, String)>);
 
@@ -38,8 +88,7 @@ impl<S: tracing::Subscriber> Layer<S> for Captured {
 #[tokio::test]
 async fn plugin_events_reach_the_host_subscriber_with_plugin_and_runtime() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::registry().with(captured.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
 
     let dir = plugin_dir();
     install(dir.path(), &artifacts().fixture, "libfixture-logs");

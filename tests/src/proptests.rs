@@ -27,7 +27,7 @@ use runtime_api::manifest::{
 use runtime_loader::inspect::read_manifest_from_bytes;
 use serde_json::{Value, json};
 
-use crate::support::{artifacts, manifest_offset};
+use crate::support::{artifacts, manifest_region};
 
 const HEADER_LEN: usize = EMBED_SIZE - MAX_JSON_LEN;
 
@@ -374,7 +374,7 @@ fn library() -> &'static Library {
     LIBRARY.get_or_init(|| {
         let bytes = std::fs::read(&artifacts().echo).expect("read the echo library");
         let manifest = read_manifest_from_bytes(&bytes).expect("the echo library has a manifest");
-        let offset = manifest_offset(&bytes);
+        let offset = manifest_region(&bytes).start;
         let declared = u32::from_le_bytes(bytes[offset + 16..offset + 20].try_into().unwrap());
         let json_end = offset + HEADER_LEN + declared as usize;
         Library {

@@ -844,8 +844,8 @@ async fn isolate_serves_every_runtime_from_a_worker_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_creates_a_runtime_with_its_configuration_by_id_and_alias() {
-    let server = Server::start(&["--config", r#"parrot={"fail_with": "rate_limited"}"#]).await;
-    for model in ["echo", "parrot", "echo/any-model"] {
+    let server = Server::start(&["--config", r#"faults={"fail_with": "rate_limited"}"#]).await;
+    for model in ["fixture-faults", "faults", "fixture-faults/any-model"] {
         let (status, _, body) = post(
             &server,
             "/v1/chat/completions",

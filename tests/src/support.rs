@@ -1,9 +1,10 @@
 //! Fixture plugins and plugin folders for the tests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+pub use dev_support::Built;
+use dev_support::CargoBuild;
 use runtime_loader::{LoaderOptions, Runtimes, SearchPath};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -23,18 +24,19 @@ pub struct Artifacts {
     pub worker: PathBuf,
     /// A plugin that loads but breaks the contract (the conformance checks name how).
     pub broken: PathBuf,
+    /// The llm runtimes (`openai`, `anthropic`).
+    pub llm: PathBuf,
+    /// The `command` runtime.
+    pub command: PathBuf,
 }
 
-/// Builds the fixture libraries once per test run (a no-op when `cargo test` already did).
+/// Builds the fixture libraries once per test run (a no-op for cargo when `cargo test` already
+/// did), shared by every test of the binary.
 pub fn artifacts() -> &'static Artifacts {
     static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
     ARTIFACTS.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
+        let built = CargoBuild::new(env!("CARGO_MANIFEST_DIR"))
             .args([
-                "build",
-                "--quiet",
-                "--message-format=json",
                 "-p",
                 "echo-runtime",
                 "-p",
@@ -51,47 +53,60 @@ pub fn artifacts() -> &'static Artifacts {
                 "runtime-loader",
                 "-p",
                 "broken-plugin",
+                "-p",
+                "llm-runtimes",
+                "-p",
+                "command-runtime",
             ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "building the fixture plugins failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let find = |crate_name: &str| -> PathBuf {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|msg| msg["reason"] == "compiler-artifact")
-                .filter(|msg| msg["target"]["name"] == crate_name)
-                .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
-                .filter_map(|f| f.as_str().map(PathBuf::from))
-                .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
-                .unwrap_or_else(|| panic!("no library built for {crate_name}"))
-        };
-        let executable = |name: &str| {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|msg| msg["reason"] == "compiler-artifact")
-                .filter(|msg| msg["target"]["name"] == name)
-                .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-                .unwrap_or_else(|| panic!("the {name} binary was built"))
-        };
-        let runtimes = executable("runtimes");
+            .run();
         Artifacts {
-            runtimes,
-            echo: find("echo_runtime"),
-            fixture: find("fixture_plugin"),
-            no_manifest: find("no_manifest_fixture"),
-            abi_mismatch: find("abi_mismatch_fixture"),
-            hostile: find("hostile_plugin"),
-            worker: executable("runtimes-worker"),
-            broken: find("broken_plugin"),
+            runtimes: built.executable("runtimes"),
+            echo: built.library("echo_runtime"),
+            fixture: built.library("fixture_plugin"),
+            no_manifest: built.library("no_manifest_fixture"),
+            abi_mismatch: built.library("abi_mismatch_fixture"),
+            hostile: built.library("hostile_plugin"),
+            worker: built.executable("runtimes-worker"),
+            broken: built.library("broken_plugin"),
+            llm: built.library("llm_runtimes"),
+            command: built.library("command_runtime"),
         }
     })
+}
+
+/// Builds a plugin package of the workspace (one the tests seldom need, so not among the
+/// [`artifacts`]) once per name and returns its library.
+pub fn built_plugin(package: &'static str, crate_name: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(p, _)| *p == package) {
+        return path.clone();
+    }
+    let path = CargoBuild::new(env!("CARGO_MANIFEST_DIR"))
+        .args(["-p", package])
+        .run()
+        .library(crate_name);
+    built.push((package, path.clone()));
+    path
+}
+
+/// The unprivileged user of `scripts/test-user.sh`: (uid, gid). Fails the test, saying what
+/// to do, when not running as root or when that user does not exist.
+pub fn other_user() -> (u32, u32) {
+    let id = |args: &[&str]| -> Option<u32> {
+        let output = std::process::Command::new("id").args(args).output().ok()?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    assert_eq!(
+        id(&["-u"]),
+        Some(0),
+        "this test needs root, to give a file or folder to another user (CI runs it as root)"
+    );
+    let name = std::env::var("AGENT_RUNTIMES_TEST_USER").unwrap_or_else(|_| "agentrt-test".into());
+    match (id(&["-u", &name]), id(&["-g", &name])) {
+        (Some(uid), Some(gid)) if uid != 0 => (uid, gid),
+        _ => panic!("the user `{name}` does not exist: run scripts/test-user.sh (as root) first"),
+    }
 }
 
 /// A fresh, private plugin folder.
@@ -102,12 +117,7 @@ pub fn plugin_dir() -> TempDir {
         .expect("temp dir")
 }
 
-/// Copies a library into a folder under a file name (the platform suffix is added).
-pub fn install(dir: &Path, library: &Path, stem: &str) -> PathBuf {
-    let target = dir.join(format!("{stem}{}", std::env::consts::DLL_SUFFIX));
-    std::fs::copy(library, &target).expect("copy library");
-    target
-}
+pub use dev_support::install;
 
 /// Writes raw bytes as a candidate file.
 pub fn write_candidate(dir: &Path, stem: &str, bytes: &[u8]) -> PathBuf {
@@ -127,16 +137,9 @@ pub fn registry(dirs: &[&Path]) -> Runtimes {
     runtimes
 }
 
-/// Where the embedded manifest starts in a library file.
-pub fn manifest_offset(bytes: &[u8]) -> usize {
-    let magic = runtime_api::manifest::MAGIC;
-    bytes
-        .windows(magic.len())
-        .enumerate()
-        .filter(|(_, w)| *w == magic)
-        .map(|(i, _)| i)
-        .find(|i| bytes.get(i + 20) == Some(&b'{'))
-        .expect("the library has an embedded manifest")
+/// Where the embedded manifest is in a library file.
+pub fn manifest_region(bytes: &[u8]) -> std::ops::Range<usize> {
+    dev_support::manifest_region(bytes).expect("the library has an embedded manifest")
 }
 
 /// Copies a library, rewriting its embedded manifest's JSON with `edit`.
@@ -147,25 +150,23 @@ pub fn install_patched(
     edit: impl FnOnce(&mut Value),
 ) -> PathBuf {
     let mut bytes = std::fs::read(library).expect("read library");
-    let offset = manifest_offset(&bytes);
-    let size = runtime_api::manifest::EMBED_SIZE;
-    let manifest = runtime_api::manifest::Manifest::from_embedded(&bytes[offset..offset + size])
+    let region = manifest_region(&bytes);
+    let manifest = runtime_api::manifest::Manifest::from_embedded(&bytes[region.clone()])
         .expect("the built manifest parses");
     let mut json = serde_json::to_value(&manifest).expect("manifest serialises");
     edit(&mut json);
     let embedded = runtime_api::manifest::embed_json(json.to_string().as_bytes()).expect("fits");
-    bytes[offset..offset + size].copy_from_slice(&embedded);
+    bytes[region].copy_from_slice(&embedded);
     write_candidate(dir, stem, &bytes)
 }
 
 /// Copies a library, overwriting its embedded manifest region with raw bytes.
 pub fn install_raw_manifest(dir: &Path, library: &Path, stem: &str, region: &[u8]) -> PathBuf {
     let mut bytes = std::fs::read(library).expect("read library");
-    let offset = manifest_offset(&bytes);
-    let size = runtime_api::manifest::EMBED_SIZE;
+    let at = manifest_region(&bytes);
     let mut padded = region.to_vec();
-    padded.resize(size, 0);
-    bytes[offset..offset + size].copy_from_slice(&padded);
+    padded.resize(at.len(), 0);
+    bytes[at].copy_from_slice(&padded);
     write_candidate(dir, stem, &bytes)
 }
 
@@ -216,11 +217,6 @@ pub struct ScratchBuild {
     root: PathBuf,
 }
 
-/// What a scratch build produced: cargo's JSON messages.
-pub struct Built {
-    messages: Vec<Value>,
-}
-
 impl ScratchBuild {
     /// Lays out the scratch workspace `name` afresh and applies `change` to it.
     pub fn new(name: &str, change: impl FnOnce(&Path)) -> Self {
@@ -263,80 +259,19 @@ impl ScratchBuild {
 
     /// `cargo build` in the scratch workspace with these arguments. Scratch builds share a
     /// target folder, where each overwrites the last one's libraries: builds run one at a
-    /// time, and what they produced is copied out before the next starts.
+    /// time, and what they produced is copied out (to `built/` in the scratch workspace)
+    /// before the next starts.
     pub fn build(&self, args: &[&str]) -> Built {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
-            .args(["build", "--quiet", "--message-format=json", "--target-dir"])
-            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch-target"))
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch-target");
+        CargoBuild::new(&self.root)
+            .args(["--target-dir", &target.display().to_string()])
             .args(args)
-            .current_dir(&self.root)
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "the scratch build in {} failed:\n{}",
-            self.root.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let kept = self.root.join("built");
-        std::fs::create_dir_all(&kept).unwrap();
-        let keep = |path: &str| -> Value {
-            let from = Path::new(path);
-            let to = kept.join(from.file_name().unwrap());
-            std::fs::copy(from, &to).unwrap();
-            Value::String(to.display().to_string())
-        };
-        let messages = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|msg| msg["reason"] == "compiler-artifact")
-            .filter(|msg| {
-                msg["package_id"]
-                    .as_str()
-                    .is_some_and(|id| id.starts_with("path+"))
-            })
-            .map(|mut msg| {
-                if let Some(files) = msg["filenames"].as_array_mut() {
-                    for file in files.iter_mut() {
-                        if let Some(path) = file.as_str().map(str::to_owned) {
-                            *file = keep(&path);
-                        }
-                    }
-                }
-                if let Some(path) = msg["executable"].as_str().map(str::to_owned) {
-                    msg["executable"] = keep(&path);
-                }
-                msg
-            })
-            .collect();
-        Built { messages }
-    }
-}
-
-impl Built {
-    /// The shared library built for the crate `name`.
-    pub fn library(&self, name: &str) -> PathBuf {
-        self.messages
-            .iter()
-            .filter(|msg| msg["target"]["name"] == name)
-            .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
-            .filter_map(|f| f.as_str().map(PathBuf::from))
-            .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
-            .unwrap_or_else(|| panic!("no library built for {name}"))
-    }
-
-    /// The executable built for the target `name`.
-    pub fn executable(&self, name: &str) -> PathBuf {
-        self.messages
-            .iter()
-            .filter(|msg| msg["target"]["name"] == name)
-            .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-            .unwrap_or_else(|| panic!("no executable built for {name}"))
+            .run()
+            .copied_to(&self.root.join("built"))
     }
 }
 

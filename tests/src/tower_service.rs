@@ -44,9 +44,11 @@ impl TurnHook for Turns {
     }
 }
 
+/// Echo, and the fixture plugin's `fixture-faults` (which fails on demand).
 fn echo_registry() -> (TempDir, Runtimes, Arc<Turns>) {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().echo, "libecho");
+    install(dir.path(), &artifacts().fixture, "libfixture");
     let runtimes = registry(&[dir.path()]);
     let turns = Arc::new(Turns::default());
     runtimes.add_hook(turns.clone());
@@ -70,7 +72,7 @@ async fn retries_follow_the_retriable_flag() {
     let retrying = |config| {
         ServiceBuilder::new()
             .retry(RetryRetriable::new(2, Duration::from_millis(1)))
-            .service(runtimes.new_instance("echo", &config).unwrap())
+            .service(runtimes.new_instance("fixture-faults", &config).unwrap())
     };
     let error = retrying(json!({ "fail_with": "unavailable" }))
         .oneshot(TurnRequest::new("down"))

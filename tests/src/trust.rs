@@ -19,7 +19,7 @@ use std::time::Duration;
 use runtime_loader::{DirStatus, LoaderOptions, RejectReason, ResolveError, Runtimes, SearchPath};
 use serde_json::{Value, json};
 
-use crate::support::{artifacts, install, install_patched, plugin_dir, registry};
+use crate::support::{artifacts, install, install_patched, other_user, plugin_dir, registry};
 
 /// The longest any of these operations may take; they take milliseconds. Only a hang (a
 /// blocking open or read of a FIFO) reaches it, and the test then fails instead of hanging.
@@ -107,24 +107,6 @@ fn cli(home: &Path, args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The unprivileged user of `scripts/test-user.sh`: (uid, gid).
-fn other_user() -> (u32, u32) {
-    let id = |args: &[&str]| -> Option<u32> {
-        let output = Command::new("id").args(args).output().ok()?;
-        text(&output.stdout).trim().parse().ok()
-    };
-    assert_eq!(
-        id(&["-u"]),
-        Some(0),
-        "this test needs root, to give a folder to another user (CI runs it as root)"
-    );
-    let name = std::env::var("AGENT_RUNTIMES_TEST_USER").unwrap_or_else(|_| "agentrt-test".into());
-    match (id(&["-u", &name]), id(&["-g", &name])) {
-        (Some(uid), Some(gid)) if uid != 0 => (uid, gid),
-        _ => panic!("the user `{name}` does not exist: run scripts/test-user.sh (as root) first"),
-    }
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {

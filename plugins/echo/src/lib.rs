@@ -1,23 +1,22 @@
 //! `echo`, the deterministic reference runtime: answers with the prompt, streams it word by
 //! word, and counts whitespace-separated words as tokens. Config: `delay_ms` sleeps per turn
-//! (per delta when streaming) on the plugin's tokio runtime; for tests, `fail_with` (an error
-//! kind) fails every turn and `panic_in` panics in `factory`, `run_turn`, `stream`, `cancel`,
-//! `validate_config`, `health` or `drop`.
+//! (per delta when streaming) on the plugin's tokio runtime.
+//!
+//! Copy it to start a runtime. (The tests' faults on demand live in the fixture plugin,
+//! `tests/fixtures/fixture-plugin`, not here.)
 
 #![forbid(unsafe_code)]
 
 use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt, stream};
-use runtime_api::{Capabilities, Delta, ErrorKind, Runtime, RuntimeError, StreamItem};
+use runtime_api::{Capabilities, Delta, Runtime, RuntimeError, StreamItem};
 use runtime_api::{TurnOutput, TurnRequest, Usage, Value};
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     delay_ms: u64,
-    fail_with: Option<String>,
-    panic_in: Option<String>,
 }
 
 /// The echo runtime.
@@ -25,21 +24,11 @@ struct Config {
 pub struct Echo(Config);
 
 impl Echo {
-    /// Panics, or fails, where the config says so.
-    fn obey(&self, entry: &str) -> Result<(), RuntimeError> {
-        if self.0.panic_in.as_deref() == Some(entry) {
-            panic!("echo was told to panic in {entry}");
-        }
-        let fail = |kind: &String| RuntimeError::new(ErrorKind::from(kind.clone()), "told to fail");
-        self.0.fail_with.as_ref().map(fail).map_or(Ok(()), Err)
-    }
-
-    /// Sleeps `delay_ms` (if any) on the plugin's tokio runtime, then obeys.
-    async fn step(&self, entry: &str) -> Result<(), RuntimeError> {
+    /// Sleeps `delay_ms` (if any) on the plugin's tokio runtime.
+    async fn pause(&self) {
         if self.0.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.0.delay_ms)).await;
         }
-        self.obey(entry)
     }
 
     fn answer(request: &TurnRequest) -> TurnOutput {
@@ -74,34 +63,25 @@ impl Runtime for Echo {
     const CAPABILITIES: Capabilities =
         Capabilities::STREAMING.with(Capabilities::CONFIG_VALIDATION);
     const CONFIG_SCHEMA: &'static str = r#"{"type": ["object", "null"], "additionalProperties": false, "properties": {
-        "delay_ms": {"type": "integer", "minimum": 0, "default": 0, "description": "sleep this long per turn, and per delta when streaming"},
-        "fail_with": {"type": "string", "description": "tests: fail every turn with this error kind"},
-        "panic_in": {"type": "string", "description": "tests: panic in factory, run_turn, stream, cancel, validate_config, health or drop"}}}"#;
+        "delay_ms": {"type": "integer", "minimum": 0, "default": 0, "description": "sleep this long per turn, and per delta when streaming"}}}"#;
 
     fn validate_config(config: &Value) -> Vec<String> {
-        let parsed = serde_json::from_value::<Option<Config>>(config.clone());
-        if let Ok(Some(Config {
-            panic_in: Some(entry),
-            ..
-        })) = &parsed
-        {
-            if entry == "validate_config" {
-                panic!("echo was told to panic in validate_config");
-            }
-        }
-        parsed.err().map(|e| e.to_string()).into_iter().collect()
+        serde_json::from_value::<Option<Config>>(config.clone())
+            .err()
+            .map(|e| e.to_string())
+            .into_iter()
+            .collect()
     }
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = serde_json::from_value::<Option<Config>>(config)
             .map_err(|e| RuntimeError::invalid_config(e.to_string()))?;
-        let echo = Echo(config.unwrap_or_default());
-        let _ = echo.obey("factory");
-        Ok(echo)
+        Ok(Echo(config.unwrap_or_default()))
     }
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
-        self.step("run_turn").await.map(|()| Self::answer(&request))
+        self.pause().await;
+        Ok(Self::answer(&request))
     }
 
     fn stream_turn(
@@ -113,26 +93,15 @@ impl Runtime for Echo {
             .then(move |piece| {
                 let echo = Arc::clone(&self);
                 async move {
-                    echo.step("stream")
-                        .await
-                        .map(|()| StreamItem::Delta(Delta::text(piece)))
+                    echo.pause().await;
+                    Ok(StreamItem::Delta(Delta::text(piece)))
                 }
             })
             .chain(stream::once(async move { Ok(done) }))
     }
 
-    fn cancel(&self, _execution_id: &str) -> bool {
-        self.obey("cancel").is_err()
-    }
-
     async fn health(&self) -> Result<String, RuntimeError> {
-        self.obey("health").map(|()| "echoing".to_owned())
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.obey("drop");
+        Ok("echoing".to_owned())
     }
 }
 
