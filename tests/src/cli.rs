@@ -582,7 +582,8 @@ fn help_lists_one_exit_code_per_kind_of_failure() {
 
 #[test]
 fn a_refused_configuration_exits_3_whether_refused_at_creation_or_during_the_turn() {
-    let (home, _plugins, dir) = with_echo();
+    let (home, plugins, dir) = with_echo();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
     let at_creation = runtimes(
         home.path(),
         &[
@@ -607,7 +608,7 @@ fn a_refused_configuration_exits_3_whether_refused_at_creation_or_during_the_tur
             "--plugin-dir",
             &dir,
             "run",
-            "echo",
+            "fixture-faults",
             "x",
             "--config",
             r#"{"fail_with": "invalid_config"}"#,
@@ -650,14 +651,15 @@ fn streaming_a_runtime_that_does_not_stream_exits_2_with_a_hint_for_its_author()
 
 #[test]
 fn stream_json_ends_with_the_error_as_one_json_object_and_no_blank_line() {
-    let (home, _plugins, dir) = with_echo();
+    let (home, plugins, dir) = with_echo();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
     let output = runtimes(
         home.path(),
         &[
             "--plugin-dir",
             &dir,
             "stream",
-            "echo",
+            "fixture-faults",
             "one two",
             "--json",
             "--config",
@@ -686,7 +688,8 @@ fn stream_json_ends_with_the_error_as_one_json_object_and_no_blank_line() {
 
 #[test]
 fn json_commands_write_a_failure_as_one_json_object() {
-    let (home, _plugins, dir) = with_echo();
+    let (home, plugins, dir) = with_echo();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
     for args in [
         &["--plugin-dir", &dir, "run", "nope", "x", "--json"][..],
         &["--plugin-dir", &dir, "stream", "nope", "x", "--json"][..],
@@ -717,7 +720,7 @@ fn json_commands_write_a_failure_as_one_json_object() {
             "--plugin-dir",
             &dir,
             "run",
-            "echo",
+            "fixture-faults",
             "x",
             "--json",
             "--config",
