@@ -44,16 +44,26 @@ impl Echo {
     }
 }
 
-/// The text cut after each run of whitespace: "a  b c" → ["a  ", "b ", "c"].
-fn pieces(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for piece in text.split_inclusive(char::is_whitespace) {
-        match out.last_mut() {
-            Some(last) if piece.trim().is_empty() => last.push_str(piece),
-            _ => out.push(piece.to_owned()),
-        }
+/// The text cut after each run of whitespace: "a  b c" → "a  ", "b ", "c". Cut as the
+/// stream is read, so a long prompt is not copied into pieces all at once.
+#[derive(Debug)]
+struct Pieces {
+    text: String,
+    at: usize,
+}
+
+impl Iterator for Pieces {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let rest = self.text.get(self.at..).filter(|rest| !rest.is_empty())?;
+        let word = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let end = rest[word..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |spaces| word + spaces);
+        self.at += end;
+        Some(rest[..end].to_owned())
     }
-    out
 }
 
 impl Runtime for Echo {
@@ -89,7 +99,18 @@ impl Runtime for Echo {
         request: TurnRequest,
     ) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
         let done = StreamItem::Done(Self::answer(&request));
-        stream::iter(pieces(&request.prompt))
+        let pieces = Pieces {
+            text: request.prompt,
+            at: 0,
+        };
+        if self.0.delay_ms == 0 {
+            // Nothing to wait for: every item is ready at once, so a plain iterator serves.
+            let deltas = pieces
+                .into_iter()
+                .map(|piece| Ok(StreamItem::Delta(Delta::text(piece))));
+            return stream::iter(deltas.chain(std::iter::once(Ok(done)))).left_stream();
+        }
+        stream::iter(pieces)
             .then(move |piece| {
                 let echo = Arc::clone(&self);
                 async move {
@@ -98,6 +119,7 @@ impl Runtime for Echo {
                 }
             })
             .chain(stream::once(async move { Ok(done) }))
+            .right_stream()
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {
@@ -106,3 +128,25 @@ impl Runtime for Echo {
 }
 
 runtime_api::export_plugin!(Echo);
+
+#[cfg(test)]
+mod tests {
+    use super::Pieces;
+
+    fn cut(text: &str) -> Vec<String> {
+        Pieces {
+            text: text.to_owned(),
+            at: 0,
+        }
+        .collect()
+    }
+
+    #[test]
+    fn pieces_end_after_each_run_of_whitespace() {
+        assert_eq!(cut("a  b c"), ["a  ", "b ", "c"]);
+        assert_eq!(cut("  a\tb\n"), ["  ", "a\t", "b\n"]);
+        assert_eq!(cut("héllo wörld "), ["héllo ", "wörld "]);
+        assert!(cut("").is_empty());
+        assert_eq!(cut("a  b c").concat(), "a  b c");
+    }
+}
