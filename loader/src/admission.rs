@@ -232,7 +232,7 @@ impl<'a> Admission<'a> {
         }
         // The manifest, from the same open file: read even when the file was refused above,
         // so the ids it declares can say why they are not available.
-        match inspect::read_manifest_from_file(&file) {
+        match inspect::read_manifest_from_file(&file, metadata.len()) {
             Ok(manifest) => {
                 verdict = verdict.and_then(|()| check_manifest(&manifest, self.host));
                 facts.manifest = Some(manifest);

@@ -151,35 +151,60 @@ pub(crate) fn open_candidate(
 /// The [`RejectReason`] that says what is wrong with the file.
 pub fn read_manifest(real_path: &Path) -> Result<Manifest, RejectReason> {
     let opened = open_candidate(real_path, None).map_err(|(_, reason)| reason)?;
-    read_manifest_from_file(&opened.file)
+    read_manifest_from_file(&opened.file, opened.metadata.len())
 }
 
-/// Reads the embedded manifest of an open library file. Reading a manifest runs no code.
+/// Reads the embedded manifest of an open library file of `len` bytes (from the metadata
+/// of that open file). Reading a manifest runs no code.
 ///
 /// # Errors
 ///
 /// The [`RejectReason`] that says what is wrong with the file.
-pub(crate) fn read_manifest_from_file(file: &File) -> Result<Manifest, RejectReason> {
-    let cache = ReadCache::new(PositionedReads::new(file));
+pub(crate) fn read_manifest_from_file(file: &File, len: u64) -> Result<Manifest, RejectReason> {
+    let cache = ReadCache::new(PositionedReads::new(file, len));
     manifest_from(&cache)
 }
 
 /// A file read at offsets (`pread`): `object` seeks before every read, and on a listing of
-/// many plugins a seek per read is a system call per read for nothing.
+/// many plugins a seek per read is a system call per read for nothing. The file's first
+/// [`HEAD`] bytes are read once: the ELF header, program headers and dynamic symbols usually
+/// lie there, so they cost one system call instead of five.
 #[derive(Debug)]
 struct PositionedReads<'a> {
     file: &'a File,
     position: u64,
-    len: Option<u64>,
+    len: u64,
+    head: Option<Vec<u8>>,
 }
 
+/// How much of the start of a file is read at once.
+const HEAD: usize = 16 * 1024;
+
 impl<'a> PositionedReads<'a> {
-    fn new(file: &'a File) -> Self {
+    fn new(file: &'a File, len: u64) -> Self {
         PositionedReads {
             file,
             position: 0,
-            len: None,
+            len,
+            head: None,
         }
+    }
+
+    /// The file's first bytes (fewer if it is shorter), read on first use.
+    fn head(&mut self) -> std::io::Result<&[u8]> {
+        if self.head.is_none() {
+            let mut head = vec![0; HEAD];
+            let mut filled = 0;
+            while filled < HEAD {
+                match read_at(self.file, &mut head[filled..], filled as u64)? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            head.truncate(filled);
+            self.head = Some(head);
+        }
+        Ok(self.head.as_deref().unwrap_or_default())
     }
 }
 
@@ -187,13 +212,7 @@ impl std::io::Seek for PositionedReads<'_> {
     fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
         let target = match to {
             std::io::SeekFrom::Start(offset) => Some(offset),
-            std::io::SeekFrom::End(delta) => {
-                let len = match self.len {
-                    Some(len) => len,
-                    None => *self.len.insert(self.file.metadata()?.len()),
-                };
-                len.checked_add_signed(delta)
-            }
+            std::io::SeekFrom::End(delta) => self.len.checked_add_signed(delta),
             std::io::SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
         };
         self.position = target.ok_or_else(|| {
@@ -205,7 +224,21 @@ impl std::io::Seek for PositionedReads<'_> {
 
 impl std::io::Read for PositionedReads<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = read_at(self.file, buf, self.position)?;
+        let read = match usize::try_from(self.position) {
+            Ok(start) if start < HEAD => {
+                let position = self.position;
+                let head = self.head()?;
+                match head.get(start..start.saturating_add(buf.len())) {
+                    Some(bytes) => {
+                        buf.copy_from_slice(bytes);
+                        bytes.len()
+                    }
+                    // Past what the head holds: read it from the file.
+                    None => read_at(self.file, buf, position)?,
+                }
+            }
+            _ => read_at(self.file, buf, self.position)?,
+        };
         self.position += read as u64;
         Ok(read)
     }
