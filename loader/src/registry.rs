@@ -360,7 +360,12 @@ impl Runtimes {
                 }
             }
         }
-        if registered_any {
+        // Once per path, however often it was named (compared as bytes: cheap).
+        let already = report
+            .registered
+            .iter()
+            .any(|p| p.as_os_str() == path.as_os_str());
+        if registered_any && !already {
             report.registered.push(path.to_owned());
         }
     }

@@ -167,7 +167,12 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let mut inner = this.inner;
-            let _ = guard(this.runtime_id, "a stream's destructor", true, || inner.set(None));
+            // An ended stream released the author's stream inside its last poll's scope.
+            if inner.is_some() {
+                let _ = guard(this.runtime_id, "a stream's destructor", true, || {
+                    inner.set(None)
+                });
+            }
         }
     }
 }
@@ -383,15 +388,18 @@ impl Turns {
 
     /// Aborts every running turn of `execution_id` (the same id may run more than once).
     fn cancel(&self, execution_id: &str) -> bool {
-        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut found = false;
-        for (_, (id, handle)) in running.iter() {
-            if &**id == execution_id {
-                handle.abort();
-                found = true;
-            }
-        }
-        found
+        let matching: Vec<AbortHandle> = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, (id, _))| &**id == execution_id)
+            .map(|(_, (_, handle))| handle.clone())
+            .collect();
+        // Aborted outside the lock: an abort wakes the turn's task, which may end the turn
+        // (and release its slot) before this returns.
+        matching.iter().for_each(AbortHandle::abort);
+        !matching.is_empty()
     }
 }
 
@@ -456,10 +464,12 @@ where
 pin_project! {
     /// A turn's future as the host polls it: ended early with `cancelled` when the turn is
     /// cancelled by id, and registered for that while it runs. One flat future, so the
-    /// author's (often large) future is not moved from state to state.
+    /// author's (often large) future is not moved from state to state. The turn is released
+    /// as soon as it ends (a spawned turn's task is stopped then, not when the host drops
+    /// this), and a poll after the end is an error.
     struct CancellableTurn<F> {
         #[pin]
-        turn: Abortable<F>,
+        turn: Option<Abortable<F>>,
         ticket: Option<TurnTicket>,
     }
 }
@@ -476,7 +486,7 @@ impl<F> CancellableTurn<F> {
             None => (AbortHandle::new_pair().1, None),
         };
         CancellableTurn {
-            turn: Abortable::new(turn, registration),
+            turn: Some(Abortable::new(turn, registration)),
             ticket,
         }
     }
@@ -489,12 +499,20 @@ where
     type Output = RResult<AbiTurnOutput, AbiRuntimeError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match this.turn.poll(cx) {
+        let mut this = self.project();
+        let Some(turn) = this.turn.as_mut().as_pin_mut() else {
+            return Poll::Ready(RErr(
+                RuntimeError::internal("the turn was polled after it finished").into(),
+            ));
+        };
+        let result = match turn.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(result)) => result,
             Poll::Ready(Err(Aborted)) => Err(cancelled_by_id()),
         };
+        // Released now: the author's future (dropped inside its scope by `GuardedFuture`), or
+        // the spawned task, then the registration.
+        this.turn.set(None);
         this.ticket.take();
         Poll::Ready(flatten(Ok(result)))
     }
