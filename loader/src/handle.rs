@@ -12,10 +12,10 @@ use std::time::Duration;
 use futures::Stream;
 use runtime_api::host::{RemoteRuntime, RemoteStream, RemoteTurn};
 
-use crate::process::{ProcessRuntime, ProcessStream, ProcessTurn};
 use runtime_api::{
     Capabilities, RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest, Value,
 };
+use runtime_process::{ProcessRuntime, ProcessStream, ProcessTurn};
 use tracing::{Span, field::Empty};
 
 use crate::hooks::{TurnContext, TurnHook};

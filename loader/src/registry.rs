@@ -11,15 +11,15 @@ use runtime_api::ids::id_problem;
 use runtime_api::{Capabilities, Runtime, RuntimeError, Value};
 use rustc_hash::FxHashMap;
 
+use crate::LoaderOptions;
 use crate::entry::{RuntimeEntry, RuntimeSource};
 use crate::error::{Available, RegistryError, ResolveError};
 use crate::handle::{Backend, Hooks, RuntimeHandle, Validator, no_hooks};
 use crate::hooks::TurnHook;
 use crate::isolation::Isolation;
 use crate::library::PluginLibrary;
-use crate::process::{CrashLedger, ProcessRuntime, Spec};
-use crate::report::{DiscoveryReport, RejectReason, Rejection, Shadowed};
-use crate::security::LoaderOptions;
+use runtime_discovery::report::{DiscoveryReport, RejectReason, Rejection, Shadowed};
+use runtime_process::{CrashLedger, ProcessRuntime, Spec};
 
 type BuiltInFactory = fn(Value) -> Result<RemoteRuntime, RuntimeError>;
 type BuiltInValidator = fn(&Value) -> Result<Vec<String>, RuntimeError>;
@@ -322,11 +322,11 @@ impl Runtimes {
             }
             if state.runtimes.contains_key(&declared.id) || state.aliases.contains_key(&declared.id)
             {
-                report.shadowed.push(Shadowed {
-                    name: declared.id.clone(),
-                    path: path.to_owned(),
-                    kept: kept_by(&state, &declared.id),
-                });
+                report.shadowed.push(Shadowed::new(
+                    declared.id.clone(),
+                    path.to_owned(),
+                    kept_by(&state, &declared.id),
+                ));
                 continue;
             }
             let entry = RuntimeEntry {
@@ -350,11 +350,11 @@ impl Runtimes {
             registered_any = true;
             for alias in &declared.aliases {
                 if state.runtimes.contains_key(alias) || state.aliases.contains_key(alias) {
-                    report.shadowed.push(Shadowed {
-                        name: alias.clone(),
-                        path: path.to_owned(),
-                        kept: kept_by(&state, alias),
-                    });
+                    report.shadowed.push(Shadowed::new(
+                        alias.clone(),
+                        path.to_owned(),
+                        kept_by(&state, alias),
+                    ));
                 } else {
                     state.add_alias(alias, &declared.id);
                 }

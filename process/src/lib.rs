@@ -1,4 +1,16 @@
-//! The *process* isolation level: a plugin library loaded in a worker process.
+//! The *process* isolation level of agent-runtimes: a plugin library loaded in a worker process.
+//!
+//! The loader (`runtime-loader`) uses this crate for runtimes at the process level; its types
+//! are public for the loader, not a stable API of their own. In dependency order:
+//! - [`protocol`]: the messages between host and worker (length-delimited frames of
+//!   MessagePack), the versioned handshake, the credit window;
+//! - [`spawn`](find_worker): finding the worker executable, the child's setup between fork and
+//!   exec, describing how a worker ended;
+//! - `client`: the host's side of a worker: spawn and handshake, turns multiplexed by number,
+//!   supervision (crash ledger, restarts, pings), the worker's stderr tail, the turn futures;
+//! - [`worker`]: the worker's side: the protocol loop that serves one library, given the
+//!   loader's way of opening it ([`worker::WorkerLibrary`]);
+//! - [`plugin_log`]: plugin log events re-emitted in the host's subscriber.
 //!
 //! Each runtime instance at this level has its own worker, the `runtimes-worker` executable
 //! that ships with this package (see [`find_worker`] for how it is found). The host talks to
@@ -6,16 +18,21 @@
 //! error naming the plugin file, the runtime and how it died, and the next turn starts a new
 //! worker after a backoff. A runtime whose workers crash too often is marked failed.
 
+// The only unsafe code prepares a worker process between fork and exec (`spawn.rs`), allowed
+// at those two places.
+#![deny(unsafe_code)]
+
 mod client;
-pub(crate) mod protocol;
+pub mod plugin_log;
+pub mod protocol;
 mod spawn;
-pub(crate) mod worker;
+pub mod worker;
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub(crate) use client::{CrashLedger, ProcessRuntime, ProcessStream, ProcessTurn, Spec};
+pub use client::{CrashLedger, ProcessRuntime, ProcessStream, ProcessTurn, Spec};
 pub use spawn::{WORKER_ENV, WORKER_NAME, find_worker};
 
 /// The environment variable that limits each worker's address space, in bytes (suffixes `K`,
@@ -153,7 +170,7 @@ fn parse_size(text: &str) -> Option<u64> {
 /// The runtime that runs every worker's I/O: one thread of its own, alive for the life of the
 /// process. Workers are spawned from it, so the thread their death signal is tied to
 /// (`PR_SET_PDEATHSIG` follows the thread that forked) never exits before the host.
-pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Handle, String> {
+pub fn io_runtime() -> Result<&'static tokio::runtime::Handle, String> {
     static HANDLE: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
-use crate::process::ProcessOptions;
+use crate::ProcessOptions;
 
 /// The worker executable's file name.
 pub const WORKER_NAME: &str = "runtimes-worker";
@@ -74,7 +74,7 @@ fn executable(path: &Path) -> bool {
 
 /// The names of the environment variables a configuration asks for: the string values of its
 /// keys that end in `_env` (such as `api_key_env`), at any depth.
-pub(crate) fn env_names(config: &serde_json::Value, names: &mut Vec<String>) {
+pub fn env_names(config: &serde_json::Value, names: &mut Vec<String>) {
     match config {
         serde_json::Value::Object(map) => {
             for (key, value) in map {
@@ -93,11 +93,7 @@ pub(crate) fn env_names(config: &serde_json::Value, names: &mut Vec<String>) {
 
 /// A command for the worker: stdin and stdout carry the protocol, stderr is kept for crash
 /// reports; only the named environment variables are passed.
-pub(crate) fn command(
-    worker: &Path,
-    options: &ProcessOptions,
-    env: &[String],
-) -> tokio::process::Command {
+pub fn command(worker: &Path, options: &ProcessOptions, env: &[String]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(worker);
     command
         .env_clear()
@@ -169,7 +165,7 @@ fn child_setup(host: rustix::process::Pid, limit: Option<u64>) -> std::io::Resul
 }
 
 /// How a worker ended, in words: "killed by SIGSEGV", "exited with status 3".
-pub(crate) fn describe_exit(status: ExitStatus) -> String {
+pub fn describe_exit(status: ExitStatus) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;

@@ -20,30 +20,30 @@ use std::path::PathBuf;
 use runtime_api::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
 /// The protocol version; host and worker must speak the same.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The largest frame either side accepts.
-pub(crate) const MAX_FRAME: usize = 16 << 20;
+pub const MAX_FRAME: usize = 16 << 20;
 
 /// The stream items a worker may send ahead of the host's consumer.
-pub(crate) const STREAM_WINDOW: u32 = 256;
+pub const STREAM_WINDOW: u32 = 256;
 
 /// A codec for frames of at most [`MAX_FRAME`] bytes.
-pub(crate) fn codec() -> tokio_util::codec::LengthDelimitedCodec {
+pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
     tokio_util::codec::LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec()
 }
 
 /// Encodes a message.
-pub(crate) fn encode<T: Serialize>(message: &T) -> Result<bytes::Bytes, String> {
+pub fn encode<T: Serialize>(message: &T) -> Result<bytes::Bytes, String> {
     rmp_serde::to_vec_named(message)
         .map(bytes::Bytes::from)
         .map_err(|e| format!("could not encode a message: {e}"))
 }
 
 /// Decodes a message.
-pub(crate) fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
     rmp_serde::from_slice(frame).map_err(|e| format!("a malformed message: {e}"))
 }
 
@@ -51,7 +51,7 @@ pub(crate) fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
 /// add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum HostMessage {
+pub enum HostMessage {
     /// Load this library (checked again, as discovery does).
     Start {
         protocol: u32,
@@ -87,7 +87,7 @@ pub(crate) enum HostMessage {
 
 /// A call on the worker's runtime.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Call {
+pub enum Call {
     Supports { model: String },
     Health,
     Extension { name: String, payload: String },
@@ -95,7 +95,7 @@ pub(crate) enum Call {
 
 /// What a call returns.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Reply {
+pub enum Reply {
     Supports(bool),
     Health(String),
     Extension(String),
@@ -104,7 +104,7 @@ pub(crate) enum Reply {
 
 /// What a worker tells the host.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum WorkerMessage {
+pub enum WorkerMessage {
     /// The first message: the worker's protocol version and process id.
     Hello { protocol: u32, pid: u32 },
     /// The library is loaded.
@@ -140,14 +140,14 @@ pub(crate) enum WorkerMessage {
 
 /// A plugin log event, with the fields the in-process log bridge emits.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct LogRecord {
-    pub(crate) level: u8,
-    pub(crate) plugin: String,
-    pub(crate) runtime: String,
-    pub(crate) execution_id: String,
-    pub(crate) plugin_target: String,
-    pub(crate) fields: String,
-    pub(crate) message: String,
+pub struct LogRecord {
+    pub level: u8,
+    pub plugin: String,
+    pub runtime: String,
+    pub execution_id: String,
+    pub plugin_target: String,
+    pub fields: String,
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! they do not own). An optional pin file, `plugins.lock` in a plugin folder, lists
 //! `sha256  file-name` lines (the output of `sha256sum`); where it exists, every library in that
 //! folder must be listed, and its hash is verified on the open file that is loaded.
-//! `AGENT_RUNTIMES_ALLOW_INSECURE=1` (or [`LoaderOptions::allow_insecure`]) turns the
+//! `AGENT_RUNTIMES_ALLOW_INSECURE=1` (or [`TrustOptions::allow_insecure`]) turns the
 //! permission checks off for development; it does not turn off pins, file types or the check
 //! that the loaded file is the file that was checked.
 
@@ -30,62 +30,32 @@ pub const MAX_LOCK_FILE_SIZE: u64 = 1024 * 1024;
 /// The environment variable that allows insecure plugin files and folders.
 pub const ALLOW_INSECURE_ENV: &str = "AGENT_RUNTIMES_ALLOW_INSECURE";
 
-/// How strict discovery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How strict discovery is about who could have changed a plugin file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct LoaderOptions {
-    /// Load plugin files and folders writable by group or others, or owned by another user.
+pub struct TrustOptions {
+    /// Accept plugin files and folders writable by group or others, or owned by another user.
     pub allow_insecure: bool,
-    /// The isolation level of every runtime, unless one is set per runtime
-    /// ([`Runtimes::set_isolation`](crate::Runtimes::set_isolation)).
-    pub isolation: crate::Isolation,
     /// Hash pinned libraries during discovery, so a pin mismatch is a discovery rejection
     /// (what `runtimes list --all` and `runtimes check` do). Off by default: a pinned library
     /// is then hashed once, from the open file, just before it is loaded, and discovery of many
     /// pinned libraries stays cheap. Either way the pin is verified on the file that is loaded.
     pub eager_pins: bool,
-    /// How workers are run at the *process* level.
-    pub process: crate::ProcessOptions,
 }
 
-impl Default for LoaderOptions {
-    fn default() -> Self {
-        Self::from_env()
-    }
-}
-
-impl LoaderOptions {
+impl TrustOptions {
     /// Strict checks; pins verified at load.
     pub const STRICT: Self = Self {
         allow_insecure: false,
-        isolation: crate::Isolation::Threads,
         eager_pins: false,
-        process: crate::ProcessOptions::DEFAULT,
     };
 
-    /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`; the isolation level
-    /// from `AGENT_RUNTIMES_ISOLATION` (default *threads*).
+    /// Strict unless `AGENT_RUNTIMES_ALLOW_INSECURE` is `1` or `true`.
     pub fn from_env() -> Self {
         let allow = std::env::var(ALLOW_INSECURE_ENV)
             .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
             .unwrap_or(false);
-        Self {
-            isolation: crate::Isolation::from_env(),
-            process: crate::ProcessOptions::from_env(),
-            ..Self::STRICT.with_allow_insecure(allow)
-        }
-    }
-
-    /// Sets the isolation level of every runtime.
-    pub fn with_isolation(mut self, isolation: crate::Isolation) -> Self {
-        self.isolation = isolation;
-        self
-    }
-
-    /// Sets how workers are run at the *process* level.
-    pub fn with_process(mut self, process: crate::ProcessOptions) -> Self {
-        self.process = process;
-        self
+        Self::STRICT.with_allow_insecure(allow)
     }
 
     /// Sets whether insecure files and folders are allowed.
@@ -95,10 +65,16 @@ impl LoaderOptions {
     }
 
     /// Sets whether pinned libraries are hashed during discovery (see
-    /// [`LoaderOptions::eager_pins`]).
+    /// [`TrustOptions::eager_pins`]).
     pub fn with_eager_pins(mut self, eager: bool) -> Self {
         self.eager_pins = eager;
         self
+    }
+}
+
+impl From<&TrustOptions> for TrustOptions {
+    fn from(options: &TrustOptions) -> Self {
+        *options
     }
 }
 
@@ -108,7 +84,11 @@ impl LoaderOptions {
 /// # Errors
 ///
 /// [`RejectReason::Insecure`] naming the permission that is wrong.
-pub fn check_permissions(path: &Path, options: &LoaderOptions) -> Result<(), RejectReason> {
+pub fn check_permissions(
+    path: &Path,
+    options: impl Into<TrustOptions>,
+) -> Result<(), RejectReason> {
+    let options: TrustOptions = options.into();
     if options.allow_insecure {
         return Ok(());
     }
@@ -127,9 +107,10 @@ pub fn check_permissions(path: &Path, options: &LoaderOptions) -> Result<(), Rej
 pub fn check_metadata(
     path: &Path,
     metadata: &Metadata,
-    options: &LoaderOptions,
+    options: impl Into<TrustOptions>,
 ) -> Result<(), RejectReason> {
     use std::os::unix::fs::MetadataExt;
+    let options: TrustOptions = options.into();
     if options.allow_insecure {
         return Ok(());
     }
@@ -153,7 +134,7 @@ pub fn check_metadata(
 pub fn check_metadata(
     _path: &Path,
     _metadata: &Metadata,
-    _options: &LoaderOptions,
+    _options: impl Into<TrustOptions>,
 ) -> Result<(), RejectReason> {
     Ok(())
 }
@@ -195,7 +176,8 @@ fn check_owner(path: &Path, what: &str, owner: u32) -> Result<(), RejectReason> 
 ///
 /// [`RejectReason::Insecure`] naming the folder and what is wrong with it;
 /// [`RejectReason::Unreadable`] when a folder's metadata cannot be read.
-pub fn check_folders(folder: &Path, options: &LoaderOptions) -> Result<(), RejectReason> {
+pub fn check_folders(folder: &Path, options: impl Into<TrustOptions>) -> Result<(), RejectReason> {
+    let options: TrustOptions = options.into();
     if options.allow_insecure {
         return Ok(());
     }
@@ -238,7 +220,7 @@ fn check_folder_above(_folder: &Path) -> Result<(), RejectReason> {
 /// times. Any change to the file's content, owner or mode, or another file at its path,
 /// changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Identity {
+pub struct Identity {
     dev: u64,
     ino: u64,
     size: u64,
@@ -248,7 +230,7 @@ pub(crate) struct Identity {
 
 impl Identity {
     #[cfg(unix)]
-    pub(crate) fn of(metadata: &Metadata) -> Self {
+    pub fn of(metadata: &Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         Self {
             dev: metadata.dev(),
@@ -260,7 +242,7 @@ impl Identity {
     }
 
     #[cfg(not(unix))]
-    pub(crate) fn of(metadata: &Metadata) -> Self {
+    pub fn of(metadata: &Metadata) -> Self {
         let mtime = metadata
             .modified()
             .ok()
@@ -277,12 +259,12 @@ impl Identity {
     }
 
     /// Whether two metadata describe the same file (device and inode), whatever its content.
-    pub(crate) fn same_file(&self, other: &Identity) -> bool {
+    pub fn same_file(&self, other: &Identity) -> bool {
         self.dev == other.dev && self.ino == other.ino
     }
 
     /// What differs, in words, for a [`RejectReason::Changed`].
-    pub(crate) fn difference(&self, now: &Identity) -> String {
+    pub fn difference(&self, now: &Identity) -> String {
         if !self.same_file(now) {
             return format!(
                 "another file is at its path now (device {} inode {} instead of device {} inode {})",
@@ -318,7 +300,11 @@ impl Pins {
     /// # Errors
     ///
     /// [`RejectReason::PinFile`] saying what is wrong with it.
-    pub fn read(dir: &Path, options: &LoaderOptions) -> Result<Option<Self>, RejectReason> {
+    pub fn read(
+        dir: &Path,
+        options: impl Into<TrustOptions>,
+    ) -> Result<Option<Self>, RejectReason> {
+        let options: TrustOptions = options.into();
         let lock_file = dir.join(LOCK_FILE);
         let problem = |detail: String| RejectReason::PinFile {
             lock_file: lock_file.clone(),
@@ -443,7 +429,7 @@ fn read_bounded(file: File, size: u64) -> Result<String, String> {
 
 /// Opens a file for reading without blocking and without following a final symlink when
 /// `nofollow`, and returns it with its metadata read from the open file.
-pub(crate) fn open_nonblocking(path: &Path, nofollow: bool) -> std::io::Result<File> {
+pub fn open_nonblocking(path: &Path, nofollow: bool) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -555,7 +541,7 @@ const MAX_CACHED_HASHES: usize = 4096;
 
 /// The sha256 of an open file whose identity (read from the same open file) is `identity`,
 /// from the cache when this version of the file was hashed before.
-pub(crate) fn sha256_cached(file: &File, identity: Identity) -> std::io::Result<String> {
+pub fn sha256_cached(file: &File, identity: Identity) -> std::io::Result<String> {
     if let Some(hash) = HASHES
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -596,10 +582,9 @@ mod tests {
         mode(&plugins, 0o755);
         let plugins = plugins.canonicalize().unwrap();
         mode(&parent, 0o1777);
-        assert_eq!(check_folders(&plugins, &LoaderOptions::STRICT), Ok(()));
+        assert_eq!(check_folders(&plugins, &TrustOptions::STRICT), Ok(()));
         mode(&parent, 0o777);
-        let Err(RejectReason::Insecure { detail }) =
-            check_folders(&plugins, &LoaderOptions::STRICT)
+        let Err(RejectReason::Insecure { detail }) = check_folders(&plugins, &TrustOptions::STRICT)
         else {
             panic!("a parent writable by others without the sticky bit must be refused");
         };
@@ -610,13 +595,13 @@ mod tests {
             )),
             "{detail}"
         );
-        let relaxed = LoaderOptions::STRICT.with_allow_insecure(true);
+        let relaxed = TrustOptions::STRICT.with_allow_insecure(true);
         assert_eq!(check_folders(&plugins, &relaxed), Ok(()));
         // The plugin folder itself may not be open to others, sticky or not.
         mode(&parent, 0o755);
         mode(&plugins, 0o1777);
         assert!(matches!(
-            check_folders(&plugins, &LoaderOptions::STRICT),
+            check_folders(&plugins, &TrustOptions::STRICT),
             Err(RejectReason::Insecure { .. })
         ));
     }
@@ -626,14 +611,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join(LOCK_FILE);
         assert!(
-            Pins::read(dir.path(), &LoaderOptions::STRICT)
+            Pins::read(dir.path(), &TrustOptions::STRICT)
                 .unwrap()
                 .is_none()
         );
         let hash = "a".repeat(64);
         std::fs::write(&lock, format!("# pins\n{hash}  *libx.so\n")).unwrap();
         mode(&lock, 0o644);
-        let pins = Pins::read(dir.path(), &LoaderOptions::STRICT)
+        let pins = Pins::read(dir.path(), &TrustOptions::STRICT)
             .unwrap()
             .unwrap();
         assert_eq!(pins.pinned("libx.so"), Some(hash.as_str()));
@@ -644,24 +629,24 @@ mod tests {
         ));
         mode(&lock, 0o666);
         assert!(matches!(
-            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Pins::read(dir.path(), &TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("writable by others")
         ));
         mode(&lock, 0o644);
         std::fs::write(&lock, "not-a-hash  libx.so\n").unwrap();
         assert!(matches!(
-            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Pins::read(dir.path(), &TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("line 1")
         ));
         std::fs::write(&lock, vec![b'#'; MAX_LOCK_FILE_SIZE as usize + 1]).unwrap();
         assert!(matches!(
-            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Pins::read(dir.path(), &TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("more than")
         ));
         std::fs::remove_file(&lock).unwrap();
         std::fs::create_dir(&lock).unwrap();
         assert!(matches!(
-            Pins::read(dir.path(), &LoaderOptions::STRICT),
+            Pins::read(dir.path(), &TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("a directory")
         ));
     }

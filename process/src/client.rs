@@ -22,7 +22,7 @@ use super::protocol::{
     Call, HostMessage, PROTOCOL_VERSION, Reply, STREAM_WINDOW, WorkerMessage, codec, decode, encode,
 };
 use super::spawn::{command, describe_exit, env_names, find_worker};
-use crate::log_bridge;
+use crate::plugin_log as log_bridge;
 
 /// Stderr lines kept for a crash report.
 const TAIL_LINES: usize = 12;
@@ -37,18 +37,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What a worker is started for.
 #[derive(Debug, Clone)]
-pub(crate) struct Spec {
+pub struct Spec {
     /// The library, as discovery resolved and checked it.
-    pub(crate) library: PathBuf,
-    pub(crate) runtime_id: String,
-    pub(crate) config: Value,
-    pub(crate) allow_insecure: bool,
-    pub(crate) options: ProcessOptions,
+    pub library: PathBuf,
+    pub runtime_id: String,
+    pub config: Value,
+    pub allow_insecure: bool,
+    pub options: ProcessOptions,
 }
 
 /// The crashes of one registered runtime's workers, and whether it is marked failed.
 #[derive(Debug, Default)]
-pub(crate) struct CrashLedger {
+pub struct CrashLedger {
     state: Mutex<LedgerState>,
 }
 
@@ -83,12 +83,12 @@ impl CrashLedger {
     }
 
     /// Why the runtime is marked failed, if it is.
-    pub(crate) fn failed(&self) -> Option<String> {
+    pub fn failed(&self) -> Option<String> {
         lock(&self.state).failed.clone()
     }
 
     /// Forgets the crashes: the runtime may be tried again.
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         *lock(&self.state) = LedgerState::default();
     }
 }
@@ -191,7 +191,7 @@ struct Inner {
 }
 
 /// A runtime instance served by a worker process, restarted after a crash.
-pub(crate) struct ProcessRuntime {
+pub struct ProcessRuntime {
     inner: Arc<Inner>,
 }
 
@@ -224,7 +224,7 @@ fn block_on<T: Send + 'static>(
 
 impl ProcessRuntime {
     /// Starts a worker for `spec` and creates its runtime there; blocks until it is ready.
-    pub(crate) fn create(spec: Spec, ledger: Arc<CrashLedger>) -> Result<Self, RuntimeError> {
+    pub fn create(spec: Spec, ledger: Arc<CrashLedger>) -> Result<Self, RuntimeError> {
         let limit = spec.options.start_timeout + spec.options.grace;
         let inner = Arc::new(Inner {
             spec,
@@ -246,7 +246,7 @@ impl ProcessRuntime {
     }
 
     /// Checks a configuration in a worker of its own.
-    pub(crate) fn validate_once(spec: Spec, config: &Value) -> Result<Vec<String>, RuntimeError> {
+    pub fn validate_once(spec: Spec, config: &Value) -> Result<Vec<String>, RuntimeError> {
         let limit = spec.options.start_timeout + spec.options.grace;
         let config = config_text(config);
         block_on(
@@ -273,13 +273,13 @@ impl ProcessRuntime {
     }
 
     /// What the runtime said about itself when its worker created it.
-    pub(crate) fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
+    pub fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
         lock(&self.inner.info)
             .clone()
             .ok_or_else(|| RuntimeError::internal("the runtime was never created"))
     }
 
-    pub(crate) fn supports(&self, model: &str) -> Result<bool, RuntimeError> {
+    pub fn supports(&self, model: &str) -> Result<bool, RuntimeError> {
         let inner = Arc::clone(&self.inner);
         let model = model.to_owned();
         let limit = self.inner.spec.options.start_timeout + self.inner.spec.options.grace;
@@ -294,7 +294,7 @@ impl ProcessRuntime {
 
     /// Pings the worker (killing it when it does not answer within the grace period), then
     /// asks the runtime.
-    pub(crate) fn health(&self) -> impl Future<Output = Result<String, RuntimeError>> + use<> {
+    pub fn health(&self) -> impl Future<Output = Result<String, RuntimeError>> + use<> {
         let inner = Arc::clone(&self.inner);
         on_io(async move {
             let link = inner.ensure_worker().await?;
@@ -306,7 +306,7 @@ impl ProcessRuntime {
         })
     }
 
-    pub(crate) fn extension(
+    pub fn extension(
         &self,
         name: &str,
         payload: &Value,
@@ -326,7 +326,7 @@ impl ProcessRuntime {
     }
 
     /// Ends the turns with this execution id at once, and tells the worker.
-    pub(crate) fn cancel(&self, execution_id: &str) -> bool {
+    pub fn cancel(&self, execution_id: &str) -> bool {
         let turns: Vec<u64> = lock(&self.inner.table)
             .iter()
             .filter(|(_, entry)| entry.execution_id == execution_id)
@@ -343,7 +343,7 @@ impl ProcessRuntime {
         !turns.is_empty()
     }
 
-    pub(crate) fn run_turn(&self, request: TurnRequest) -> ProcessTurn {
+    pub fn run_turn(&self, request: TurnRequest) -> ProcessTurn {
         let (sender, receiver) = oneshot::channel();
         let turn = self.inner.begin(request, Sink::Run(sender), false);
         ProcessTurn {
@@ -354,7 +354,7 @@ impl ProcessRuntime {
         }
     }
 
-    pub(crate) fn stream_turn(&self, request: TurnRequest) -> ProcessStream {
+    pub fn stream_turn(&self, request: TurnRequest) -> ProcessStream {
         let (sender, receiver) = mpsc::unbounded_channel();
         let turn = self.inner.begin(request, Sink::Stream(sender), true);
         ProcessStream {
@@ -1054,11 +1054,19 @@ async fn pinger(inner: Weak<Inner>, generation: u64) {
 }
 
 /// A turn on a worker: a future of its output. Dropping it cancels the turn in the worker.
-pub(crate) struct ProcessTurn {
+pub struct ProcessTurn {
     inner: Arc<Inner>,
     turn: u64,
     receiver: oneshot::Receiver<Result<TurnOutput, RuntimeError>>,
     finished: bool,
+}
+
+impl std::fmt::Debug for ProcessTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessTurn")
+            .field("turn", &self.turn)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Future for ProcessTurn {
@@ -1087,7 +1095,7 @@ impl Drop for ProcessTurn {
 }
 
 /// A streamed turn on a worker. Dropping it cancels the turn in the worker.
-pub(crate) struct ProcessStream {
+pub struct ProcessStream {
     inner: Arc<Inner>,
     turn: u64,
     receiver: mpsc::UnboundedReceiver<Batch>,
@@ -1095,6 +1103,14 @@ pub(crate) struct ProcessStream {
     /// Items handed out since credit was last granted.
     consumed: u32,
     finished: bool,
+}
+
+impl std::fmt::Debug for ProcessStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessStream")
+            .field("turn", &self.turn)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stream for ProcessStream {

@@ -182,6 +182,17 @@ pub struct Shadowed {
     pub kept: String,
 }
 
+impl Shadowed {
+    /// `name`, provided by the library at `path`, shadowed by `kept`'s.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, kept: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            kept: kept.into(),
+        }
+    }
+}
+
 impl fmt::Display for Shadowed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -281,7 +292,7 @@ impl DiscoveryReport {
 
     /// Adds another pass's findings, skipping what is already recorded, so discovering the
     /// same folders again does not grow the kept report.
-    pub(crate) fn merge(&mut self, other: DiscoveryReport) {
+    pub fn merge(&mut self, other: DiscoveryReport) {
         fn add<T: PartialEq>(into: &mut Vec<T>, items: Vec<T>) {
             // A fresh registry's first report: nothing to compare against (a report's own
             // items are distinct), and comparing would cost the square of the plugins.

@@ -10,7 +10,7 @@
 //! 2. its owner and mode, read from the open file, and every folder above it up to `/`
 //!    ([`check_folders`]);
 //! 3. its pin, when its folder has a `plugins.lock`: it must be listed; its hash is computed
-//!    from the open file now ([`LoaderOptions::eager_pins`], `runtimes check`) or just before it
+//!    from the open file now ([`TrustOptions::eager_pins`], `runtimes check`) or just before it
 //!    is loaded;
 //! 4. its manifest, read from the open file (reading a manifest runs no code), then the
 //!    manifest checks (runtime-api version, ids).
@@ -28,23 +28,21 @@ use runtime_api::manifest::Manifest;
 use crate::checks::check_manifest;
 use crate::inspect::{self, Opened};
 use crate::report::{RejectReason, Rejection};
-use crate::security::{
-    Identity, LoaderOptions, Pins, check_folders, check_metadata, sha256_cached,
-};
+use crate::security::{Identity, Pins, TrustOptions, check_folders, check_metadata, sha256_cached};
 
 /// A pin that the loaded file must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pin {
+pub struct Pin {
     /// The pinned sha256.
-    pub(crate) expected: String,
+    pub expected: String,
     /// The file name it is pinned under.
-    pub(crate) name: String,
+    pub name: String,
     /// The pin file.
-    pub(crate) lock_file: PathBuf,
+    pub lock_file: PathBuf,
 }
 
 impl Pin {
-    pub(crate) fn verify(&self, found: &str) -> Result<(), RejectReason> {
+    pub fn verify(&self, found: &str) -> Result<(), RejectReason> {
         if self.expected == found {
             Ok(())
         } else {
@@ -59,22 +57,22 @@ impl Pin {
 
 /// A candidate that passed every check, with the open file that was checked.
 #[derive(Debug)]
-pub(crate) struct Admitted {
+pub struct Admitted {
     /// The file after resolving symlinks.
-    pub(crate) real_path: PathBuf,
+    pub real_path: PathBuf,
     /// The open file every check read.
-    pub(crate) file: File,
+    pub file: File,
     /// Its identity when it was checked.
-    pub(crate) identity: Identity,
+    pub identity: Identity,
     /// Its manifest.
-    pub(crate) manifest: Manifest,
+    pub manifest: Manifest,
     /// The pin it must match when it is loaded.
-    pub(crate) pin: Option<Pin>,
+    pub pin: Option<Pin>,
 }
 
 /// Whether a pinned file is hashed during admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hashing {
+pub enum Hashing {
     /// Only when it is pinned and eager pins are on.
     AsOptions,
     /// Always (for `runtimes check`, which prints the hash).
@@ -83,14 +81,14 @@ pub(crate) enum Hashing {
 
 /// Everything admission learnt about one candidate.
 #[derive(Debug)]
-pub(crate) struct Facts {
-    pub(crate) path: PathBuf,
-    pub(crate) real_path: Option<PathBuf>,
-    pub(crate) opened: Option<(File, Identity)>,
-    pub(crate) manifest: Option<Manifest>,
-    pub(crate) sha256: Option<String>,
-    pub(crate) pin: Option<Pin>,
-    pub(crate) verdict: Result<(), RejectReason>,
+pub struct Facts {
+    pub path: PathBuf,
+    pub real_path: Option<PathBuf>,
+    pub opened: Option<(File, Identity)>,
+    pub manifest: Option<Manifest>,
+    pub sha256: Option<String>,
+    pub pin: Option<Pin>,
+    pub verdict: Result<(), RejectReason>,
 }
 
 impl Facts {
@@ -104,7 +102,7 @@ impl Facts {
     }
 
     /// The registry's view: admitted, or a rejection with the declared ids.
-    pub(crate) fn into_result(self) -> Result<Admitted, Rejection> {
+    pub fn into_result(self) -> Result<Admitted, Rejection> {
         let ids = self.ids();
         match (self.verdict, self.real_path, self.opened, self.manifest) {
             (Ok(()), Some(real_path), Some((file, identity)), Some(manifest)) => Ok(Admitted {
@@ -129,23 +127,29 @@ impl Facts {
 /// One admission pass: the options, the host's contract version, and the folders already
 /// checked (a plugin folder is checked once however many files it holds).
 #[derive(Debug)]
-pub(crate) struct Admission<'a> {
-    options: &'a LoaderOptions,
+pub struct Admission {
+    options: TrustOptions,
     host: u32,
     folders: HashMap<PathBuf, Result<(), RejectReason>>,
 }
 
-impl<'a> Admission<'a> {
-    pub(crate) fn new(options: &'a LoaderOptions, host: u32) -> Self {
+impl Admission {
+    /// A pass with these options, for a host of contract version `host`.
+    pub fn new(options: impl Into<TrustOptions>, host: u32) -> Self {
         Self {
-            options,
+            options: options.into(),
             host,
             folders: HashMap::new(),
         }
     }
 
+    /// The trust options of this pass.
+    pub fn options(&self) -> TrustOptions {
+        self.options
+    }
+
     /// Checks a folder (a real path) and every folder above it, once per pass.
-    pub(crate) fn check_folder(&mut self, folder: &Path) -> Result<(), RejectReason> {
+    pub fn check_folder(&mut self, folder: &Path) -> Result<(), RejectReason> {
         if let Some(verdict) = self.folders.get(folder) {
             return verdict.clone();
         }
@@ -156,7 +160,7 @@ impl<'a> Admission<'a> {
 
     /// Runs every check on one candidate. `canonical_dir` is the real path of the plugin
     /// folder it was found in, when it was found by scanning one; `pins` that folder's pins.
-    pub(crate) fn admit(
+    pub fn admit(
         &mut self,
         path: &Path,
         canonical_dir: Option<&Path>,
@@ -247,7 +251,7 @@ impl<'a> Admission<'a> {
 
 /// The real path of the folder a file is in, as found (not where a symlink leads): the folder
 /// whose `plugins.lock` applies to it.
-pub(crate) fn folder_of(path: &Path) -> Option<PathBuf> {
+pub fn folder_of(path: &Path) -> Option<PathBuf> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -303,7 +307,8 @@ impl FileCheck {
 /// folder: type, owner and mode, every folder above it, the `plugins.lock` of the folder it is
 /// in (with [`PinPolicy::FolderLock`]), the manifest checks. The file is always hashed. Runs no plugin
 /// code.
-pub fn check_file(path: &Path, options: &LoaderOptions, pins: PinPolicy) -> FileCheck {
+pub fn check_file(path: &Path, options: impl Into<TrustOptions>, pins: PinPolicy) -> FileCheck {
+    let options: TrustOptions = options.into();
     let mut admission = Admission::new(options, runtime_api::version::CONTRACT_VERSION);
     let folder_pins = match pins {
         PinPolicy::Ignore => Ok(None),

@@ -64,7 +64,7 @@ fn not_a_file(metadata: &Metadata) -> RejectReason {
 /// As [`real_file`], also returning the file's metadata (not following a final symlink of the
 /// real path). `canonical_dir`, when given, is the already-resolved folder `path` was found
 /// in: a plain file there needs no `realpath`.
-pub(crate) fn real_file_in(
+pub fn real_file_in(
     path: &Path,
     canonical_dir: Option<&Path>,
 ) -> Result<(PathBuf, Metadata), RejectReason> {
@@ -89,11 +89,11 @@ pub(crate) fn real_file_in(
 /// A candidate opened for checking: the open file is what every later check reads and what is
 /// loaded.
 #[derive(Debug)]
-pub(crate) struct Opened {
-    pub(crate) real_path: PathBuf,
-    pub(crate) file: File,
+pub struct Opened {
+    pub real_path: PathBuf,
+    pub file: File,
     /// Read from the open file.
-    pub(crate) metadata: Metadata,
+    pub metadata: Metadata,
 }
 
 /// Resolves a candidate, checks its type without opening it, opens it (without following a
@@ -103,7 +103,7 @@ pub(crate) struct Opened {
 /// # Errors
 ///
 /// The reason, with the real path when it was resolved.
-pub(crate) fn open_candidate(
+pub fn open_candidate(
     path: &Path,
     canonical_dir: Option<&Path>,
 ) -> Result<Opened, (Option<PathBuf>, RejectReason)> {
@@ -160,7 +160,7 @@ pub fn read_manifest(real_path: &Path) -> Result<Manifest, RejectReason> {
 /// # Errors
 ///
 /// The [`RejectReason`] that says what is wrong with the file.
-pub(crate) fn read_manifest_from_file(file: &File, len: u64) -> Result<Manifest, RejectReason> {
+pub fn read_manifest_from_file(file: &File, len: u64) -> Result<Manifest, RejectReason> {
     let cache = ReadCache::new(PositionedReads::new(file, len));
     manifest_from(&cache)
 }

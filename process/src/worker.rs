@@ -24,14 +24,48 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
-use crate::library::PluginLibrary;
-use crate::process::protocol::{
+use crate::plugin_log::PLUGIN_LOG_TARGET;
+use crate::protocol::{
     Call, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec, decode, encode,
 };
-use crate::{LoaderOptions, PLUGIN_LOG_TARGET, Runtimes};
 
-/// Runs the worker; the whole of the `runtimes-worker` binary.
-pub fn worker_main() -> ExitCode {
+/// The library a worker serves, as the loader opened it (the worker executable is built by the
+/// loader, the one crate that `dlopen`s; this crate only drives it).
+pub trait WorkerLibrary: Send + Sync {
+    /// The plugin's package name, from its checked manifest.
+    fn plugin_name(&self) -> &str;
+    /// The plugin's package version, from its checked manifest.
+    fn plugin_version(&self) -> &str;
+    /// Creates runtime `id` with `config`; the outer error when the library cannot provide it.
+    ///
+    /// # Errors
+    ///
+    /// The library's refusal as text, or the factory's own error.
+    fn instantiate(
+        &self,
+        id: &str,
+        config: &Value,
+    ) -> Result<Result<RemoteRuntime, RuntimeError>, String>;
+    /// Every problem runtime `id` finds with `config`, without creating it.
+    ///
+    /// # Errors
+    ///
+    /// The library's refusal as text, or the entry point's own error.
+    fn validate_config(
+        &self,
+        id: &str,
+        config: &Value,
+    ) -> Result<Result<Vec<String>, RuntimeError>, String>;
+}
+
+/// How a worker opens the library the host names: runs the admission checks on it (trust
+/// relaxed when `allow_insecure`) and loads it, or says why not.
+pub type OpenLibrary =
+    fn(path: &std::path::Path, allow_insecure: bool) -> Result<Box<dyn WorkerLibrary>, String>;
+
+/// Runs the worker; the whole of the `runtimes-worker` binary, given the loader's way to open
+/// a library.
+pub fn worker_main(open: OpenLibrary) -> ExitCode {
     let (input, output) = match take_protocol_descriptors() {
         Ok(fds) => fds,
         Err(error) => {
@@ -55,7 +89,7 @@ pub fn worker_main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = runtime.block_on(serve(input, output));
+    let code = runtime.block_on(serve(input, output, open));
     // Plugin threads may still be blocked: leave without waiting for them.
     std::process::exit(code);
 }
@@ -158,7 +192,8 @@ type Out = mpsc::UnboundedSender<WorkerMessage>;
 
 /// What the worker serves: its runtime, once created.
 struct State {
-    library: Option<Arc<PluginLibrary>>,
+    open: OpenLibrary,
+    library: Option<Arc<dyn WorkerLibrary>>,
     runtime: Option<Result<Arc<RemoteRuntime>, RuntimeError>>,
     runtime_id: String,
     /// Running turns: number → how to stop it.
@@ -170,7 +205,11 @@ struct TurnControl {
     credit: Option<Arc<Semaphore>>,
 }
 
-async fn serve(input: std::os::fd::OwnedFd, output: std::os::fd::OwnedFd) -> i32 {
+async fn serve(
+    input: std::os::fd::OwnedFd,
+    output: std::os::fd::OwnedFd,
+    open: OpenLibrary,
+) -> i32 {
     let (reader, writer) = match (
         tokio::net::unix::pipe::Receiver::from_owned_fd(input),
         tokio::net::unix::pipe::Sender::from_owned_fd(output),
@@ -218,6 +257,7 @@ async fn serve(input: std::os::fd::OwnedFd, output: std::os::fd::OwnedFd) -> i32
         pid: std::process::id(),
     });
     let mut state = State {
+        open,
         library: None,
         runtime: None,
         runtime_id: String::new(),
@@ -271,23 +311,16 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
                 });
                 return Some(2);
             }
-            let options = LoaderOptions::STRICT.with_allow_insecure(allow_insecure);
-            let checked = Runtimes::with_options(options)
-                .admit_file(&library)
-                .map_err(|rejection| rejection.reason)
-                .and_then(|library| library.load_now().map(|()| library));
-            match checked {
+            match (state.open)(&library, allow_insecure) {
                 Ok(library) => {
                     let _ = out.send(WorkerMessage::Ready {
-                        plugin_name: library.manifest.plugin_name.clone(),
-                        plugin_version: library.manifest.plugin_version.clone(),
+                        plugin_name: library.plugin_name().to_owned(),
+                        plugin_version: library.plugin_version().to_owned(),
                     });
-                    state.library = Some(Arc::new(library));
+                    state.library = Some(Arc::from(library));
                 }
                 Err(reason) => {
-                    let _ = out.send(WorkerMessage::Refused {
-                        reason: reason.to_string(),
-                    });
+                    let _ = out.send(WorkerMessage::Refused { reason });
                     return Some(3);
                 }
             }
@@ -296,7 +329,7 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
             let created = match &state.library {
                 None => Err(RuntimeError::internal("no library was loaded")),
                 Some(library) => match library.instantiate(&runtime, &config_value(&config)) {
-                    Err(reason) => Err(RuntimeError::internal(reason.to_string())),
+                    Err(reason) => Err(RuntimeError::internal(reason)),
                     Ok(created) => created,
                 },
             };
@@ -318,7 +351,7 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
                 None => Err(RuntimeError::internal("no library was loaded")),
                 Some(library) => library
                     .validate_config(&runtime, &config_value(&config))
-                    .unwrap_or_else(|reason| Err(RuntimeError::internal(reason.to_string()))),
+                    .unwrap_or_else(|reason| Err(RuntimeError::internal(reason))),
             };
             let _ = out.send(WorkerMessage::Reply {
                 call,
