@@ -12,8 +12,9 @@ use object::read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _, Sym 
 use object::{Endianness, FileKind, Object, ObjectKind, ObjectSection, ReadRef, elf};
 use runtime_api::manifest::{EMBED_SIZE, Manifest, is_manifest_symbol};
 
+pub use crate::file::describe_type;
+use crate::file::{Identity, open_nonblocking};
 use crate::report::RejectReason;
-use crate::security::Identity;
 
 /// Resolves a candidate's real path, checking that it is a regular file. Nothing is opened.
 ///
@@ -23,36 +24,6 @@ use crate::security::Identity;
 /// [`RejectReason::NotAFile`] for a directory, a FIFO, a device or a socket.
 pub fn real_file(path: &Path) -> Result<PathBuf, RejectReason> {
     real_file_in(path, None).map(|(real, _)| real)
-}
-
-/// What kind of file this is, in words (`a directory`, `a FIFO`...).
-pub fn describe_type(metadata: &Metadata) -> String {
-    let file_type = metadata.file_type();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_fifo() {
-            return "a FIFO".to_owned();
-        }
-        if file_type.is_char_device() {
-            return "a character device".to_owned();
-        }
-        if file_type.is_block_device() {
-            return "a block device".to_owned();
-        }
-        if file_type.is_socket() {
-            return "a socket".to_owned();
-        }
-    }
-    if file_type.is_dir() {
-        "a directory".to_owned()
-    } else if file_type.is_symlink() {
-        "a symlink".to_owned()
-    } else if file_type.is_file() {
-        "a regular file".to_owned()
-    } else {
-        "not a file".to_owned()
-    }
 }
 
 fn not_a_file(metadata: &Metadata) -> RejectReason {
@@ -108,7 +79,7 @@ pub fn open_candidate(
     canonical_dir: Option<&Path>,
 ) -> Result<Opened, (Option<PathBuf>, RejectReason)> {
     let (real_path, before) = real_file_in(path, canonical_dir).map_err(|r| (None, r))?;
-    let file = crate::security::open_nonblocking(&real_path, true).map_err(|e| {
+    let file = open_nonblocking(&real_path, true).map_err(|e| {
         (
             Some(real_path.clone()),
             RejectReason::Unreadable {

@@ -19,6 +19,8 @@ use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
+use crate::file::describe_type;
+pub use crate::file::{Identity, open_nonblocking};
 use crate::report::RejectReason;
 
 /// The name of the pin file in a plugin directory.
@@ -216,74 +218,6 @@ fn check_folder_above(_folder: &Path) -> Result<(), RejectReason> {
     Ok(())
 }
 
-/// What identifies one version of a file: device, inode, size, modification and status-change
-/// times. Any change to the file's content, owner or mode, or another file at its path,
-/// changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Identity {
-    #[cfg(unix)]
-    pub fn of(metadata: &Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            size: metadata.size(),
-            mtime: (metadata.mtime(), metadata.mtime_nsec()),
-            ctime: (metadata.ctime(), metadata.ctime_nsec()),
-        }
-    }
-
-    #[cfg(not(unix))]
-    pub fn of(metadata: &Metadata) -> Self {
-        let mtime = metadata
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())))
-            .unwrap_or_default();
-        Self {
-            dev: 0,
-            ino: 0,
-            size: metadata.len(),
-            mtime,
-            ctime: mtime,
-        }
-    }
-
-    /// Whether two metadata describe the same file (device and inode), whatever its content.
-    pub fn same_file(&self, other: &Identity) -> bool {
-        self.dev == other.dev && self.ino == other.ino
-    }
-
-    /// What differs, in words, for a [`RejectReason::Changed`].
-    pub fn difference(&self, now: &Identity) -> String {
-        if !self.same_file(now) {
-            return format!(
-                "another file is at its path now (device {} inode {} instead of device {} inode {})",
-                now.dev, now.ino, self.dev, self.ino
-            );
-        }
-        if self.size != now.size {
-            return format!(
-                "it was modified: its size went from {} to {} bytes",
-                self.size, now.size
-            );
-        }
-        if self.mtime != now.mtime {
-            return "it was modified: its modification time changed".to_owned();
-        }
-        "its status changed (owner, mode or links: its change time moved)".to_owned()
-    }
-}
-
 /// The pins of one directory: file name → lower-case hex sha256.
 #[derive(Debug, Clone, Default)]
 pub struct Pins {
@@ -427,25 +361,6 @@ fn read_bounded(file: File, size: u64) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())
 }
 
-/// Opens a file for reading without blocking and without following a final symlink when
-/// `nofollow`, and returns it with its metadata read from the open file.
-pub fn open_nonblocking(path: &Path, nofollow: bool) -> std::io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut flags = rustix::fs::OFlags::NONBLOCK;
-        if nofollow {
-            flags |= rustix::fs::OFlags::NOFOLLOW;
-        }
-        options.custom_flags(flags.bits() as i32);
-    }
-    #[cfg(not(unix))]
-    let _ = nofollow;
-    options.open(path)
-}
-
 /// Opens `path` if it is a regular file (following symlinks): its type is checked before it
 /// is opened, so opening a FIFO or a device never blocks or has side effects, and again on the
 /// open file. `Ok(None)` when it does not exist.
@@ -453,10 +368,7 @@ fn open_regular(path: &Path) -> std::io::Result<Option<(File, Metadata)>> {
     let not_regular = |metadata: &Metadata| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!(
-                "it is {}, not a regular file",
-                crate::inspect::describe_type(metadata)
-            ),
+            format!("it is {}, not a regular file", describe_type(metadata)),
         )
     };
     match std::fs::metadata(path) {

@@ -61,8 +61,10 @@ mod hooks;
 mod isolation;
 mod library;
 mod log_bridge;
+mod names;
 mod options;
 mod registry;
+mod resolve;
 #[cfg(feature = "tower")]
 pub mod service;
 mod worker;

@@ -22,17 +22,27 @@ use runtime_api::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest
 /// The protocol version; host and worker must speak the same.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The largest frame either side accepts.
-pub const MAX_FRAME: usize = 16 << 20;
+/// The largest frame either side accepts ([`ProcessLimits::max_frame`](crate::ProcessLimits::max_frame)).
+pub const MAX_FRAME: usize = crate::limits::LIMITS.max_frame;
 
-/// The stream items a worker may send ahead of the host's consumer.
-pub const STREAM_WINDOW: u32 = 256;
+/// The stream items a worker may send ahead of the host's consumer
+/// ([`ProcessLimits::stream_window`](crate::ProcessLimits::stream_window)).
+pub const STREAM_WINDOW: u32 = crate::limits::LIMITS.stream_window;
 
 /// A codec for frames of at most [`MAX_FRAME`] bytes.
 pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
     tokio_util::codec::LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec()
+}
+
+/// A configuration as it crosses: JSON text, `""` for `null`.
+pub fn config_text(config: &runtime_api::Value) -> String {
+    if config.is_null() {
+        String::new()
+    } else {
+        config.to_string()
+    }
 }
 
 /// Encodes a message.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
-use crate::ProcessOptions;
+use crate::options::ProcessOptions;
 
 /// The worker executable's file name.
 pub const WORKER_NAME: &str = "runtimes-worker";

@@ -114,7 +114,7 @@ static LOGS: OnceLock<Out> = OnceLock::new();
 /// Log events queued and not yet written; beyond [`MAX_PENDING_LOGS`] they are dropped, so a
 /// plugin that logs without end cannot grow the worker.
 static PENDING_LOGS: AtomicUsize = AtomicUsize::new(0);
-const MAX_PENDING_LOGS: usize = 1024;
+const MAX_PENDING_LOGS: usize = crate::limits::LIMITS.max_pending_logs;
 /// Told when a refusal has been written, so the worker may exit.
 static REFUSAL_WRITTEN: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// The host's level (1 error … 5 trace, 0 off).

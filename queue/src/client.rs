@@ -22,8 +22,7 @@ use crate::error::QueueError;
 use crate::scripts;
 use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_ms};
 
-/// How long the inbox reader blocks in Redis per call.
-const INBOX_BLOCK: Duration = Duration::from_secs(1);
+const INBOX_BLOCK: Duration = crate::config::LIMITS.inbox_block;
 
 /// A turn's state in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
