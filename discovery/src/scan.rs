@@ -10,13 +10,17 @@ use crate::report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejecti
 use crate::search_path::{SearchDir, SearchPath, has_library_suffix};
 use crate::security::{Pins, TrustOptions};
 
+/// Where a scan hands each candidate's verdict: an admitted file (with the open file that was
+/// checked) or its rejection, the path as found, and the report to add to.
+pub type Take<'a> = dyn FnMut(Result<Admitted, Rejection>, &Path, &mut DiscoveryReport) + 'a;
+
 /// Scans every directory of `search`; each candidate's verdict goes to `take` in search order
 /// (an admitted file, or its rejection), and each directory's status to `report`.
 pub fn scan_search_path(
     admission: &mut Admission,
     search: &SearchPath,
     report: &mut DiscoveryReport,
-    take: &mut dyn FnMut(Result<Admitted, Rejection>, &Path, &mut DiscoveryReport),
+    take: &mut Take<'_>,
 ) {
     for dir in search.dirs() {
         scan_dir(admission, dir, report, take);
@@ -29,7 +33,7 @@ pub fn scan_files<P: AsRef<Path>>(
     admission: &mut Admission,
     files: &[P],
     report: &mut DiscoveryReport,
-    take: &mut dyn FnMut(Result<Admitted, Rejection>, &Path, &mut DiscoveryReport),
+    take: &mut Take<'_>,
 ) {
     let trust = admission.options();
     for file in files {
@@ -65,7 +69,7 @@ fn scan_dir(
     admission: &mut Admission,
     dir: &SearchDir,
     report: &mut DiscoveryReport,
-    take: &mut dyn FnMut(Result<Admitted, Rejection>, &Path, &mut DiscoveryReport),
+    take: &mut Take<'_>,
 ) {
     let (status, listed) = list(admission, &dir.path);
     report.dirs.push(DirReport {

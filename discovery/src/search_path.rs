@@ -56,7 +56,7 @@ pub struct SearchDir {
 /// # Examples
 ///
 /// ```
-/// use runtime_loader::SearchPath;
+/// use runtime_discovery::SearchPath;
 ///
 /// // Only the directories named here: no environment, no per-user folder.
 /// let path = SearchPath::empty().with_dir("/opt/my-host/plugins");

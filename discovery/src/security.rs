@@ -494,9 +494,9 @@ mod tests {
         mode(&plugins, 0o755);
         let plugins = plugins.canonicalize().unwrap();
         mode(&parent, 0o1777);
-        assert_eq!(check_folders(&plugins, &TrustOptions::STRICT), Ok(()));
+        assert_eq!(check_folders(&plugins, TrustOptions::STRICT), Ok(()));
         mode(&parent, 0o777);
-        let Err(RejectReason::Insecure { detail }) = check_folders(&plugins, &TrustOptions::STRICT)
+        let Err(RejectReason::Insecure { detail }) = check_folders(&plugins, TrustOptions::STRICT)
         else {
             panic!("a parent writable by others without the sticky bit must be refused");
         };
@@ -508,12 +508,12 @@ mod tests {
             "{detail}"
         );
         let relaxed = TrustOptions::STRICT.with_allow_insecure(true);
-        assert_eq!(check_folders(&plugins, &relaxed), Ok(()));
+        assert_eq!(check_folders(&plugins, relaxed), Ok(()));
         // The plugin folder itself may not be open to others, sticky or not.
         mode(&parent, 0o755);
         mode(&plugins, 0o1777);
         assert!(matches!(
-            check_folders(&plugins, &TrustOptions::STRICT),
+            check_folders(&plugins, TrustOptions::STRICT),
             Err(RejectReason::Insecure { .. })
         ));
     }
@@ -523,14 +523,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join(LOCK_FILE);
         assert!(
-            Pins::read(dir.path(), &TrustOptions::STRICT)
+            Pins::read(dir.path(), TrustOptions::STRICT)
                 .unwrap()
                 .is_none()
         );
         let hash = "a".repeat(64);
         std::fs::write(&lock, format!("# pins\n{hash}  *libx.so\n")).unwrap();
         mode(&lock, 0o644);
-        let pins = Pins::read(dir.path(), &TrustOptions::STRICT)
+        let pins = Pins::read(dir.path(), TrustOptions::STRICT)
             .unwrap()
             .unwrap();
         assert_eq!(pins.pinned("libx.so"), Some(hash.as_str()));
@@ -541,24 +541,24 @@ mod tests {
         ));
         mode(&lock, 0o666);
         assert!(matches!(
-            Pins::read(dir.path(), &TrustOptions::STRICT),
+            Pins::read(dir.path(), TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("writable by others")
         ));
         mode(&lock, 0o644);
         std::fs::write(&lock, "not-a-hash  libx.so\n").unwrap();
         assert!(matches!(
-            Pins::read(dir.path(), &TrustOptions::STRICT),
+            Pins::read(dir.path(), TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("line 1")
         ));
         std::fs::write(&lock, vec![b'#'; MAX_LOCK_FILE_SIZE as usize + 1]).unwrap();
         assert!(matches!(
-            Pins::read(dir.path(), &TrustOptions::STRICT),
+            Pins::read(dir.path(), TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("more than")
         ));
         std::fs::remove_file(&lock).unwrap();
         std::fs::create_dir(&lock).unwrap();
         assert!(matches!(
-            Pins::read(dir.path(), &TrustOptions::STRICT),
+            Pins::read(dir.path(), TrustOptions::STRICT),
             Err(RejectReason::PinFile { detail, .. }) if detail.contains("a directory")
         ));
     }

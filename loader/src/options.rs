@@ -88,9 +88,3 @@ impl From<&LoaderOptions> for TrustOptions {
         options.trust()
     }
 }
-
-impl From<LoaderOptions> for TrustOptions {
-    fn from(options: LoaderOptions) -> Self {
-        options.trust()
-    }
-}
