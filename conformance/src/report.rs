@@ -21,7 +21,7 @@ pub struct Options {
     pub large_prompt_bytes: usize,
     /// The `max_tokens` of every turn (keeps model-backed runtimes quick).
     pub max_tokens: u32,
-    /// How [`check_file`] admits and loads the file.
+    /// How [`check_file`](crate::check_file) admits and loads the file.
     pub loader: LoaderOptions,
 }
 
@@ -64,7 +64,7 @@ impl Options {
         self
     }
 
-    /// Sets how [`check_file`] admits and loads the file.
+    /// Sets how [`check_file`](crate::check_file) admits and loads the file.
     pub fn with_loader_options(mut self, loader: LoaderOptions) -> Self {
         self.loader = loader;
         self
@@ -154,7 +154,7 @@ fn millis<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S::
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Report {
-    /// The file checked, for [`check_file`].
+    /// The file checked, for [`check_file`](crate::check_file).
     pub file: Option<PathBuf>,
     /// The checks, in the order they ran.
     pub checks: Vec<Check>,

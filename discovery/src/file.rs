@@ -81,7 +81,7 @@ impl Identity {
         self.dev == other.dev && self.ino == other.ino
     }
 
-    /// What differs, in words, for a [`RejectReason::Changed`].
+    /// What differs, in words, for a [`RejectReason::Changed`](crate::RejectReason::Changed).
     pub fn difference(&self, now: &Identity) -> String {
         if !self.same_file(now) {
             return format!(

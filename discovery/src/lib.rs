@@ -5,7 +5,7 @@
 //!
 //! - [`search_path`]: where plugins are looked for (API folders, `AGENT_RUNTIMES_PATH`, the
 //!   per-user folder);
-//! - [`file`]: one candidate file: its identity, opening it without blocking, its type;
+//! - [`file`](mod@file): one candidate file: its identity, opening it without blocking, its type;
 //! - [`inspect`]: opening a candidate safely (type checked before and after opening, no final
 //!   symlink followed, never blocking) and reading its embedded manifest from the open file;
 //! - [`security`]: owner and mode checks on a file and every folder above it, `plugins.lock`
