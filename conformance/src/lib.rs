@@ -37,6 +37,8 @@
 //! fails, saying so. The checks run one after another (a model server with one slot is not
 //! flooded by two checks at once). Nothing here panics on what a plugin returns.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
