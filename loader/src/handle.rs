@@ -1,4 +1,7 @@
 //! The host's handle on a resolved runtime: turns, streams, cancellation, timeouts, hooks.
+//!
+//! About 700 lines: the handle and its two turn types share the hooks, the span and the
+//! timeout, and read best together.
 
 use std::fmt;
 use std::future::Future;

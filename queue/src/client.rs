@@ -1,5 +1,8 @@
 //! The client side: submit turns, read their results as a stream, cancel them, ask their
 //! status, and see the backlog.
+//!
+//! Longer than 700 lines on purpose: submitting, reading results and cancelling share the
+//! inbox reader and the result cursor, which read best in one place.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

@@ -1,6 +1,10 @@
 //! The worker: takes turn jobs from the job stream through the consumer group and runs them
 //! with a local runtime registry.
 //!
+//! Longer than 700 lines on purpose: one job's whole life (take, start, run, publish, renew,
+//! reclaim, cancel, dead-letter) reads top to bottom in one `impl`, next to the Redis steps it
+//! fences; cut apart, each step would lose the invariants it shares with the others.
+//!
 //! One job's life in a worker: `XREADGROUP` (or `XAUTOCLAIM` of a job whose worker stopped
 //! renewing it) → the start script (attempt counted, fence set, or a decision not to run:
 //! already finished, cancelled, dead-lettered, lost) → the runtime's stream, published in
