@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runtime_api::{ErrorKind, RuntimeError};
 
-use super::wire::{ErrorBody, ErrorDetail};
+use crate::wire::{ErrorBody, ErrorDetail};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
