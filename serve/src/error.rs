@@ -10,7 +10,10 @@
 //! | `timeout` | 504 | `timeout_error` |
 //! | `invalid_config`, `panicked`, `internal`, any other | 500 | `server_error` |
 //!
-//! The `code` of a runtime error is its kind's name.
+//! The `code` of a runtime error is its kind's name. Every error's status, `type` and `code`
+//! are declared together, once: the server's own errors in `ApiError::answer`, a runtime
+//! error's by its kind in `runtime_answer` (this table). The errors metric counts each
+//! failed request under its `code` ([`ApiError::metric_kind`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -93,33 +96,56 @@ impl ApiError {
         }
     }
 
+    /// How this error is answered: its HTTP status, OpenAI's error `type` and the `code`,
+    /// declared together, once per error (a runtime error's from its kind: see
+    /// [`runtime_answer`]).
+    fn answer(&self) -> Answer<'_> {
+        use StatusCode as S;
+        let (status, kind, code) = match self {
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
+            ApiError::UnknownModel { .. } => {
+                (S::NOT_FOUND, "invalid_request_error", "model_not_found")
+            }
+            ApiError::RuntimeNotLoaded { .. } => (
+                S::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "runtime_not_loaded",
+            ),
+            ApiError::InvalidRequest { .. } => {
+                (S::BAD_REQUEST, "invalid_request_error", "invalid_value")
+            }
+            ApiError::BodyTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            ApiError::Overloaded { .. } => (
+                S::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too_many_concurrent_requests",
+            ),
+            ApiError::NotFound { .. } => (S::NOT_FOUND, "not_found_error", "unknown_url"),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+            ),
+            ApiError::Runtime { error, .. } => {
+                let (status, kind) = runtime_answer(&error.kind);
+                (status, kind, error.kind.as_str())
+            }
+        };
+        Answer { status, kind, code }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::UnknownModel { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::RuntimeNotLoaded { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Runtime { error, .. } => runtime_status(&error.kind),
-        }
+        self.answer().status
     }
 
     /// OpenAI's error `type`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            ApiError::Unauthorized => "authentication_error",
-            ApiError::UnknownModel { .. }
-            | ApiError::InvalidRequest { .. }
-            | ApiError::BodyTooLarge { .. }
-            | ApiError::MethodNotAllowed => "invalid_request_error",
-            ApiError::NotFound { .. } => "not_found_error",
-            ApiError::Overloaded { .. } => "rate_limit_error",
-            ApiError::RuntimeNotLoaded { .. } => "server_error",
-            ApiError::Runtime { error, .. } => runtime_type(&error.kind),
-        }
+        self.answer().kind
     }
 
     /// The field at fault.
@@ -133,18 +159,7 @@ impl ApiError {
 
     /// A machine-readable code.
     pub fn code(&self) -> Option<String> {
-        let code = match self {
-            ApiError::Unauthorized => "invalid_api_key",
-            ApiError::UnknownModel { .. } => "model_not_found",
-            ApiError::RuntimeNotLoaded { .. } => "runtime_not_loaded",
-            ApiError::InvalidRequest { .. } => "invalid_value",
-            ApiError::BodyTooLarge { .. } => "request_too_large",
-            ApiError::Overloaded { .. } => "too_many_concurrent_requests",
-            ApiError::NotFound { .. } => "unknown_url",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Runtime { error, .. } => error.kind.as_str(),
-        };
-        Some(code.to_owned())
+        Some(self.answer().code.to_owned())
     }
 
     /// The label for the errors metric.
@@ -168,25 +183,29 @@ impl ApiError {
     }
 }
 
-/// The status code of a runtime error kind (see the module's table).
-pub fn runtime_status(kind: &ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidRequest | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
-        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Authentication => StatusCode::BAD_GATEWAY,
-        ErrorKind::Unavailable | ErrorKind::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+/// How an error is answered.
+struct Answer<'a> {
+    /// The HTTP status.
+    status: StatusCode,
+    /// OpenAI's error `type`.
+    kind: &'static str,
+    /// The machine-readable `code`.
+    code: &'a str,
 }
 
-fn runtime_type(kind: &ErrorKind) -> &'static str {
+/// The status and OpenAI error `type` of a runtime error kind (the module's table).
+fn runtime_answer(kind: &ErrorKind) -> (StatusCode, &'static str) {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::Unsupported => "invalid_request_error",
-        ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::Authentication => "upstream_error",
-        ErrorKind::Timeout => "timeout_error",
-        _ => "server_error",
+        ErrorKind::InvalidRequest | ErrorKind::Unsupported => {
+            (StatusCode::BAD_REQUEST, "invalid_request_error")
+        }
+        ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+        ErrorKind::Authentication => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        ErrorKind::Unavailable | ErrorKind::Cancelled => {
+            (StatusCode::SERVICE_UNAVAILABLE, "server_error")
+        }
+        ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
     }
 }
 
@@ -218,20 +237,94 @@ mod tests {
     #[test]
     fn every_known_kind_has_its_status() {
         let cases = [
-            (ErrorKind::InvalidRequest, 400),
-            (ErrorKind::Unsupported, 400),
-            (ErrorKind::RateLimited, 429),
-            (ErrorKind::Authentication, 502),
-            (ErrorKind::Unavailable, 503),
-            (ErrorKind::Cancelled, 503),
-            (ErrorKind::Timeout, 504),
-            (ErrorKind::InvalidConfig, 500),
-            (ErrorKind::Panicked, 500),
-            (ErrorKind::Internal, 500),
-            (ErrorKind::Other("new_kind".into()), 500),
+            (ErrorKind::InvalidRequest, 400, "invalid_request_error"),
+            (ErrorKind::Unsupported, 400, "invalid_request_error"),
+            (ErrorKind::RateLimited, 429, "rate_limit_error"),
+            (ErrorKind::Authentication, 502, "upstream_error"),
+            (ErrorKind::Unavailable, 503, "server_error"),
+            (ErrorKind::Cancelled, 503, "server_error"),
+            (ErrorKind::Timeout, 504, "timeout_error"),
+            (ErrorKind::InvalidConfig, 500, "server_error"),
+            (ErrorKind::Panicked, 500, "server_error"),
+            (ErrorKind::Internal, 500, "server_error"),
+            (ErrorKind::Other("new_kind".into()), 500, "server_error"),
         ];
-        for (kind, status) in cases {
-            assert_eq!(runtime_status(&kind).as_u16(), status, "{kind}");
+        for (kind, status, kind_type) in cases {
+            let error = ApiError::Runtime {
+                runtime: "echo".to_owned(),
+                error: RuntimeError::new(kind.clone(), "failed"),
+            };
+            assert_eq!(error.status().as_u16(), status, "{kind}");
+            assert_eq!(error.kind(), kind_type, "{kind}");
+            assert_eq!(error.code().as_deref(), Some(kind.as_str()), "{kind}");
+        }
+    }
+
+    #[test]
+    fn every_server_error_has_its_status_type_and_code() {
+        let cases = [
+            (
+                ApiError::Unauthorized,
+                401,
+                "authentication_error",
+                "invalid_api_key",
+            ),
+            (
+                ApiError::UnknownModel {
+                    model: "m".to_owned(),
+                    available: vec![],
+                },
+                404,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            (
+                ApiError::RuntimeNotLoaded {
+                    message: "x".to_owned(),
+                },
+                500,
+                "server_error",
+                "runtime_not_loaded",
+            ),
+            (
+                ApiError::field("model", "x"),
+                400,
+                "invalid_request_error",
+                "invalid_value",
+            ),
+            (
+                ApiError::BodyTooLarge { limit: 1 },
+                413,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            (
+                ApiError::Overloaded { max_concurrent: 1 },
+                429,
+                "rate_limit_error",
+                "too_many_concurrent_requests",
+            ),
+            (
+                ApiError::NotFound {
+                    method: "GET".to_owned(),
+                    path: "/".to_owned(),
+                },
+                404,
+                "not_found_error",
+                "unknown_url",
+            ),
+            (
+                ApiError::MethodNotAllowed,
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+            ),
+        ];
+        for (error, status, kind, code) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.code().as_deref(), Some(code), "{error}");
+            assert_eq!(error.metric_kind(), code, "{error}");
         }
     }
 

@@ -148,12 +148,10 @@ pub fn router(state: Shared) -> Router {
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(state.limits.body_timeout))
         .layer(CatchPanicLayer::custom(|_| {
-            metrics::error("internal");
-            ApiError::Runtime {
+            failed(ApiError::Runtime {
                 runtime: "server".to_owned(),
                 error: runtime_api::RuntimeError::internal("the server failed on this request"),
-            }
-            .into_response()
+            })
         }))
         .with_state(state)
 }
@@ -170,8 +168,7 @@ async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Resp
             });
         let valid = given.is_some_and(|key| expected.matches(key));
         if !valid {
-            metrics::error("invalid_api_key");
-            return ApiError::Unauthorized.into_response();
+            return failed(ApiError::Unauthorized);
         }
     }
     next.run(request).await
@@ -261,17 +258,14 @@ async fn render_metrics(State(state): State<Shared>) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    let error = ApiError::NotFound {
+    failed(ApiError::NotFound {
         method: method.to_string(),
         path: uri.path().escape_debug().to_string(),
-    };
-    metrics::error(&error.metric_kind());
-    error.into_response()
+    })
 }
 
 async fn method_not_allowed() -> Response {
-    metrics::error("method_not_allowed");
-    ApiError::MethodNotAllowed.into_response()
+    failed(ApiError::MethodNotAllowed)
 }
 
 async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
