@@ -2,8 +2,9 @@
 //! backend*. Two kinds, chosen at start:
 //!
 //! - [`Backend::Local`]: the plugins of this process's registry. The runtimes named by
-//!   `--config` are created with their configuration at start, every other runtime with its
-//!   default configuration on first use; an isolation level (`--isolate`) applies in [`open`].
+//!   `ServeConfig::instances` (`--config`) are created with their configuration at start,
+//!   every other runtime with its default configuration on first use; the isolation level
+//!   (`--isolate`) is set on the registry before, and every handle comes from [`open`].
 //! - [`Backend::Queue`] (`--redis URL`): every turn is a job on the Redis queue, run by
 //!   whichever `runtimes worker` takes it. The server loads no plugin: the runtimes it offers
 //!   are those the live workers advertise (`<prefix>:workers`, renewed by their heartbeat),
@@ -11,7 +12,9 @@
 //!   `--request-timeout` or the end of the grace period cancels the turn in the queue by its
 //!   execution id; Redis out of reach for `--redis-wait` is an `unavailable` error (503).
 //!
-//! Routes see only [`Backend`] and [`TurnHandle`], never which kind they use.
+//! Routes see only [`Backend`] and [`TurnHandle`], never which kind they use. This module
+//! also holds what routes and the event stream share about one turn, [`TurnItems`] and
+//! [`Running`] (its permit and its metrics), so `sse` depends on it and never on `routes`.
 
 // The loader's `ResolveError` is large by design (structured reasons, cold paths); see the
 // same allowance in runtime-loader's lib.rs.
