@@ -18,7 +18,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct ServeLimits {
     /// The most turns running at once; more are answered 429 with `Retry-After`
-    /// (`--max-concurrent`). Default: 256.
+    /// (`--max-concurrent`). Default: 256. 0 answers every turn 429.
     pub max_concurrent: u32,
     /// A turn (streamed or not) that runs longer ends with a 504 `timeout` error
     /// (`--request-timeout`). Default: 600 s.

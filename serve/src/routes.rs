@@ -62,14 +62,17 @@ fn unix_now() -> u64 {
 }
 
 impl AppState {
-    /// The state of a server starting now, with `limits.max_concurrent` permits.
+    /// The state of a server starting now, with `limits.max_concurrent` permits (at most
+    /// tokio's `Semaphore::MAX_PERMITS`, which only a 32-bit target can reach).
     pub fn new(
         handles: Backend,
         api_key: Option<ApiKey>,
-        limits: ServeLimits,
+        mut limits: ServeLimits,
         metrics: PrometheusHandle,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let most = u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX);
+        limits.max_concurrent = limits.max_concurrent.min(most);
         Self {
             handles,
             api_key,
