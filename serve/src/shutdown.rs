@@ -1,40 +1,11 @@
-//! Graceful shutdown: the signals that start it, and a listener that reports the moment the
-//! server stops accepting connections (axum drops its listener as soon as a graceful shutdown
-//! begins), from which running turns get their grace period.
+//! Graceful shutdown: a listener that reports the moment the server stops accepting
+//! connections (axum drops its listener as soon as a graceful shutdown begins), from which
+//! running turns get their grace period.
 
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-
-/// Waits for SIGTERM or Ctrl-C.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
 
 /// A TCP listener that says when it is dropped, i.e. when new connections start being
 /// refused.

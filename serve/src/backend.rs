@@ -2,8 +2,9 @@
 //! backend*. Two kinds, chosen at start:
 //!
 //! - [`Backend::Local`]: the plugins of this process's registry. The runtimes named by
-//!   `--config` are created with their configuration at start, every other runtime with its
-//!   default configuration on first use; an isolation level (`--isolate`) applies in [`open`].
+//!   `ServeConfig::instances` (`--config`) are created with their configuration at start,
+//!   every other runtime with its default configuration on first use; the isolation level
+//!   (`--isolate`) is set on the registry before, and every handle comes from [`open`].
 //! - [`Backend::Queue`] (`--redis URL`): every turn is a job on the Redis queue, run by
 //!   whichever `runtimes worker` takes it. The server loads no plugin: the runtimes it offers
 //!   are those the live workers advertise (`<prefix>:workers`, renewed by their heartbeat),
@@ -11,7 +12,9 @@
 //!   `--request-timeout` or the end of the grace period cancels the turn in the queue by its
 //!   execution id; Redis out of reach for `--redis-wait` is an `unavailable` error (503).
 //!
-//! Routes see only [`Backend`] and [`TurnHandle`], never which kind they use.
+//! Routes see only [`Backend`] and [`TurnHandle`], never which kind they use. This module
+//! also holds what routes and the event stream share about one turn, [`TurnItems`] and
+//! [`Running`] (its permit and its metrics), so `sse` depends on it and never on `routes`.
 
 // The loader's `ResolveError` is large by design (structured reasons, cold paths); see the
 // same allowance in runtime-loader's lib.rs.
@@ -29,41 +32,40 @@ use runtime_api::{Capabilities, RuntimeError, StreamItem, TurnOutput, TurnReques
 use runtime_loader::{ResolveError, RuntimeHandle, Runtimes};
 use runtime_queue::{QueueClient, QueueConfig, QueueError, QueueTurnStream};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use tokio_util::task::TaskTracker;
 
-use super::sse::TurnItems;
+use crate::config::ConfigError;
+use crate::metrics::{Outcome, TurnGuard};
 
-/// Why a `--config` could not be applied.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// Not `NAME=JSON`.
-    #[error("--config {given}: expected NAME=JSON")]
-    Syntax {
-        /// The argument, escaped.
-        given: String,
-    },
-    /// The JSON does not parse.
-    #[error("--config {name}: the configuration is not valid JSON: {detail}")]
-    Json {
-        /// The runtime named.
-        name: String,
-        /// What the parser said.
-        detail: String,
-    },
-    /// Two `--config` name the same runtime (by id or alias).
-    #[error("--config: runtime `{name}` is configured twice")]
-    Twice {
-        /// The name configured twice.
-        name: String,
-    },
-    /// The runtime is unknown, was refused, or refused the configuration.
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
-    /// The Redis URL is not one.
-    #[error(transparent)]
-    Queue(QueueError),
+/// A turn's items, from `stream_turn` or a single `run_turn` result.
+pub type TurnItems = Pin<Box<dyn Stream<Item = Result<StreamItem, RuntimeError>> + Send>>;
+
+/// A turn that holds one of the `max_concurrent` permits and is counted in the metrics.
+#[derive(Debug)]
+pub struct Running {
+    guard: TurnGuard,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Running {
+    /// Starts counting a turn that holds `permit`.
+    pub fn start(
+        runtime: &str,
+        stream: bool,
+        execution_id: &str,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            guard: TurnGuard::start(runtime, stream, execution_id),
+            _permit: permit,
+        }
+    }
+
+    /// Records how the turn ended.
+    pub fn finish(&mut self, outcome: Outcome) {
+        self.guard.finish(outcome);
+    }
 }
 
 /// Why a name gave no handle.
@@ -123,25 +125,6 @@ pub struct Queue {
     cancels: TaskTracker,
 }
 
-/// Parses `NAME=JSON` arguments.
-fn parse_configs(configs: &[String]) -> Result<Vec<(String, Value)>, ConfigError> {
-    configs
-        .iter()
-        .map(|given| {
-            let Some((name, json)) = given.split_once('=') else {
-                return Err(ConfigError::Syntax {
-                    given: given.escape_debug().to_string(),
-                });
-            };
-            let config: Value = serde_json::from_str(json).map_err(|e| ConfigError::Json {
-                name: name.escape_debug().to_string(),
-                detail: e.to_string(),
-            })?;
-            Ok((name.to_owned(), config))
-        })
-        .collect()
-}
-
 /// Creates (or, for the default configuration, finds) a runtime's handle. Every local handle
 /// the server uses comes from here: wire isolation levels in this function.
 fn open(
@@ -161,16 +144,16 @@ fn unavailable(error: &QueueError) -> RuntimeError {
 }
 
 impl Backend {
-    /// The local backend over `runtimes`: creates the runtimes named by `configs`
-    /// (`NAME=JSON` each); turns end with a `timeout` error after `timeout`.
+    /// The local backend over `runtimes`: creates the runtimes named by `instances` with
+    /// their configurations; turns end with a `timeout` error after `timeout`.
     pub fn local(
         runtimes: Runtimes,
-        configs: &[String],
+        instances: &[(String, Value)],
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let mut configured = HashMap::new();
-        for (name, config) in parse_configs(configs)? {
-            let handle = open(&runtimes, &name, Some(&config))?;
+        for (name, config) in instances {
+            let handle = open(&runtimes, name, Some(config))?;
             let names: Vec<String> = match runtimes.get_entry(handle.id()) {
                 Some(entry) => std::iter::once(entry.id).chain(entry.aliases).collect(),
                 None => vec![handle.id().to_owned()],
@@ -194,17 +177,17 @@ impl Backend {
     ///
     /// # Errors
     ///
-    /// A `--config` that does not parse, or a URL that is not one.
+    /// Two instances of one name, or a URL that is not one.
     pub async fn queue(
         url: &str,
         config: QueueConfig,
-        configs: &[String],
+        instances: &[(String, Value)],
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let mut by_name = HashMap::new();
-        for (name, value) in parse_configs(configs)? {
-            if by_name.insert(name.clone(), value).is_some() {
-                return Err(ConfigError::Twice { name });
+        for (name, value) in instances {
+            if by_name.insert(name.clone(), value.clone()).is_some() {
+                return Err(ConfigError::Twice { name: name.clone() });
             }
         }
         let client = OnceCell::new();

@@ -8,21 +8,17 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::pin::Pin;
 
 use axum::response::sse::Event;
 use futures::{Stream, StreamExt};
 use runtime_api::{DeltaKind, RuntimeError, StreamItem, TurnOutput};
 use serde::Serialize;
 
-use super::error::ApiError;
-use super::metrics::{self, Outcome};
-use super::routes::Running;
-use super::translate::{arguments_text, finish_reason, usage};
-use super::wire::{ChatChunk, ChunkChoice, ChunkDelta, ChunkFunction, ChunkToolCall};
-
-/// A turn's items, from `stream_turn` or a single `run_turn` result.
-pub type TurnItems = Pin<Box<dyn Stream<Item = Result<StreamItem, RuntimeError>> + Send>>;
+use crate::backend::{Running, TurnItems};
+use crate::error::ApiError;
+use crate::metrics::{self, Outcome};
+use crate::translate::{arguments_text, finish_reason, usage};
+use crate::wire::{ChatChunk, ChunkChoice, ChunkDelta, ChunkFunction, ChunkToolCall};
 
 /// What every chunk of one response shares.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! from request to response.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,38 +16,33 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::error::ApiError;
-use super::handles::{Backend, LookupError, TurnHandle};
-use super::metrics::{self, Outcome, TurnGuard};
-use super::sse::{self, ChunkContext, TurnItems};
-use super::translate;
-use super::wire::Model;
+use crate::backend::{Backend, LookupError, Running, TurnHandle, TurnItems};
+use crate::config::ApiKey;
+use crate::error::ApiError;
+use crate::limits::ServeLimits;
+use crate::metrics::{self, Outcome};
+use crate::sse::{self, ChunkContext};
+use crate::translate;
+use crate::wire::Model;
 
 /// The response header that carries a turn's execution id.
 pub const EXECUTION_ID: HeaderName = HeaderName::from_static("x-execution-id");
-
-/// How long a client may take to send its request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
     /// Where turns run: this process's plugins, or a queue's workers.
     pub handles: Backend,
-    /// The SHA-256 of the API key clients must send, if one is required.
-    pub api_key_digest: Option<[u8; 32]>,
-    /// Permits for running turns.
+    /// The key clients must send, if one is required.
+    pub api_key: Option<ApiKey>,
+    /// Permits for running turns: `limits.max_concurrent` of them.
     pub turns: Arc<Semaphore>,
-    /// `--max-concurrent`.
-    pub max_concurrent: usize,
-    /// The largest request body.
-    pub max_body_bytes: usize,
+    /// Sizes, counts and time bounds.
+    pub limits: ServeLimits,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Unix seconds when the server started.
@@ -59,12 +54,41 @@ pub struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// The SHA-256 of a key, so that keys of any length compare in constant time.
-pub fn digest(key: &[u8]) -> [u8; 32] {
-    Sha256::digest(key).into()
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl AppState {
+    /// The state of a server starting now, with `limits.max_concurrent` permits (at most
+    /// tokio's `Semaphore::MAX_PERMITS`, which only a 32-bit target can reach).
+    pub fn new(
+        handles: Backend,
+        api_key: Option<ApiKey>,
+        mut limits: ServeLimits,
+        metrics: PrometheusHandle,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let most = u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX);
+        limits.max_concurrent = limits.max_concurrent.min(most);
+        Self {
+            handles,
+            api_key,
+            turns: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+            limits,
+            metrics,
+            started: unix_now(),
+            closing,
+        }
+    }
+
+    /// How many turns hold a permit now.
+    pub fn running(&self) -> usize {
+        (self.limits.max_concurrent as usize).saturating_sub(self.turns.available_permits())
+    }
+
     /// Resolves when the grace period is over.
     fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut closing = self.closing.clone();
@@ -96,20 +120,6 @@ impl AppState {
     }
 }
 
-/// A turn that holds one of the `--max-concurrent` permits and is counted in the metrics.
-#[derive(Debug)]
-pub struct Running {
-    guard: TurnGuard,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Running {
-    /// Records how the turn ended.
-    pub fn finish(&mut self, outcome: Outcome) {
-        self.guard.finish(outcome);
-    }
-}
-
 /// The backend could not be asked (Redis out of reach): a 503 with the reason.
 fn unavailable(error: runtime_api::RuntimeError) -> ApiError {
     ApiError::Runtime {
@@ -138,21 +148,19 @@ pub fn router(state: Shared) -> Router {
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(state.limits.body_timeout))
         .layer(CatchPanicLayer::custom(|_| {
-            metrics::error("internal");
-            ApiError::Runtime {
+            failed(ApiError::Runtime {
                 runtime: "server".to_owned(),
                 error: runtime_api::RuntimeError::internal("the server failed on this request"),
-            }
-            .into_response()
+            })
         }))
         .with_state(state)
 }
 
 async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    if let Some(expected) = &state.api_key_digest {
+    if let Some(expected) = &state.api_key {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -161,21 +169,16 @@ async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Resp
                 v.strip_prefix(b"Bearer ")
                     .or_else(|| v.strip_prefix(b"bearer "))
             });
-        let valid = given.is_some_and(|key| bool::from(digest(key).ct_eq(expected)));
+        let valid = given.is_some_and(|key| expected.matches(key));
         if !valid {
-            metrics::error("invalid_api_key");
-            return ApiError::Unauthorized.into_response();
+            return failed(ApiError::Unauthorized);
         }
     }
     next.run(request).await
 }
 
-/// How long `/healthz` waits for the workers' adverts before it says Redis is out of reach.
-const HEALTH_WAIT: Duration = Duration::from_secs(1);
-
 async fn healthz(State(state): State<Shared>) -> Response {
-    let available = state.turns.available_permits();
-    let in_flight = state.max_concurrent.saturating_sub(available);
+    let in_flight = state.running();
     let body = match &state.handles {
         Backend::Local(_) => json!({
             "status": "ok",
@@ -184,7 +187,8 @@ async fn healthz(State(state): State<Shared>) -> Response {
         }),
         // The front is up whatever Redis does; `queue` says whether turns can run.
         Backend::Queue(_) => {
-            let offered = tokio::time::timeout(HEALTH_WAIT, state.handles.offered()).await;
+            let offered =
+                tokio::time::timeout(state.limits.health_wait, state.handles.offered()).await;
             let (queue, runtimes) = match offered {
                 Ok(Ok(offered)) => ("ok", offered.len()),
                 _ => ("unreachable", 0),
@@ -257,17 +261,14 @@ async fn render_metrics(State(state): State<Shared>) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    let error = ApiError::NotFound {
+    failed(ApiError::NotFound {
         method: method.to_string(),
         path: uri.path().escape_debug().to_string(),
-    };
-    metrics::error(&error.metric_kind());
-    error.into_response()
+    })
 }
 
 async fn method_not_allowed() -> Response {
-    metrics::error("method_not_allowed");
-    ApiError::MethodNotAllowed.into_response()
+    failed(ApiError::MethodNotAllowed)
 }
 
 async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -304,7 +305,7 @@ async fn chat_turn(
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge {
-                limit: state.max_body_bytes,
+                limit: state.limits.max_body_bytes,
             }
         } else {
             ApiError::InvalidRequest {
@@ -326,13 +327,10 @@ async fn chat_turn(
         Arc::clone(&state.turns)
             .try_acquire_owned()
             .map_err(|_| ApiError::Overloaded {
-                max_concurrent: state.max_concurrent,
+                max_concurrent: state.limits.max_concurrent as usize,
             })?;
     *execution_id_out = Some(execution_id.clone());
-    let mut running = Running {
-        guard: TurnGuard::start(handle.id(), options.stream, &execution_id),
-        _permit: permit,
-    };
+    let mut running = Running::start(handle.id(), options.stream, &execution_id, permit);
     let id = format!("chatcmpl-{execution_id}");
     // Execution ids are ASCII (`serve-<hex>-<pid>-<n>`), so always a valid header value.
     let header_value = HeaderValue::from_str(&execution_id).ok();
@@ -406,6 +404,6 @@ fn with_execution_id(response: impl IntoResponse, id: Option<HeaderValue>) -> Re
 impl AppState {
     /// Unix seconds now.
     fn started_now(&self) -> u64 {
-        super::unix_now()
+        unix_now()
     }
 }

@@ -11,8 +11,8 @@ use runtime_api::{
 };
 use serde_json::Value;
 
-use super::error::ApiError;
-use super::wire::{
+use crate::error::ApiError;
+use crate::wire::{
     AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Choice, Content, FunctionCall,
     Stop, WireToolCall, WireUsage,
 };
