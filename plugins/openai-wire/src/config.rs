@@ -236,7 +236,10 @@ impl ServerConfig {
                 String::new()
             }
             Some(other) => {
-                fields.problem(format!("`model` must be a string, not {}", type_name(other)));
+                fields.problem(format!(
+                    "`model` must be a string, not {}",
+                    type_name(other)
+                ));
                 String::new()
             }
         };
@@ -457,8 +460,8 @@ mod tests {
 
     #[test]
     fn the_shared_keys_parse_with_defaults() {
-        let config = parse(&json!({ "base_url": "http://127.0.0.1:8080/v1/", "model": "m" }))
-            .unwrap();
+        let config =
+            parse(&json!({ "base_url": "http://127.0.0.1:8080/v1/", "model": "m" })).unwrap();
         assert_eq!(config.base_url, "http://127.0.0.1:8080/v1");
         assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(config.read_timeout, DEFAULT_READ_TIMEOUT);

@@ -197,7 +197,6 @@ mod tests {
         assert!(body.get("tools").is_none());
     }
 
-
     #[test]
     fn history_maps_to_chat_messages() {
         let request = TurnRequest::new("now?")

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use runtime_api::{Delta, FinishReason, RuntimeError, ToolCall, TurnOutput, Usage, Value, json};
 
 use super::response::{finish_reason, response_metadata, usage};
+use crate::http;
 use crate::parse_arguments;
 use crate::sse::{self, StreamDecoder};
-use crate::http;
 
 /// A tool call being assembled from stream fragments.
 #[derive(Debug, Default, Clone)]
