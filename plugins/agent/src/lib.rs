@@ -58,6 +58,7 @@ mod error;
 mod http_transport;
 mod model;
 mod servers;
+mod spec;
 mod turn;
 
 use std::sync::Arc;
@@ -69,8 +70,11 @@ use runtime_api::{
 
 pub use error::AgentError;
 
-use config::{Config, build_client};
+use config::Config;
 use servers::Pool;
+
+/// The `User-Agent` of the model requests.
+const USER_AGENT: &str = concat!("agent-runtimes-agent/", env!("CARGO_PKG_VERSION"));
 
 /// What a runtime instance shares with its running turns.
 #[derive(Debug)]
@@ -111,7 +115,7 @@ impl Runtime for AgentRuntime {
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = Config::for_runtime(&config)?;
-        let client = build_client(&config)?;
+        let client = config.server.client(USER_AGENT)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -148,8 +152,8 @@ impl Runtime for AgentRuntime {
         let tools: usize = servers.iter().map(|s| s.tools.len()).sum();
         Ok(format!(
             "model {} at {}; {} MCP servers running with {tools} tools",
-            config.model,
-            config.base_url,
+            config.server.model,
+            config.server.base_url,
             servers.len()
         ))
     }
