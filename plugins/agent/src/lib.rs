@@ -72,17 +72,10 @@ pub use error::AgentError;
 
 use config::Config;
 use servers::Pool;
+use turn::Inner;
 
 /// The `User-Agent` of the model requests.
 const USER_AGENT: &str = concat!("agent-runtimes-agent/", env!("CARGO_PKG_VERSION"));
-
-/// What a runtime instance shares with its running turns.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    config: Config,
-    client: reqwest::Client,
-    pool: Pool,
-}
 
 /// The `agent` runtime: an OpenAI-compatible model in a tool loop over MCP servers.
 #[derive(Debug)]
@@ -157,20 +150,6 @@ impl Runtime for AgentRuntime {
             servers.len()
         ))
     }
-}
-
-/// The text cut to at most `max` bytes at a character boundary, with `…` when cut.
-pub(crate) fn truncate_owned(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
 }
 
 runtime_api::export_plugin!(AgentRuntime);

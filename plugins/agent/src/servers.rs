@@ -424,5 +424,19 @@ pub(crate) fn result_text(result: &CallToolResult, max: usize) -> String {
         parts.push(structured.to_string());
     }
     let text = parts.join("\n");
-    crate::truncate_owned(text, max)
+    truncate_owned(text, max)
+}
+
+/// The text cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub(crate) fn truncate_owned(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }

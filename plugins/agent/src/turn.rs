@@ -24,12 +24,19 @@ use runtime_api::{
 use runtime_text::clean;
 use tokio::sync::mpsc;
 
-use crate::Inner;
-use crate::config::TurnConfig;
+use crate::config::{Config, TurnConfig};
 use crate::error::AgentError;
 use crate::model;
-use crate::servers::{self, Live, ToolFailure};
+use crate::servers::{self, Live, Pool, ToolFailure, truncate_owned};
 use crate::spec::ServerSpec;
+
+/// What a runtime instance shares with its running turns.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub pool: Pool,
+}
 
 /// The most bytes of a tool result shown in its delta.
 pub(crate) const PREVIEW_BYTES: usize = 512;
@@ -229,10 +236,7 @@ async fn call_mcp(
                 ok: false,
                 text: ToolFailure::BadArguments {
                     tool: tool.to_owned(),
-                    reason: format!(
-                        "not valid JSON: {}",
-                        crate::truncate_owned(text.clone(), 200)
-                    ),
+                    reason: format!("not valid JSON: {}", truncate_owned(text.clone(), 200)),
                 }
                 .to_string(),
             };
@@ -418,7 +422,7 @@ async fn run(
                             Outcome {
                                 ok: false,
                                 text: ToolFailure::UnknownTool {
-                                    tool: clean(&crate::truncate_owned(call.name.clone(), 64))
+                                    tool: clean(&truncate_owned(call.name.clone(), 64))
                                         .into_owned(),
                                     available: if available.is_empty() {
                                         "(none)".to_owned()
@@ -430,7 +434,7 @@ async fn run(
                             }
                         }
                     };
-                    let preview = crate::truncate_owned(outcome.text.clone(), PREVIEW_BYTES);
+                    let preview = truncate_owned(outcome.text.clone(), PREVIEW_BYTES);
                     let mut delta = Delta::tool_result(&call.id, &call.name, outcome.ok, preview);
                     delta.metadata["step"] = json!(step);
                     delta.metadata["duration_ms"] =

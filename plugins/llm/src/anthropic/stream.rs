@@ -6,7 +6,7 @@ use openai_wire::sse::{self, StreamDecoder};
 use openai_wire::{http, parse_arguments};
 use runtime_api::{Delta, FinishReason, RuntimeError, ToolCall, TurnOutput, Usage, Value, json};
 
-use super::{finish_reason, merge_usage, metadata};
+use super::response::{finish_reason, merge_usage, metadata};
 
 /// One content block of a streamed message.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use runtime_api::{Message, Role, ToolDefinition, TurnRequest, Value, json};
 
 use crate::config::ServerConfig;
-use crate::{arguments_text, schema_or_empty};
+use crate::tools::{arguments_text, schema_or_empty};
 
 /// The conversation of a request as Chat Completions messages: the system prompt, the
 /// history, then the prompt (an empty prompt adds no user message, so a history may end with

@@ -3,7 +3,7 @@
 use runtime_api::{FinishReason, RuntimeError, ToolCall, TurnOutput, Usage, Value, json};
 
 use crate::http;
-use crate::parse_arguments;
+use crate::tools::parse_arguments;
 
 /// OpenAI's finish reasons.
 pub fn finish_reason(reason: &str) -> FinishReason {

@@ -6,8 +6,8 @@ use runtime_api::{Delta, FinishReason, RuntimeError, ToolCall, TurnOutput, Usage
 
 use super::response::{finish_reason, response_metadata, usage};
 use crate::http;
-use crate::parse_arguments;
 use crate::sse::{self, StreamDecoder};
+use crate::tools::parse_arguments;
 
 /// A tool call being assembled from stream fragments.
 #[derive(Debug, Default, Clone)]
