@@ -1,12 +1,12 @@
 //! `runtimes check --conformance FILE`: the plugin contract run against plugin files, one line
-//! per check (runtime_loader::conformance does the checking).
+//! per check (runtime_conformance does the checking).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use runtime_api::Value;
+use runtime_conformance::{self as conformance, Options, Report, Verdict};
 use runtime_loader::LoaderOptions;
-use runtime_loader::conformance::{self, Options, Report, Verdict};
 
 use crate::failure::Failure;
 use crate::style::{Style, clean, json_text};

@@ -5,7 +5,6 @@
 //! terminal, `NO_COLOR`, `CLICOLOR`, `CLICOLOR_FORCE`, `TERM=dumb`), overridden by `--color`.
 //! Text is escaped *before* it is styled, so the only escape sequences written are our own.
 
-use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use anstream::{AutoStream, ColorChoice as StreamChoice};
@@ -124,67 +123,9 @@ pub fn table(rows: &[Vec<String>], style: &Style) -> String {
     out
 }
 
-/// Whether a character must not reach a terminal as it is: control characters (C0, DEL, C1:
-/// escape sequences, carriage returns, backspaces), line and paragraph separators, and the
-/// bidirectional overrides that reorder what is shown ("Trojan Source").
-fn unsafe_for_terminal(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
-
-fn escape_char(out: &mut String, c: char) {
-    use std::fmt::Write as _;
-    match c {
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        c if (c as u32) < 0x80 => {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        }
-        c => {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        }
-    }
-}
-
-/// Text from a file, a plugin or the network, made safe for one line of a terminal: every
-/// control character (newlines included) is shown escaped (`\x1b`, `\n`, `\u{9b}`).
-pub fn clean(text: &str) -> Cow<'_, str> {
-    escape_except(text, &[])
-}
-
-/// Text made safe for a terminal that keeps its line structure: as [`clean`], but newlines and
-/// tabs are kept. For model output on a terminal.
-pub fn clean_lines(text: &str) -> Cow<'_, str> {
-    escape_except(text, &['\n', '\t'])
-}
-
-fn escape_except<'a>(text: &'a str, keep: &[char]) -> Cow<'a, str> {
-    if !text
-        .chars()
-        .any(|c| unsafe_for_terminal(c) && !keep.contains(&c))
-    {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if unsafe_for_terminal(c) && !keep.contains(&c) {
-            escape_char(&mut out, c);
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
+// Escaping has one home, shared with the loader, the worker and the plugins.
+pub use runtime_text::{clean, clean_lines};
+use runtime_text::{escape_except, unsafe_for_terminal};
 
 /// A path from a file or the user, made safe for one line of a terminal.
 pub fn path(path: &std::path::Path) -> String {
@@ -223,16 +164,6 @@ fn unsafe_for_terminal_in_json(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(clean("a\x1b[2Jb"), "a\\x1b[2Jb");
-        assert_eq!(clean("x\ny\r"), "x\\ny\\r");
-        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m");
-        assert_eq!(clean("abc\u{202e}fed"), "abc\\u{202e}fed");
-        assert_eq!(clean_lines("one\ntwo\x07"), "one\ntwo\\x07");
-        assert!(matches!(clean("plain ünïcode"), Cow::Borrowed(_)));
-    }
 
     #[test]
     fn json_stays_valid_and_has_no_raw_controls() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use runtime_api::RuntimeError;
 use serde::Serialize;
 
-use crate::report::RejectReason;
+use runtime_discovery::report::RejectReason;
 
 /// A runtime that can be resolved, as a fail-closed error lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,4 +1,7 @@
 //! The host's handle on a resolved runtime: turns, streams, cancellation, timeouts, hooks.
+//!
+//! About 700 lines: the handle and its two turn types share the hooks, the span and the
+//! timeout, and read best together.
 
 use std::fmt;
 use std::future::Future;
@@ -12,10 +15,10 @@ use std::time::Duration;
 use futures::Stream;
 use runtime_api::host::{RemoteRuntime, RemoteStream, RemoteTurn};
 
-use crate::process::{ProcessRuntime, ProcessStream, ProcessTurn};
 use runtime_api::{
     Capabilities, RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest, Value,
 };
+use runtime_process::{ProcessRuntime, ProcessStream, ProcessTurn};
 use tracing::{Span, field::Empty};
 
 use crate::hooks::{TurnContext, TurnHook};
@@ -393,12 +396,12 @@ impl RuntimeHandle {
             Err(refused) => TurnState::Refused(refused),
             Ok(()) => {
                 let _entered = span.enter();
-                TurnState::Running(match &self.shared.runtime {
+                match &self.shared.runtime {
                     Backend::InProcess(runtime) => {
-                        Running::Local(runtime.run_turn(request, self.isolation.turn_options()))
+                        TurnState::Local(runtime.run_turn(request, self.isolation.turn_options()))
                     }
-                    Backend::Process(runtime) => Running::Process(runtime.run_turn(request)),
-                })
+                    Backend::Process(runtime) => TurnState::Process(runtime.run_turn(request)),
+                }
             }
         };
         Turn {
@@ -489,23 +492,6 @@ fn deadline_passed(
         .then(|| timeout_error(limit))
 }
 
-/// A turn in flight, in this process or in a worker.
-enum Running {
-    Local(RemoteTurn),
-    Process(ProcessTurn),
-}
-
-impl Future for Running {
-    type Output = Result<TurnOutput, RuntimeError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Running::Local(turn) => Pin::new(turn).poll(cx),
-            Running::Process(turn) => Pin::new(turn).poll(cx),
-        }
-    }
-}
-
 /// A stream in flight, in this process or in a worker.
 enum Streaming {
     Local(RemoteStream),
@@ -523,8 +509,11 @@ impl Stream for Streaming {
     }
 }
 
+/// Where a turn is: in flight in this process or in a worker, refused before it started, or
+/// over. One enum, so a turn is one future whatever its level.
 enum TurnState {
-    Running(Running),
+    Local(RemoteTurn),
+    Process(ProcessTurn),
     Refused(RuntimeError),
     Finished,
 }
@@ -573,6 +562,29 @@ impl Turn {
     }
 }
 
+impl Turn {
+    /// Polls a turn in flight: the deadline first (a result that arrives after it is a
+    /// timeout), then the turn inside the turn's span. `None` while it is pending; dropping the
+    /// turn on a `Some` cancels it inside the plugin.
+    fn poll_running(
+        &mut self,
+        turn: Pin<&mut impl Future<Output = Result<TurnOutput, RuntimeError>>>,
+        cx: &mut Context<'_>,
+    ) -> Option<Result<TurnOutput, RuntimeError>> {
+        if let Some(error) = deadline_passed(self.timeout, &mut self.sleep, cx) {
+            return Some(self.end(Err(error)));
+        }
+        let polled = {
+            let _entered = self.span.enter();
+            turn.poll(cx)
+        };
+        match polled {
+            Poll::Pending => None,
+            Poll::Ready(result) => Some(self.end(result)),
+        }
+    }
+}
+
 impl Future for Turn {
     type Output = Result<TurnOutput, RuntimeError>;
 
@@ -583,24 +595,20 @@ impl Future for Turn {
                 "the turn was polled after it finished",
             ))),
             TurnState::Refused(error) => Poll::Ready(this.end(Err(error))),
-            TurnState::Running(mut remote) => {
-                // The deadline is checked first: a result that arrives after it is a timeout.
-                // Dropping `remote` on the way out cancels the turn inside the plugin.
-                if let Some(error) = deadline_passed(this.timeout, &mut this.sleep, cx) {
-                    return Poll::Ready(this.end(Err(error)));
+            TurnState::Local(mut turn) => match this.poll_running(Pin::new(&mut turn), cx) {
+                Some(ready) => Poll::Ready(ready),
+                None => {
+                    this.state = TurnState::Local(turn);
+                    Poll::Pending
                 }
-                let polled = {
-                    let _entered = this.span.enter();
-                    Pin::new(&mut remote).poll(cx)
-                };
-                match polled {
-                    Poll::Pending => {
-                        this.state = TurnState::Running(remote);
-                        Poll::Pending
-                    }
-                    Poll::Ready(result) => Poll::Ready(this.end(result)),
+            },
+            TurnState::Process(mut turn) => match this.poll_running(Pin::new(&mut turn), cx) {
+                Some(ready) => Poll::Ready(ready),
+                None => {
+                    this.state = TurnState::Process(turn);
+                    Poll::Pending
                 }
-            }
+            },
         }
     }
 }

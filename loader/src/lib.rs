@@ -48,30 +48,26 @@
 // Errors here carry structured reasons (paths, versions, what to do) and are returned on cold
 // paths only; boxing them would make matching on them awkward for hosts.
 #![allow(clippy::result_large_err)]
-// The `dlopen` of a checked plugin file is `runtime_api::host::open_library` (called from
-// `library.rs`); the only unsafe code here prepares a worker process between fork and exec
-// (`process/spawn.rs`), allowed at those two places.
+// The only unsafe code is the `dlopen` of a checked plugin file (`library.rs`: the `unsafe fn
+// dlopen`, with its `# Safety`, and its two calls), allowed at those places.
 #![deny(unsafe_code)]
 
-pub mod admission;
-mod checks;
-pub mod conformance;
+pub use runtime_discovery::{admission, inspect, search_path};
 mod discovery;
 mod entry;
 mod error;
 mod handle;
 mod hooks;
-pub mod inspect;
 mod isolation;
 mod library;
 mod log_bridge;
-mod process;
+mod names;
+mod options;
 mod registry;
-mod report;
-pub mod search_path;
-pub mod security;
+mod resolve;
 #[cfg(feature = "tower")]
 pub mod service;
+mod worker;
 
 pub use entry::{RuntimeEntry, RuntimeSource};
 pub use error::{Available, RegistryError, ResolveError};
@@ -79,19 +75,20 @@ pub use handle::{RuntimeHandle, Turn, TurnStream};
 pub use hooks::{TurnContext, TurnHook};
 pub use isolation::{ISOLATION_ENV, Isolation, UnknownIsolation};
 pub use log_bridge::PLUGIN_LOG_TARGET;
-pub use process::worker::worker_main;
-pub use process::{ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, find_worker};
+pub use options::LoaderOptions;
 pub use registry::{Runtimes, Unregistered};
-pub use report::{DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed};
-pub use search_path::{SearchPath, user_plugin_dir};
-pub use security::LoaderOptions;
+pub use runtime_discovery::{
+    DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed,
+};
+pub use runtime_discovery::{SearchPath, check_manifest, user_plugin_dir};
+pub use runtime_process::{
+    ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, find_worker,
+};
+pub use worker::worker_main;
 
-/// Checks a manifest against this host's contract and the id rules, as discovery does. Used
-/// by `runtimes check`.
-///
-/// # Errors
-///
-/// The first [`RejectReason`] found.
-pub fn check_manifest(manifest: &runtime_api::manifest::Manifest) -> Result<(), RejectReason> {
-    checks::check_manifest(manifest, runtime_api::version::CONTRACT_VERSION)
+/// Refusing plugin files that someone else could have changed: `runtime_discovery::security`,
+/// with [`LoaderOptions`].
+pub mod security {
+    pub use crate::LoaderOptions;
+    pub use runtime_discovery::security::*;
 }

@@ -24,10 +24,11 @@ use runtime_api::host::RemoteRuntime;
 use runtime_api::manifest::Manifest;
 use runtime_api::{RuntimeError, Value};
 
-use crate::admission::{Admitted, Pin};
+use crate::LoaderOptions;
 use crate::log_bridge;
-use crate::report::RejectReason;
-use crate::security::{Identity, LoaderOptions, check_metadata, sha256_of};
+use runtime_discovery::admission::{Admitted, Pin};
+use runtime_discovery::report::RejectReason;
+use runtime_discovery::security::{Identity, check_metadata, sha256_of};
 
 /// A plugin library found by discovery: its manifest now, its code on first use.
 #[derive(Debug)]
@@ -227,12 +228,39 @@ fn path_of_open_file(_file: &File, _identity: &Identity) -> Option<PathBuf> {
     None
 }
 
-/// Maps a library into the process and runs its initialisers (ELF constructors, C++ static
-/// initialisers, Rust `.init_array` entries): the one place where the host runs code from a
-/// plugin file before abi_stable has checked anything. The library is never unloaded. The
-/// `unsafe` part lives in `runtime_api::host::open_library`, with its `// SAFETY:`.
-fn dlopen(path: &Path, root_symbol: &str) -> Result<&'static LibHeader, LibraryError> {
-    runtime_api::host::open_library(path, root_symbol)
+/// Maps a library into the process, runs its initialisers (ELF constructors, C++ static
+/// initialisers, Rust `.init_array` entries) and finds its root-module header under
+/// `root_symbol` (the name its manifest declares). This is the one place where the host runs
+/// code from a plugin file before abi_stable has checked anything. The library is never
+/// unloaded: everything obtained from it stays valid for the life of the process.
+///
+/// # Safety
+///
+/// Opening a library runs its code with the host's privileges, and reading `root_symbol`
+/// trusts that the symbol is the `LibHeader` static that `export_plugin!` declares. Call it
+/// only on a file that passed every admission check, naming that same file (for example
+/// `/proc/self/fd/N` of the descriptor that was checked), with the root symbol its checked
+/// manifest declares ([`runtime_api::manifest::is_root_symbol`]).
+///
+/// # Errors
+///
+/// abi_stable's [`LibraryError`]: the file could not be opened, has no such symbol, or its
+/// ABI header is not abi_stable's.
+#[allow(unsafe_code)]
+unsafe fn dlopen(path: &Path, root_symbol: &str) -> Result<&'static LibHeader, LibraryError> {
+    use abi_stable::library::{AbiHeaderRef, RawLibrary};
+    let raw = RawLibrary::load_at(path)?;
+    let mut symbol = root_symbol.as_bytes().to_vec();
+    symbol.push(0);
+    // SAFETY: the export macro declares `root_symbol` as a `LibHeader` static, whose first
+    // field is its `AbiHeader`; reading the symbol as an `AbiHeaderRef` (a reference to that
+    // header) is what abi_stable's own `abi_header_from_raw_library` does for the symbol its
+    // attribute exports. `upgrade` then checks the header before anything else is read. The
+    // caller vouches for the file (this function's `# Safety`).
+    let header: AbiHeaderRef = unsafe { *raw.get::<AbiHeaderRef>(&symbol)? };
+    // Never unloaded: the header and everything reached from it point into the library.
+    std::mem::forget(raw);
+    header.upgrade()
 }
 
 fn load(
@@ -253,7 +281,10 @@ fn load(
         })?;
     let header = match path_of_open_file(&dup, &checked.identity) {
         Some(fd_path) => {
-            let header = dlopen(&fd_path, &manifest.root_symbol);
+            // SAFETY: `fd_path` names the open file every admission check read, verified
+            // unchanged just above; `root_symbol` is the checked manifest's.
+            #[allow(unsafe_code)]
+            let header = unsafe { dlopen(&fd_path, &manifest.root_symbol) };
             if header.is_ok() || !matches!(header, Err(LibraryError::OpenError { .. })) {
                 std::mem::forget(dup);
             }
@@ -262,8 +293,11 @@ fn load(
         None => {
             // No name for the open file: verify once more, as close to the dlopen as possible.
             verify(real_path, &checked, options)?;
-            dlopen(real_path, &manifest.root_symbol)
-                .map_err(|e| library_error(real_path, None, e))?
+            // SAFETY: the file at `real_path` was verified to be the checked one just above;
+            // `root_symbol` is the checked manifest's.
+            #[allow(unsafe_code)]
+            let header = unsafe { dlopen(real_path, &manifest.root_symbol) };
+            header.map_err(|e| library_error(real_path, None, e))?
         }
     };
     drop(checked);

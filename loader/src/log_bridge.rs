@@ -18,8 +18,7 @@ use abi_stable::std_types::RArc;
 use runtime_api::abi::{AbiLogRecord, AbiLogSink, AbiLogSink_TO, AbiLogSinkBox};
 use tracing::level_filters::LevelFilter;
 
-/// The `tracing` target of re-emitted plugin events.
-pub const PLUGIN_LOG_TARGET: &str = "agent_runtimes::plugin";
+pub use runtime_process::plugin_log::{PLUGIN_LOG_TARGET, emit};
 
 struct HostLogSink {
     plugin: String,
@@ -43,40 +42,6 @@ impl AbiLogSink for HostLogSink {
             record.fields.as_str(),
             record.message.as_str(),
         );
-    }
-}
-
-/// Re-emits one plugin event in the host's subscriber: from a plugin loaded in this process,
-/// or forwarded by a worker process.
-pub(crate) fn emit(
-    level: u8,
-    plugin: &str,
-    runtime: &str,
-    execution_id: &str,
-    plugin_target: &str,
-    fields: &str,
-    message: &str,
-) {
-    macro_rules! emit {
-        ($level:expr) => {
-            tracing::event!(
-                target: "agent_runtimes::plugin",
-                $level,
-                plugin,
-                runtime,
-                execution_id,
-                plugin_target,
-                fields,
-                "{message}"
-            )
-        };
-    }
-    match level {
-        1 => emit!(tracing::Level::ERROR),
-        2 => emit!(tracing::Level::WARN),
-        3 => emit!(tracing::Level::INFO),
-        4 => emit!(tracing::Level::DEBUG),
-        _ => emit!(tracing::Level::TRACE),
     }
 }
 

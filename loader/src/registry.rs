@@ -1,203 +1,26 @@
-//! The registry: ids, aliases, and fail-closed resolution. Discovery into it is in
+//! The registry: [`Runtimes`], what is registered and how (plugins, built-ins, aliases,
+//! hooks, levels). The name table is `names.rs`, resolution `resolve.rs`, discovery into it
 //! `discovery.rs`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use runtime_api::host::RemoteRuntime;
 use runtime_api::ids::id_problem;
-use runtime_api::{Capabilities, Runtime, RuntimeError, Value};
+use runtime_api::{Capabilities, Runtime};
 use rustc_hash::FxHashMap;
 
+use crate::LoaderOptions;
 use crate::entry::{RuntimeEntry, RuntimeSource};
-use crate::error::{Available, RegistryError, ResolveError};
-use crate::handle::{Backend, Hooks, RuntimeHandle, Validator, no_hooks};
+use crate::error::RegistryError;
+use crate::handle::{Hooks, RuntimeHandle, no_hooks};
 use crate::hooks::TurnHook;
 use crate::isolation::Isolation;
 use crate::library::PluginLibrary;
-use crate::process::{CrashLedger, ProcessRuntime, Spec};
-use crate::report::{DiscoveryReport, RejectReason, Rejection, Shadowed};
-use crate::security::LoaderOptions;
-
-type BuiltInFactory = fn(Value) -> Result<RemoteRuntime, RuntimeError>;
-type BuiltInValidator = fn(&Value) -> Result<Vec<String>, RuntimeError>;
-
-enum Factory {
-    Plugin(Arc<PluginLibrary>),
-    BuiltIn(BuiltInFactory, BuiltInValidator),
-}
-
-struct Registered {
-    entry: RuntimeEntry,
-    factory: Factory,
-    /// The instance with the default (`null`) configuration, kept once created. A failed
-    /// creation is not kept: the next resolve tries again.
-    default_instance: OnceLock<RuntimeHandle>,
-    /// Serialises creating the default instance, so concurrent first resolves create one.
-    creating: Mutex<()>,
-    /// This runtime's isolation level (`Isolation as u8 + 1`), or 0 for the registry's.
-    isolation: AtomicU8,
-    /// The instance with the default configuration at the *process* level.
-    process_instance: OnceLock<RuntimeHandle>,
-    /// Its workers' crashes, and whether it is marked failed.
-    ledger: Arc<CrashLedger>,
-}
-
-impl Registered {
-    fn new(entry: RuntimeEntry, factory: Factory) -> Self {
-        Self {
-            entry,
-            factory,
-            default_instance: OnceLock::new(),
-            creating: Mutex::new(()),
-            isolation: AtomicU8::new(0),
-            process_instance: OnceLock::new(),
-            ledger: Arc::default(),
-        }
-    }
-
-    fn instance_slot(&self, level: Isolation) -> &OnceLock<RuntimeHandle> {
-        if level.in_process() {
-            &self.default_instance
-        } else {
-            &self.process_instance
-        }
-    }
-
-    fn isolation(&self, default: Isolation) -> Isolation {
-        match self.isolation.load(Ordering::Relaxed) {
-            0 => default,
-            n => Isolation::ALL
-                .get(usize::from(n - 1))
-                .copied()
-                .unwrap_or(default),
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    /// id → runtime
-    runtimes: FxHashMap<String, Arc<Registered>>,
-    /// alias → id
-    aliases: FxHashMap<String, String>,
-    /// id or alias → runtime: what `resolve` looks up, in one probe.
-    names: FxHashMap<String, Arc<Registered>>,
-    /// name declared by a rejected candidate → why
-    rejected: FxHashMap<String, Rejection>,
-    report: DiscoveryReport,
-}
-
-impl State {
-    fn lookup(&self, name: &str) -> Option<&Arc<Registered>> {
-        self.names.get(name)
-    }
-
-    fn add_runtime(&mut self, registered: Registered) {
-        let registered = Arc::new(registered);
-        let id = registered.entry.id.clone();
-        self.names.insert(id.clone(), Arc::clone(&registered));
-        self.runtimes.insert(id, registered);
-    }
-
-    /// Points `alias` at the runtime `id` (which exists); returns the previous target.
-    fn add_alias(&mut self, alias: &str, id: &str) -> Option<String> {
-        if let Some(registered) = self.runtimes.get(id) {
-            self.names.insert(alias.to_owned(), Arc::clone(registered));
-        }
-        self.aliases.insert(alias.to_owned(), id.to_owned())
-    }
-
-    fn remove_alias(&mut self, alias: &str) -> Option<String> {
-        let target = self.aliases.remove(alias)?;
-        self.names.remove(alias);
-        Some(target)
-    }
-
-    /// Removes a runtime and its aliases; returns the aliases, or `None` if there was none.
-    fn remove_runtime(&mut self, id: &str) -> Option<Vec<String>> {
-        self.runtimes.remove(id)?;
-        self.names.remove(id);
-        let aliases = self.aliases_of(id);
-        for alias in &aliases {
-            self.remove_alias(alias);
-        }
-        Some(aliases)
-    }
-
-    fn aliases_of(&self, id: &str) -> Vec<String> {
-        let mut aliases: Vec<String> = self
-            .aliases
-            .iter()
-            .filter(|(_, target)| target.as_str() == id)
-            .map(|(alias, _)| alias.clone())
-            .collect();
-        aliases.sort();
-        aliases
-    }
-
-    fn entry(&self, registered: &Registered) -> RuntimeEntry {
-        let mut entry = registered.entry.clone();
-        entry.aliases = self.aliases_of(&entry.id);
-        entry
-    }
-
-    /// Whether runtime `id` is registered from the library at `real_path`.
-    fn provided_by(&self, id: &str, real_path: &Path) -> bool {
-        self.runtimes.get(id).is_some_and(|registered| {
-            matches!(&registered.factory, Factory::Plugin(library) if library.real_path == real_path)
-        })
-    }
-
-    /// What has a name, for messages.
-    fn holder(&self, name: &str) -> Option<String> {
-        if let Some(registered) = self.runtimes.get(name) {
-            return Some(format!("a runtime from {}", registered.entry.source));
-        }
-        self.aliases
-            .get(name)
-            .map(|target| format!("an alias of `{target}`"))
-    }
-
-    fn not_found(&self, name: &str) -> ResolveError {
-        if let Some(rejection) = self.rejected.get(name) {
-            return ResolveError::Rejected {
-                name: name.to_owned(),
-                path: rejection.path.clone(),
-                reason: rejection.reason.clone(),
-            };
-        }
-        let mut available: Vec<Available> = self
-            .runtimes
-            .keys()
-            .map(|id| Available {
-                id: id.clone(),
-                aliases: self.aliases_of(id),
-            })
-            .collect();
-        available.sort_by(|a, b| a.id.cmp(&b.id));
-        let names = self.runtimes.keys().chain(self.aliases.keys());
-        ResolveError::NotFound {
-            name: name.to_owned(),
-            suggestion: closest(name, names),
-            available,
-        }
-    }
-}
-
-/// The closest name, if one is close enough to be a likely typo.
-fn closest<'a>(name: &str, names: impl Iterator<Item = &'a String>) -> Option<String> {
-    names
-        .map(|candidate| (strsim::damerau_levenshtein(name, candidate), candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= (name.len().max(candidate.len()) / 3).max(1)
-                || (name.len() >= 3 && candidate.starts_with(name))
-        })
-        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-        .map(|(_, candidate)| candidate.clone())
-}
+use crate::names::*;
+use runtime_discovery::report::{DiscoveryReport, Rejection, Shadowed};
 
 /// What `unregister` removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,8 +63,8 @@ pub enum Unregistered {
 /// }
 /// ```
 pub struct Runtimes {
-    state: RwLock<State>,
-    hooks: Hooks,
+    pub(crate) state: RwLock<State>,
+    pub(crate) hooks: Hooks,
     pub(crate) options: LoaderOptions,
     pub(crate) host_contract: u32,
 }
@@ -279,11 +102,11 @@ impl Runtimes {
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -322,11 +145,11 @@ impl Runtimes {
             }
             if state.runtimes.contains_key(&declared.id) || state.aliases.contains_key(&declared.id)
             {
-                report.shadowed.push(Shadowed {
-                    name: declared.id.clone(),
-                    path: path.to_owned(),
-                    kept: kept_by(&state, &declared.id),
-                });
+                report.shadowed.push(Shadowed::new(
+                    declared.id.clone(),
+                    path.to_owned(),
+                    kept_by(&state, &declared.id),
+                ));
                 continue;
             }
             let entry = RuntimeEntry {
@@ -350,11 +173,11 @@ impl Runtimes {
             registered_any = true;
             for alias in &declared.aliases {
                 if state.runtimes.contains_key(alias) || state.aliases.contains_key(alias) {
-                    report.shadowed.push(Shadowed {
-                        name: alias.clone(),
-                        path: path.to_owned(),
-                        kept: kept_by(&state, alias),
-                    });
+                    report.shadowed.push(Shadowed::new(
+                        alias.clone(),
+                        path.to_owned(),
+                        kept_by(&state, alias),
+                    ));
                 } else {
                     state.add_alias(alias, &declared.id);
                 }
@@ -630,250 +453,5 @@ impl Runtimes {
             .map_or(0, |i| i as u8 + 1);
         registered.isolation.store(code, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Resolves a runtime by id or alias, with its default configuration. The first resolve
-    /// of a plugin's runtime loads the library (abi_stable's checks, then the manifest
-    /// cross-check) and creates the runtime; later resolves return the same runtime.
-    ///
-    /// A library refused at load stays refused (the file is what it is). A runtime whose
-    /// creation failed (its factory returned an error, for example a backend it checks at
-    /// start was down) is not kept: the next resolve tries to create it again.
-    ///
-    /// # Errors
-    ///
-    /// [`ResolveError::NotFound`] naming what is available and the closest name;
-    /// [`ResolveError::Rejected`] saying why a plugin that declares the name was not loaded;
-    /// [`ResolveError::Factory`] when the runtime could not be created.
-    pub fn resolve(&self, name: &str) -> Result<RuntimeHandle, ResolveError> {
-        // Fast path: the runtime exists and was created already; one read lock, one clone.
-        let registered = {
-            let state = self.read();
-            match state.lookup(name) {
-                Some(registered) => {
-                    let level = self.level_of(registered);
-                    match registered.instance_slot(level).get() {
-                        Some(created) if level.in_process() => {
-                            return Ok(self.at_level(registered, created));
-                        }
-                        _ => Arc::clone(registered),
-                    }
-                }
-                None => return Err(state.not_found(name)),
-            }
-        };
-        let level = self.level_of(&registered);
-        if !level.in_process() {
-            self.check_not_failed(&registered)?;
-        }
-        let slot = registered.instance_slot(level);
-        if let Some(created) = slot.get() {
-            return Ok(self.at_level(&registered, created));
-        }
-        // First resolve: load and create outside the registry's lock, once at a time.
-        let _creating = registered
-            .creating
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(created) = slot.get() {
-            return Ok(self.at_level(&registered, created));
-        }
-        let created = self.instantiate(&registered, &Value::Null, level)?;
-        let created = slot.get_or_init(|| created);
-        Ok(self.at_level(&registered, created))
-    }
-
-    /// The level a runtime's handles are resolved at: its own, or the registry's; a runtime
-    /// compiled into the host never leaves the process.
-    fn level_of(&self, registered: &Registered) -> Isolation {
-        let level = registered.isolation(self.options.isolation);
-        match (&registered.factory, level) {
-            (Factory::BuiltIn(..), Isolation::Process) => Isolation::Threads,
-            _ => level,
-        }
-    }
-
-    fn check_not_failed(&self, registered: &Registered) -> Result<(), ResolveError> {
-        match registered.ledger.failed() {
-            None => Ok(()),
-            Some(reason) => Err(ResolveError::Failed {
-                name: registered.entry.id.clone(),
-                path: match &registered.entry.source {
-                    RuntimeSource::Plugin { path, .. } => path.clone(),
-                    RuntimeSource::BuiltIn => PathBuf::new(),
-                },
-                reason,
-            }),
-        }
-    }
-
-    fn at_level(&self, registered: &Registered, handle: &RuntimeHandle) -> RuntimeHandle {
-        let level = self.level_of(registered);
-        if handle.isolation() == level {
-            handle.clone()
-        } else {
-            handle.with_isolation(level)
-        }
-    }
-
-    /// Forgets the crashes of a runtime marked failed at the *process* level, so it may be
-    /// resolved and run again; `true` if it was marked failed.
-    ///
-    /// # Errors
-    ///
-    /// [`RegistryError::Unknown`] when nothing has this name.
-    pub fn clear_failed(&self, name: &str) -> Result<bool, RegistryError> {
-        let registered = self.find(name).map_err(|_| RegistryError::Unknown {
-            name: name.to_owned(),
-        })?;
-        let was = registered.ledger.failed().is_some();
-        registered.ledger.clear();
-        Ok(was)
-    }
-
-    /// Creates a new instance of a runtime (by id or alias) with `config`, apart from the
-    /// shared one [`Runtimes::resolve`] returns. Each call builds a fresh runtime object.
-    ///
-    /// # Errors
-    ///
-    /// As [`Runtimes::resolve`]; [`ResolveError::Factory`] carries an `invalid_config` error
-    /// listing every problem when the configuration is refused.
-    pub fn new_instance(&self, name: &str, config: &Value) -> Result<RuntimeHandle, ResolveError> {
-        let registered = self.find(name)?;
-        let level = self.level_of(&registered);
-        if !level.in_process() {
-            self.check_not_failed(&registered)?;
-        }
-        let handle = self.instantiate(&registered, config, level)?;
-        Ok(self.at_level(&registered, &handle))
-    }
-
-    /// Every problem the runtime (by id or alias) finds with `config`, without creating a
-    /// runtime object: empty when it is valid. A plugin's library is loaded to ask it.
-    ///
-    /// # Errors
-    ///
-    /// [`ResolveError::NotFound`] or [`ResolveError::Rejected`] as for
-    /// [`Runtimes::resolve`]; [`ResolveError::Factory`] when the validation itself failed
-    /// (it panicked).
-    pub fn validate_config(&self, name: &str, config: &Value) -> Result<Vec<String>, ResolveError> {
-        let registered = self.find(name)?;
-        let id = &registered.entry.id;
-        let checked = match &registered.factory {
-            Factory::BuiltIn(_, validate) => validate(config),
-            Factory::Plugin(library) if !self.level_of(&registered).in_process() => {
-                ProcessRuntime::validate_once(self.spec(library, id, config), config)
-            }
-            Factory::Plugin(library) => library
-                .validate_config(id, config)
-                .map_err(|reason| Self::rejected_at_load(library, id, reason))?,
-        };
-        checked.map_err(|error| ResolveError::Factory {
-            id: id.clone(),
-            error,
-        })
-    }
-
-    fn find(&self, name: &str) -> Result<Arc<Registered>, ResolveError> {
-        let state = self.read();
-        match state.lookup(name) {
-            Some(registered) => Ok(Arc::clone(registered)),
-            None => Err(state.not_found(name)),
-        }
-    }
-
-    fn rejected_at_load(library: &PluginLibrary, id: &str, reason: RejectReason) -> ResolveError {
-        ResolveError::Rejected {
-            name: id.to_owned(),
-            path: library.real_path.clone(),
-            reason,
-        }
-    }
-
-    /// What a worker is started with for runtime `id` of `library`.
-    fn spec(&self, library: &PluginLibrary, id: &str, config: &Value) -> Spec {
-        Spec {
-            library: library.real_path.clone(),
-            runtime_id: id.to_owned(),
-            config: config.clone(),
-            allow_insecure: self.options.allow_insecure,
-            options: self.options.process,
-        }
-    }
-
-    fn instantiate(
-        &self,
-        registered: &Registered,
-        config: &Value,
-        level: Isolation,
-    ) -> Result<RuntimeHandle, ResolveError> {
-        let id = &registered.entry.id;
-        let (created, validator): (Result<Backend, RuntimeError>, Validator) = match &registered
-            .factory
-        {
-            Factory::BuiltIn(factory, validate) => {
-                let validate = *validate;
-                (
-                    factory(config.clone()).map(Backend::InProcess),
-                    Arc::new(validate),
-                )
-            }
-            Factory::Plugin(library) if !level.in_process() => {
-                let spec = self.spec(library, id, config);
-                let created = ProcessRuntime::create(spec.clone(), Arc::clone(&registered.ledger));
-                let validator: Validator = Arc::new(move |config: &Value| {
-                    ProcessRuntime::validate_once(spec.clone(), config)
-                });
-                (created.map(Backend::Process), validator)
-            }
-            Factory::Plugin(library) => {
-                let created = library
-                    .instantiate(id, config)
-                    .map_err(|reason| Self::rejected_at_load(library, id, reason))?;
-                let library = Arc::clone(library);
-                let runtime_id = id.clone();
-                let validator: Validator = Arc::new(move |config: &Value| {
-                    library
-                        .validate_config(&runtime_id, config)
-                        .unwrap_or_else(|reason| {
-                            Err(RuntimeError::internal(format!(
-                                "the plugin library was refused: {reason}"
-                            )))
-                        })
-                });
-                (created.map(Backend::InProcess), validator)
-            }
-        };
-        let runtime = created.map_err(|error| ResolveError::Factory {
-            id: id.clone(),
-            error,
-        })?;
-        Ok(RuntimeHandle::new(
-            id.clone(),
-            registered.entry.capabilities,
-            runtime,
-            Arc::clone(&self.hooks),
-            validator,
-            level,
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_are_close_names_only() {
-        let names: Vec<String> = ["echo", "parrot", "openai", "anthropic", "claude"]
-            .map(String::from)
-            .to_vec();
-        let suggest = |n: &str| closest(n, names.iter());
-        assert_eq!(suggest("ecko").as_deref(), Some("echo"));
-        assert_eq!(suggest("echoo").as_deref(), Some("echo"));
-        assert_eq!(suggest("open").as_deref(), Some("openai"));
-        assert_eq!(suggest("claud").as_deref(), Some("claude"));
-        assert_eq!(suggest("zzzzzz"), None);
-        assert_eq!(suggest("x"), None);
     }
 }

@@ -1,5 +1,8 @@
 //! The client side: submit turns, read their results as a stream, cancel them, ask their
 //! status, and see the backlog.
+//!
+//! Longer than 700 lines on purpose: submitting, reading results and cancelling share the
+//! inbox reader and the result cursor, which read best in one place.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -22,8 +25,7 @@ use crate::error::QueueError;
 use crate::scripts;
 use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_ms};
 
-/// How long the inbox reader blocks in Redis per call.
-const INBOX_BLOCK: Duration = Duration::from_secs(1);
+const INBOX_BLOCK: Duration = crate::config::LIMITS.inbox_block;
 
 /// A turn's state in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

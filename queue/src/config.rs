@@ -3,6 +3,47 @@
 
 use std::time::Duration;
 
+/// The queue's fixed bounds, in one place; what an operator tunes per queue is
+/// [`QueueConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueLimits {
+    /// How long a worker's `XREADGROUP` or `XREAD` blocks in Redis (1 s).
+    pub worker_block: Duration,
+    /// How long a client's inbox reader blocks in Redis per call (1 s).
+    pub inbox_block: Duration,
+    /// Most result items a worker publishes in one step (64).
+    pub result_batch: usize,
+    /// Most runtime instances (one per runtime and configuration) a worker keeps (256).
+    pub worker_instances: usize,
+    /// How often a worker renews its advert in `<prefix>:workers` (5 s).
+    pub advert_every: Duration,
+    /// How long an advert holds without renewal: a worker that stopped (killed, or cut off
+    /// from Redis) leaves the list of served runtimes within this time (15 s).
+    pub advert_ttl: Duration,
+}
+
+impl QueueLimits {
+    /// The defaults, as documented on each field.
+    pub const DEFAULT: Self = Self {
+        worker_block: Duration::from_secs(1),
+        inbox_block: Duration::from_secs(1),
+        result_batch: 64,
+        worker_instances: 256,
+        advert_every: Duration::from_secs(5),
+        advert_ttl: Duration::from_secs(15),
+    };
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The limits in force.
+pub const LIMITS: QueueLimits = QueueLimits::DEFAULT;
+
 /// The settings clients and workers of one queue must share (the key prefix and group) and
 /// the limits they apply.
 #[derive(Debug, Clone)]

@@ -47,7 +47,7 @@ pub mod wire;
 mod worker;
 
 pub use client::{Backlog, CancelOutcome, QueueClient, QueueTurnStream, TurnState, TurnStatus};
-pub use config::QueueConfig;
+pub use config::{QueueConfig, QueueLimits};
 pub use error::QueueError;
 pub use runtime_api::TurnRequest;
 pub use wire::{FORMAT_VERSION, Job, ResultEntry, RuntimeAdvert, WireResult, WorkerAdvert};

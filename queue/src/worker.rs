@@ -1,6 +1,10 @@
 //! The worker: takes turn jobs from the job stream through the consumer group and runs them
 //! with a local runtime registry.
 //!
+//! Longer than 700 lines on purpose: one job's whole life (take, start, run, publish, renew,
+//! reclaim, cancel, dead-letter) reads top to bottom in one `impl`, next to the Redis steps it
+//! fences; cut apart, each step would lose the invariants it shares with the others.
+//!
 //! One job's life in a worker: `XREADGROUP` (or `XAUTOCLAIM` of a job whose worker stopped
 //! renewing it) → the start script (attempt counted, fence set, or a decision not to run:
 //! already finished, cancelled, dead-lettered, lost) → the runtime's stream, published in
@@ -26,23 +30,19 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{QueueConfig, valid_execution_id};
+use crate::config::{LIMITS, QueueConfig, valid_execution_id};
 use crate::conn::{connect, open, retry, transient};
 use crate::error::QueueError;
 use crate::scripts;
 use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_ms};
 
-/// How long a `XREADGROUP` or `XREAD` blocks in Redis.
-const BLOCK: Duration = Duration::from_secs(1);
-/// Most result items published in one step.
-const BATCH: usize = 64;
-/// Most runtime instances (one per runtime and configuration) kept by a worker.
-const INSTANCES: usize = 256;
-/// How often a worker renews its advert in `<prefix>:workers`.
-pub const ADVERT_EVERY: Duration = Duration::from_secs(5);
-/// How long an advert holds without renewal: a worker that stopped (killed, or cut off from
-/// Redis) leaves the list of served runtimes within this time.
-pub const ADVERT_TTL: Duration = Duration::from_secs(15);
+const BLOCK: Duration = LIMITS.worker_block;
+const BATCH: usize = LIMITS.result_batch;
+const INSTANCES: usize = LIMITS.worker_instances;
+/// How often a worker renews its advert in `<prefix>:workers` ([`QueueLimits::advert_every`](crate::QueueLimits::advert_every)).
+pub const ADVERT_EVERY: Duration = LIMITS.advert_every;
+/// How long an advert holds without renewal ([`QueueLimits::advert_ttl`](crate::QueueLimits::advert_ttl)).
+pub const ADVERT_TTL: Duration = LIMITS.advert_ttl;
 
 /// Runs turn jobs from the queue; see the module docs.
 pub struct Worker {

@@ -304,34 +304,3 @@ impl Stream for RemoteStream {
         Poll::Ready(Some(item))
     }
 }
-
-/// Opens a plugin library and finds its root-module header under `root_symbol` (the name its
-/// manifest declares, checked by [`crate::manifest::is_root_symbol`]). The library is never
-/// unloaded: everything obtained from it stays valid for the life of the process.
-///
-/// This is the operation that runs foreign code: the dynamic loader runs the library's
-/// initialisers (`.init_array`, constructors) while opening it. Call it only on a file that
-/// passed every check, and name that same file (for example `/proc/self/fd/N` of the
-/// descriptor that was checked).
-///
-/// # Errors
-///
-/// abi_stable's [`LibraryError`](abi_stable::library::LibraryError): the file could not be
-/// opened, has no such symbol, or its ABI header is not abi_stable's.
-pub fn open_library(
-    path: &std::path::Path,
-    root_symbol: &str,
-) -> Result<&'static abi_stable::library::LibHeader, abi_stable::library::LibraryError> {
-    use abi_stable::library::{AbiHeaderRef, RawLibrary};
-    let raw = RawLibrary::load_at(path)?;
-    let mut symbol = root_symbol.as_bytes().to_vec();
-    symbol.push(0);
-    // SAFETY: the export macro declares `root_symbol` as a `LibHeader` static, whose first
-    // field is its `AbiHeader`; reading the symbol as an `AbiHeaderRef` (a reference to that
-    // header) is what abi_stable's own `abi_header_from_raw_library` does for the symbol its
-    // attribute exports. `upgrade` then checks the header before anything else is read.
-    let header: AbiHeaderRef = unsafe { *raw.get::<AbiHeaderRef>(&symbol)? };
-    // Never unloaded: the header and everything reached from it point into the library.
-    std::mem::forget(raw);
-    header.upgrade()
-}

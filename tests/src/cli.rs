@@ -1,4 +1,7 @@
 //! The `runtimes` command (issue: CLI), run as a real binary against fixture plugins.
+//!
+//! Longer than 700 lines on purpose: one test per command and failure, each a whole run of
+//! the binary.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

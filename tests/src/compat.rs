@@ -32,6 +32,22 @@ fn released_as(version: &str) -> ScratchBuild {
                     &format!("runtime-loader = {{ path = \"loader\", version = \"{current}\" }}"),
                     &format!("runtime-loader = {{ path = \"loader\", version = \"{version}\" }}"),
                 ),
+                (
+                    &format!("runtime-text = {{ path = \"text\", version = \"{current}\" }}"),
+                    &format!("runtime-text = {{ path = \"text\", version = \"{version}\" }}"),
+                ),
+                (
+                    &format!(
+                        "runtime-discovery = {{ path = \"discovery\", version = \"{current}\" }}"
+                    ),
+                    &format!(
+                        "runtime-discovery = {{ path = \"discovery\", version = \"{version}\" }}"
+                    ),
+                ),
+                (
+                    &format!("runtime-process = {{ path = \"process\", version = \"{current}\" }}"),
+                    &format!("runtime-process = {{ path = \"process\", version = \"{version}\" }}"),
+                ),
             ],
         );
     })

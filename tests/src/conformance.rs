@@ -1,4 +1,4 @@
-//! The conformance checks (`runtime_loader::conformance`, `runtimes check --conformance`)
+//! The conformance checks (`runtime_conformance`, `runtimes check --conformance`)
 //! against real plugin files: the runtimes of this workspace pass, and a deliberately broken
 //! plugin fails with the specific reasons.
 
@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use runtime_api::Value;
+use runtime_conformance::{self as conformance, Options, Report, Verdict};
 use runtime_loader::LoaderOptions;
-use runtime_loader::conformance::{self, Options, Report, Verdict};
 use serde_json::json;
 use tempfile::TempDir;
 

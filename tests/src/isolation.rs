@@ -1,5 +1,8 @@
 //! Fault containment (issue 12): what each isolation level does with a hostile plugin.
 //!
+//! Longer than 700 lines on purpose: one test per failure class at each level, each a whole
+//! scenario; the area reads as one table of faults.
+//!
 //! Crashes (null write, abort, exit, stack overflow, a panic while unwinding, an allocation
 //! beyond the memory limit) are only tried at the *process* level: in-process they would end
 //! this test binary, which is exactly what the level is for. Blocking, spinning and flooding

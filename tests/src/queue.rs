@@ -1,5 +1,7 @@
 //! The Redis queue (issue 15): turns as jobs run by workers, against a real redis-server.
 //!
+//! Longer than 700 lines on purpose: each test is a whole scenario against a real Redis.
+//!
 //! The Redis is `AGENT_RUNTIMES_REDIS_URL` when set (CI runs `scripts/redis.sh start`), or an
 //! instance these tests start through `scripts/redis.sh`. Each test uses its own key prefix,
 //! so tests share the server. The restart test always starts a private instance.

@@ -69,14 +69,15 @@ fn the_scaffold_builds_and_passes_conformance_out_of_the_box() {
     assert!(made.status.success(), "{made:?}");
     let root = work.join("shout");
 
-    // What the README says to do when working from a checkout: a path override of both crates.
+    // What the README says to do when working from a checkout: a path override of both crates
+    // (runtime-api, and runtime-conformance, which brings the loader from the checkout too).
     // `[workspace]` keeps the crate out of this repository's workspace (it lives below it), and
     // this checkout's lock file keeps the versions to those already in cargo's cache (offline).
     let mut manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     manifest.push_str(&format!(
-        "\n[workspace]\n\n[patch.crates-io]\nruntime-api = {{ path = {:?} }}\nruntime-loader = {{ path = {:?} }}\n",
+        "\n[workspace]\n\n[patch.crates-io]\nruntime-api = {{ path = {:?} }}\nruntime-conformance = {{ path = {:?} }}\n",
         workspace.join("runtime-api"),
-        workspace.join("loader"),
+        workspace.join("conformance"),
     ));
     std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
     std::fs::copy(workspace.join("Cargo.lock"), root.join("Cargo.lock")).unwrap();

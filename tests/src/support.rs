@@ -210,7 +210,7 @@ pub fn edit(file: &Path, replacements: &[(&str, &str)]) {
     std::fs::write(file, text).unwrap();
 }
 
-/// A copy of runtime-contract, runtime-api, the loader, echo and the example hosts in a scratch workspace,
+/// A copy of runtime-contract, runtime-api, the loader (with the crates it uses), echo and the example hosts in a scratch workspace,
 /// edited, then built with cargo: plugins and hosts built against another runtime-api, for
 /// the compatibility and layout tests. Scratch builds share one target folder.
 pub struct ScratchBuild {
@@ -230,6 +230,9 @@ impl ScratchBuild {
         let members = [
             "runtime-contract",
             "runtime-api",
+            "text",
+            "discovery",
+            "process",
             "loader",
             "plugins/echo",
             "examples",

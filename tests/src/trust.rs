@@ -4,6 +4,9 @@
 //! only regular files are read (FIFOs, devices); nothing from a file reaches the terminal raw;
 //! a refused runtime says why; discovery, `list`, `check` and `install` give one verdict.
 //!
+//! Longer than 700 lines on purpose: one test per way a file can be swapped, changed or
+//! unsafe, each a whole scenario.
+//!
 //! The fixture plugin's ELF constructor writes `<library>.loaded` when the dynamic loader maps
 //! it: its absence proves that no code of a file ran. The tests that need another user (a
 //! folder owned by someone else, a folder swapped by someone else) run as root and use the

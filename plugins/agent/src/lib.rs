@@ -58,6 +58,7 @@ mod error;
 mod http_transport;
 mod model;
 mod servers;
+mod spec;
 mod turn;
 
 use std::sync::Arc;
@@ -69,16 +70,12 @@ use runtime_api::{
 
 pub use error::AgentError;
 
-use config::{Config, build_client};
+use config::Config;
 use servers::Pool;
+use turn::Inner;
 
-/// What a runtime instance shares with its running turns.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    config: Config,
-    client: reqwest::Client,
-    pool: Pool,
-}
+/// The `User-Agent` of the model requests.
+const USER_AGENT: &str = concat!("agent-runtimes-agent/", env!("CARGO_PKG_VERSION"));
 
 /// The `agent` runtime: an OpenAI-compatible model in a tool loop over MCP servers.
 #[derive(Debug)]
@@ -111,7 +108,7 @@ impl Runtime for AgentRuntime {
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = Config::for_runtime(&config)?;
-        let client = build_client(&config)?;
+        let client = config.server.client(USER_AGENT)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -148,25 +145,11 @@ impl Runtime for AgentRuntime {
         let tools: usize = servers.iter().map(|s| s.tools.len()).sum();
         Ok(format!(
             "model {} at {}; {} MCP servers running with {tools} tools",
-            config.model,
-            config.base_url,
+            config.server.model,
+            config.server.base_url,
             servers.len()
         ))
     }
-}
-
-/// The text cut to at most `max` bytes at a character boundary, with `…` when cut.
-pub(crate) fn truncate_owned(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
 }
 
 runtime_api::export_plugin!(AgentRuntime);

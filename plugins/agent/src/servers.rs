@@ -1,14 +1,13 @@
-//! MCP servers: their specs (the `mcp_servers` map MCP clients use), and the pool of running
-//! servers of one runtime instance — started on first use, reused across turns, restarted when
-//! they die, killed with their process group when the pool is dropped.
+//! MCP servers: the pool of running servers of one runtime instance (keyed by name and
+//! [`ServerSpec`]) — started on first use, reused across turns, restarted when they die, killed
+//! with their process group when the pool is dropped — and tool calls on them.
 //!
 //! A stdio server runs as a child process through rmcp's `TokioChildProcess` transport, in a
 //! process group of its own (`process_group(0)`): `npx` and shell wrappers start grandchildren,
 //! and killing only the direct child would leave them running. Its stderr is read into a
-//! bounded tail (quoted in start errors) and logged at debug level, escaped.
+//! bounded tail (quoted in start errors) and logged at debug level, escaped (`runtime_text::clean`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
@@ -18,304 +17,15 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::{Peer, RoleClient, RunningService, ServiceError};
 use rmcp::transport::TokioChildProcess;
 use runtime_api::Value;
+use runtime_text::{ByteTail, clean};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::Mutex;
 
-use crate::config::{MAX_SERVERS, type_name};
 use crate::error::AgentError;
+use crate::spec::{MAX_SERVERS, ServerSpec};
 
 /// The most bytes of a server's stderr kept for error messages.
 const STDERR_TAIL: usize = 2048;
-
-/// How one MCP server is reached.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum ServerSpec {
-    /// A program speaking MCP on its stdin and stdout.
-    Stdio {
-        command: String,
-        args: Vec<String>,
-        env: BTreeMap<String, String>,
-        cwd: Option<PathBuf>,
-        include_tools: Option<Vec<String>>,
-    },
-    /// A streamable HTTP endpoint.
-    Http {
-        url: String,
-        headers: BTreeMap<String, String>,
-        include_tools: Option<Vec<String>>,
-    },
-}
-
-/// A server name: what MCP clients accept as a key, kept short and printable.
-fn valid_server_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-fn string_list(value: Option<&Value>, what: &str, problems: &mut Vec<String>) -> Vec<String> {
-    match value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| match item {
-                Value::String(text) => Some(text.clone()),
-                other => {
-                    problems.push(format!(
-                        "{what} must hold strings, not {}",
-                        type_name(other)
-                    ));
-                    None
-                }
-            })
-            .collect(),
-        Some(other) => {
-            problems.push(format!(
-                "{what} must be an array of strings, not {}",
-                type_name(other)
-            ));
-            Vec::new()
-        }
-    }
-}
-
-fn string_map(
-    value: Option<&Value>,
-    what: &str,
-    problems: &mut Vec<String>,
-) -> BTreeMap<String, String> {
-    match value {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .filter_map(|(key, value)| match value {
-                Value::String(text) => Some((key.clone(), text.clone())),
-                other => {
-                    problems.push(format!(
-                        "{what} `{key}` must be a string, not {}",
-                        type_name(other)
-                    ));
-                    None
-                }
-            })
-            .collect(),
-        Some(other) => {
-            problems.push(format!(
-                "{what} must be an object of strings, not {}",
-                type_name(other)
-            ));
-            BTreeMap::new()
-        }
-    }
-}
-
-impl ServerSpec {
-    /// Parses an `mcp_servers` map (`null` is empty); the error lists every problem.
-    pub(crate) fn parse_map(value: &Value) -> Result<BTreeMap<String, ServerSpec>, Vec<String>> {
-        let map = match value {
-            Value::Null => return Ok(BTreeMap::new()),
-            Value::Object(map) => map,
-            other => {
-                return Err(vec![format!(
-                    "`mcp_servers` must be an object from server names to servers, not {}",
-                    type_name(other)
-                )]);
-            }
-        };
-        let mut problems = Vec::new();
-        if map.len() > MAX_SERVERS {
-            problems.push(format!(
-                "`mcp_servers` names {} servers; at most {MAX_SERVERS}",
-                map.len()
-            ));
-        }
-        let mut servers = BTreeMap::new();
-        for (name, spec) in map {
-            if !valid_server_name(name) {
-                problems.push(format!(
-                    "MCP server name {name:?} must be 1 to 64 letters, digits, `_`, `-` or `.`"
-                ));
-                continue;
-            }
-            match ServerSpec::parse(name, spec) {
-                Ok(spec) => {
-                    servers.insert(name.clone(), spec);
-                }
-                Err(more) => problems.extend(more),
-            }
-        }
-        if problems.is_empty() {
-            Ok(servers)
-        } else {
-            Err(problems)
-        }
-    }
-
-    fn parse(name: &str, value: &Value) -> Result<ServerSpec, Vec<String>> {
-        let Value::Object(object) = value else {
-            return Err(vec![format!(
-                "MCP server `{name}` must be an object with `command` (stdio) or `url` (HTTP), \
-                 not {}",
-                type_name(value)
-            )]);
-        };
-        let mut problems = Vec::new();
-        let prefix = format!("MCP server `{name}`:");
-        let kind = match object.get("type").or_else(|| object.get("transport")) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(kind)) => Some(kind.as_str()),
-            Some(other) => {
-                problems.push(format!(
-                    "{prefix} `type` must be a string, not {}",
-                    type_name(other)
-                ));
-                None
-            }
-        };
-        let known: &[&str] = match (object.get("url"), kind) {
-            (Some(_), _) | (None, Some("http" | "streamable_http" | "streamable-http")) => {
-                &["type", "transport", "url", "headers", "include_tools"]
-            }
-            _ => &[
-                "type",
-                "transport",
-                "command",
-                "args",
-                "env",
-                "cwd",
-                "include_tools",
-            ],
-        };
-        for key in object.keys() {
-            if !known.contains(&key.as_str()) {
-                problems.push(format!(
-                    "{prefix} unknown key `{key}`; known keys: {}",
-                    known.join(", ")
-                ));
-            }
-        }
-        let include_tools = match object.get("include_tools") {
-            None | Some(Value::Null) => None,
-            some => Some(string_list(
-                some,
-                &format!("{prefix} `include_tools`"),
-                &mut problems,
-            )),
-        };
-        let spec = match (object.get("command"), object.get("url"), kind) {
-            (_, _, Some("sse")) => {
-                problems.push(format!(
-                    "{prefix} the old HTTP+SSE transport is not supported; use streamable HTTP \
-                     (`type: \"http\"`) or stdio"
-                ));
-                None
-            }
-            (Some(_), Some(_), _) => {
-                problems.push(format!("{prefix} give either `command` or `url`, not both"));
-                None
-            }
-            (Some(command), None, None | Some("stdio")) => {
-                let command = match command {
-                    Value::String(text) if !text.trim().is_empty() => text.clone(),
-                    other => {
-                        problems.push(format!(
-                            "{prefix} `command` must be a non-empty string, not {}",
-                            type_name(other)
-                        ));
-                        String::new()
-                    }
-                };
-                let args = string_list(
-                    object.get("args"),
-                    &format!("{prefix} `args`"),
-                    &mut problems,
-                );
-                let env = string_map(object.get("env"), &format!("{prefix} `env`"), &mut problems);
-                for key in env.keys() {
-                    if !crate::config::is_env_name(key) {
-                        problems.push(format!("{prefix} `env` key {key:?} is not a variable name"));
-                    }
-                }
-                let cwd = match object.get("cwd") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(text)) if !text.is_empty() => Some(PathBuf::from(text)),
-                    Some(other) => {
-                        problems.push(format!(
-                            "{prefix} `cwd` must be a non-empty string, not {}",
-                            type_name(other)
-                        ));
-                        None
-                    }
-                };
-                Some(ServerSpec::Stdio {
-                    command,
-                    args,
-                    env,
-                    cwd,
-                    include_tools,
-                })
-            }
-            (None, Some(url), None | Some("http" | "streamable_http" | "streamable-http")) => {
-                let url = match url {
-                    Value::String(text) => match reqwest::Url::parse(text) {
-                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => text.clone(),
-                        Ok(parsed) => {
-                            problems.push(format!(
-                                "{prefix} `url` must be http or https, not {}",
-                                parsed.scheme()
-                            ));
-                            String::new()
-                        }
-                        Err(error) => {
-                            problems.push(format!("{prefix} `url` is not a URL: {error}"));
-                            String::new()
-                        }
-                    },
-                    other => {
-                        problems.push(format!(
-                            "{prefix} `url` must be a string, not {}",
-                            type_name(other)
-                        ));
-                        String::new()
-                    }
-                };
-                let headers = string_map(
-                    object.get("headers"),
-                    &format!("{prefix} header"),
-                    &mut problems,
-                );
-                Some(ServerSpec::Http {
-                    url,
-                    headers,
-                    include_tools,
-                })
-            }
-            (_, _, Some(other))
-                if !matches!(
-                    other,
-                    "stdio" | "http" | "streamable_http" | "streamable-http"
-                ) =>
-            {
-                problems.push(format!(
-                    "{prefix} unknown `type` {other:?}; use \"stdio\" or \"http\""
-                ));
-                None
-            }
-            _ => {
-                problems.push(format!(
-                    "{prefix} needs `command` (a stdio server) or `url` (a streamable HTTP server)"
-                ));
-                None
-            }
-        };
-        match spec {
-            Some(spec) if problems.is_empty() => Ok(spec),
-            _ => Err(problems),
-        }
-    }
-}
 
 /// Kills a process group with `SIGKILL` when dropped, once (see plugins/command for why the
 /// group id cannot be reused while the leader is unreaped).
@@ -359,38 +69,28 @@ impl Drop for GroupGuard {
     }
 }
 
-/// The end of a server's stderr.
-#[derive(Debug, Default)]
-struct Tail(SyncMutex<Vec<u8>>);
+/// The end of a server's stderr, shared by the task reading it and the start errors quoting it.
+#[derive(Debug)]
+struct Tail(SyncMutex<ByteTail>);
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail(SyncMutex::new(ByteTail::new(STDERR_TAIL)))
+    }
+}
 
 impl Tail {
     fn push(&self, bytes: &[u8]) {
-        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        tail.extend_from_slice(bytes);
-        if tail.len() > STDERR_TAIL {
-            let cut = tail.len() - STDERR_TAIL;
-            tail.drain(..cut);
-        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
     }
 
     /// The tail as text with control characters escaped.
     fn text(&self) -> String {
-        let tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        escape(String::from_utf8_lossy(&tail).trim())
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clean_text()
     }
-}
-
-/// Text with control characters (and only those) escaped, safe for a terminal.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A running server: the service (its transport owns the child), its tools, its group.
@@ -485,7 +185,7 @@ impl Slot {
     fn start_error(&self, reason: impl std::fmt::Display) -> AgentError {
         AgentError::ServerStart {
             server: self.name.clone(),
-            reason: escape(&reason.to_string()),
+            reason: clean(&reason.to_string()).into_owned(),
             stderr: self.tail.text(),
         }
     }
@@ -523,7 +223,7 @@ impl Slot {
                                 break;
                             }
                             tail.push(&buffer[..n]);
-                            tracing::debug!(server = %name, stderr = %escape(&String::from_utf8_lossy(&buffer[..n])), "MCP server stderr");
+                            tracing::debug!(server = %name, stderr = %clean(&String::from_utf8_lossy(&buffer[..n])), "MCP server stderr");
                         }
                     });
                 }
@@ -693,16 +393,16 @@ pub(crate) async fn call_tool(
         }),
         Ok(Ok(result)) => Ok(result),
         Ok(Err(ServiceError::McpError(error))) => Err(ToolFailure::Protocol {
-            message: escape(&error.message),
+            message: clean(&error.message).into_owned(),
         }),
         Ok(Err(error @ (ServiceError::TransportClosed | ServiceError::TransportSend(_)))) => {
             Err(ToolFailure::ServerDied {
                 server: live.name.clone(),
-                reason: escape(&error.to_string()),
+                reason: clean(&error.to_string()).into_owned(),
             })
         }
         Ok(Err(error)) => Err(ToolFailure::Protocol {
-            message: escape(&error.to_string()),
+            message: clean(&error.to_string()).into_owned(),
         }),
     }
 }
@@ -724,5 +424,19 @@ pub(crate) fn result_text(result: &CallToolResult, max: usize) -> String {
         parts.push(structured.to_string());
     }
     let text = parts.join("\n");
-    crate::truncate_owned(text, max)
+    truncate_owned(text, max)
+}
+
+/// The text cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub(crate) fn truncate_owned(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }

@@ -15,18 +15,28 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::Stream;
+use openai_wire::{arguments_text, chat};
 use rmcp::model::Tool;
 use runtime_api::{
-    Delta, FinishReason, Message, Role, RuntimeError, StreamItem, ToolCall, ToolDefinition,
-    TurnOutput, TurnRequest, Usage, Value, json,
+    Delta, FinishReason, Message, RuntimeError, StreamItem, ToolCall, ToolDefinition, TurnOutput,
+    TurnRequest, Usage, Value, json,
 };
+use runtime_text::clean;
 use tokio::sync::mpsc;
 
-use crate::Inner;
-use crate::config::TurnConfig;
+use crate::config::{Config, TurnConfig};
 use crate::error::AgentError;
-use crate::model::{self, arguments_text};
-use crate::servers::{self, Live, ServerSpec, ToolFailure, escape};
+use crate::model;
+use crate::servers::{self, Live, Pool, ToolFailure, truncate_owned};
+use crate::spec::ServerSpec;
+
+/// What a runtime instance shares with its running turns.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub pool: Pool,
+}
 
 /// The most bytes of a tool result shown in its delta.
 pub(crate) const PREVIEW_BYTES: usize = 512;
@@ -136,20 +146,11 @@ fn function_name(name: &str) -> String {
 
 /// The turn's tools: the host's (`host`), then each server's `(name, tools)`.
 fn tools(servers: &[(&str, &[Tool])], host: &[ToolDefinition]) -> Tools {
-    let mut routes = HashMap::new();
-    let mut definitions = Vec::new();
-    for tool in host {
-        routes.insert(tool.name.clone(), Route::Host);
-        let parameters = if tool.parameters.is_object() {
-            tool.parameters.clone()
-        } else {
-            json!({ "type": "object", "properties": {} })
-        };
-        definitions.push(json!({
-            "type": "function",
-            "function": { "name": tool.name, "description": tool.description, "parameters": parameters },
-        }));
-    }
+    let mut routes: HashMap<String, Route> = host
+        .iter()
+        .map(|tool| (tool.name.clone(), Route::Host))
+        .collect();
+    let mut definitions = chat::tools(host);
     // A tool keeps its own name unless another server (or a host tool) has it too; then each
     // of those is `server__tool`.
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -178,104 +179,16 @@ fn tools(servers: &[(&str, &[Tool])], host: &[ToolDefinition]) -> Tools {
                     tool: tool.name.to_string(),
                 },
             );
-            definitions.push(json!({
-                "type": "function",
-                "function": {
-                    "name": name,
-                    "description": tool.description.as_deref().unwrap_or_default(),
-                    "parameters": Value::Object((*tool.input_schema).clone()),
-                },
-            }));
+            definitions.push(chat::tool(
+                &name,
+                tool.description.as_deref().unwrap_or_default(),
+                Value::Object((*tool.input_schema).clone()),
+            ));
         }
     }
     Tools {
         routes,
         definitions,
-    }
-}
-
-/// The conversation so far as Chat Completions messages.
-fn messages(request: &TurnRequest) -> Vec<Value> {
-    let mut messages = Vec::new();
-    if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
-        messages.push(json!({ "role": "system", "content": system }));
-    }
-    for message in &request.history {
-        messages.push(message_json(message));
-    }
-    if !request.prompt.is_empty() {
-        messages.push(json!({ "role": "user", "content": request.prompt }));
-    }
-    messages
-}
-
-fn message_json(message: &Message) -> Value {
-    match &message.role {
-        Role::Assistant if !message.tool_calls.is_empty() => {
-            let calls: Vec<Value> = message
-                .tool_calls
-                .iter()
-                .map(|call| {
-                    json!({
-                        "id": call.id,
-                        "type": "function",
-                        "function": { "name": call.name, "arguments": arguments_text(&call.arguments) },
-                    })
-                })
-                .collect();
-            let content = if message.content.is_empty() {
-                Value::Null
-            } else {
-                json!(message.content)
-            };
-            json!({ "role": "assistant", "content": content, "tool_calls": calls })
-        }
-        Role::Tool => json!({
-            "role": "tool",
-            "tool_call_id": message.tool_call_id.clone().unwrap_or_default(),
-            "content": message.content,
-        }),
-        role => json!({ "role": role.as_str(), "content": message.content }),
-    }
-}
-
-fn body(inner: &Inner, request: &TurnRequest, messages: &[Value], tools: &Tools) -> Value {
-    let config = &inner.config;
-    let mut body = serde_json::Map::new();
-    body.insert(
-        "model".into(),
-        json!(request.model.as_deref().unwrap_or(&config.model)),
-    );
-    body.insert("messages".into(), Value::Array(messages.to_vec()));
-    body.insert("stream".into(), json!(true));
-    if config.include_usage {
-        body.insert("stream_options".into(), json!({ "include_usage": true }));
-    }
-    if let Some(max_tokens) = request.sampling.max_tokens.or(config.max_tokens) {
-        body.insert("max_tokens".into(), json!(max_tokens));
-    }
-    if let Some(temperature) = request.sampling.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if !request.sampling.stop.is_empty() {
-        body.insert("stop".into(), json!(request.sampling.stop));
-    }
-    if !tools.definitions.is_empty() {
-        body.insert("tools".into(), Value::Array(tools.definitions.clone()));
-    }
-    for (key, value) in &config.extra_body {
-        body.insert(key.clone(), value.clone());
-    }
-    Value::Object(body)
-}
-
-fn finish_reason(reason: Option<&str>) -> FinishReason {
-    match reason {
-        None | Some("stop") => FinishReason::Stop,
-        Some("length") => FinishReason::Length,
-        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
-        Some("content_filter") => FinishReason::ContentFilter,
-        Some(other) => FinishReason::Other(other.to_owned()),
     }
 }
 
@@ -323,10 +236,7 @@ async fn call_mcp(
                 ok: false,
                 text: ToolFailure::BadArguments {
                     tool: tool.to_owned(),
-                    reason: format!(
-                        "not valid JSON: {}",
-                        crate::truncate_owned(text.clone(), 200)
-                    ),
+                    reason: format!("not valid JSON: {}", truncate_owned(text.clone(), 200)),
                 }
                 .to_string(),
             };
@@ -406,7 +316,7 @@ async fn run(
         .map(|live| (live.name.as_str(), live.tools.as_slice()))
         .collect();
     let tools = tools(&offered, &request.tools);
-    let mut messages = messages(&request);
+    let mut messages = chat::messages(&request);
     let mut transcript: Vec<Message> = Vec::new();
     let mut usage = Usage::default();
     let mut content = String::new();
@@ -417,14 +327,14 @@ async fn run(
 
     for step in 1..=max_steps {
         let lead = (!content.is_empty()).then_some("\n\n");
-        let result = model::call(
-            &inner.client,
-            config,
-            &body(inner, &request, &messages, &tools),
-            &deltas,
-            lead,
-        )
-        .await?;
+        let body = chat::body(
+            &config.server,
+            &request,
+            messages.clone(),
+            tools.definitions.clone(),
+            true,
+        );
+        let result = model::call(&inner.client, &config.server, &body, &deltas, lead).await?;
         usage += result.usage;
         if result.lead_sent {
             content.push_str("\n\n");
@@ -437,7 +347,7 @@ async fn run(
         if result.tool_calls.is_empty() {
             return Ok(TurnOutput::new(content.clone())
                 .with_usage(usage)
-                .with_finish_reason(finish_reason(result.finish_reason.as_deref()))
+                .with_finish_reason(result.finish_reason)
                 .with_metadata(output_metadata(
                     step,
                     tool_call_count,
@@ -478,7 +388,7 @@ async fn run(
         }
         let mut assistant = Message::assistant_tool_calls(result.tool_calls.clone());
         assistant.content = result.content.clone();
-        messages.push(message_json(&assistant));
+        messages.push(chat::message_json(&assistant));
         transcript.push(assistant);
 
         // The calls this runtime answers, concurrently; each result is streamed as it comes.
@@ -512,7 +422,8 @@ async fn run(
                             Outcome {
                                 ok: false,
                                 text: ToolFailure::UnknownTool {
-                                    tool: escape(&crate::truncate_owned(call.name.clone(), 64)),
+                                    tool: clean(&truncate_owned(call.name.clone(), 64))
+                                        .into_owned(),
                                     available: if available.is_empty() {
                                         "(none)".to_owned()
                                     } else {
@@ -523,7 +434,7 @@ async fn run(
                             }
                         }
                     };
-                    let preview = crate::truncate_owned(outcome.text.clone(), PREVIEW_BYTES);
+                    let preview = truncate_owned(outcome.text.clone(), PREVIEW_BYTES);
                     let mut delta = Delta::tool_result(&call.id, &call.name, outcome.ok, preview);
                     delta.metadata["step"] = json!(step);
                     delta.metadata["duration_ms"] =
@@ -618,31 +529,5 @@ mod tests {
         assert_eq!(function_name("a.b/c d"), "a_b_c_d");
         assert_eq!(function_name(""), "_");
         assert_eq!(function_name(&"x".repeat(100)).len(), 64);
-    }
-
-    #[test]
-    fn history_maps_to_chat_messages() {
-        let request = TurnRequest::new("now?")
-            .with_system("be brief")
-            .with_history(vec![
-                Message::user("weather?"),
-                Message::assistant_tool_calls(vec![ToolCall::new(
-                    "c1",
-                    "w",
-                    json!({ "city": "Paris" }),
-                )]),
-                Message::tool_result("c1", "sunny"),
-            ]);
-        let messages = messages(&request);
-        let roles: Vec<&str> = messages
-            .iter()
-            .map(|m| m["role"].as_str().unwrap())
-            .collect();
-        assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
-        assert_eq!(
-            messages[2]["tool_calls"][0]["function"]["arguments"],
-            r#"{"city":"Paris"}"#
-        );
-        assert_eq!(messages[3]["tool_call_id"], "c1");
     }
 }

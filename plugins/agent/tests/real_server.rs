@@ -67,15 +67,19 @@ async fn a_smoke_turn_against_llama_server_with_a_real_mcp_server() {
     .await
     .expect("the turn ended within 3 minutes");
 
-    // Every decided call got a result, by id.
-    let calls: Vec<String> = tool_calls(&items)
+    // Every decided call got a result, by id. The calls of one step run concurrently and each
+    // result is streamed when its call ends, so results come in the order the calls finish:
+    // compared as sorted lists.
+    let mut calls: Vec<String> = tool_calls(&items)
         .iter()
         .map(|d| d.metadata["id"].as_str().unwrap().to_owned())
         .collect();
-    let results: Vec<String> = tool_results(&items)
+    calls.sort();
+    let mut results: Vec<String> = tool_results(&items)
         .iter()
         .map(|d| d.metadata["tool_call_id"].as_str().unwrap().to_owned())
         .collect();
+    results.sort();
     match items.last() {
         Some(Ok(StreamItem::Done(_))) => {
             let output = finished(&items);

@@ -49,7 +49,6 @@ use runtime_api::{
 };
 use serde::Deserialize;
 
-mod lines;
 #[cfg(unix)]
 mod unix;
 

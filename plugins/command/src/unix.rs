@@ -15,11 +15,11 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use runtime_api::{Delta, RuntimeError, StreamItem, TurnOutput, TurnRequest, json};
+use runtime_text::{ByteTail, LineSplitter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::time::Instant;
 
-use crate::lines::{LineSplitter, Tail};
 use crate::{Config, PromptMode, StderrAs};
 
 /// How long the pipes are still read after the program exited (and its group was killed):
@@ -71,7 +71,7 @@ struct Running {
     stdin: Option<StdinWriter>,
     out_lines: LineSplitter,
     err_lines: LineSplitter,
-    tail: Tail,
+    tail: ByteTail,
     pending: VecDeque<Delta>,
     content: String,
     status: Option<ExitStatus>,
@@ -207,7 +207,7 @@ impl Running {
             stdin,
             out_lines: LineSplitter::default(),
             err_lines: LineSplitter::default(),
-            tail: Tail::default(),
+            tail: ByteTail::default(),
             pending: VecDeque::new(),
             content: String::new(),
             status: None,

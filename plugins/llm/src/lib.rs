@@ -25,9 +25,14 @@
 //!
 //! - **HTTP**: reqwest 0.12 with rustls (the `ring` provider, webpki and native roots), no
 //!   OpenSSL or native-tls; one client per runtime instance, so connections pool across turns.
-//! - **SSE**: the `eventsource-stream` crate frames events (see the `http` module for the
-//!   cases it is tested on). The provider logic is in plain accumulators, [`OpenAiStreamState`]
-//!   and [`AnthropicStreamState`], fed parsed events and tested on recorded fixtures.
+//! - **SSE**: the `eventsource-stream` crate frames events (see openai-wire's `sse` module for
+//!   the cases it is tested on). The provider logic is in plain accumulators,
+//!   [`OpenAiStreamState`] and [`AnthropicStreamState`], fed parsed events and tested on
+//!   recorded fixtures.
+//! - **One OpenAI client**: the configuration keys both providers share, sending, error
+//!   mapping, SSE and the whole Chat Completions mapping (with [`OpenAiStreamState`]) are the
+//!   `openai-wire` library's, which the `agent` plugin uses too; this crate adds the runtimes,
+//!   the Anthropic provider and the provider-specific keys.
 //! - **One shell**: [`LlmRuntime`] is the runtime both providers share (configuration, client,
 //!   requests, the turn entry points); each provider supplies only its ids, request body,
 //!   headers and response and stream formats.
@@ -39,7 +44,6 @@
 
 mod anthropic;
 mod config;
-mod http;
 mod openai;
 mod shell;
 
@@ -47,27 +51,8 @@ mod shell;
 mod fault_tests;
 
 pub use anthropic::{AnthropicRuntime, AnthropicStreamState};
-pub use openai::{OpenAiRuntime, OpenAiStreamState};
+pub use openai::OpenAiRuntime;
+pub use openai_wire::OpenAiStreamState;
 pub use shell::LlmRuntime;
-
-use runtime_api::{Value, json};
-
-/// Tool-call arguments from their JSON text: `{}` when empty, the parsed value when valid,
-/// else the text itself as a JSON string (as [`runtime_api::ToolCall`] documents).
-pub(crate) fn parse_arguments(text: &str) -> Value {
-    if text.trim().is_empty() {
-        return json!({});
-    }
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
-/// A tool's parameter schema, or the empty object schema when it has none.
-pub(crate) fn schema_or_empty(parameters: &Value) -> Value {
-    if parameters.is_object() {
-        parameters.clone()
-    } else {
-        json!({ "type": "object", "properties": {} })
-    }
-}
 
 runtime_api::export_plugin!(OpenAiRuntime, AnthropicRuntime);

@@ -7,14 +7,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures::Stream;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
+use openai_wire::http::{self, Request};
+use openai_wire::sse::{self, StreamDecoder};
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, Response};
 use runtime_api::{
     Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest, Value,
 };
 
-use crate::config::{Config, Provider, build_client};
-use crate::http::{self, StreamDecoder};
+use crate::config::{Config, Provider};
+
+/// The `User-Agent` of both runtimes' requests.
+const USER_AGENT: &str = concat!("agent-runtimes-llm/", env!("CARGO_PKG_VERSION"));
 
 /// A provider's API: what the shell needs to know to run turns against it. Implemented by the
 /// two providers of this crate only (the trait is not nameable outside it).
@@ -90,34 +94,16 @@ impl<A: Api> LlmRuntime<A> {
         body: Option<(Value, bool)>,
     ) -> Result<Response, RuntimeError> {
         let auth = A::auth_headers(&self.config)?;
-        let url = format!("{}/{path}", self.config.base_url);
-        let body = match body {
-            Some((body, stream)) => {
-                tracing::debug!(%url, model = %body["model"], stream, "{}", A::REQUEST_LOG);
-                let bytes = serde_json::to_vec(&body).map_err(|e| {
-                    RuntimeError::internal(format!("could not encode the request: {e}"))
-                })?;
-                Some((bytes, A::accept(stream)))
-            }
-            None => None,
-        };
-        http::send(|| {
-            let mut builder = self
-                .client
-                .request(method.clone(), &url)
-                .headers(self.config.headers.clone());
-            if let Some((bytes, accept)) = &body {
-                builder = builder
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(ACCEPT, *accept)
-                    .body(bytes.clone());
-            }
-            for (name, value) in &auth {
-                builder = builder.header(name.clone(), value.clone());
-            }
-            builder
-        })
-        .await
+        let url = format!("{}/{path}", self.config.server.base_url);
+        let mut request = Request::new(method, url, &self.config.server.headers);
+        if let Some((body, stream)) = body {
+            tracing::debug!(url = %request.url(), model = %body["model"], stream, "{}", A::REQUEST_LOG);
+            request = request.json(&body, A::accept(stream))?;
+        }
+        for (name, value) in auth {
+            request = request.header(name, value);
+        }
+        request.send(&self.client).await
     }
 }
 
@@ -139,7 +125,7 @@ impl<A: Api> Runtime for LlmRuntime<A> {
 
     fn new(config: Value) -> Result<Self, RuntimeError> {
         let config = Config::for_runtime(A::PROVIDER, &config)?;
-        let client = build_client(&config)?;
+        let client = config.server.client(USER_AGENT)?;
         Ok(Self {
             config,
             client,
@@ -164,7 +150,7 @@ impl<A: Api> Runtime for LlmRuntime<A> {
             self.send(Method::POST, A::TURN_PATH, Some((body, true)))
                 .await
         };
-        http::drive(start, A::decoder())
+        sse::drive(start, A::decoder())
     }
 
     async fn health(&self) -> Result<String, RuntimeError> {
@@ -174,7 +160,7 @@ impl<A: Api> Runtime for LlmRuntime<A> {
         let count = body["data"].as_array().map_or(0, Vec::len);
         Ok(format!(
             "{} answers ({count} models); configured model {}",
-            self.config.base_url, self.config.model
+            self.config.server.base_url, self.config.server.model
         ))
     }
 }

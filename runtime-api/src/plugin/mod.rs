@@ -4,6 +4,8 @@
 pub(crate) mod author;
 pub(crate) mod export;
 pub(crate) mod glue;
+mod guarded;
 pub(crate) mod logging;
 pub(crate) mod runtime;
 mod scope;
+mod turns;

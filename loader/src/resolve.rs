@@ -1,0 +1,245 @@
+//! Resolution: a name to a handle at its isolation level, creating the runtime (in this
+//! process or in a worker) the first time, failing closed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+
+use runtime_api::{RuntimeError, Value};
+
+use crate::entry::RuntimeSource;
+use crate::error::{RegistryError, ResolveError};
+use crate::handle::{Backend, RuntimeHandle, Validator};
+use crate::isolation::Isolation;
+use crate::library::PluginLibrary;
+use crate::names::*;
+use crate::registry::Runtimes;
+use runtime_discovery::report::RejectReason;
+use runtime_process::{ProcessRuntime, Spec};
+
+impl Runtimes {
+    /// Resolves a runtime by id or alias, with its default configuration. The first resolve
+    /// of a plugin's runtime loads the library (abi_stable's checks, then the manifest
+    /// cross-check) and creates the runtime; later resolves return the same runtime.
+    ///
+    /// A library refused at load stays refused (the file is what it is). A runtime whose
+    /// creation failed (its factory returned an error, for example a backend it checks at
+    /// start was down) is not kept: the next resolve tries to create it again.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::NotFound`] naming what is available and the closest name;
+    /// [`ResolveError::Rejected`] saying why a plugin that declares the name was not loaded;
+    /// [`ResolveError::Factory`] when the runtime could not be created.
+    pub fn resolve(&self, name: &str) -> Result<RuntimeHandle, ResolveError> {
+        // Fast path: the runtime exists and was created already; one read lock, one clone.
+        let registered = {
+            let state = self.read();
+            match state.lookup(name) {
+                Some(registered) => {
+                    let level = self.level_of(registered);
+                    match registered.instance_slot(level).get() {
+                        Some(created) if level.in_process() => {
+                            return Ok(self.at_level(registered, created));
+                        }
+                        _ => Arc::clone(registered),
+                    }
+                }
+                None => return Err(state.not_found(name)),
+            }
+        };
+        let level = self.level_of(&registered);
+        if !level.in_process() {
+            self.check_not_failed(&registered)?;
+        }
+        let slot = registered.instance_slot(level);
+        if let Some(created) = slot.get() {
+            return Ok(self.at_level(&registered, created));
+        }
+        // First resolve: load and create outside the registry's lock, once at a time.
+        let _creating = registered
+            .creating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(created) = slot.get() {
+            return Ok(self.at_level(&registered, created));
+        }
+        let created = self.instantiate(&registered, &Value::Null, level)?;
+        let created = slot.get_or_init(|| created);
+        Ok(self.at_level(&registered, created))
+    }
+
+    /// The level a runtime's handles are resolved at: its own, or the registry's; a runtime
+    /// compiled into the host never leaves the process.
+    fn level_of(&self, registered: &Registered) -> Isolation {
+        let level = registered.isolation(self.options.isolation);
+        match (&registered.factory, level) {
+            (Factory::BuiltIn(..), Isolation::Process) => Isolation::Threads,
+            _ => level,
+        }
+    }
+
+    fn check_not_failed(&self, registered: &Registered) -> Result<(), ResolveError> {
+        match registered.ledger.failed() {
+            None => Ok(()),
+            Some(reason) => Err(ResolveError::Failed {
+                name: registered.entry.id.clone(),
+                path: match &registered.entry.source {
+                    RuntimeSource::Plugin { path, .. } => path.clone(),
+                    RuntimeSource::BuiltIn => PathBuf::new(),
+                },
+                reason,
+            }),
+        }
+    }
+
+    fn at_level(&self, registered: &Registered, handle: &RuntimeHandle) -> RuntimeHandle {
+        let level = self.level_of(registered);
+        if handle.isolation() == level {
+            handle.clone()
+        } else {
+            handle.with_isolation(level)
+        }
+    }
+
+    /// Forgets the crashes of a runtime marked failed at the *process* level, so it may be
+    /// resolved and run again; `true` if it was marked failed.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Unknown`] when nothing has this name.
+    pub fn clear_failed(&self, name: &str) -> Result<bool, RegistryError> {
+        let registered = self.find(name).map_err(|_| RegistryError::Unknown {
+            name: name.to_owned(),
+        })?;
+        let was = registered.ledger.failed().is_some();
+        registered.ledger.clear();
+        Ok(was)
+    }
+
+    /// Creates a new instance of a runtime (by id or alias) with `config`, apart from the
+    /// shared one [`Runtimes::resolve`] returns. Each call builds a fresh runtime object.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtimes::resolve`]; [`ResolveError::Factory`] carries an `invalid_config` error
+    /// listing every problem when the configuration is refused.
+    pub fn new_instance(&self, name: &str, config: &Value) -> Result<RuntimeHandle, ResolveError> {
+        let registered = self.find(name)?;
+        let level = self.level_of(&registered);
+        if !level.in_process() {
+            self.check_not_failed(&registered)?;
+        }
+        let handle = self.instantiate(&registered, config, level)?;
+        Ok(self.at_level(&registered, &handle))
+    }
+
+    /// Every problem the runtime (by id or alias) finds with `config`, without creating a
+    /// runtime object: empty when it is valid. A plugin's library is loaded to ask it.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::NotFound`] or [`ResolveError::Rejected`] as for
+    /// [`Runtimes::resolve`]; [`ResolveError::Factory`] when the validation itself failed
+    /// (it panicked).
+    pub fn validate_config(&self, name: &str, config: &Value) -> Result<Vec<String>, ResolveError> {
+        let registered = self.find(name)?;
+        let id = &registered.entry.id;
+        let checked = match &registered.factory {
+            Factory::BuiltIn(_, validate) => validate(config),
+            Factory::Plugin(library) if !self.level_of(&registered).in_process() => {
+                ProcessRuntime::validate_once(self.spec(library, id, config), config)
+            }
+            Factory::Plugin(library) => library
+                .validate_config(id, config)
+                .map_err(|reason| Self::rejected_at_load(library, id, reason))?,
+        };
+        checked.map_err(|error| ResolveError::Factory {
+            id: id.clone(),
+            error,
+        })
+    }
+
+    fn find(&self, name: &str) -> Result<Arc<Registered>, ResolveError> {
+        let state = self.read();
+        match state.lookup(name) {
+            Some(registered) => Ok(Arc::clone(registered)),
+            None => Err(state.not_found(name)),
+        }
+    }
+
+    fn rejected_at_load(library: &PluginLibrary, id: &str, reason: RejectReason) -> ResolveError {
+        ResolveError::Rejected {
+            name: id.to_owned(),
+            path: library.real_path.clone(),
+            reason,
+        }
+    }
+
+    /// What a worker is started with for runtime `id` of `library`.
+    fn spec(&self, library: &PluginLibrary, id: &str, config: &Value) -> Spec {
+        Spec::new(
+            library.real_path.clone(),
+            id.to_owned(),
+            config.clone(),
+            self.options.allow_insecure,
+            self.options.process,
+        )
+    }
+
+    fn instantiate(
+        &self,
+        registered: &Registered,
+        config: &Value,
+        level: Isolation,
+    ) -> Result<RuntimeHandle, ResolveError> {
+        let id = &registered.entry.id;
+        let (created, validator): (Result<Backend, RuntimeError>, Validator) = match &registered
+            .factory
+        {
+            Factory::BuiltIn(factory, validate) => {
+                let validate = *validate;
+                (
+                    factory(config.clone()).map(Backend::InProcess),
+                    Arc::new(validate),
+                )
+            }
+            Factory::Plugin(library) if !level.in_process() => {
+                let spec = self.spec(library, id, config);
+                let created = ProcessRuntime::create(spec.clone(), Arc::clone(&registered.ledger));
+                let validator: Validator = Arc::new(move |config: &Value| {
+                    ProcessRuntime::validate_once(spec.clone(), config)
+                });
+                (created.map(Backend::Process), validator)
+            }
+            Factory::Plugin(library) => {
+                let created = library
+                    .instantiate(id, config)
+                    .map_err(|reason| Self::rejected_at_load(library, id, reason))?;
+                let library = Arc::clone(library);
+                let runtime_id = id.clone();
+                let validator: Validator = Arc::new(move |config: &Value| {
+                    library
+                        .validate_config(&runtime_id, config)
+                        .unwrap_or_else(|reason| {
+                            Err(RuntimeError::internal(format!(
+                                "the plugin library was refused: {reason}"
+                            )))
+                        })
+                });
+                (created.map(Backend::InProcess), validator)
+            }
+        };
+        let runtime = created.map_err(|error| ResolveError::Factory {
+            id: id.clone(),
+            error,
+        })?;
+        Ok(RuntimeHandle::new(
+            id.clone(),
+            registered.entry.capabilities,
+            runtime,
+            Arc::clone(&self.hooks),
+            validator,
+            level,
+        ))
+    }
+}

@@ -1,0 +1,187 @@
+//! How workers are run ([`ProcessOptions`]) and what one is started for ([`Spec`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runtime_api::Value;
+
+/// The environment variable that limits each worker's address space, in bytes (suffixes `K`,
+/// `M`, `G` allowed).
+pub const WORKER_MEMORY_ENV: &str = "AGENT_RUNTIMES_WORKER_MEMORY";
+
+/// How workers are run and supervised at the *process* isolation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessOptions {
+    /// The worker executable; when `None`, `AGENT_RUNTIMES_WORKER`, then `runtimes-worker`
+    /// beside the current executable, then on `PATH`.
+    pub worker: Option<&'static Path>,
+    /// The most address space a worker may map (`RLIMIT_AS`), in bytes; an allocation beyond
+    /// it fails and the worker dies with the allocation failure on its stderr.
+    pub memory_limit: Option<u64>,
+    /// How long a worker has to let go of a cancelled or timed-out turn, or to answer a ping,
+    /// before it is killed.
+    pub grace: Duration,
+    /// How long a worker has to start, load its library and create its runtime.
+    pub start_timeout: Duration,
+    /// How many crashes within `crash_window` mark a runtime failed.
+    pub max_crashes: u32,
+    /// The window in which crashes are counted.
+    pub crash_window: Duration,
+    /// The wait before the first restart after a crash; it doubles with every further crash
+    /// before a turn succeeds again, up to 5 s.
+    pub restart_backoff: Duration,
+    /// How often a worker with turns in flight is pinged.
+    pub ping_interval: Duration,
+    /// Environment variables passed to every worker, besides those a configuration names
+    /// (the string values of its keys ending in `_env`, such as `api_key_env`). Nothing else
+    /// of the host's environment is passed.
+    pub pass_env: &'static [&'static str],
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl ProcessOptions {
+    /// The defaults: no memory limit, 1 s grace, 10 s to start, failed after 5 crashes in a
+    /// minute, 100 ms first backoff, a ping every 5 s.
+    pub const DEFAULT: Self = Self {
+        worker: None,
+        memory_limit: None,
+        grace: Duration::from_secs(1),
+        start_timeout: Duration::from_secs(10),
+        max_crashes: 5,
+        crash_window: Duration::from_secs(60),
+        restart_backoff: Duration::from_millis(100),
+        ping_interval: Duration::from_secs(5),
+        pass_env: &[],
+    };
+
+    /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY` (an invalid
+    /// value is logged and ignored).
+    pub fn from_env() -> Self {
+        let mut options = Self::DEFAULT;
+        if let Ok(text) = std::env::var(WORKER_MEMORY_ENV) {
+            match parse_size(&text) {
+                Some(bytes) => options.memory_limit = Some(bytes),
+                None => tracing::warn!(
+                    "{WORKER_MEMORY_ENV}={text:?} is not a size (e.g. 512M); no memory limit"
+                ),
+            }
+        }
+        options
+    }
+
+    /// Sets the worker executable. The path is kept for the life of the process.
+    pub fn with_worker(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.worker = Some(Box::leak(path.into().into_boxed_path()));
+        self
+    }
+
+    /// Sets the memory limit of each worker, in bytes.
+    pub fn with_memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// Sets the grace period for cancelled turns and pings.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets how many crashes within `window` mark a runtime failed.
+    pub fn with_crash_limit(mut self, max_crashes: u32, window: Duration) -> Self {
+        self.max_crashes = max_crashes;
+        self.crash_window = window;
+        self
+    }
+
+    /// Sets the first restart backoff.
+    pub fn with_restart_backoff(mut self, backoff: Duration) -> Self {
+        self.restart_backoff = backoff;
+        self
+    }
+
+    /// Sets how often a busy worker is pinged.
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets the environment variables passed to every worker.
+    pub fn with_pass_env(mut self, names: &'static [&'static str]) -> Self {
+        self.pass_env = names;
+        self
+    }
+}
+
+/// `512M`, `1G`, `65536`.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let number: u64 = digits.trim().parse().ok()?;
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// What a worker is started for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Spec {
+    /// The library, as discovery resolved and checked it.
+    pub library: PathBuf,
+    /// The runtime the worker creates.
+    pub runtime_id: String,
+    /// Its configuration.
+    pub config: Value,
+    /// Whether the worker's own admission checks accept insecure files.
+    pub allow_insecure: bool,
+    /// How the worker is run and supervised.
+    pub options: ProcessOptions,
+}
+
+impl Spec {
+    /// A worker for runtime `runtime_id` of `library`, created with `config`.
+    pub fn new(
+        library: PathBuf,
+        runtime_id: String,
+        config: Value,
+        allow_insecure: bool,
+        options: ProcessOptions,
+    ) -> Self {
+        Self {
+            library,
+            runtime_id,
+            config,
+            allow_insecure,
+            options,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5X"), None);
+    }
+}

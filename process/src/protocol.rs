@@ -1,0 +1,215 @@
+//! The wire protocol between a host and a worker process.
+//!
+//! Frames are length-delimited (tokio-util's `LengthDelimitedCodec`, a 4-byte big-endian
+//! length, at most [`MAX_FRAME`] bytes); each frame is one message in MessagePack
+//! (`rmp-serde`, structs as maps, so optional fields may be left out).
+//!
+//! The conversation:
+//! 1. the worker says [`WorkerMessage::Hello`] with its protocol version; the host says
+//!    [`HostMessage::Start`] with its own and the library to load. A worker refuses a host of
+//!    another version, and a host a worker of another version.
+//! 2. the worker loads the library (the same checks as discovery, then abi_stable's) and
+//!    says [`WorkerMessage::Ready`] or [`WorkerMessage::Refused`];
+//! 3. the host creates the worker's one runtime ([`HostMessage::Create`]), then starts turns
+//!    and calls, each with its own number, so many run at once over one pipe. Streams carry a
+//!    credit window: the worker sends at most as many stream items as the host has granted.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::path::PathBuf;
+
+use runtime_api::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
+
+/// The protocol version; host and worker must speak the same.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side accepts ([`ProcessLimits::max_frame`](crate::ProcessLimits::max_frame)).
+pub const MAX_FRAME: usize = crate::limits::LIMITS.max_frame;
+
+/// The stream items a worker may send ahead of the host's consumer
+/// ([`ProcessLimits::stream_window`](crate::ProcessLimits::stream_window)).
+pub const STREAM_WINDOW: u32 = crate::limits::LIMITS.stream_window;
+
+/// A codec for frames of at most [`MAX_FRAME`] bytes.
+pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// A configuration as it crosses: JSON text, `""` for `null`.
+pub fn config_text(config: &runtime_api::Value) -> String {
+    if config.is_null() {
+        String::new()
+    } else {
+        config.to_string()
+    }
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(message: &T) -> Result<bytes::Bytes, String> {
+    rmp_serde::to_vec_named(message)
+        .map(bytes::Bytes::from)
+        .map_err(|e| format!("could not encode a message: {e}"))
+}
+
+/// Decodes a message.
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(frame).map_err(|e| format!("a malformed message: {e}"))
+}
+
+/// What the host asks a worker. Messages live for one send; boxing the large turn would only
+/// add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Serialize, Deserialize)]
+pub enum HostMessage {
+    /// Load this library (checked again, as discovery does).
+    Start {
+        protocol: u32,
+        library: PathBuf,
+        allow_insecure: bool,
+        log_level: u8,
+    },
+    /// Create the worker's runtime.
+    Create { runtime: String, config: String },
+    /// Check a configuration for a runtime without creating it.
+    Validate {
+        call: u64,
+        runtime: String,
+        config: String,
+    },
+    /// Start a turn (a stream when `stream`), with `credit` stream items granted.
+    Turn {
+        turn: u64,
+        request: TurnRequest,
+        stream: bool,
+        credit: u32,
+        log_level: u8,
+    },
+    /// More stream items may be sent.
+    Credit { turn: u64, amount: u32 },
+    /// Stop a turn; the worker answers [`WorkerMessage::Ended`] once the plugin let go of it.
+    Cancel { turn: u64 },
+    /// A call on the runtime.
+    Call { call: u64, what: Call },
+    /// Are you there?
+    Ping { seq: u64 },
+}
+
+/// A call on the worker's runtime.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Call {
+    Supports { model: String },
+    Health,
+    Extension { name: String, payload: String },
+}
+
+/// What a call returns.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Supports(bool),
+    Health(String),
+    Extension(String),
+    Problems(Vec<String>),
+}
+
+/// What a worker tells the host.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    /// The first message: the worker's protocol version and process id.
+    Hello { protocol: u32, pid: u32 },
+    /// The library is loaded.
+    Ready {
+        plugin_name: String,
+        plugin_version: String,
+    },
+    /// The library was refused; `kind` and `detail` as the host's rejection says them.
+    Refused { reason: String },
+    /// The runtime was created (with what it says about itself), or not.
+    Created {
+        result: Result<RuntimeInfo, RuntimeError>,
+    },
+    /// Stream items of a turn.
+    Items { turn: u64, items: Vec<StreamItem> },
+    /// A turn's end: its output (or the stream's last item went in `Items`), or its error.
+    Finished {
+        turn: u64,
+        result: Result<Option<TurnOutput>, RuntimeError>,
+    },
+    /// A cancelled turn's plugin task has ended.
+    Ended { turn: u64 },
+    /// A call's answer.
+    Reply {
+        call: u64,
+        result: Result<Reply, RuntimeError>,
+    },
+    /// A plugin log event, to re-emit in the host's subscriber.
+    Log(LogRecord),
+    /// The answer to a ping.
+    Pong { seq: u64 },
+}
+
+/// A plugin log event, with the fields the in-process log bridge emits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub level: u8,
+    pub plugin: String,
+    pub runtime: String,
+    pub execution_id: String,
+    pub plugin_target: String,
+    pub fields: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_api::{Delta, ToolDefinition};
+    use serde_json::json;
+
+    #[test]
+    fn public_types_round_trip() {
+        let request = TurnRequest::new("hi")
+            .with_execution_id("x")
+            .with_tools(vec![ToolDefinition::new(
+                "t",
+                "d",
+                json!({"type": "object"}),
+            )]);
+        let message = HostMessage::Turn {
+            turn: 7,
+            request: request.clone(),
+            stream: true,
+            credit: 3,
+            log_level: 2,
+        };
+        let back: HostMessage = decode(&encode(&message).unwrap()).unwrap();
+        let HostMessage::Turn { request: got, .. } = back else {
+            panic!("a turn")
+        };
+        assert_eq!(got, request);
+        let items = WorkerMessage::Items {
+            turn: 1,
+            items: vec![
+                StreamItem::Delta(Delta::text("a")),
+                StreamItem::Done(TurnOutput::new("a")),
+            ],
+        };
+        let back: WorkerMessage = decode(&encode(&items).unwrap()).unwrap();
+        assert!(matches!(back, WorkerMessage::Items { items, .. } if items.len() == 2));
+        let failed = WorkerMessage::Finished {
+            turn: 2,
+            result: Err(RuntimeError::timeout("late").with_metadata(json!({"a": 1}))),
+        };
+        let back: WorkerMessage = decode(&encode(&failed).unwrap()).unwrap();
+        let WorkerMessage::Finished { result: Err(e), .. } = back else {
+            panic!("an error")
+        };
+        assert_eq!(e.metadata, json!({"a": 1}));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<WorkerMessage>(b"\xff\x00garbage").is_err());
+        assert!(decode::<HostMessage>(&[]).is_err());
+    }
+}

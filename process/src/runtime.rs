@@ -1,0 +1,587 @@
+//! A runtime instance at the process level ([`ProcessRuntime`]): turns multiplexed by number
+//! over its worker, started when needed, restarted after a backoff when it crashed.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use runtime_api::{
+    ErrorKind, RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest, Value,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::{Link, LinkEvents, WorkerShared, call_on, ping, start_with};
+use crate::io::lock;
+use crate::options::Spec;
+use crate::protocol::{Call, HostMessage, Reply, STREAM_WINDOW, config_text};
+use crate::supervision::CrashLedger;
+use crate::turn::{Batch, ProcessStream, ProcessTurn, TurnOwner};
+
+/// Where a turn's results go.
+pub(crate) enum Sink {
+    Run(oneshot::Sender<Result<TurnOutput, RuntimeError>>),
+    Stream(mpsc::UnboundedSender<Batch>),
+}
+
+impl Sink {
+    pub(crate) fn fail(self, error: RuntimeError) {
+        match self {
+            Sink::Run(sender) => {
+                let _ = sender.send(Err(error));
+            }
+            Sink::Stream(sender) => {
+                let _ = sender.send(Batch::Error(error));
+            }
+        }
+    }
+}
+
+/// A turn in flight.
+pub(crate) struct Entry {
+    pub(crate) execution_id: String,
+    pub(crate) sink: Sink,
+    /// The worker it was sent to; `None` until it is.
+    pub(crate) generation: Option<u64>,
+    /// Stream items the worker may still send.
+    pub(crate) credit: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// The worker, while it takes turns.
+    pub(crate) link: Option<Link>,
+    pub(crate) next_generation: u64,
+    pub(crate) last_crash: Option<(Instant, RuntimeError)>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) spec: Spec,
+    pub(crate) ledger: Arc<CrashLedger>,
+    pub(crate) next_turn: AtomicU64,
+    pub(crate) next_call: AtomicU64,
+    pub(crate) slot: Mutex<Slot>,
+    pub(crate) table: Mutex<HashMap<u64, Entry>>,
+    /// One start at a time.
+    pub(crate) starting: tokio::sync::Mutex<()>,
+    pub(crate) info: Mutex<Option<RuntimeInfo>>,
+    /// Crashes since a turn last succeeded: the restart backoff doubles with each.
+    pub(crate) consecutive_crashes: std::sync::atomic::AtomicU32,
+}
+
+/// A runtime instance served by a worker process, restarted after a crash.
+pub struct ProcessRuntime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessRuntime")
+            .field("runtime", &self.inner.spec.runtime_id)
+            .field("library", &self.inner.spec.library)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `future` on the process level's runtime and waits for it on this thread (never
+/// called from that runtime's own thread).
+pub(crate) fn block_on<T: Send + 'static>(
+    future: impl Future<Output = Result<T, RuntimeError>> + Send + 'static,
+    limit: Duration,
+) -> Result<T, RuntimeError> {
+    let io = crate::io::io_runtime().map_err(RuntimeError::unavailable)?;
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    io.spawn(async move {
+        let _ = done.send(future.await);
+    });
+    wait.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(RuntimeError::timeout(format!(
+            "the worker did not answer within {limit:?}"
+        )))
+    })
+}
+
+impl ProcessRuntime {
+    /// Starts a worker for `spec` and creates its runtime there; blocks until it is ready.
+    pub fn create(spec: Spec, ledger: Arc<CrashLedger>) -> Result<Self, RuntimeError> {
+        let limit = spec.options.start_timeout + spec.options.grace;
+        let inner = Arc::new(Inner {
+            spec,
+            ledger,
+            next_turn: AtomicU64::new(1),
+            next_call: AtomicU64::new(1),
+            slot: Mutex::default(),
+            table: Mutex::default(),
+            starting: tokio::sync::Mutex::new(()),
+            info: Mutex::new(None),
+            consecutive_crashes: std::sync::atomic::AtomicU32::new(0),
+        });
+        let starting = Arc::clone(&inner);
+        block_on(
+            async move { starting.ensure_worker().await.map(|_| ()) },
+            limit,
+        )?;
+        Ok(Self { inner })
+    }
+
+    /// Checks a configuration in a worker of its own.
+    pub fn validate_once(spec: Spec, config: &Value) -> Result<Vec<String>, RuntimeError> {
+        let limit = spec.options.start_timeout + spec.options.grace;
+        let config = config_text(config);
+        block_on(
+            async move {
+                let runtime_id = spec.runtime_id.clone();
+                let (link, _) = start_with(&spec, false, Weak::<Inner>::new(), 0).await?;
+                let reply = call_on(
+                    &link,
+                    |call| HostMessage::Validate {
+                        call,
+                        runtime: runtime_id,
+                        config,
+                    },
+                    1,
+                )
+                .await;
+                match reply? {
+                    Reply::Problems(problems) => Ok(problems),
+                    _ => Err(RuntimeError::internal("the worker answered another call")),
+                }
+            },
+            limit,
+        )
+    }
+
+    /// What the runtime said about itself when its worker created it.
+    pub fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
+        lock(&self.inner.info)
+            .clone()
+            .ok_or_else(|| RuntimeError::internal("the runtime was never created"))
+    }
+
+    pub fn supports(&self, model: &str) -> Result<bool, RuntimeError> {
+        let inner = Arc::clone(&self.inner);
+        let model = model.to_owned();
+        let limit = self.inner.spec.options.start_timeout + self.inner.spec.options.grace;
+        match block_on(
+            async move { inner.call(Call::Supports { model }).await },
+            limit,
+        )? {
+            Reply::Supports(yes) => Ok(yes),
+            _ => Err(RuntimeError::internal("the worker answered another call")),
+        }
+    }
+
+    /// Pings the worker (killing it when it does not answer within the grace period), then
+    /// asks the runtime.
+    pub fn health(&self) -> impl Future<Output = Result<String, RuntimeError>> + use<> {
+        let inner = Arc::clone(&self.inner);
+        on_io(async move {
+            let link = inner.ensure_worker().await?;
+            ping(&link, inner.spec.options.grace).await?;
+            match inner.call(Call::Health).await? {
+                Reply::Health(text) => Ok(text),
+                _ => Err(RuntimeError::internal("the worker answered another call")),
+            }
+        })
+    }
+
+    pub fn extension(
+        &self,
+        name: &str,
+        payload: &Value,
+    ) -> impl Future<Output = Result<Value, RuntimeError>> + use<> {
+        let inner = Arc::clone(&self.inner);
+        let what = Call::Extension {
+            name: name.to_owned(),
+            payload: payload.to_string(),
+        };
+        on_io(async move {
+            match inner.call(what).await? {
+                Reply::Extension(text) => serde_json::from_str(&text)
+                    .map_err(|e| RuntimeError::internal(format!("a malformed answer: {e}"))),
+                _ => Err(RuntimeError::internal("the worker answered another call")),
+            }
+        })
+    }
+
+    /// Ends the turns with this execution id at once, and tells the worker.
+    pub fn cancel(&self, execution_id: &str) -> bool {
+        let turns: Vec<u64> = lock(&self.inner.table)
+            .iter()
+            .filter(|(_, entry)| entry.execution_id == execution_id)
+            .map(|(turn, _)| *turn)
+            .collect();
+        for turn in &turns {
+            self.inner.abandon(
+                *turn,
+                Some(RuntimeError::cancelled(
+                    "the turn was cancelled by its execution id",
+                )),
+            );
+        }
+        !turns.is_empty()
+    }
+
+    pub fn run_turn(&self, request: TurnRequest) -> ProcessTurn {
+        let (sender, receiver) = oneshot::channel();
+        let turn = self.inner.begin(request, Sink::Run(sender), false);
+        ProcessTurn {
+            inner: Arc::clone(&self.inner) as Arc<dyn TurnOwner>,
+            turn,
+            receiver,
+            finished: false,
+        }
+    }
+
+    pub fn stream_turn(&self, request: TurnRequest) -> ProcessStream {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let turn = self.inner.begin(request, Sink::Stream(sender), true);
+        ProcessStream {
+            inner: Arc::clone(&self.inner) as Arc<dyn TurnOwner>,
+            turn,
+            receiver,
+            ready: VecDeque::new(),
+            consumed: 0,
+            finished: false,
+        }
+    }
+}
+
+/// Runs a future on the process level's runtime, from any executor.
+pub(crate) fn on_io<T: Send + 'static>(
+    future: impl Future<Output = Result<T, RuntimeError>> + Send + 'static,
+) -> impl Future<Output = Result<T, RuntimeError>> {
+    let spawned = crate::io::io_runtime().map(|io| io.spawn(future));
+    async move {
+        match spawned {
+            Err(error) => Err(RuntimeError::unavailable(error)),
+            Ok(task) => task.await.unwrap_or_else(|e| {
+                Err(RuntimeError::internal(format!("a worker call failed: {e}")))
+            }),
+        }
+    }
+}
+
+impl Slot {
+    /// The worker, if it still takes turns.
+    pub(crate) fn usable(&self) -> Option<Link> {
+        self.link
+            .clone()
+            .filter(|l| l.worker.usable.load(Ordering::Acquire))
+    }
+}
+
+impl Inner {
+    /// Registers a turn and sends it: at once when a worker is up, else once one is.
+    pub(crate) fn begin(self: &Arc<Self>, request: TurnRequest, sink: Sink, stream: bool) -> u64 {
+        let turn = self.next_turn.fetch_add(1, Ordering::Relaxed);
+        let level = tracing::level_filters::LevelFilter::current()
+            .into_level()
+            .map_or(0, |l| runtime_api::level_number(&l));
+        let credit = if stream { STREAM_WINDOW } else { 0 };
+        let mut entry = Entry {
+            execution_id: request.execution_id.clone(),
+            sink,
+            generation: None,
+            credit: u64::from(credit),
+        };
+        let message = HostMessage::Turn {
+            turn,
+            request,
+            stream,
+            credit,
+            log_level: level,
+        };
+        // Fast path: a worker is up. The entry is registered under the slot's lock, so a
+        // worker's death (which clears the slot first) always finds it.
+        let slot = lock(&self.slot);
+        if let Some(link) = slot.usable() {
+            entry.generation = Some(link.worker.generation);
+            lock(&self.table).insert(turn, entry);
+            drop(slot);
+            let _ = link.tx.send(message);
+            return turn;
+        }
+        lock(&self.table).insert(turn, entry);
+        drop(slot);
+        let inner = Arc::clone(self);
+        let started = crate::io::io_runtime().map(|io| {
+            io.spawn(async move {
+                let link = match inner.ensure_worker().await {
+                    Ok(link) => link,
+                    Err(error) => {
+                        if let Some(entry) = lock(&inner.table).remove(&turn) {
+                            entry.sink.fail(error);
+                        }
+                        return;
+                    }
+                };
+                let slot = lock(&inner.slot);
+                let current = slot
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| l.worker.generation == link.worker.generation);
+                let mut table = lock(&inner.table);
+                if !current {
+                    let error = slot.last_crash.as_ref().map_or_else(
+                        || RuntimeError::new(ErrorKind::Crashed, "the worker ended"),
+                        |(_, e)| e.clone(),
+                    );
+                    if let Some(entry) = table.remove(&turn) {
+                        entry.sink.fail(error);
+                    }
+                    return;
+                }
+                // Not there when the turn was dropped or cancelled meanwhile.
+                if let Some(entry) = table.get_mut(&turn) {
+                    entry.generation = Some(link.worker.generation);
+                    drop(table);
+                    drop(slot);
+                    let _ = link.tx.send(message);
+                }
+            })
+        });
+        if let Err(error) = started
+            && let Some(entry) = lock(&self.table).remove(&turn)
+        {
+            entry.sink.fail(RuntimeError::unavailable(error));
+        }
+        turn
+    }
+
+    /// Forgets a turn the host no longer waits for (dropped, timed out, cancelled), telling
+    /// its worker; the worker is killed when the plugin does not let go within the grace.
+    pub(crate) fn abandon(&self, turn: u64, error: Option<RuntimeError>) {
+        let Some(entry) = lock(&self.table).remove(&turn) else {
+            return;
+        };
+        let generation = entry.generation;
+        if let Some(error) = error {
+            entry.sink.fail(error);
+        }
+        let Some(generation) = generation else {
+            return;
+        };
+        let link = lock(&self.slot).link.clone();
+        let Some(link) = link.filter(|l| l.worker.generation == generation) else {
+            return;
+        };
+        lock(&link.worker.cancelling).insert(turn);
+        if link.tx.send(HostMessage::Cancel { turn }).is_err() {
+            return;
+        }
+        let grace = self.spec.options.grace;
+        let execution_id = entry.execution_id;
+        let worker = link.worker;
+        if let Ok(io) = crate::io::io_runtime() {
+            io.spawn(async move {
+                tokio::time::sleep(grace).await;
+                if lock(&worker.cancelling).contains(&turn) {
+                    worker.kill(format!(
+                        "the host killed it: turn `{execution_id}` did not stop within {grace:?} of being cancelled or timing out (a plugin that blocks its thread or spins)"
+                    ));
+                }
+            });
+        }
+    }
+
+    /// Grants a streamed turn more credit.
+    pub(crate) fn grant(&self, turn: u64, amount: u32) {
+        let generation = {
+            let mut table = lock(&self.table);
+            let Some(entry) = table.get_mut(&turn) else {
+                return;
+            };
+            entry.credit += u64::from(amount);
+            entry.generation
+        };
+        let link = lock(&self.slot).link.clone();
+        if let Some(link) = link.filter(|l| Some(l.worker.generation) == generation) {
+            let _ = link.tx.send(HostMessage::Credit { turn, amount });
+        }
+    }
+
+    /// A call on the runtime, on a worker started if needed.
+    pub(crate) async fn call(self: &Arc<Self>, what: Call) -> Result<Reply, RuntimeError> {
+        let link = self.ensure_worker().await?;
+        let number = self.next_call.fetch_add(1, Ordering::Relaxed);
+        call_on(&link, move |call| HostMessage::Call { call, what }, number).await
+    }
+
+    /// The running worker, or a new one (after the backoff) when there is none.
+    pub(crate) async fn ensure_worker(self: &Arc<Self>) -> Result<Link, RuntimeError> {
+        if let Some(link) = lock(&self.slot).usable() {
+            return Ok(link);
+        }
+        let _starting = self.starting.lock().await;
+        let last_crash = {
+            let slot = lock(&self.slot);
+            if let Some(link) = slot.usable() {
+                return Ok(link);
+            }
+            slot.last_crash.as_ref().map(|(at, _)| *at)
+        };
+        if let Some(reason) = self.ledger.failed() {
+            return Err(RuntimeError::new(
+                ErrorKind::Crashed,
+                format!(
+                    "runtime `{}` (plugin {}) is marked failed: {reason}",
+                    self.spec.runtime_id,
+                    self.spec.library.display()
+                ),
+            )
+            .with_retriable(false));
+        }
+        if let Some(at) = last_crash {
+            let recent = self.consecutive_crashes.load(Ordering::Relaxed).max(1);
+            let backoff = self
+                .spec
+                .options
+                .restart_backoff
+                .saturating_mul(1 << (recent - 1).min(16))
+                .min(crate::limits::LIMITS.max_backoff);
+            tokio::time::sleep_until((at + backoff).into()).await;
+        }
+        let generation = {
+            let mut slot = lock(&self.slot);
+            slot.next_generation += 1;
+            slot.next_generation
+        };
+        let (link, info) =
+            match start_with(&self.spec, true, Arc::downgrade(self), generation).await {
+                Ok(started) => started,
+                Err(error) => {
+                    if error.kind == ErrorKind::Crashed {
+                        self.ledger.record(&self.spec.options, &error.message);
+                        lock(&self.slot).last_crash = Some((Instant::now(), error.clone()));
+                    }
+                    return Err(error);
+                }
+            };
+        *lock(&self.info) = info;
+        lock(&self.slot).link = Some(link.clone());
+        Ok(link)
+    }
+
+    /// A worker died: every turn and call on it ends with `crashed`.
+    pub(crate) fn worker_died(&self, worker: &WorkerShared, error: RuntimeError) {
+        {
+            let mut slot = lock(&self.slot);
+            if slot
+                .link
+                .as_ref()
+                .is_some_and(|l| l.worker.generation == worker.generation)
+            {
+                slot.link = None;
+            }
+            slot.last_crash = Some((Instant::now(), error.clone()));
+        }
+        let count = self.ledger.record(&self.spec.options, &error.message);
+        self.consecutive_crashes.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            runtime = %self.spec.runtime_id,
+            plugin = %self.spec.library.display(),
+            crashes_in_window = count,
+            "{}", error.message
+        );
+        let lost: Vec<Entry> = {
+            let mut table = lock(&self.table);
+            let turns: Vec<u64> = table
+                .iter()
+                .filter(|(_, e)| e.generation == Some(worker.generation))
+                .map(|(t, _)| *t)
+                .collect();
+            turns.iter().filter_map(|t| table.remove(t)).collect()
+        };
+        for entry in lost {
+            entry.sink.fail(error.clone());
+        }
+    }
+}
+
+/// Pings a worker with turns in flight; one that does not answer is killed. Holds no link
+/// between pings, so letting go of the runtime closes the worker's stdin at once.
+pub(crate) async fn pinger(inner: Weak<Inner>, generation: u64) {
+    loop {
+        let interval = match inner.upgrade() {
+            Some(inner) => inner.spec.options.ping_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let (link, grace) = {
+            let Some(inner) = inner.upgrade() else { return };
+            let link = lock(&inner.slot)
+                .usable()
+                .filter(|l| l.worker.generation == generation);
+            let Some(link) = link else { return };
+            let busy = lock(&inner.table)
+                .values()
+                .any(|e| e.generation == Some(generation));
+            if !busy {
+                continue;
+            }
+            (link, inner.spec.options.grace)
+        };
+        if ping(&link, grace).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl TurnOwner for Inner {
+    fn abandon(&self, turn: u64) {
+        Inner::abandon(self, turn, None);
+    }
+
+    fn grant(&self, turn: u64, amount: u32) {
+        Inner::grant(self, turn, amount);
+    }
+}
+
+impl LinkEvents for Inner {
+    fn started(self: Arc<Self>, generation: u64) {
+        tokio::spawn(pinger(Arc::downgrade(&self), generation));
+    }
+
+    fn items(&self, turn: u64, items: Vec<StreamItem>) -> bool {
+        let mut table = lock(&self.table);
+        let Some(entry) = table.get_mut(&turn) else {
+            return true;
+        };
+        let count = items.len() as u64;
+        if count > entry.credit {
+            return false;
+        }
+        entry.credit -= count;
+        let done = items.iter().any(|i| matches!(i, StreamItem::Done(_)));
+        if let Sink::Stream(sender) = &entry.sink {
+            let _ = sender.send(Batch::Items(items));
+        }
+        if done {
+            table.remove(&turn);
+            self.consecutive_crashes.store(0, Ordering::Relaxed);
+        }
+        true
+    }
+
+    fn finished(&self, turn: u64, result: Result<Option<TurnOutput>, RuntimeError>) {
+        let Some(entry) = lock(&self.table).remove(&turn) else {
+            return;
+        };
+        match (entry.sink, result) {
+            (Sink::Run(sender), Ok(Some(output))) => {
+                self.consecutive_crashes.store(0, Ordering::Relaxed);
+                let _ = sender.send(Ok(output));
+            }
+            (sink, Err(error)) => sink.fail(error),
+            (sink, Ok(_)) => sink.fail(RuntimeError::internal(
+                "the worker ended the turn without a result",
+            )),
+        }
+    }
+
+    fn died(&self, worker: &WorkerShared, error: RuntimeError) {
+        self.worker_died(worker, error);
+    }
+}

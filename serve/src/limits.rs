@@ -1,0 +1,59 @@
+//! Every limit of the server in one place, with its default.
+
+use std::time::Duration;
+
+/// The server's limits: sizes, counts and time bounds. [`ServeLimits::default`] gives the
+/// values `runtimes serve` uses when no flag changes them (each field says its default).
+///
+/// ```
+/// use std::time::Duration;
+/// use runtime_serve::ServeLimits;
+///
+/// let mut limits = ServeLimits::default();
+/// limits.max_concurrent = 32;
+/// limits.request_timeout = Duration::from_secs(120);
+/// assert_eq!(limits.max_body_bytes, 4 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeLimits {
+    /// The most turns running at once; more are answered 429 with `Retry-After`
+    /// (`--max-concurrent`). Default: 256. 0 answers every turn 429.
+    pub max_concurrent: u32,
+    /// A turn (streamed or not) that runs longer ends with a 504 `timeout` error
+    /// (`--request-timeout`). Default: 600 s.
+    pub request_timeout: Duration,
+    /// Once the shutdown future resolves, how long running turns get to finish before they
+    /// are cancelled (`--shutdown-grace`). Default: 30 s.
+    pub shutdown_grace: Duration,
+    /// After the grace period, the longest the server waits for the cancelled turns to be
+    /// released inside their plugins (or for their cancels to reach the queue) before it
+    /// returns anyway. Default: 5 s.
+    pub release_bound: Duration,
+    /// The largest request body, in bytes; larger ones are answered 413
+    /// (`--max-body-bytes`). Default: 4 MiB.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request body. Default: 30 s.
+    pub body_timeout: Duration,
+    /// With a queue backend: how long `/healthz` waits for the workers' adverts before it
+    /// says the queue is unreachable. Default: 1 s.
+    pub health_wait: Duration,
+    /// With a queue backend: how long a request waits for an unreachable Redis before it is
+    /// answered 503 (`--redis-wait`; the queue client's `reconnect_for`). Default: 5 s.
+    pub redis_wait: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 256,
+            request_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
+            release_bound: Duration::from_secs(5),
+            max_body_bytes: 4 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            health_wait: Duration::from_secs(1),
+            redis_wait: Duration::from_secs(5),
+        }
+    }
+}

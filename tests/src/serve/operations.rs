@@ -1,0 +1,365 @@
+//! Running the server: bearer auth, `--config` and `--isolate`, the limits (body size,
+//! concurrency, request timeout), disconnects, graceful shutdown, and a load test.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_auth_guards_everything_but_healthz() {
+    let server = Server::start_with(
+        &["--api-key-env", "SERVE_TEST_KEY"],
+        &[("SERVE_TEST_KEY", "s3cret-key")],
+        |_| {},
+    )
+    .await;
+    let body = json!({"model": "echo", "messages": user("hi")})
+        .to_string()
+        .into_bytes();
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong")],
+        vec![("authorization", "Bearer s3cret-ke")],
+        vec![("authorization", "s3cret-key")],
+    ] {
+        let (status, response_headers, error) =
+            post_raw(&server, "/v1/chat/completions", body.clone(), &headers).await;
+        assert_eq!(status, 401, "{headers:?}");
+        assert_eq!(response_headers["www-authenticate"], "Bearer");
+        assert_openai_error(&error, "authentication_error", None, "invalid_api_key");
+    }
+    let (status, _, answer) = post_raw(
+        &server,
+        "/v1/chat/completions",
+        body,
+        &[("authorization", "Bearer s3cret-key")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["choices"][0]["message"]["content"], "hi");
+    for path in ["/v1/models", "/v1/runtimes", "/metrics"] {
+        let status = client()
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{path}");
+    }
+    assert_eq!(get(&server, "/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_api_key_variable_refuses_to_start() {
+    for (args, message) in [(
+        vec!["--api-key-env", "SERVE_TEST_UNSET_VARIABLE"],
+        "SERVE_TEST_UNSET_VARIABLE",
+    )] {
+        let output = Command::new(&artifacts().runtimes)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("SERVE_TEST_UNSET_VARIABLE")
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn isolate_serves_every_runtime_from_a_worker_process() {
+    let server = Server::start(&["--isolate"]).await;
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "echo", "messages": user("from a worker")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "from a worker");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_creates_a_runtime_with_its_configuration_by_id_and_alias() {
+    let server = Server::start(&["--config", r#"faults={"fail_with": "rate_limited"}"#]).await;
+    for model in ["fixture-faults", "faults", "fixture-faults/any-model"] {
+        let (status, _, body) = post(
+            &server,
+            "/v1/chat/completions",
+            &json!({"model": model, "messages": user("x")}),
+        )
+        .await;
+        assert_eq!(status, 429, "{model}: {body}");
+        assert_openai_error(&body, "rate_limit_error", None, "rate_limited");
+    }
+    let (status, _, _) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "fixture", "messages": user("x")}),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "other runtimes keep their default configuration"
+    );
+
+    // A configuration the runtime refuses, an unknown runtime, or bad JSON stop the start.
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().echo, "libecho");
+    for (config, code, message) in [
+        (r#"echo={"no_such_key": 1}"#, 3, "could not be created"),
+        (r#"nothing={}"#, 2, "no runtime named `nothing`"),
+        ("echo={", 2, "not valid JSON"),
+        ("echo", 2, "expected NAME=JSON"),
+    ] {
+        let output = Command::new(&artifacts().runtimes)
+            .arg("--plugin-dir")
+            .arg(plugins.path())
+            .args(["serve", "--addr", "127.0.0.1:0", "--config", config])
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{config}: {stderr}");
+        assert!(stderr.contains(message), "{config}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_limit_is_a_413() {
+    let server = Server::start(&["--max-body-bytes", "1024"]).await;
+    let big = "x".repeat(4096);
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "echo", "messages": user(&big)}),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_openai_error(&body, "invalid_request_error", None, "request_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turns_beyond_max_concurrent_are_429s() {
+    let server = Server::start(&["--max-concurrent", "1"]).await;
+    let (status, _, mut first) = stream(
+        &server,
+        &json!({"model": "fixture-tools", "messages": user("sleep 30000"), "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    first.next().await.expect("the role chunk");
+    let (status, headers, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "echo", "messages": user("x")}),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "1");
+    assert_openai_error(
+        &body,
+        "rate_limit_error",
+        None,
+        "too_many_concurrent_requests",
+    );
+    drop(first);
+    server
+        .wait_metric("runtimes_serve_turns_in_flight", &[], 0.0)
+        .await;
+    let (status, _, _) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "echo", "messages": user("x")}),
+    )
+    .await;
+    assert_eq!(status, 200, "the permit came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_longer_than_the_request_timeout_is_a_504() {
+    let server = Server::start(&["--request-timeout", "0.3"]).await;
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "fixture-tools", "messages": user("sleep 30000")}),
+    )
+    .await;
+    assert_eq!(status, 504);
+    assert_openai_error(&body, "timeout_error", None, "timeout");
+}
+
+async fn wait_for_file(path: &Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_cancels_its_turn() {
+    let mut server = Server::start(&[]).await;
+    // Streamed: the client reads the first chunk, then goes away.
+    let marker = server.plugins.path().join("streamed.cancelled");
+    let (status, _, mut events) = stream(
+        &server,
+        &json!({"model": "fixture-tools", "stream": true,
+                "messages": user(&format!("sleep 30000 {}", marker.display()))}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    events.next().await.expect("the role chunk");
+    events.next().await.expect("the first delta");
+    drop(events);
+    wait_for_file(&marker).await;
+    server
+        .wait_stderr("the client disconnected: turn cancelled")
+        .await;
+
+    // Not streamed: the client gives up while the turn runs.
+    let marker = server.plugins.path().join("plain.cancelled");
+    let url = server.url("/v1/chat/completions");
+    let body = json!({"model": "fixture-tools",
+                      "messages": user(&format!("sleep 30000 {}", marker.display()))});
+    let request = tokio::spawn(async move { client().post(url).json(&body).send().await });
+    server
+        .wait_metric("runtimes_serve_turns_in_flight", &[], 1.0)
+        .await;
+    request.abort();
+    wait_for_file(&marker).await;
+    server
+        .wait_metric("runtimes_serve_turns_in_flight", &[], 0.0)
+        .await;
+    assert_eq!(
+        server
+            .metric("runtimes_serve_turns_total", &["outcome=\"disconnected\""])
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_accepting_and_lets_running_turns_finish() {
+    let mut server = Server::start(&["--shutdown-grace", "30"]).await;
+    let (status, _, mut events) = stream(
+        &server,
+        &json!({"model": "fixture-tools", "messages": user("sleep 1000"), "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    events.next().await.expect("the role chunk");
+    server.terminate();
+    server.wait_stderr("shutting down").await;
+    let refused = reqwest::Client::new()
+        .get(server.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted: {refused:?}"
+    );
+    let rest = events.rest().await;
+    assert_eq!(rest.last().unwrap(), "[DONE]", "{rest:?}");
+    assert!(rest.iter().any(|d| d.contains("slept")), "{rest:?}");
+    let status = timeout(WAIT, server.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turns_still_running_after_the_grace_period_are_cancelled() {
+    let mut server = Server::start(&["--shutdown-grace", "0.2"]).await;
+    let marker = server.plugins.path().join("grace.cancelled");
+    let (_, _, mut events) = stream(
+        &server,
+        &json!({"model": "fixture-tools", "stream": true,
+                "messages": user(&format!("sleep 30000 {}", marker.display()))}),
+    )
+    .await;
+    events.next().await.expect("the role chunk");
+    server.terminate();
+    server.wait_stderr("the grace period is over").await;
+    let status = timeout(WAIT, server.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    wait_for_file(&marker).await;
+}
+
+/// 1,000 streaming requests at once against echo: every one completes, none fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn load_1000_concurrent_streams_against_echo_without_errors() {
+    const REQUESTS: usize = 1000;
+    let server = Server::start(&["--max-concurrent", "2000"]).await;
+    let client = reqwest::Client::builder()
+        .timeout(WAIT)
+        .pool_max_idle_per_host(REQUESTS)
+        .build()
+        .unwrap();
+    let url = server.url("/v1/chat/completions");
+    let started = std::time::Instant::now();
+    let requests = (0..REQUESTS).map(|i| {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let prompt = format!("request {i} says hello");
+            let response = client
+                .post(&url)
+                .json(&json!({"model": "echo", "messages": user(&prompt), "stream": true}))
+                .send()
+                .await
+                .map_err(|e| format!("{i}: {e}"))?;
+            if response.status() != 200 {
+                return Err(format!("{i}: status {}", response.status()));
+            }
+            let text = response.text().await.map_err(|e| format!("{i}: {e}"))?;
+            let content: String = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect();
+            if !text.trim_end().ends_with("data: [DONE]") || content != prompt {
+                return Err(format!("{i}: incomplete stream: {text}"));
+            }
+            Ok(())
+        })
+    });
+    let results = timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(requests),
+    )
+    .await
+    .expect("1,000 streams finish within 120 s");
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    println!("1000 concurrent streams in {:?}", started.elapsed());
+    assert_eq!(
+        server
+            .metric(
+                "runtimes_serve_turns_total",
+                &["runtime=\"echo\"", "outcome=\"ok\""]
+            )
+            .await,
+        REQUESTS as f64
+    );
+}
