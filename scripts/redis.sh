@@ -2,8 +2,10 @@
 # Installs (from Debian packages, when missing) and runs a real redis-server on a loopback port
 # for the queue's tests, the benchmarks and CI.
 #
-#   scripts/redis.sh start [--name NAME] [--port PORT]   start an instance (or reuse a running
-#                                                        one of that name), wait for PING
+#   scripts/redis.sh start [--name NAME] [--port PORT] [--owner PID]
+#                                                        start an instance (or reuse a running
+#                                                        one of that name), wait for PING; with
+#                                                        --owner, stop it when PID exits
 #   scripts/redis.sh stop [NAME]                         stop one instance (or every one)
 #   scripts/redis.sh restart [NAME]                      stop, then start on the same port
 #                                                        with the same data
@@ -52,12 +54,25 @@ write_env() {
     fi
 }
 
+# With an owner process id: the instance is stopped when that process exits, so a test suite
+# leaves nothing running. The watcher has its own session, no terminal, and none of the
+# caller's pipes (the caller reads this script's output to its end).
+watch_owner() {
+    local owner=$1 name=$2
+    [[ -n "$owner" ]] || return 0
+    [[ "$owner" =~ ^[0-9]+$ ]] || die "--owner takes a process id"
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; "$2" stop "$3"' \
+        redis-owner "$owner" "$0" "$name" </dev/null >/dev/null 2>&1 &
+    log "instance '$name' stops when process $owner exits"
+}
+
 start_redis() {
-    local name=default port=""
+    local name=default port="" owner=""
     while [[ $# -gt 0 ]]; do
         case $1 in
             --name) name=${2:?--name needs a value}; shift 2 ;;
             --port) port=${2:?--port needs a value}; shift 2 ;;
+            --owner) owner=${2:?--owner needs a process id}; shift 2 ;;
             *) die "unknown start option: $1" ;;
         esac
     done
@@ -67,8 +82,9 @@ start_redis() {
     mkdir -p "$dir/data"
     if [[ -f "$dir/redis.pid" ]] && is_redis "$(cat "$dir/redis.pid")"; then
         log "instance '$name' already runs: redis://127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/redis.pid"))"
-        echo "redis://127.0.0.1:$(cat "$dir/port")"
         write_env
+        watch_owner "$owner" "$name"
+        echo "redis://127.0.0.1:$(cat "$dir/port")"
         return
     fi
     if [[ -z "$port" ]]; then
@@ -92,6 +108,7 @@ start_redis() {
         sleep 0.05
     done
     write_env
+    watch_owner "$owner" "$name"
     log "instance '$name' ready: redis://127.0.0.1:$port (pid $(cat "$dir/redis.pid"))"
     echo "redis://127.0.0.1:$port"
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use runtime_api::manifest::Manifest;
 use runtime_api::{ErrorKind, TurnRequest, Value};
 use runtime_loader::admission::{PinPolicy, check_file};
+use runtime_loader::search_path::has_library_suffix;
 use runtime_loader::{Isolation, LoaderOptions, RejectReason, ResolveError, Runtimes};
 use serde::Serialize;
 
@@ -96,6 +97,39 @@ async fn smoke(
     turns
 }
 
+/// The files to check: each file as given, and for a folder the plugin libraries in it as
+/// discovery would see them (non-recursive, sorted by name).
+pub(crate) fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let read = std::fs::read_dir(path).map_err(|e| {
+            Failure::Other(anyhow::anyhow!(
+                "cannot read the folder {}: {e}",
+                style::path(path)
+            ))
+        })?;
+        let mut found: Vec<PathBuf> = read
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|candidate| has_library_suffix(candidate))
+            .collect();
+        if found.is_empty() {
+            return Err(Failure::Usage(format!(
+                "the folder {} holds no plugin library (*{})",
+                style::path(path),
+                std::env::consts::DLL_SUFFIX
+            )));
+        }
+        found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        files.extend(found);
+    }
+    Ok(files)
+}
+
 pub async fn check(
     options: LoaderOptions,
     files: &[PathBuf],
@@ -109,8 +143,9 @@ pub async fn check(
         Some(text) => serde_json::from_str(text)
             .map_err(|e| Failure::Usage(format!("--config is not valid JSON: {e}")))?,
     };
+    let files = expand_folders(files)?;
     let mut results = Vec::new();
-    for path in files {
+    for path in &files {
         let checked = check_file(path, &options, PinPolicy::FolderLock);
         let sha256 = checked.sha256.clone();
         let (manifest, rejected) = match checked.verdict {

@@ -221,6 +221,8 @@ pub fn install(
     let mut conflicts = Vec::new();
     // Files already installed byte for byte: nothing to copy, nothing to replace.
     let mut identical: BTreeSet<PathBuf> = BTreeSet::new();
+    // Files that replace the file of the same name that provides the same ids.
+    let mut upgrades: BTreeSet<PathBuf> = BTreeSet::new();
     for (file, manifest, check) in &checked {
         let Some(name) = file.file_name() else {
             return Err(Failure::Usage(format!(
@@ -238,6 +240,12 @@ pub fn install(
         }
         for runtime in &manifest.runtimes {
             if let Some((_, path)) = present.iter().find(|(id, _)| *id == runtime.id) {
+                if *path == dest {
+                    // A newer build of the file installed under this name: an upgrade, no
+                    // --force needed (that is for taking ids from another file).
+                    upgrades.insert(dest.clone());
+                    continue;
+                }
                 conflicts.push(format!(
                     "`{}` is already installed from {}",
                     clean(&runtime.id),
@@ -282,10 +290,15 @@ pub fn install(
         let source = check.file().context("the checked file is not open")?;
         let sha256 = copy_atomically(source, manifest, &dest, options)?;
         pins.push((name, sha256));
+        let done = if upgrades.contains(&dest) {
+            "upgraded"
+        } else {
+            "installed"
+        };
         for runtime in &manifest.runtimes {
             println!(
                 "{} {} into {}",
-                style.ok("installed"),
+                style.ok(done),
                 named(&runtime.id, &runtime.aliases),
                 style::path(&dest)
             );

@@ -102,7 +102,7 @@ enum Command {
     },
     /// Validate plugin files without installing them.
     Check {
-        /// The library files.
+        /// The library files; a folder stands for the plugin libraries in it.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Also load each file and run a smoke turn through each runtime.
@@ -263,7 +263,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             let limit = std::time::Duration::from_secs(time_limit);
             conformance::check(
                 global.options(),
-                &files,
+                &check::expand_folders(&files)?,
                 config.as_deref(),
                 limit,
                 json,

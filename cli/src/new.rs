@@ -49,8 +49,29 @@ fn type_name(name: &str) -> String {
     out
 }
 
+/// The checkout of agent-runtimes this command was built from, when it is still there: its
+/// crates are what a new plugin builds against while they are not on crates.io.
+fn checkout() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let has = |krate: &str| root.join(krate).join("Cargo.toml").is_file();
+    (has("runtime-api") && has("conformance")).then(|| root.to_owned())
+}
+
+/// The `[patch.crates-io]` section that points the crate at a checkout, or the commented
+/// form to fill in when there is none.
+fn patch_section(checkout: Option<&Path>) -> String {
+    match checkout {
+        Some(root) => format!(
+            "\n# The agent-runtimes crates are not on crates.io yet: they come from the checkout\n# `runtimes` was built from. Delete this section once they are published.\n[patch.crates-io]\nruntime-api = {{ path = {:?} }}\nruntime-conformance = {{ path = {:?} }}\n",
+            root.join("runtime-api"),
+            root.join("conformance"),
+        ),
+        None => "\n# The agent-runtimes crates are not on crates.io yet: uncomment and point these paths at\n# a checkout of agent-runtimes.\n# [patch.crates-io]\n# runtime-api = { path = \"../agent-runtimes/runtime-api\" }\n# runtime-conformance = { path = \"../agent-runtimes/conformance\" }\n".to_owned(),
+    }
+}
+
 /// The files of the crate, with their text.
-fn files(name: &str) -> Vec<(&'static str, String)> {
+fn files(name: &str, checkout: Option<&Path>) -> Vec<(&'static str, String)> {
     let api = runtime_api::version::api_version();
     let api = format!("{}.{}", api.major, api.minor);
     let lib = format!(
@@ -65,6 +86,7 @@ fn files(name: &str) -> Vec<(&'static str, String)> {
             .replace("{Type}", &type_name(name))
             .replace("{api}", &api)
             .replace("{lib}", &lib)
+            .replace("{patch}", &patch_section(checkout))
     };
     vec![
         ("Cargo.toml", fill(include_str!("new/Cargo.toml.in"))),
@@ -99,7 +121,8 @@ pub fn new(name: &str, dir: Option<PathBuf>, style: &Style) -> Result<(), Failur
             )));
         }
     }
-    for (file, text) in files(name) {
+    let checkout = checkout();
+    for (file, text) in files(name, checkout.as_deref()) {
         write_new(&dir.join(file), &text)?;
     }
     println!(
@@ -107,6 +130,16 @@ pub fn new(name: &str, dir: Option<PathBuf>, style: &Style) -> Result<(), Failur
         style.ok("created"),
         dir.display()
     );
+    match &checkout {
+        Some(root) => println!(
+            "the agent-runtimes crates are not on crates.io yet: Cargo.toml takes them from the checkout {}",
+            crate::style::path(root)
+        ),
+        None => eprintln!(
+            "{} the agent-runtimes crates are not on crates.io yet and the checkout `runtimes` was built from is gone: point the [patch.crates-io] paths at the end of Cargo.toml at a checkout",
+            style.warn("warning:")
+        ),
+    }
     println!(
         "next: cd {} && cargo test   (see its README.md)",
         dir.display()
@@ -155,13 +188,26 @@ mod tests {
         }
     }
 
+    fn files_manifest(name: &str, checkout: &Path) -> String {
+        files(name, Some(checkout)).swap_remove(0).1
+    }
+
     #[test]
     fn the_crate_depends_on_runtime_api_by_version() {
-        let files = files("my-bot");
+        let files = files("my-bot", None);
         let manifest = &files[0].1;
         let api = runtime_api::version::api_version();
         assert!(manifest.contains(&format!("runtime-api = \"{}.{}\"", api.major, api.minor)));
         assert!(manifest.contains("# [patch.crates-io]"));
+        assert!(manifest.contains("\n[workspace]\n"));
+        let patched = files_manifest("my-bot", Path::new("/src/agent-runtimes"));
+        assert!(patched.contains(
+            "\n[patch.crates-io]\nruntime-api = { path = \"/src/agent-runtimes/runtime-api\" }"
+        ));
+        assert!(
+            patched
+                .contains("runtime-conformance = { path = \"/src/agent-runtimes/conformance\" }")
+        );
         assert!(manifest.contains("crate-type = [\"cdylib\", \"rlib\"]"));
         assert!(files[1].1.contains("pub struct MyBotRuntime"));
         assert!(files[1].1.contains("const ID: &'static str = \"my-bot\";"));

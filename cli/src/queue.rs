@@ -112,6 +112,23 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
             "no runtime is installed in the plugin folders searched: every job will end with an error (see `runtimes list --all`)"
         );
     }
+    // One line when it starts, as `serve` says where it listens (no URL: it may hold a password).
+    let served: Vec<String> = runtimes
+        .list_runtimes()
+        .iter()
+        .map(|entry| crate::style::clean(&entry.id).into_owned())
+        .collect();
+    println!(
+        "worker on queue `{}` (group `{}`), {} at a time, serving: {}",
+        crate::style::clean(&config.prefix),
+        crate::style::clean(&config.group),
+        args.concurrency,
+        if served.is_empty() {
+            "nothing".to_owned()
+        } else {
+            served.join(", ")
+        }
+    );
     let worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
     let stats = worker
         .run(&args.queue.redis, shutdown_signal())
@@ -180,7 +197,13 @@ pub async fn submit(args: SubmitArgs, style: &Style) -> Result<(), Failure> {
             tracing::warn!(%error, execution_id = %id, "could not cancel the turn");
         }
     }
-    result
+    result.map_err(|failure| match failure {
+        // No worker has that runtime: a usage error (exit 2), as for `run`.
+        Failure::Turn(error) if error.metadata["unknown_runtime"] == true => {
+            Failure::Usage(error.message)
+        }
+        other => other,
+    })
 }
 
 /// Prints the backlog (jobs waiting, running, dead-lettered) and the live workers with the

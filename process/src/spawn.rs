@@ -55,7 +55,7 @@ pub fn find_worker(options: &ProcessOptions) -> Result<PathBuf, String> {
         looked.push("PATH".to_owned());
     }
     Err(format!(
-        "no `{name}` found (looked in {}): install it with `cargo install runtime-loader`, or name it in {WORKER_ENV} or LoaderOptions::process.worker",
+        "no `{name}` found (looked in {}): install it with `cargo xtask install` or `cargo install --locked --path loader` from a checkout of agent-runtimes, or name it in {WORKER_ENV} or LoaderOptions::process.worker",
         looked.join(", ")
     ))
 }

@@ -562,8 +562,14 @@ impl Shared {
             self.runtimes.new_instance(runtime, config)
         };
         let handle = resolved.map_err(|error| {
+            // Marked, so a submitter can tell "no such runtime" (a usage error) from a failure.
+            let unknown = matches!(error, runtime_loader::ResolveError::NotFound { .. });
             RuntimeError::invalid_request(format!("worker `{}`: {error}", self.consumer))
-                .with_metadata(json!({"worker": self.consumer, "runtime": runtime}))
+                .with_metadata(json!({
+                    "worker": self.consumer,
+                    "runtime": runtime,
+                    "unknown_runtime": unknown,
+                }))
         })?;
         if instances.len() >= INSTANCES {
             instances.clear();

@@ -190,6 +190,21 @@ fn check_validates_files_and_prints_their_hash() {
     let missing = runtimes(home.path(), &["check", "/no/such/file.so"]);
     assert_eq!(code(&missing), 3);
     assert!(stdout(&missing).contains("it cannot be read"));
+    // A folder: the plugin libraries in it are checked, as discovery would see them.
+    let folder = plugin_dir();
+    install(folder.path(), &artifacts().echo, "libecho");
+    let output = runtimes(
+        home.path(),
+        &["check", &folder.path().display().to_string(), "--json"],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let checks: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(checks.as_array().map(Vec::len), Some(1), "{checks}");
+    assert_eq!(checks[0]["manifest"]["runtimes"][0]["id"], "echo");
+    let empty = plugin_dir();
+    let output = runtimes(home.path(), &["check", &empty.path().display().to_string()]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    assert!(stderr(&output).contains("holds no plugin library"));
 }
 
 #[test]
@@ -256,14 +271,30 @@ fn install_copies_atomically_refuses_duplicates_and_pins() {
         std::fs::metadata(&installed).unwrap().modified().unwrap(),
         modified
     );
-    // Another file of the same name and ids is refused, then replaced with --force.
+    // A newer build under the same file name with the same ids is an upgrade: no --force.
     let elsewhere = plugin_dir();
-    let other = install_patched(
+    let newer = install_patched(
         elsewhere.path(),
         &artifacts().echo,
         installed.file_stem().unwrap().to_str().unwrap(),
         |m| m["runtimes"][0]["description"] = json!("Another build."),
     );
+    let newer = newer.display().to_string();
+    let upgraded = runtimes(home.path(), &["install", &newer, "--dir", &folder]);
+    assert_eq!(code(&upgraded), 0, "{}", stderr(&upgraded));
+    assert!(
+        stdout(&upgraded).contains("upgraded echo (alias parrot)"),
+        "{}",
+        stdout(&upgraded)
+    );
+    let lock = std::fs::read_to_string(target.join("plugins.lock")).unwrap();
+    let new_hash = runtime_loader::security::sha256_file(&installed).unwrap();
+    assert!(new_hash != hash && lock.contains(&new_hash), "{lock}");
+    // Another file (another name) with the same ids is refused, then replaced with --force.
+    let other_dir = plugin_dir();
+    let other = install_patched(other_dir.path(), &artifacts().echo, "libecho_fork", |m| {
+        m["runtimes"][0]["description"] = json!("A fork.")
+    });
     let other = other.display().to_string();
     let refused = runtimes(home.path(), &["install", &other, "--dir", &folder]);
     assert_eq!(code(&refused), 3);
@@ -277,6 +308,7 @@ fn install_copies_atomically_refuses_duplicates_and_pins() {
         &["install", &other, "--dir", &folder, "--force"],
     );
     assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert!(!installed.exists(), "the replaced file is removed");
     // What was installed is what `list` sees, from the per-user folder by default.
     let listed = runtimes(home.path(), &["--plugin-dir", &folder, "list", "--json"]);
     let listed: Value = serde_json::from_str(&stdout(&listed)).unwrap();

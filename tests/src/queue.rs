@@ -61,7 +61,14 @@ pub(crate) fn redis_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("AGENT_RUNTIMES_REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ => redis_script(&["start", "--name", "tests"]),
+        // Stopped when this test process exits: the suite leaves nothing running.
+        _ => redis_script(&[
+            "start",
+            "--name",
+            "tests",
+            "--owner",
+            &std::process::id().to_string(),
+        ]),
     })
 }
 
@@ -130,6 +137,7 @@ fn worker_process(
     log: &Path,
 ) -> Child {
     let log = std::fs::File::create(log).expect("worker log");
+    let out = log.try_clone().expect("worker log");
     Command::new(&artifacts().runtimes)
         .args(["worker", "--redis", url, "--prefix", &config.prefix])
         .arg("--plugin-dir")
@@ -138,7 +146,7 @@ fn worker_process(
         .env_remove("AGENT_RUNTIMES_PATH")
         .env("RUNTIMES_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
@@ -579,7 +587,13 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_and_clients_go_on_after_a_redis_restart() {
     // A private instance: restarting the shared one would disturb the other tests.
-    let url = redis_script(&["start", "--name", "restart-test"]);
+    let url = redis_script(&[
+        "start",
+        "--name",
+        "restart-test",
+        "--owner",
+        &std::process::id().to_string(),
+    ]);
     // Longer than a restart takes: a job whose worker cannot renew it while Redis is away
     // would otherwise be reclaimed, and end `worker_lost` if part of it was published.
     let config = queue("restart").with_visibility_timeout(Duration::from_secs(10));
@@ -684,8 +698,16 @@ async fn submit_prints_what_stream_prints() {
     ]))
     .await
     .unwrap();
-    assert_eq!(unknown.status.code(), Some(1));
+    // An unknown runtime is a usage error (exit 2), as for `run`.
+    assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no runtime named `nope`"));
+    // The worker said what it serves when it started (it has run a job since).
+    let started = std::fs::read_to_string(logs.path().join("w.log")).unwrap();
+    assert!(
+        started.contains(&format!("worker on queue `{}`", config.prefix))
+            && started.contains("serving: echo"),
+        "{started}"
+    );
     worker.start_kill().unwrap();
     let _ = worker.wait().await;
 }
@@ -734,4 +756,43 @@ async fn redis_memory_is_bounded_per_turn_keys_expire_and_jobs_are_deleted() {
     // The worker withdraws its advert when it stops; its expired adverts go with the key.
     worker.stop().await;
     assert!(client.workers().await.unwrap().is_empty());
+}
+
+/// The Redis a test run starts is stopped when the run's process exits (no `redis-server` of
+/// the suite outlives it): here the owner is a child process, killed, and the server must go.
+#[test]
+fn a_redis_the_suite_starts_stops_when_its_owner_exits() {
+    let mut owner = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep starts");
+    redis_script(&[
+        "start",
+        "--name",
+        "owner-test",
+        "--owner",
+        &owner.id().to_string(),
+    ]);
+    let pid_file = workspace().join("target/redis/owner-test/redis.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the instance's pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let pid = rustix::process::Pid::from_raw(pid).expect("a positive pid");
+    let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .expect("redis-server runs while its owner does");
+    owner.kill().expect("the owner is killed");
+    owner.wait().expect("the owner is reaped");
+    // A pidfd becomes readable when its process exits: wait for that, bounded.
+    let mut fds = [rustix::event::PollFd::new(
+        &exited,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    let ready = rustix::event::poll(&mut fds, Some(&timeout)).expect("poll");
+    assert_eq!(ready, 1, "redis-server {pid:?} outlived its owner by 30 s");
 }

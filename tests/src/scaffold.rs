@@ -1,6 +1,7 @@
-//! `runtimes new`: the crate it writes builds against this checkout (through the
-//! `[patch.crates-io]` override its README documents) and passes the conformance checks in its
-//! own `cargo test`; and the command refuses what it cannot scaffold.
+//! `runtimes new`: the crate it writes builds where it is created, against the checkout the
+//! command was built from (a `[patch.crates-io]` section it fills in, and a workspace of its
+//! own), and passes the conformance checks in its own `cargo test`; and the command refuses
+//! what it cannot scaffold.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -69,17 +70,22 @@ fn the_scaffold_builds_and_passes_conformance_out_of_the_box() {
     assert!(made.status.success(), "{made:?}");
     let root = work.join("shout");
 
-    // What the README says to do when working from a checkout: a path override of both crates
-    // (runtime-api, and runtime-conformance, which brings the loader from the checkout too).
-    // `[workspace]` keeps the crate out of this repository's workspace (it lives below it), and
-    // this checkout's lock file keeps the versions to those already in cargo's cache (offline).
-    let mut manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    manifest.push_str(&format!(
-        "\n[workspace]\n\n[patch.crates-io]\nruntime-api = {{ path = {:?} }}\nruntime-conformance = {{ path = {:?} }}\n",
-        workspace.join("runtime-api"),
-        workspace.join("conformance"),
-    ));
-    std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
+    // Built from this checkout, `runtimes new` points the crate at it (the crates are not on
+    // crates.io yet) and gives it a workspace of its own (it lives below this repository).
+    // This checkout's lock file keeps the versions to those already in cargo's cache (offline).
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("\n[workspace]\n"), "{manifest}");
+    assert!(
+        manifest.contains(&format!(
+            "runtime-conformance = {{ path = {:?} }}",
+            workspace.join("conformance")
+        )),
+        "{manifest}"
+    );
+    assert!(
+        String::from_utf8_lossy(&made.stdout).contains("not on crates.io yet"),
+        "{made:?}"
+    );
     std::fs::copy(workspace.join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

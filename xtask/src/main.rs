@@ -7,6 +7,13 @@
 //! `cargo demo serve [SERVE OPTIONS]`: builds and installs the same plugins, then serves them
 //! with `runtimes serve` (the OpenAI-compatible HTTP API) until Ctrl-C.
 //!
+//! `cargo xtask install [--bin-dir DIR] [INSTALL OPTIONS]`: one release build of `runtimes`,
+//! `runtimes-worker` and the bundled runtimes; the commands copied into cargo's bin folder
+//! (or `--bin-dir`), the runtimes installed as below. What the README's install step runs.
+//!
+//! `cargo xtask readme`: runs README.md's install, plugin and scale-out blocks as written, in
+//! a scratch home (see `readme.rs`).
+//!
 //! `cargo xtask install-runtimes [INSTALL OPTIONS]`: builds the bundled runtimes (echo,
 //! openai/anthropic, command, agent) and `runtimes` in release mode, then installs the
 //! runtimes with `runtimes install --force [INSTALL OPTIONS]`: into the per-user plugin folder
@@ -19,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+
+mod readme;
 use serde_json::Value;
 
 /// The plugin packages the demo installs (those that exist in this checkout).
@@ -76,9 +85,17 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the packages (`release` or the dev profile) and returns the artifacts cargo
-/// reports: (libraries, runtimes binary).
-fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
+/// What one build produced: the plugin libraries, the `runtimes` binary and, when it was
+/// built, the `runtimes-worker` binary.
+struct Built {
+    libraries: Vec<PathBuf>,
+    runtimes: PathBuf,
+    worker: Option<PathBuf>,
+}
+
+/// Builds the packages (`release` or the dev profile), with the worker when `worker`, and
+/// returns the artifacts cargo reports.
+fn build(root: &Path, release: bool, worker: bool) -> anyhow::Result<Built> {
     let mut command = cargo();
     command.current_dir(root).args([
         "build",
@@ -86,6 +103,9 @@ fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> 
         "-p",
         "runtimes-cli",
     ]);
+    if worker {
+        command.args(["-p", "runtime-loader"]);
+    }
     if release {
         command.arg("--release");
     }
@@ -103,8 +123,9 @@ fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> 
         }
     }
     println!(
-        "$ cargo build{} -p runtimes-cli -p <plugins>",
-        if release { " --release" } else { "" }
+        "$ cargo build{} -p runtimes-cli{} -p <plugins>",
+        if release { " --release" } else { "" },
+        if worker { " -p runtime-loader" } else { "" }
     );
     let output = command
         .stderr(std::process::Stdio::inherit())
@@ -115,6 +136,7 @@ fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> 
     }
     let mut libraries = Vec::new();
     let mut runtimes = None;
+    let mut worker = None;
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -122,11 +144,13 @@ fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> 
         if message["reason"] != "compiler-artifact" {
             continue;
         }
-        if let Some(executable) = message["executable"]
-            .as_str()
-            .filter(|e| e.ends_with("runtimes"))
-        {
-            runtimes = Some(PathBuf::from(executable));
+        if let Some(executable) = message["executable"].as_str() {
+            let name = Path::new(executable).file_stem().and_then(|n| n.to_str());
+            match name {
+                Some("runtimes") => runtimes = Some(PathBuf::from(executable)),
+                Some("runtimes-worker") => worker = Some(PathBuf::from(executable)),
+                _ => {}
+            }
         }
         let is_plugin = message["target"]["kind"]
             .as_array()
@@ -143,14 +167,22 @@ fn build(root: &Path, release: bool) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> 
         }
     }
     let runtimes = runtimes.context("cargo did not report the runtimes binary")?;
-    Ok((libraries, runtimes))
+    Ok(Built {
+        libraries,
+        runtimes,
+        worker,
+    })
 }
 
 /// Builds the plugins and `runtimes`, and installs the plugins into a fresh
 /// `target/demo-plugins`; returns the libraries built, the `runtimes` binary and the folder.
 fn install_demo(root: &Path) -> anyhow::Result<(Vec<PathBuf>, PathBuf, PathBuf)> {
     step("Build the plugins and the `runtimes` command");
-    let (libraries, runtimes) = build(root, false)?;
+    let Built {
+        libraries,
+        runtimes,
+        ..
+    } = build(root, false, false)?;
     let folder = root.join("target").join("demo-plugins");
     if folder.exists() {
         std::fs::remove_dir_all(&folder).context("clearing the demo plugin folder")?;
@@ -256,7 +288,11 @@ fn demo() -> anyhow::Result<()> {
 fn install_runtimes(options: Vec<String>) -> anyhow::Result<()> {
     let root = workspace_root();
     step("Build the bundled runtimes and the `runtimes` command (release)");
-    let (libraries, runtimes) = build(&root, true)?;
+    let Built {
+        libraries,
+        runtimes,
+        ..
+    } = build(&root, true, false)?;
     step("Install them (checked, copied atomically; identical files are left as they are)");
     run(Command::new(&runtimes)
         .arg("install")
@@ -267,6 +303,81 @@ fn install_runtimes(options: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask install [--bin-dir DIR] [INSTALL OPTIONS]`: one release build of `runtimes`,
+/// `runtimes-worker` and the bundled runtimes; the two commands copied into `--bin-dir`
+/// (default: cargo's, `$CARGO_HOME/bin`, usually `~/.cargo/bin`), the runtimes installed with
+/// `runtimes install --force [INSTALL OPTIONS]`.
+fn install(mut options: Vec<String>) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let bin_dir = match options.iter().position(|o| o == "--bin-dir") {
+        Some(at) => {
+            if at + 1 >= options.len() {
+                bail!("--bin-dir needs a folder");
+            }
+            let dir = PathBuf::from(options.remove(at + 1));
+            options.remove(at);
+            dir
+        }
+        None => cargo_bin_dir()?,
+    };
+    step("Build `runtimes`, `runtimes-worker` and the bundled runtimes (one release build)");
+    let built = build(&root, true, true)?;
+    let worker = built
+        .worker
+        .context("cargo did not report the runtimes-worker binary")?;
+    step(&format!("Install the commands into {}", bin_dir.display()));
+    std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
+    let runtimes = copy_executable(&built.runtimes, &bin_dir)?;
+    copy_executable(&worker, &bin_dir)?;
+    step("Install the runtimes (checked, copied atomically; identical files are left as they are)");
+    run(Command::new(&runtimes)
+        .arg("install")
+        .args(&built.libraries)
+        .arg("--force")
+        .args(options))?;
+    if !std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|p| p == bin_dir))
+    {
+        println!(
+            "\nnote: {} is not on PATH: add it, or run {}",
+            bin_dir.display(),
+            runtimes.display()
+        );
+    }
+    println!("\nDone. Try: runtimes list");
+    Ok(())
+}
+
+/// Where `cargo install` puts binaries: `$CARGO_INSTALL_ROOT/bin`, `$CARGO_HOME/bin`, else
+/// `~/.cargo/bin`.
+fn cargo_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(root) = std::env::var_os("CARGO_INSTALL_ROOT") {
+        return Ok(PathBuf::from(root).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(home).join("bin"));
+    }
+    let home =
+        std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set: pass --bin-dir")?;
+    Ok(PathBuf::from(home).join(".cargo").join("bin"))
+}
+
+/// Copies an executable into `dir` through a temporary file renamed into place, so a running
+/// copy is never overwritten in place; returns the installed path.
+fn copy_executable(from: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = from
+        .file_name()
+        .context("an executable without a file name")?;
+    let dest = dir.join(name);
+    let temp = dir.join(format!(".{}.installing", name.to_string_lossy()));
+    std::fs::copy(from, &temp)
+        .with_context(|| format!("copying {} to {}", from.display(), temp.display()))?;
+    std::fs::rename(&temp, &dest)
+        .with_context(|| format!("renaming {} to {}", temp.display(), dest.display()))?;
+    println!("installed {}", dest.display());
+    Ok(dest)
+}
+
 fn main() {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
@@ -275,9 +386,11 @@ fn main() {
             _ => demo(),
         },
         Some("install-runtimes") => install_runtimes(std::env::args().skip(2).collect()),
+        Some("install") => install(std::env::args().skip(2).collect()),
+        Some("readme") => readme::readme(),
         _ => {
             eprintln!(
-                "usage: cargo demo [serve [SERVE OPTIONS]]\n       cargo xtask install-runtimes [--dir DIR] [--pin]"
+                "usage: cargo demo [serve [SERVE OPTIONS]]\n       cargo xtask install [--bin-dir DIR] [--dir DIR] [--pin]\n       cargo xtask install-runtimes [--dir DIR] [--pin]\n       cargo xtask readme"
             );
             std::process::exit(2);
         }
