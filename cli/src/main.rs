@@ -216,8 +216,12 @@ fn init_logs(global: &Global, style: &Style) {
 }
 
 impl Global {
+    /// Strict checks (unless `--allow-insecure`), and how workers are run at the process
+    /// level from the environment (`AGENT_RUNTIMES_WORKER_MEMORY`), for every command.
     fn options(&self) -> LoaderOptions {
-        LoaderOptions::STRICT.with_allow_insecure(self.allow_insecure)
+        LoaderOptions::STRICT
+            .with_allow_insecure(self.allow_insecure)
+            .with_process(runtime_loader::ProcessOptions::from_env())
     }
 
     fn search_path(&self) -> SearchPath {

@@ -51,6 +51,8 @@ pub struct WorkerArgs {
     /// execution id is not run again).
     #[arg(long, value_name = "SECS", default_value_t = 3_600)]
     result_ttl: u64,
+    #[command(flatten)]
+    isolation: crate::turn::IsolationArgs,
 }
 
 /// What `runtimes queue status` takes.
@@ -106,7 +108,11 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
         .with_visibility_timeout(seconds("--visibility-timeout", args.visibility_timeout)?)
         .with_max_attempts(args.max_attempts)
         .with_result_ttl(Duration::from_secs(args.result_ttl.max(1)));
-    let runtimes = Arc::new(global.registry());
+    // The level of every runtime this worker runs (`--isolate`, `--isolation`,
+    // `AGENT_RUNTIMES_ISOLATION`): at `process`, a crashing job ends its worker process, not
+    // this worker.
+    let level = args.isolation.level();
+    let runtimes = Arc::new(global.registry_with(global.options().with_isolation(level)));
     if runtimes.list_names().is_empty() {
         tracing::warn!(
             "no runtime is installed in the plugin folders searched: every job will end with an error (see `runtimes list --all`)"

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use runtime_loader::{Isolation, Runtimes};
+use runtime_loader::Runtimes;
 use runtime_serve::{
     ApiKey, ConfigError, RedisBackend, ServeConfig, ServeError, ServeLimits, Server,
 };
@@ -45,15 +45,14 @@ pub struct ServeArgs {
     /// named get their default configuration on first use.
     #[arg(long = "config", value_name = "NAME=JSON")]
     configs: Vec<String>,
-    /// Run every runtime in an isolated, supervised worker process (a crashing plugin
-    /// cannot take the server down). Not available in this build yet: the server refuses to
-    /// start rather than run without the isolation asked for.
-    #[arg(long, conflicts_with = "redis")]
-    isolate: bool,
+    /// Run every runtime in an isolated, supervised worker process (`--isolate`, the same as
+    /// `--isolation process`): a crashing plugin cannot take the server down.
+    #[command(flatten)]
+    isolation: crate::turn::IsolationArgs,
     /// Send every turn to the Redis queue at this URL (redis://HOST:PORT[/DB]) instead of
     /// running it here: `runtimes worker` processes run them, and this server loads no
     /// plugin. The models offered are the runtimes the live workers advertise.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "isolate")]
     redis: Option<String>,
     /// With --redis: the prefix of the queue's keys (as given to the workers).
     #[arg(
@@ -116,9 +115,9 @@ fn config(args: ServeArgs) -> Result<ServeConfig, Failure> {
                 .with_group(args.group),
         );
     }
-    if args.isolate {
-        // Every runtime in a supervised worker process of its own.
-        config = config.with_isolation(Isolation::Process);
+    if let Some(level) = args.isolation.chosen() {
+        // `process`: every runtime in a supervised worker process of its own.
+        config = config.with_isolation(level);
     }
     for given in &args.configs {
         let (name, value) = runtime_serve::parse_instance(given).map_err(config_failure)?;

@@ -43,22 +43,42 @@ pub struct TurnArgs {
     /// Print JSON (for `stream`: one object per delta, then the result).
     #[arg(long)]
     pub(crate) json: bool,
-    /// Run the plugin in a worker process of its own (the same as `--isolation process`): a
-    /// crash, an exit or a runaway allocation ends the worker, not this command.
+    #[command(flatten)]
+    pub(crate) isolation: IsolationArgs,
+}
+
+impl TurnArgs {
+    pub(crate) fn level(&self) -> Isolation {
+        self.isolation.level()
+    }
+}
+
+/// `--isolate` and `--isolation LEVEL` (or `AGENT_RUNTIMES_ISOLATION`): what every command
+/// that runs turns takes.
+#[derive(Debug, Clone, Args)]
+pub struct IsolationArgs {
+    /// Run plugins in worker processes (the same as `--isolation process`): a crash, an exit or
+    /// a runaway allocation ends a worker, not this command.
     #[arg(long, conflicts_with = "isolation")]
     isolate: bool,
-    /// How far the plugin is kept from this command: `inline`, `threads` (the default) or
+    /// How far plugins are kept from this command: `inline`, `threads` (the default) or
     /// `process`.
     #[arg(long, value_name = "LEVEL", env = "AGENT_RUNTIMES_ISOLATION")]
     isolation: Option<Isolation>,
 }
 
-impl TurnArgs {
+impl IsolationArgs {
+    /// The level asked for, or the default.
     pub(crate) fn level(&self) -> Isolation {
+        self.chosen().unwrap_or_default()
+    }
+
+    /// The level asked for by a flag or the environment, if any.
+    pub(crate) fn chosen(&self) -> Option<Isolation> {
         if self.isolate {
-            Isolation::Process
+            Some(Isolation::Process)
         } else {
-            self.isolation.unwrap_or_default()
+            self.isolation
         }
     }
 }

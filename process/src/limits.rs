@@ -15,6 +15,9 @@ pub struct ProcessLimits {
     pub stderr_tail_lines: usize,
     /// The longest stderr line kept, in characters (400).
     pub stderr_line_chars: usize,
+    /// The most bytes of a worker's stderr held while waiting for a newline (64 KiB): a longer
+    /// run is cut, so a flood without newlines costs the host no more than this.
+    pub stderr_max_pending: usize,
     /// The longest wait between restarts of a crashing worker (5 s).
     pub max_backoff: Duration,
     /// Plugin log events a worker queues for the host before it drops new ones (1,024).
@@ -28,6 +31,7 @@ impl ProcessLimits {
         stream_window: 256,
         stderr_tail_lines: 12,
         stderr_line_chars: 400,
+        stderr_max_pending: 64 << 10,
         max_backoff: Duration::from_secs(5),
         max_pending_logs: 1024,
     };

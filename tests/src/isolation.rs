@@ -892,3 +892,83 @@ async fn a_plugin_panic_message_reaches_the_hosts_tracing_at_every_level() {
         assert_eq!(event.get("runtime"), Some("fixture-faults"), "{level}");
     }
 }
+
+/// A worker that floods its stderr without a newline costs the host a bounded buffer (the
+/// host's RSS is sampled while 256 MiB go through), and the turn still answers.
+#[test]
+fn a_stderr_flood_without_newlines_leaves_the_host_bounded() {
+    let (dir, _) = folder();
+    let mut host = runtimes_cli(
+        dir.path(),
+        &["run", "hostile", "stderr-flood:256", "--isolate"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let status = format!("/proc/{}/status", host.id());
+    let rss_kib = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut peak = 0;
+    // Sampled until the host exits (a measurement, not a wait: the exit is what ends it).
+    while host.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            peak = peak.max(rss_kib(&text));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = host.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "flooded 256 MiB"
+    );
+    assert!(peak > 0, "the host's RSS was never read");
+    assert!(
+        peak < 64 * 1024,
+        "the host grew to {peak} KiB while 256 MiB of stderr went through"
+    );
+}
+
+/// A line that is not UTF-8 does not stop the capture of a worker's stderr: the crash report
+/// that follows still quotes the lines after it.
+#[test]
+fn stderr_that_is_not_utf8_is_captured_up_to_the_crash() {
+    let (dir, _) = folder();
+    let output = runtimes_cli(
+        dir.path(),
+        &["run", "hostile", "bad-utf8-then-abort", "--isolate"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("killed by SIGABRT"), "{stderr}");
+    assert!(
+        stderr.contains("not \u{fffd}\u{fffd} UTF-8") || stderr.contains("not �� UTF-8"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the last words"), "{stderr}");
+}
+
+/// `AGENT_RUNTIMES_WORKER_MEMORY` limits the workers every command starts: here `run`'s.
+#[test]
+fn the_worker_memory_variable_limits_the_workers_of_the_cli() {
+    let (dir, _) = folder();
+    let output = runtimes_cli(
+        dir.path(),
+        &["run", "hostile", "allocate:1073741824", "--isolate"],
+    )
+    .env("AGENT_RUNTIMES_WORKER_MEMORY", "256M")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("crashed") || stderr.contains("killed") || stderr.contains("memory"),
+        "{stderr}"
+    );
+}

@@ -144,6 +144,7 @@ fn worker_process(
         .arg(dir)
         .args(extra)
         .env_remove("AGENT_RUNTIMES_PATH")
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
         .env("RUNTIMES_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out)
@@ -795,4 +796,48 @@ fn a_redis_the_suite_starts_stops_when_its_owner_exits() {
     };
     let ready = rustix::event::poll(&mut fds, Some(&timeout)).expect("poll");
     assert_eq!(ready, 1, "redis-server {pid:?} outlived its owner by 30 s");
+}
+
+/// `runtimes worker --isolate`: a job that segfaults its plugin gets one `crashed` result, and
+/// the worker goes on to the next job.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_worker_survives_a_segfaulting_job() {
+    let url = redis_url();
+    let config = queue("isolated-worker");
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let logs = plugin_dir();
+    let mut worker = worker_process(
+        url,
+        &config,
+        dir.path(),
+        &["--isolate"],
+        &logs.path().join("w.log"),
+    );
+    let client = QueueClient::connect(url, config.clone()).await.unwrap();
+    let crashed = client
+        .submit("hostile", TurnRequest::new("null-write"))
+        .await
+        .unwrap();
+    let items = collect(&client, &crashed).await;
+    let errors: Vec<&RuntimeError> = items.iter().filter_map(|i| i.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "{items:?}");
+    assert_eq!(errors[0].kind, ErrorKind::Crashed, "{items:?}");
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker died with its job"
+    );
+    let next = client
+        .submit("hostile", TurnRequest::new("fine"))
+        .await
+        .unwrap();
+    let items = collect(&client, &next).await;
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Ok(StreamItem::Done(o)) if o.content == "ok:fine")),
+        "{items:?}"
+    );
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
 }

@@ -5,22 +5,53 @@
 pub const MAX_PENDING: usize = 64 * 1024;
 
 /// Cuts a byte stream into lines that keep their `\n`. Bytes that are not UTF-8 become
-/// U+FFFD; a character split across reads is kept whole.
-#[derive(Debug, Default)]
+/// U+FFFD; a character split across reads is kept whole. Each byte is looked at once, and at
+/// most [`LineSplitter::max_pending`] bytes wait for a newline: a longer run is passed on.
+#[derive(Debug)]
 pub struct LineSplitter {
     pending: Vec<u8>,
+    max_pending: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        Self::with_max_pending(MAX_PENDING)
+    }
 }
 
 impl LineSplitter {
+    /// A splitter that holds back at most `max_pending` bytes (at least 4, one character)
+    /// while waiting for a newline.
+    pub fn with_max_pending(max_pending: usize) -> Self {
+        Self {
+            pending: Vec::new(),
+            max_pending: max_pending.max(4),
+        }
+    }
+
+    /// The most bytes held back while waiting for a newline.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
     /// Adds bytes; returns the lines (and over-long pieces) now complete.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=at).collect();
-            out.push(String::from_utf8_lossy(&line).into_owned());
+        let mut start = 0;
+        // Only the new bytes are searched: what is pending holds no newline.
+        while let Some(at) = bytes[start..].iter().position(|b| *b == b'\n') {
+            let end = start + at + 1;
+            if self.pending.is_empty() {
+                out.push(String::from_utf8_lossy(&bytes[start..end]).into_owned());
+            } else {
+                self.pending.extend_from_slice(&bytes[start..end]);
+                out.push(String::from_utf8_lossy(&self.pending).into_owned());
+                self.pending.clear();
+            }
+            start = end;
         }
-        if self.pending.len() >= MAX_PENDING {
+        self.pending.extend_from_slice(&bytes[start..]);
+        if self.pending.len() >= self.max_pending {
             let cut = match std::str::from_utf8(&self.pending) {
                 Ok(_) => self.pending.len(),
                 // An incomplete character at the end waits for its other bytes.

@@ -80,6 +80,42 @@ async fn isolate_serves_every_runtime_from_a_worker_process() {
     assert_eq!(body["choices"][0]["message"]["content"], "from a worker");
 }
 
+/// `AGENT_RUNTIMES_ISOLATION=process` reaches `serve` as `--isolate` does: a plugin that
+/// aborts ends its worker with `crashed`, and the server goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_takes_the_isolation_level_from_the_environment() {
+    let server = Server::start_with(
+        &[],
+        &[
+            ("AGENT_RUNTIMES_ISOLATION", "process"),
+            (
+                "AGENT_RUNTIMES_WORKER",
+                &artifacts().worker.display().to_string(),
+            ),
+        ],
+        |plugins| {
+            install(plugins, &artifacts().hostile, "libhostile");
+        },
+    )
+    .await;
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "hostile", "messages": user("abort")}),
+    )
+    .await;
+    assert!(status.is_server_error(), "{status}: {body}");
+    assert!(body.to_string().contains("crashed"), "{body}");
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "echo", "messages": user("still here")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "still here");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn config_creates_a_runtime_with_its_configuration_by_id_and_alias() {
     let server = Server::start(&["--config", r#"faults={"fail_with": "rate_limited"}"#]).await;
