@@ -34,6 +34,48 @@ use crate::types::{PyDelta, PyDiscoveryReport, PyRuntimeInfo, PyTurnOutput, PyTu
 /// How often a blocking call wakes to let Python handle signals (`KeyboardInterrupt`).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
+/// Awaitables handed to Python whose Rust future has not finished yet.
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+/// `pyo3_async_runtimes::tokio::future_into_py`, counted in [`IN_FLIGHT`] so that the exit
+/// hook can wait for the bridge's threads to deliver their results before the interpreter is
+/// finalized (a thread that takes the GIL during finalization aborts the process:
+/// PyO3/pyo3-async-runtimes#40).
+fn into_py<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+    let counted = Counted;
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let _counted = counted;
+        future.await
+    })
+}
+
+/// Called at interpreter exit (`atexit`): stops forwarding log events, then waits (GIL
+/// released, at most `timeout` seconds) until no awaitable's result is still being delivered.
+#[pyfunction]
+#[pyo3(signature = (timeout=2.0))]
+fn _shutdown(py: Python<'_>, timeout: f64) {
+    logging::stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 60.0));
+    py.detach(|| {
+        while IN_FLIGHT.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The last results' threads may still hold or wait for the GIL for a moment.
+        std::thread::sleep(Duration::from_millis(20));
+    });
+}
+
 /// Counts turns as the loader's hooks see them.
 #[derive(Default)]
 struct Counts {
@@ -414,7 +456,7 @@ impl PyRuntime {
     /// An awaitable of the runtime's health text; raises its error when it cannot serve.
     fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let handle = self.handle.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        into_py(py, async move {
             handle
                 .health()
                 .await
@@ -440,7 +482,7 @@ impl PyRuntime {
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = PyTurnRequest::take(request)?;
         let turn = self.timed(timeout)?.run_turn(request);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        into_py(py, async move {
             match turn.await {
                 Ok(output) => Ok(PyTurnOutput::from(output)),
                 Err(e) => Err(Python::attach(|py| runtime_error(py, &e))),
@@ -583,7 +625,7 @@ impl PyTurnStream {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (slot, output) = (self.slot.clone(), self.output.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        into_py(py, async move {
             match next_step(slot, output).await {
                 Step::Delta(delta) => Ok(PyDelta::from(delta)),
                 Step::End => Err(PyStopAsyncIteration::new_err(())),
@@ -614,14 +656,14 @@ impl PyTurnStream {
     /// An awaitable that stops the turn if it still runs.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let slot = self.slot.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        into_py(py, async move {
             *slot.lock().await = None;
             Ok(())
         })
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        into_py(py, async move { Ok(slf) })
     }
 
     #[pyo3(signature = (*_args))]
@@ -676,6 +718,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::PyShadowed>()?;
     m.add_class::<types::PyDirReport>()?;
     m.add_function(wrap_pyfunction!(clean, m)?)?;
+    m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(logging::refresh_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(logging::install_log_bridge, m)?)?;
     m.add("CONTRACT_VERSION", runtime_api::version::CONTRACT_VERSION)?;

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -18,6 +18,14 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// The logger's effective level as Python numbers it (`logging.WARNING` until read).
 static THRESHOLD: AtomicU8 = AtomicU8::new(30);
+
+/// Set at interpreter exit: no event is forwarded after it.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// Stops forwarding events (the interpreter is exiting).
+pub fn stop() {
+    STOPPED.store(true, Ordering::Release);
+}
 
 /// The logger events go to.
 const LOGGER: &str = "agent_runtimes";
@@ -98,7 +106,7 @@ impl<S: Subscriber> Layer<S> for PythonLogging {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let metadata = event.metadata();
         let level = python_level(metadata.level());
-        if level < THRESHOLD.load(Ordering::Relaxed) {
+        if level < THRESHOLD.load(Ordering::Relaxed) || STOPPED.load(Ordering::Acquire) {
             return;
         }
         let mut fields = Fields::default();
