@@ -76,6 +76,20 @@ fn _shutdown(py: Python<'_>, timeout: f64) {
     });
 }
 
+/// A coroutine that calls `start(*args)` (which returns an asyncio future) on the running
+/// loop and awaits it: `agent_runtimes._aio.awaitable`.
+fn coroutine<'py>(
+    py: Python<'py>,
+    start: Bound<'py, PyAny>,
+    args: Vec<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut all = vec![start];
+    all.extend(args);
+    PyModule::import(py, "agent_runtimes._aio")?
+        .getattr("awaitable")?
+        .call1(pyo3::types::PyTuple::new(py, all)?)
+}
+
 /// Counts turns as the loader's hooks see them.
 #[derive(Default)]
 struct Counts {
@@ -229,7 +243,7 @@ impl PyRuntimes {
             .collect()
     }
 
-    /// The ids and aliases that can be resolved.
+    /// The ids of the runtimes that can be resolved (their aliases are on `list()`).
     fn names(&self) -> Vec<String> {
         self.inner.list_names()
     }
@@ -311,7 +325,8 @@ impl PyRuntimes {
         request: &Bound<'py, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.resolve(py, name, timeout)?.run_turn(py, request, None)
+        let runtime = Bound::new(py, self.resolve(py, name, timeout)?)?;
+        coroutine(py, runtime.getattr("_start_turn")?, vec![request.clone()])
     }
 
     /// `run_turn`, blocking the calling thread (with the GIL released) until the turn ends.
@@ -454,7 +469,12 @@ impl PyRuntime {
     }
 
     /// An awaitable of the runtime's health text; raises its error when it cannot serve.
-    fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn health<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        coroutine(slf.py(), slf.getattr("_start_health")?, vec![])
+    }
+
+    /// The asyncio future of `health` (needs a running loop).
+    fn _start_health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let handle = self.handle.clone();
         into_py(py, async move {
             handle
@@ -475,6 +495,18 @@ impl PyRuntime {
     /// Cancelling the awaiting task cancels the turn inside the plugin.
     #[pyo3(signature = (request, timeout=None))]
     fn run_turn<'py>(
+        slf: &Bound<'py, Self>,
+        request: &Bound<'py, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let timeout = pyo3::IntoPyObjectExt::into_bound_py_any(timeout, py)?;
+        coroutine(py, slf.getattr("_start_turn")?, vec![request.clone(), timeout])
+    }
+
+    /// The asyncio future of a turn (needs a running loop): what `run_turn` awaits.
+    #[pyo3(signature = (request, timeout=None))]
+    fn _start_turn<'py>(
         &self,
         py: Python<'py>,
         request: &Bound<'py, PyAny>,
