@@ -56,7 +56,10 @@ pub enum ResolveError {
     },
     /// At the *process* level: the runtime's workers crashed too often within the window
     /// ([`ProcessOptions::max_crashes`](crate::ProcessOptions)), so it is not started again
-    /// until [`Runtimes::clear_failed`](crate::Runtimes::clear_failed) or a restart.
+    /// until the mark expires ([`ProcessOptions::failed_for`](crate::ProcessOptions), 5
+    /// minutes by default), [`Runtimes::clear_failed`](crate::Runtimes::clear_failed) or a
+    /// restart. Workers the host stopped itself (a turn that did not let go of a cancel or a
+    /// timeout, an unanswered ping) do not count.
     #[error("runtime `{name}` (plugin {}) is marked failed: {reason}. Fix or remove the plugin; `Runtimes::clear_failed` lets it be tried again", path.display())]
     Failed {
         /// The runtime's id.

@@ -37,9 +37,21 @@ pub(crate) struct WorkerShared {
     pub(crate) pongs: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     /// Why the host killed it, when it did.
     pub(crate) kill_reason: Mutex<Option<String>>,
+    /// The host stopped it for its own reasons (a turn that did not let go after a cancel or
+    /// a timeout, a ping unanswered), not for a fault of the plugin's seen on the wire: not a
+    /// crash for the failed mark.
+    pub(crate) host_ordered: AtomicBool,
 }
 
 impl WorkerShared {
+    /// Stops the worker for the host's own reasons (see `host_ordered`), saying why.
+    pub(crate) fn stop(&self, reason: String) {
+        if self.alive.load(Ordering::Acquire) && lock(&self.kill_reason).is_none() {
+            self.host_ordered.store(true, Ordering::Release);
+        }
+        self.kill(reason);
+    }
+
     /// Kills the worker's process group, saying why (the first reason is kept).
     pub(crate) fn kill(&self, reason: String) {
         self.usable.store(false, Ordering::Release);
@@ -91,7 +103,7 @@ pub(crate) async fn ping(link: &Link, grace: Duration) -> Result<(), RuntimeErro
         Err(_) => {
             lock(&link.worker.pongs).remove(&seq);
             let reason = format!("the host killed it: it did not answer a ping within {grace:?}");
-            link.worker.kill(reason.clone());
+            link.worker.stop(reason.clone());
             Err(RuntimeError::new(ErrorKind::Crashed, reason))
         }
     }
@@ -241,6 +253,7 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         cancelling: Mutex::default(),
         pongs: Mutex::default(),
         kill_reason: Mutex::default(),
+        host_ordered: AtomicBool::new(false),
     });
     let (tx, mut outgoing) = mpsc::unbounded_channel::<HostMessage>();
     tokio::spawn(async move {

@@ -28,6 +28,9 @@ pub struct ProcessOptions {
     pub max_crashes: u32,
     /// The window in which crashes are counted.
     pub crash_window: Duration,
+    /// How long a runtime stays marked failed before it may be tried again (it can also be
+    /// cleared at once: `Runtimes::clear_failed`).
+    pub failed_for: Duration,
     /// The wait before the first restart after a crash; it doubles with every further crash
     /// before a turn succeeds again, up to 5 s.
     pub restart_backoff: Duration,
@@ -47,7 +50,7 @@ impl Default for ProcessOptions {
 
 impl ProcessOptions {
     /// The defaults: no memory limit, 1 s grace, 10 s to start, failed after 5 crashes in a
-    /// minute, 100 ms first backoff, a ping every 5 s.
+    /// minute (for 5 minutes), 100 ms first backoff, a ping every 5 s.
     pub const DEFAULT: Self = Self {
         worker: None,
         memory_limit: None,
@@ -55,6 +58,7 @@ impl ProcessOptions {
         start_timeout: Duration::from_secs(10),
         max_crashes: 5,
         crash_window: Duration::from_secs(60),
+        failed_for: Duration::from_secs(300),
         restart_backoff: Duration::from_millis(100),
         ping_interval: Duration::from_secs(5),
         pass_env: &[],
@@ -97,6 +101,12 @@ impl ProcessOptions {
     pub fn with_crash_limit(mut self, max_crashes: u32, window: Duration) -> Self {
         self.max_crashes = max_crashes;
         self.crash_window = window;
+        self
+    }
+
+    /// Sets how long a runtime stays marked failed.
+    pub fn with_failed_for(mut self, duration: Duration) -> Self {
+        self.failed_for = duration;
         self
     }
 

@@ -378,7 +378,7 @@ impl Inner {
             io.spawn(async move {
                 tokio::time::sleep(grace).await;
                 if lock(&worker.cancelling).contains(&turn) {
-                    worker.kill(format!(
+                    worker.stop(format!(
                         "the host killed it: turn `{execution_id}` did not stop within {grace:?} of being cancelled or timing out (a plugin that blocks its thread or spins)"
                     ));
                 }
@@ -477,8 +477,13 @@ impl Inner {
             }
             slot.last_crash = Some((Instant::now(), error.clone()));
         }
-        let count = self.ledger.record(&self.spec.options, &error.message);
-        self.consecutive_crashes.fetch_add(1, Ordering::Relaxed);
+        // A worker the host stopped (a stuck turn's grace, a ping) is no crash of the plugin's.
+        let count = if worker.host_ordered.load(Ordering::Acquire) {
+            0
+        } else {
+            self.consecutive_crashes.fetch_add(1, Ordering::Relaxed);
+            self.ledger.record(&self.spec.options, &error.message)
+        };
         tracing::warn!(
             runtime = %self.spec.runtime_id,
             plugin = %self.spec.library.display(),

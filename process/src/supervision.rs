@@ -19,7 +19,8 @@ pub struct CrashLedger {
 #[derive(Debug, Default)]
 pub(crate) struct LedgerState {
     pub(crate) crashes: VecDeque<Instant>,
-    pub(crate) failed: Option<String>,
+    /// Why the runtime is marked failed, and until when.
+    pub(crate) failed: Option<(String, Instant)>,
 }
 
 impl CrashLedger {
@@ -37,18 +38,31 @@ impl CrashLedger {
             state.crashes.pop_front();
         }
         let count = u32::try_from(state.crashes.len()).unwrap_or(u32::MAX);
-        if count >= options.max_crashes && state.failed.is_none() {
-            state.failed = Some(format!(
-                "its worker crashed {count} times within {:?}; the last time: {what}",
-                options.crash_window
+        let marked = state.failed.as_ref().is_some_and(|(_, until)| now < *until);
+        if count >= options.max_crashes && !marked {
+            state.failed = Some((
+                format!(
+                    "its worker crashed {count} times within {:?}; the last time: {what}. The mark expires after {:?}",
+                    options.crash_window, options.failed_for
+                ),
+                now + options.failed_for,
             ));
         }
         count
     }
 
-    /// Why the runtime is marked failed, if it is.
+    /// Why the runtime is marked failed, if it is (a mark expires after
+    /// [`ProcessOptions::failed_for`]; the crashes counted before it are forgotten then).
     pub fn failed(&self) -> Option<String> {
-        lock(&self.state).failed.clone()
+        let mut state = lock(&self.state);
+        match &state.failed {
+            Some((reason, until)) if Instant::now() < *until => Some(reason.clone()),
+            Some(_) => {
+                *state = LedgerState::default();
+                None
+            }
+            None => None,
+        }
     }
 
     /// Forgets the crashes: the runtime may be tried again.
@@ -78,4 +92,31 @@ pub(crate) fn crash_error(spec: &Spec, pid: u32, how: &str, tail: &[String]) -> 
         "how": how,
         "stderr": tail,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_failed_mark_expires() {
+        let options = ProcessOptions::DEFAULT
+            .with_crash_limit(2, Duration::from_secs(60))
+            .with_failed_for(Duration::ZERO);
+        let ledger = CrashLedger::default();
+        assert_eq!(ledger.record(&options, "one"), 1);
+        assert_eq!(ledger.failed(), None);
+        assert_eq!(ledger.record(&options, "two"), 2);
+        // Marked for no time at all: gone at the next look, with the crashes counted.
+        assert_eq!(ledger.failed(), None);
+        assert_eq!(ledger.record(&options, "three"), 1);
+
+        let options = options.with_failed_for(Duration::from_secs(3600));
+        ledger.record(&options, "four");
+        assert!(ledger.failed().is_some_and(|r| r.contains("four")));
+        ledger.clear();
+        assert_eq!(ledger.failed(), None);
+    }
 }

@@ -972,3 +972,37 @@ fn the_worker_memory_variable_limits_the_workers_of_the_cli() {
         "{stderr}"
     );
 }
+
+/// Workers the host stops for its own reasons (a turn that does not let go of a cancel within
+/// the grace period) are not crashes: with a crash limit of 1, a spinning turn cancelled twice
+/// leaves the runtime serving, never marked failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ordered_kills_do_not_mark_a_runtime_failed() {
+    let (dir, _) = folder();
+    let runtimes = registry_at(
+        dir.path(),
+        Isolation::Process,
+        process_options().with_crash_limit(1, Duration::from_secs(600)),
+    );
+    let hostile = runtimes.resolve("hostile").unwrap();
+    for _ in 0..2 {
+        let release = Release::new();
+        let marker = PathBuf::from(format!("{}.started", release.path()));
+        let turn = hostile.run_turn(TurnRequest::new(format!("spin:{}", release.path())));
+        let id = turn.execution_id().to_owned();
+        let turn = tokio::spawn(turn);
+        // Cancel once the plugin spins (it says so in `<arg>.started`), then wait for the
+        // worker the host stops after the grace period to be gone.
+        let pid: u32 = wait_for_file(&marker).trim().parse().unwrap();
+        assert!(hostile.cancel(&id).unwrap());
+        let error = turn.await.unwrap().unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Cancelled, "{error}");
+        wait_gone(pid);
+        release.now();
+    }
+    assert!(
+        runtimes.resolve("hostile").is_ok(),
+        "a runtime whose workers the host stopped is not marked failed"
+    );
+    assert_eq!(answer(&hostile, "fine").await.unwrap(), "ok:fine");
+}
