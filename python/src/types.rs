@@ -528,7 +528,8 @@ pub struct PyDiscoveryReport {
     pub shadowed: Vec<PyShadowed>,
     /// Nothing was refused or shadowed.
     pub is_clean: bool,
-    text: String,
+    /// The loader's text of the report (what `str(report)` gives).
+    pub text: String,
 }
 
 impl From<&DiscoveryReport> for PyDiscoveryReport {
