@@ -15,7 +15,8 @@ use crate::io::lock;
 use crate::options::Spec;
 use crate::plugin_log as log_bridge;
 use crate::protocol::{
-    HostMessage, PROTOCOL_VERSION, Reply, WorkerMessage, codec, config_text, decode, encode,
+    HostMessage, MAX_FRAME, PROTOCOL_VERSION, Reply, WorkerMessage, codec, config_text, decode,
+    encode, too_large,
 };
 use crate::spawn::{command, describe_exit, env_names, find_worker};
 use crate::stderr::{lines_of, read_stderr};
@@ -256,28 +257,28 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         host_ordered: AtomicBool::new(false),
     });
     let (tx, mut outgoing) = mpsc::unbounded_channel::<HostMessage>();
-    tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let Ok(frame) = encode(&message) else {
-                continue;
-            };
-            if sink.feed(frame).await.is_err() {
-                return;
-            }
-            while let Ok(message) = outgoing.try_recv() {
-                let Ok(frame) = encode(&message) else {
-                    continue;
-                };
-                if sink.feed(frame).await.is_err() {
+    {
+        let events = inner.clone();
+        let worker = Arc::clone(&worker);
+        tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                let mut next = Some(message);
+                // Everything queued goes in one write.
+                while let Some(message) = next.take() {
+                    if let Some(frame) = host_frame(&message, &events, &worker)
+                        && sink.feed(frame).await.is_err()
+                    {
+                        return;
+                    }
+                    next = outgoing.try_recv().ok();
+                }
+                if SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
                     return;
                 }
             }
-            if SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
-                return;
-            }
-        }
-        // Every sender is gone: closing stdin tells the worker to exit.
-    });
+            // Every sender is gone: closing stdin tells the worker to exit.
+        });
+    }
     let link = Link {
         tx,
         worker: Arc::clone(&worker),
@@ -318,6 +319,33 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         inner.died(&worker, error);
     });
     Ok((link, info))
+}
+
+/// A message for the worker as a frame, or `None` when it is too large to cross: then the
+/// turn or call it carries ends at once with a named error, and the worker is not touched.
+fn host_frame<E: LinkEvents>(
+    message: &HostMessage,
+    events: &Weak<E>,
+    worker: &WorkerShared,
+) -> Option<bytes::Bytes> {
+    let frame = encode(message).ok()?;
+    if frame.len() <= MAX_FRAME {
+        return Some(frame);
+    }
+    match message {
+        HostMessage::Turn { turn, .. } => {
+            if let Some(events) = events.upgrade() {
+                events.finished(*turn, Err(too_large("the turn's request", frame.len())));
+            }
+        }
+        HostMessage::Call { call, .. } | HostMessage::Validate { call, .. } => {
+            if let Some(sender) = lock(&worker.calls).remove(call) {
+                let _ = sender.send(Err(too_large("the call", frame.len())));
+            }
+        }
+        _ => {}
+    }
+    None
 }
 
 /// Dispatches a worker's messages until it stops sending.

@@ -45,6 +45,42 @@ pub fn config_text(config: &runtime_api::Value) -> String {
     }
 }
 
+/// A message too large to cross as one frame, as the error of the turn or call it belongs to:
+/// named, not retriable, and never a crash (the worker is not touched).
+pub fn too_large(what: &str, bytes: usize) -> RuntimeError {
+    RuntimeError::invalid_request(format!(
+        "{what} is {bytes} bytes encoded: at most {MAX_FRAME} bytes cross between a host and its worker (ProcessLimits::max_frame)"
+    ))
+    .with_retriable(false)
+    .with_metadata(serde_json::json!({"error": "message_too_large", "bytes": bytes, "max": MAX_FRAME}))
+}
+
+/// The worker's message as a frame, or, when it is too large to cross, the message that ends
+/// its turn or call with [`too_large`] instead (a log event too large is dropped).
+pub fn worker_frame(message: WorkerMessage) -> Option<bytes::Bytes> {
+    let frame = encode(&message).ok()?;
+    if frame.len() <= MAX_FRAME {
+        return Some(frame);
+    }
+    let instead = match message {
+        WorkerMessage::Items { turn, .. } | WorkerMessage::Finished { turn, .. } => {
+            WorkerMessage::Finished {
+                turn,
+                result: Err(too_large("the turn's answer", frame.len())),
+            }
+        }
+        WorkerMessage::Reply { call, .. } => WorkerMessage::Reply {
+            call,
+            result: Err(too_large("the call's answer", frame.len())),
+        },
+        WorkerMessage::Created { .. } => WorkerMessage::Created {
+            result: Err(too_large("the runtime's description", frame.len())),
+        },
+        _ => return None,
+    };
+    encode(&instead).ok()
+}
+
 /// Encodes a message.
 pub fn encode<T: Serialize>(message: &T) -> Result<bytes::Bytes, String> {
     rmp_serde::to_vec_named(message)

@@ -26,7 +26,8 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
 use crate::plugin_log::PLUGIN_LOG_TARGET;
 use crate::protocol::{
-    Call, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec, decode, encode,
+    Call, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec, decode,
+    worker_frame,
 };
 
 /// The library a worker serves, as the loader opened it (the worker executable is built by the
@@ -237,7 +238,8 @@ async fn serve(
                     WorkerMessage::Refused { .. } => refused = true,
                     _ => {}
                 }
-                if let Ok(frame) = encode(&message)
+                // Too large to cross: its turn or call ends with a named error instead.
+                if let Some(frame) = worker_frame(message)
                     && sink.feed(frame).await.is_err()
                 {
                     return;

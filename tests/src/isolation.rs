@@ -1006,3 +1006,33 @@ async fn host_ordered_kills_do_not_mark_a_runtime_failed() {
     );
     assert_eq!(answer(&hostile, "fine").await.unwrap(), "ok:fine");
 }
+
+/// A request or an answer too large for one frame (16 MiB) is a named error for its turn,
+/// before it is sent; never a crash, and the runtime goes on serving (also after several, with
+/// a crash limit of 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_too_large_to_cross_are_a_named_error_and_the_runtime_stays_healthy() {
+    let (dir, _) = folder();
+    let runtimes = registry_at(
+        dir.path(),
+        Isolation::Process,
+        process_options().with_crash_limit(2, Duration::from_secs(600)),
+    );
+    let echo = runtimes.resolve("echo").unwrap();
+    let huge = "y".repeat(17 << 20);
+    for _ in 0..3 {
+        let error = answer(&echo, &huge).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::InvalidRequest, "{error}");
+        assert_eq!(error.metadata["error"], "message_too_large", "{error}");
+        assert!(!error.retriable);
+    }
+    assert_eq!(answer(&echo, "small").await.unwrap(), "small");
+    let hostile = runtimes.resolve("hostile").unwrap();
+    for _ in 0..2 {
+        let error = answer(&hostile, "big-answer:17").await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::InvalidRequest, "{error}");
+        assert!(error.message.contains("the turn's answer"), "{error}");
+    }
+    assert_eq!(answer(&hostile, "fine").await.unwrap(), "ok:fine");
+    assert!(runtimes.resolve("hostile").is_ok(), "not marked failed");
+}
