@@ -24,6 +24,9 @@ pub struct ProcessOptions {
     pub grace: Duration,
     /// How long a worker has to start, load its library and create its runtime.
     pub start_timeout: Duration,
+    /// How long a call to a worker (`health`, `supports`, an extension, validating a
+    /// configuration) may take before the worker is stopped and the call is a `timeout`.
+    pub call_timeout: Duration,
     /// How many crashes within `crash_window` mark a runtime failed.
     pub max_crashes: u32,
     /// The window in which crashes are counted.
@@ -49,13 +52,14 @@ impl Default for ProcessOptions {
 }
 
 impl ProcessOptions {
-    /// The defaults: no memory limit, 1 s grace, 10 s to start, failed after 5 crashes in a
+    /// The defaults: no memory limit, 1 s grace, 10 s to start, 30 s per call, failed after 5 crashes in a
     /// minute (for 5 minutes), 100 ms first backoff, a ping every 5 s.
     pub const DEFAULT: Self = Self {
         worker: None,
         memory_limit: None,
         grace: Duration::from_secs(1),
         start_timeout: Duration::from_secs(10),
+        call_timeout: Duration::from_secs(30),
         max_crashes: 5,
         crash_window: Duration::from_secs(60),
         failed_for: Duration::from_secs(300),
@@ -101,6 +105,12 @@ impl ProcessOptions {
     pub fn with_crash_limit(mut self, max_crashes: u32, window: Duration) -> Self {
         self.max_crashes = max_crashes;
         self.crash_window = window;
+        self
+    }
+
+    /// Sets how long a call to a worker may take.
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
         self
     }
 

@@ -127,13 +127,13 @@ impl ProcessRuntime {
 
     /// Checks a configuration in a worker of its own.
     pub fn validate_once(spec: Spec, config: &Value) -> Result<Vec<String>, RuntimeError> {
-        let limit = spec.options.start_timeout + spec.options.grace;
+        let limit = spec.options.start_timeout + spec.options.call_timeout + spec.options.grace;
         let config = config_text(config);
         block_on(
             async move {
                 let runtime_id = spec.runtime_id.clone();
                 let (link, _) = start_with(&spec, false, Weak::<Inner>::new(), 0).await?;
-                let reply = call_on(
+                let call = call_on(
                     &link,
                     |call| HostMessage::Validate {
                         call,
@@ -141,8 +141,20 @@ impl ProcessRuntime {
                         config,
                     },
                     1,
-                )
-                .await;
+                );
+                // A worker that does not answer is stopped here, not left behind with the
+                // caller gone (the one-off worker otherwise lives as long as this future).
+                let reply = match tokio::time::timeout(spec.options.call_timeout, call).await {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        let reason = format!(
+                            "the host stopped it: it did not validate a configuration within {:?}",
+                            spec.options.call_timeout
+                        );
+                        link.worker.stop(reason.clone());
+                        Err(RuntimeError::timeout(reason))
+                    }
+                };
                 match reply? {
                     Reply::Problems(problems) => Ok(problems),
                     _ => Err(RuntimeError::internal("the worker answered another call")),
@@ -162,7 +174,8 @@ impl ProcessRuntime {
     pub fn supports(&self, model: &str) -> Result<bool, RuntimeError> {
         let inner = Arc::clone(&self.inner);
         let model = model.to_owned();
-        let limit = self.inner.spec.options.start_timeout + self.inner.spec.options.grace;
+        let options = &self.inner.spec.options;
+        let limit = options.start_timeout + options.call_timeout + options.grace;
         match block_on(
             async move { inner.call(Call::Supports { model }).await },
             limit,
@@ -406,7 +419,23 @@ impl Inner {
     pub(crate) async fn call(self: &Arc<Self>, what: Call) -> Result<Reply, RuntimeError> {
         let link = self.ensure_worker().await?;
         let number = self.next_call.fetch_add(1, Ordering::Relaxed);
-        call_on(&link, move |call| HostMessage::Call { call, what }, number).await
+        let limit = self.spec.options.call_timeout;
+        // Every call has a deadline: a worker that does not answer in time is stopped (its
+        // turns end with the reason), and the call is a `timeout`.
+        match tokio::time::timeout(
+            limit,
+            call_on(&link, move |call| HostMessage::Call { call, what }, number),
+        )
+        .await
+        {
+            Ok(reply) => reply,
+            Err(_) => {
+                lock(&link.worker.calls).remove(&number);
+                let reason = format!("the host stopped it: a call got no answer within {limit:?}");
+                link.worker.stop(reason.clone());
+                Err(RuntimeError::timeout(reason))
+            }
+        }
     }
 
     /// The running worker, or a new one (after the backoff) when there is none.

@@ -1036,3 +1036,27 @@ async fn messages_too_large_to_cross_are_a_named_error_and_the_runtime_stays_hea
     assert_eq!(answer(&hostile, "fine").await.unwrap(), "ok:fine");
     assert!(runtimes.resolve("hostile").is_ok(), "not marked failed");
 }
+
+/// Every call to a worker has a deadline: a call the plugin never answers is a `timeout`
+/// after `call_timeout`, its worker is stopped, and the runtime serves the next turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_a_worker_never_answers_times_out() {
+    let (dir, _) = folder();
+    let runtimes = registry_at(
+        dir.path(),
+        Isolation::Process,
+        process_options()
+            .with_call_timeout(Duration::from_millis(500))
+            .with_crash_limit(1, Duration::from_secs(600)),
+    );
+    let hostile = runtimes.resolve("hostile").unwrap();
+    let started = Instant::now();
+    let error = hostile.extension("hang", &json!(null)).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(answer(&hostile, "fine").await.unwrap(), "ok:fine");
+}
