@@ -66,7 +66,8 @@ where
 #[pyo3(signature = (timeout=2.0))]
 fn _shutdown(py: Python<'_>, timeout: f64) {
     logging::stop();
-    let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 60.0));
+    let timeout = if timeout.is_finite() { timeout.clamp(0.0, 60.0) } else { 2.0 };
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout);
     py.detach(|| {
         while IN_FLIGHT.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -144,6 +145,13 @@ fn block_on<T: Send>(
     py: Python<'_>,
     mut future: Pin<Box<dyn Future<Output = T> + Send + '_>>,
 ) -> PyResult<T> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Python code running on one of the runtime's own threads (a log handler...): a
+        // blocking call there would deadlock, and tokio refuses it with a panic.
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "a blocking agent_runtimes call cannot run on the package's own runtime threads: await the async form",
+        ));
+    }
     let runtime = pyo3_async_runtimes::tokio::get_runtime();
     loop {
         let polled = py.detach(|| {
@@ -564,6 +572,8 @@ type Slot = Arc<Mutex<Option<runtime_loader::TurnStream>>>;
 #[pyclass(name = "TurnStream", module = "agent_runtimes", frozen)]
 struct PyTurnStream {
     slot: Slot,
+    /// Set by `close`/`aclose`: ends an item being awaited at once.
+    closed: tokio::sync::watch::Sender<bool>,
     output: Arc<StdMutex<Option<TurnOutput>>>,
     execution_id: String,
 }
@@ -591,7 +601,11 @@ enum Step {
     Failed(RuntimeError),
 }
 
-async fn next_step(slot: Slot, output: Arc<StdMutex<Option<TurnOutput>>>) -> Step {
+async fn next_step(
+    slot: Slot,
+    output: Arc<StdMutex<Option<TurnOutput>>>,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> Step {
     let mut pending = Pending {
         guard: slot.lock_owned().await,
         settled: false,
@@ -600,7 +614,11 @@ async fn next_step(slot: Slot, output: Arc<StdMutex<Option<TurnOutput>>>) -> Ste
         let Some(stream) = pending.guard.as_mut() else {
             break Step::End;
         };
-        match stream.next().await {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = closed.wait_for(|closed| *closed) => None,
+        };
+        match item {
             Some(Ok(StreamItem::Delta(delta))) => break Step::Delta(delta),
             Some(Ok(StreamItem::Done(done))) => {
                 *output.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
@@ -627,6 +645,7 @@ impl PyTurnStream {
         Self {
             execution_id: stream.execution_id().to_owned(),
             slot: Arc::new(Mutex::new(Some(stream))),
+            closed: tokio::sync::watch::channel(false).0,
             output: Arc::new(StdMutex::new(None)),
         }
     }
@@ -657,8 +676,9 @@ impl PyTurnStream {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (slot, output) = (self.slot.clone(), self.output.clone());
+        let closed = self.closed.subscribe();
         into_py(py, async move {
-            match next_step(slot, output).await {
+            match next_step(slot, output, closed).await {
                 Step::Delta(delta) => Ok(PyDelta::from(delta)),
                 Step::End => Err(PyStopAsyncIteration::new_err(())),
                 Step::Failed(e) => Err(Python::attach(|py| runtime_error(py, &e))),
@@ -672,7 +692,8 @@ impl PyTurnStream {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<PyDelta> {
         let (slot, output) = (self.slot.clone(), self.output.clone());
-        match block_on(py, Box::pin(next_step(slot, output)))? {
+        let closed = self.closed.subscribe();
+        match block_on(py, Box::pin(next_step(slot, output, closed)))? {
             Step::Delta(delta) => Ok(PyDelta::from(delta)),
             Step::End => Err(PyStopIteration::new_err(())),
             Step::Failed(e) => Err(runtime_error(py, &e)),
@@ -681,12 +702,14 @@ impl PyTurnStream {
 
     /// Stops the turn (it is cancelled inside the plugin) if it still runs. Blocking form.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.closed.send_replace(true);
         let slot = self.slot.clone();
         block_on(py, Box::pin(async move { *slot.lock().await = None }))
     }
 
     /// An awaitable that stops the turn if it still runs.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.closed.send_replace(true);
         let slot = self.slot.clone();
         into_py(py, async move {
             *slot.lock().await = None;

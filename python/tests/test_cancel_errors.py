@@ -200,3 +200,18 @@ def test_a_thousand_concurrent_slow_turns_overlap(fresh: ar.Runtimes) -> None:
     assert len(outputs) == 1000
     # 1,000 turns of 200 ms each, concurrently: far below 200 s.
     assert time.monotonic() - started < 20
+
+
+def test_closing_a_stream_ends_an_item_being_awaited(fresh: ar.Runtimes) -> None:
+    slow = fresh.new_instance("echo", {"delay_ms": 30_000})
+
+    async def main() -> None:
+        stream = slow.stream_turn("a b")
+        pending = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(stream.aclose(), 5)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(pending, 5)
+
+    asyncio.run(main())
+    assert wait_for(lambda: fresh.turn_counts()["cancelled"] == 1), fresh.turn_counts()
