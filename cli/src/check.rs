@@ -97,12 +97,14 @@ async fn smoke(
     turns
 }
 
-/// The files to check: each file as given, and for a folder the plugin libraries in it as
-/// discovery would see them (non-recursive, sorted by name).
+/// The files to check: each file as given, and for a folder (not named like a library) the
+/// plugin libraries in it as discovery would see them (non-recursive, sorted by name).
 pub(crate) fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     let mut files = Vec::new();
     for path in paths {
-        if !path.is_dir() {
+        // A folder named like a library is a candidate file (refused: not a file), as
+        // discovery would see it in a plugin folder.
+        if !path.is_dir() || has_library_suffix(path) {
             files.push(path.clone());
             continue;
         }

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use runtime_api::Value;
 
+/// The environment variable that sets how many workers serve each runtime instance.
+pub const WORKER_POOL_ENV: &str = "AGENT_RUNTIMES_WORKERS";
+
 /// The environment variable that limits each worker's address space, in bytes (suffixes `K`,
 /// `M`, `G` allowed).
 pub const WORKER_MEMORY_ENV: &str = "AGENT_RUNTIMES_WORKER_MEMORY";
@@ -24,6 +27,9 @@ pub struct ProcessOptions {
     pub grace: Duration,
     /// How long a worker has to start, load its library and create its runtime.
     pub start_timeout: Duration,
+    /// Worker processes per runtime instance (1 to 64): turns go to the least busy, so a
+    /// stuck turn delays and risks only its own worker's turns.
+    pub pool_size: usize,
     /// How long a call to a worker (`health`, `supports`, an extension, validating a
     /// configuration) may take before the worker is stopped and the call is a `timeout`.
     pub call_timeout: Duration,
@@ -52,7 +58,8 @@ impl Default for ProcessOptions {
 }
 
 impl ProcessOptions {
-    /// The defaults: no memory limit, 1 s grace, 10 s to start, 30 s per call, failed after 5 crashes in a
+    /// The defaults: two workers per runtime, no memory limit, 1 s grace, 10 s to start, 30 s
+    /// per call, failed after 5 crashes in a
     /// minute (for 5 minutes), 100 ms first backoff, a ping every 5 s.
     pub const DEFAULT: Self = Self {
         worker: None,
@@ -60,6 +67,7 @@ impl ProcessOptions {
         grace: Duration::from_secs(1),
         start_timeout: Duration::from_secs(10),
         call_timeout: Duration::from_secs(30),
+        pool_size: 2,
         max_crashes: 5,
         crash_window: Duration::from_secs(60),
         failed_for: Duration::from_secs(300),
@@ -68,10 +76,19 @@ impl ProcessOptions {
         pass_env: &[],
     };
 
-    /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY` (an invalid
-    /// value is logged and ignored).
+    /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY` and the pool
+    /// size from `AGENT_RUNTIMES_WORKERS` (an invalid value is logged and ignored).
     pub fn from_env() -> Self {
         let mut options = Self::DEFAULT;
+        if let Ok(text) = std::env::var(WORKER_POOL_ENV) {
+            match text.trim().parse::<usize>() {
+                Ok(workers) if (1..=64).contains(&workers) => options.pool_size = workers,
+                _ => tracing::warn!(
+                    "{WORKER_POOL_ENV}={text:?} is not a number of workers from 1 to 64; using {}",
+                    options.pool_size
+                ),
+            }
+        }
         if let Ok(text) = std::env::var(WORKER_MEMORY_ENV) {
             match parse_size(&text) {
                 Some(bytes) => options.memory_limit = Some(bytes),
@@ -105,6 +122,12 @@ impl ProcessOptions {
     pub fn with_crash_limit(mut self, max_crashes: u32, window: Duration) -> Self {
         self.max_crashes = max_crashes;
         self.crash_window = window;
+        self
+    }
+
+    /// Sets how many worker processes serve each runtime instance (1 to 64).
+    pub fn with_pool_size(mut self, workers: usize) -> Self {
+        self.pool_size = workers.clamp(1, 64);
         self
     }
 

@@ -70,19 +70,31 @@ pub(crate) struct Inner {
     pub(crate) consecutive_crashes: std::sync::atomic::AtomicU32,
 }
 
-/// A runtime instance served by a worker process, restarted after a crash.
+/// A runtime instance served by a pool of worker processes ([`ProcessOptions::pool_size`]),
+/// each restarted after a crash. Turns go to the least busy worker, so a turn that holds its
+/// worker (a plugin that spins) delays and risks only the turns on that worker.
+///
+/// [`ProcessOptions::pool_size`]: crate::ProcessOptions::pool_size
 pub struct ProcessRuntime {
-    pub(crate) inner: Arc<Inner>,
+    /// At least one; the first is started when the runtime is created, the others on the
+    /// first turn sent to them.
+    pub(crate) pool: Vec<Arc<Inner>>,
+    /// Where the search for the least busy worker starts, so ties rotate.
+    pub(crate) next: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessRuntime")
-            .field("runtime", &self.inner.spec.runtime_id)
-            .field("library", &self.inner.spec.library)
+            .field("runtime", &self.first().spec.runtime_id)
+            .field("library", &self.first().spec.library)
+            .field("workers", &self.pool.len())
             .finish_non_exhaustive()
     }
 }
+
+/// The most workers one runtime instance gets.
+const MAX_POOL: usize = 64;
 
 /// Runs `future` on the process level's runtime and waits for it on this thread (never
 /// called from that runtime's own thread).
@@ -106,23 +118,60 @@ impl ProcessRuntime {
     /// Starts a worker for `spec` and creates its runtime there; blocks until it is ready.
     pub fn create(spec: Spec, ledger: Arc<CrashLedger>) -> Result<Self, RuntimeError> {
         let limit = spec.options.start_timeout + spec.options.grace;
-        let inner = Arc::new(Inner {
-            spec,
-            ledger,
-            next_turn: AtomicU64::new(1),
-            next_call: AtomicU64::new(1),
-            slot: Mutex::default(),
-            table: Mutex::default(),
-            starting: tokio::sync::Mutex::new(()),
-            info: Mutex::new(None),
-            consecutive_crashes: std::sync::atomic::AtomicU32::new(0),
-        });
-        let starting = Arc::clone(&inner);
+        let size = spec.options.pool_size.clamp(1, MAX_POOL);
+        let pool: Vec<Arc<Inner>> = (0..size)
+            .map(|_| {
+                Arc::new(Inner {
+                    spec: spec.clone(),
+                    ledger: Arc::clone(&ledger),
+                    next_turn: AtomicU64::new(1),
+                    next_call: AtomicU64::new(1),
+                    slot: Mutex::default(),
+                    table: Mutex::default(),
+                    starting: tokio::sync::Mutex::new(()),
+                    info: Mutex::new(None),
+                    consecutive_crashes: std::sync::atomic::AtomicU32::new(0),
+                })
+            })
+            .collect();
+        // The first worker now: a library or configuration it refuses is this call's error.
+        let starting = Arc::clone(&pool[0]);
         block_on(
             async move { starting.ensure_worker().await.map(|_| ()) },
             limit,
         )?;
-        Ok(Self { inner })
+        Ok(Self {
+            pool,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// The first worker's runtime (started at creation).
+    fn first(&self) -> &Arc<Inner> {
+        &self.pool[0]
+    }
+
+    /// The worker with the fewest turns in flight (ties rotate).
+    fn pick(&self) -> &Arc<Inner> {
+        let size = self.pool.len();
+        if size == 1 {
+            return &self.pool[0];
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % size;
+        let mut best = start;
+        let mut least = usize::MAX;
+        for offset in 0..size {
+            let at = (start + offset) % size;
+            let load = lock(&self.pool[at].table).len();
+            if load < least {
+                least = load;
+                best = at;
+            }
+            if load == 0 {
+                break;
+            }
+        }
+        &self.pool[best]
     }
 
     /// Checks a configuration in a worker of its own.
@@ -166,15 +215,15 @@ impl ProcessRuntime {
 
     /// What the runtime said about itself when its worker created it.
     pub fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
-        lock(&self.inner.info)
+        lock(&self.first().info)
             .clone()
             .ok_or_else(|| RuntimeError::internal("the runtime was never created"))
     }
 
     pub fn supports(&self, model: &str) -> Result<bool, RuntimeError> {
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(self.pick());
         let model = model.to_owned();
-        let options = &self.inner.spec.options;
+        let options = &inner.spec.options;
         let limit = options.start_timeout + options.call_timeout + options.grace;
         match block_on(
             async move { inner.call(Call::Supports { model }).await },
@@ -188,7 +237,7 @@ impl ProcessRuntime {
     /// Pings the worker (killing it when it does not answer within the grace period), then
     /// asks the runtime.
     pub fn health(&self) -> impl Future<Output = Result<String, RuntimeError>> + use<> {
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(self.pick());
         on_io(async move {
             let link = inner.ensure_worker().await?;
             ping(&link, inner.spec.options.grace).await?;
@@ -204,7 +253,7 @@ impl ProcessRuntime {
         name: &str,
         payload: &Value,
     ) -> impl Future<Output = Result<Value, RuntimeError>> + use<> {
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(self.pick());
         let what = Call::Extension {
             name: name.to_owned(),
             payload: payload.to_string(),
@@ -218,29 +267,34 @@ impl ProcessRuntime {
         })
     }
 
-    /// Ends the turns with this execution id at once, and tells the worker.
+    /// Ends the turns with this execution id at once, and tells their workers.
     pub fn cancel(&self, execution_id: &str) -> bool {
-        let turns: Vec<u64> = lock(&self.inner.table)
-            .iter()
-            .filter(|(_, entry)| entry.execution_id == execution_id)
-            .map(|(turn, _)| *turn)
-            .collect();
-        for turn in &turns {
-            self.inner.abandon(
-                *turn,
-                Some(RuntimeError::cancelled(
-                    "the turn was cancelled by its execution id",
-                )),
-            );
+        let mut found = false;
+        for inner in &self.pool {
+            let turns: Vec<u64> = lock(&inner.table)
+                .iter()
+                .filter(|(_, entry)| entry.execution_id == execution_id)
+                .map(|(turn, _)| *turn)
+                .collect();
+            for turn in &turns {
+                inner.abandon(
+                    *turn,
+                    Some(RuntimeError::cancelled(
+                        "the turn was cancelled by its execution id",
+                    )),
+                );
+            }
+            found |= !turns.is_empty();
         }
-        !turns.is_empty()
+        found
     }
 
     pub fn run_turn(&self, request: TurnRequest) -> ProcessTurn {
         let (sender, receiver) = oneshot::channel();
-        let turn = self.inner.begin(request, Sink::Run(sender), false);
+        let inner = self.pick();
+        let turn = inner.begin(request, Sink::Run(sender), false);
         ProcessTurn {
-            inner: Arc::clone(&self.inner) as Arc<dyn TurnOwner>,
+            inner: Arc::clone(inner) as Arc<dyn TurnOwner>,
             turn,
             receiver,
             finished: false,
@@ -249,9 +303,10 @@ impl ProcessRuntime {
 
     pub fn stream_turn(&self, request: TurnRequest) -> ProcessStream {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let turn = self.inner.begin(request, Sink::Stream(sender), true);
+        let inner = self.pick();
+        let turn = inner.begin(request, Sink::Stream(sender), true);
         ProcessStream {
-            inner: Arc::clone(&self.inner) as Arc<dyn TurnOwner>,
+            inner: Arc::clone(inner) as Arc<dyn TurnOwner>,
             turn,
             receiver,
             ready: VecDeque::new(),
@@ -527,6 +582,18 @@ impl Inner {
                 .map(|(t, _)| *t)
                 .collect();
             turns.iter().filter_map(|t| table.remove(t)).collect()
+        };
+        // A worker the host stopped for one turn takes the others on it along: say so, and
+        // that they may be retried (they did nothing wrong), rather than `crashed`.
+        let error = if worker.host_ordered.load(Ordering::Acquire) {
+            RuntimeError::unavailable(format!(
+                "the turn's worker was stopped by the host, not for this turn's fault: {}; this turn may be retried",
+                error.message
+            ))
+            .with_retriable(true)
+            .with_metadata(error.metadata.clone())
+        } else {
+            error
         };
         for entry in lost {
             entry.sink.fail(error.clone());

@@ -181,7 +181,10 @@ async fn crashes_end_only_their_worker_and_are_named() {
     let runtimes = registry_at(
         dir.path(),
         Isolation::Process,
-        process_options().with_memory_limit(Some(1 << 30)),
+        // One worker: the turns below share it (a pool spreads them over several).
+        process_options()
+            .with_memory_limit(Some(1 << 30))
+            .with_pool_size(1),
     );
     let hostile = runtimes.resolve("hostile").unwrap();
     let calm = runtimes.resolve("calm").unwrap();
@@ -1059,4 +1062,76 @@ async fn a_call_a_worker_never_answers_times_out() {
         started.elapsed()
     );
     assert_eq!(answer(&hostile, "fine").await.unwrap(), "ok:fine");
+}
+
+/// A pool of workers per runtime: a stuck turn beside 20 concurrent turns on the same runtime.
+/// The stuck one times out and its worker is stopped; the others all answer, and the runtime is
+/// not marked failed (crash limit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_turn_holds_only_its_own_worker_in_a_pool() {
+    let (dir, _) = folder();
+    let runtimes = registry_at(
+        dir.path(),
+        Isolation::Process,
+        process_options()
+            .with_pool_size(2)
+            .with_crash_limit(1, Duration::from_secs(600)),
+    );
+    let hostile = runtimes.resolve("hostile").unwrap();
+    let release = Release::new();
+    let marker = PathBuf::from(format!("{}.started", release.path()));
+    let stuck = tokio::spawn(
+        hostile
+            .with_timeout(Duration::from_millis(500))
+            .run_turn(TurnRequest::new(format!("spin:{}", release.path()))),
+    );
+    let stuck_pid: u32 = wait_for_file(&marker).trim().parse().unwrap();
+    let others: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(answer_owned(hostile.clone(), format!("turn-{i}"))))
+        .collect();
+    for (i, other) in others.into_iter().enumerate() {
+        assert_eq!(other.await.unwrap().unwrap(), format!("ok:turn-{i}"));
+    }
+    let error = stuck.await.unwrap().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    wait_gone(stuck_pid);
+    release.now();
+    assert!(runtimes.resolve("hostile").is_ok(), "not marked failed");
+    assert_eq!(answer(&hostile, "after").await.unwrap(), "ok:after");
+}
+
+/// A turn that shares its worker with a stuck one, when the host stops that worker, ends
+/// with an error that says so (`unavailable`, retriable), not `crashed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_on_a_worker_stopped_for_another_turn_says_so() {
+    let (dir, _) = folder();
+    let runtimes = registry_at(
+        dir.path(),
+        Isolation::Process,
+        process_options().with_pool_size(1),
+    );
+    let hostile = runtimes.resolve("hostile").unwrap();
+    let waiting = Release::new();
+    let waiting_turn = tokio::spawn(answer_owned(
+        hostile.clone(),
+        format!("sleep:{}", waiting.path()),
+    ));
+    wait_for_file(Path::new(&format!("{}.started", waiting.path())));
+    let stuck = Release::new();
+    let error = hostile
+        .with_timeout(Duration::from_millis(300))
+        .run_turn(TurnRequest::new(format!("spin:{}", stuck.path())))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    let error = waiting_turn.await.unwrap().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert!(error.retriable, "{error}");
+    assert!(error.message.contains("stopped by the host"), "{error}");
+    waiting.now();
+    stuck.now();
+}
+
+async fn answer_owned(handle: RuntimeHandle, prompt: String) -> Result<String, RuntimeError> {
+    answer(&handle, &prompt).await
 }
