@@ -17,6 +17,70 @@ use runtime_discovery::report::RejectReason;
 use runtime_process::{ProcessRuntime, Spec};
 
 impl Runtimes {
+    /// [`Runtimes::resolve`] for async hosts. The first resolve of a runtime loads its library
+    /// and runs its factory (at the process level: starts its worker and waits for it), which
+    /// can take seconds; that runs on tokio's blocking pool, so the caller's executor thread is
+    /// never held. A runtime already created resolves at once, on the caller's thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtimes::resolve`]; [`ResolveError::Factory`] when the blocking task could not
+    /// run (the runtime is shutting down).
+    pub async fn resolve_async(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<RuntimeHandle, ResolveError> {
+        if let Some(created) = self.created(name) {
+            return Ok(created);
+        }
+        let runtimes = Arc::clone(self);
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || runtimes.resolve(&owned))
+            .await
+            .unwrap_or_else(|error| Err(Self::not_run(name, &error)))
+    }
+
+    /// [`Runtimes::new_instance`] for async hosts: loading and the factory run on tokio's
+    /// blocking pool (see [`Runtimes::resolve_async`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtimes::new_instance`].
+    pub async fn new_instance_async(
+        self: &Arc<Self>,
+        name: &str,
+        config: &Value,
+    ) -> Result<RuntimeHandle, ResolveError> {
+        let runtimes = Arc::clone(self);
+        let (owned, config) = (name.to_owned(), config.clone());
+        tokio::task::spawn_blocking(move || runtimes.new_instance(&owned, &config))
+            .await
+            .unwrap_or_else(|error| Err(Self::not_run(name, &error)))
+    }
+
+    /// A blocking resolve that did not run (its task was cancelled or panicked).
+    fn not_run(name: &str, error: &tokio::task::JoinError) -> ResolveError {
+        ResolveError::Factory {
+            id: name.to_owned(),
+            error: RuntimeError::internal(format!("the resolve did not run: {error}")),
+        }
+    }
+
+    /// The handle of a runtime already created at its level, if it is (no loading, no lock
+    /// held for long).
+    fn created(&self, name: &str) -> Option<RuntimeHandle> {
+        let state = self.read();
+        let registered = state.lookup(name)?;
+        let level = self.level_of(registered);
+        if !level.in_process() && registered.ledger.failed().is_some() {
+            return None;
+        }
+        registered
+            .instance_slot(level)
+            .get()
+            .map(|created| self.at_level(registered, created))
+    }
+
     /// Resolves a runtime by id or alias, with its default configuration. The first resolve
     /// of a plugin's runtime loads the library (abi_stable's checks, then the manifest
     /// cross-check) and creates the runtime; later resolves return the same runtime.

@@ -1135,3 +1135,37 @@ async fn a_turn_on_a_worker_stopped_for_another_turn_says_so() {
 async fn answer_owned(handle: RuntimeHandle, prompt: String) -> Result<String, RuntimeError> {
     answer(&handle, &prompt).await
 }
+
+/// `resolve_async` keeps the caller's executor free while a worker starts: on a
+/// single-threaded runtime, another task runs during the first resolve (the blocking `resolve`
+/// would hold the only thread for the whole start).
+#[tokio::test(flavor = "current_thread")]
+async fn resolve_async_starts_a_worker_without_holding_the_executor() {
+    let (dir, _) = folder();
+    let runtimes = std::sync::Arc::new(registry_at(
+        dir.path(),
+        Isolation::Process,
+        process_options(),
+    ));
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = {
+        let ticks = std::sync::Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let echo = runtimes.resolve_async("echo").await.unwrap();
+    let during = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    ticker.abort();
+    assert!(during > 0, "no other task ran while the worker started");
+    assert_eq!(answer(&echo, "async").await.unwrap(), "async");
+    // Created already: at once, and an unknown name fails closed as `resolve` does.
+    assert!(runtimes.resolve_async("echo").await.is_ok());
+    assert!(matches!(
+        runtimes.resolve_async("ecko").await,
+        Err(ResolveError::NotFound { .. })
+    ));
+}
