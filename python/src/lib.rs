@@ -7,6 +7,8 @@
 //! so dropping them (a cancelled task, a closed iterator, a `KeyboardInterrupt` in a blocking
 //! call) drops the turn, which the loader cancels inside the plugin.
 #![forbid(unsafe_code)]
+// The loader's errors carry structured reasons and are returned on cold paths (as in the loader).
+#![allow(clippy::result_large_err)]
 
 mod convert;
 mod errors;
@@ -521,7 +523,26 @@ impl PyRuntime {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = PyTurnRequest::take(request)?;
-        let turn = self.timed(timeout)?.run_turn(request);
+        let mut turn = Box::pin(self.timed(timeout)?.run_turn(request));
+        // A turn that is ready at once (the inline level, a runtime that does not wait) is
+        // answered here, without the bridge's two thread hops: polled once, inside the
+        // runtime's context, with a waker that does nothing (the next poll, if any, brings the
+        // bridge's own).
+        let first = {
+            let _context = pyo3_async_runtimes::tokio::get_runtime().enter();
+            let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+            turn.as_mut().poll(&mut cx)
+        };
+        if let std::task::Poll::Ready(result) = first {
+            let future = PyModule::import(py, "asyncio")?
+                .call_method0("get_running_loop")?
+                .call_method0("create_future")?;
+            match result {
+                Ok(output) => future.call_method1("set_result", (PyTurnOutput::from(output),))?,
+                Err(e) => future.call_method1("set_exception", (runtime_error(py, &e).into_value(py),))?,
+            };
+            return Ok(future);
+        }
         into_py(py, async move {
             match turn.await {
                 Ok(output) => Ok(PyTurnOutput::from(output)),
