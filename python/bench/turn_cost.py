@@ -100,6 +100,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         rows.append((f"package, `await run_turn` ({level})",
                      batches(awaiting(lambda: echo.run_turn("hello there")), args.n)))
 
+    echo = ar.Runtimes(plugin_dirs=[str(folder)], standard_dirs=False).resolve("echo")
+
+    def gathered(n: int) -> float:
+        async def many() -> float:
+            start = time.perf_counter()
+            await asyncio.gather(*(echo.run_turn("hello there") for _ in range(n)))
+            return time.perf_counter() - start
+        return asyncio.run(many())
+
+    rows.append(("package, 1,000 turns at once with `asyncio.gather` (threads), per turn",
+                 statistics.median(gathered(1000) for _ in range(5)) / 1000 * 1e6))
+
     try:
         from praisonaiagents.runtime import registry as praison
         import agent_runtimes.praisonai as adapter
