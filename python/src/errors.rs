@@ -37,22 +37,45 @@ pub fn resolve_error(py: Python<'_>, error: &ResolveError) -> PyErr {
             let available: Vec<String> = available.iter().map(|a| a.id.clone()).collect();
             errors.call_method1(
                 "_resolve_error",
-                ("not_found", message.as_str(), name.as_str(), suggestion.clone(), available),
+                (
+                    "not_found",
+                    message.as_str(),
+                    name.as_str(),
+                    suggestion.clone(),
+                    available,
+                ),
             )
         }
         ResolveError::Rejected { name, .. } => errors.call_method1(
             "_resolve_error",
-            ("rejected", message.as_str(), name.as_str(), None::<String>, Vec::<String>::new()),
+            (
+                "rejected",
+                message.as_str(),
+                name.as_str(),
+                None::<String>,
+                Vec::<String>::new(),
+            ),
         ),
         ResolveError::Failed { name, .. } => errors.call_method1(
             "_resolve_error",
-            ("failed", message.as_str(), name.as_str(), None::<String>, Vec::<String>::new()),
+            (
+                "failed",
+                message.as_str(),
+                name.as_str(),
+                None::<String>,
+                Vec::<String>::new(),
+            ),
         ),
         ResolveError::Factory { error, .. } => {
             let metadata = convert::to_py(py, &error.metadata)?;
             errors.call_method1(
                 "_from_native",
-                (error.kind.as_str(), message.as_str(), error.retriable, metadata),
+                (
+                    error.kind.as_str(),
+                    message.as_str(),
+                    error.retriable,
+                    metadata,
+                ),
             )
         }
         _ => errors.call_method1(

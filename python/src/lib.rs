@@ -68,7 +68,11 @@ where
 #[pyo3(signature = (timeout=2.0))]
 fn _shutdown(py: Python<'_>, timeout: f64) {
     logging::stop();
-    let timeout = if timeout.is_finite() { timeout.clamp(0.0, 60.0) } else { 2.0 };
+    let timeout = if timeout.is_finite() {
+        timeout.clamp(0.0, 60.0)
+    } else {
+        2.0
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout);
     py.detach(|| {
         while IN_FLIGHT.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
@@ -126,9 +130,11 @@ impl TurnHook for Counts {
 fn duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
-        Some(seconds) if seconds.is_finite() && seconds > 0.0 => Duration::try_from_secs_f64(seconds)
-            .map(Some)
-            .map_err(|e| PyValueError::new_err(format!("timeout: {e}"))),
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+            Duration::try_from_secs_f64(seconds)
+                .map(Some)
+                .map_err(|e| PyValueError::new_err(format!("timeout: {e}")))
+        }
         Some(seconds) => Err(PyValueError::new_err(format!(
             "timeout must be a positive number of seconds, not {seconds}"
         ))),
@@ -290,7 +296,10 @@ impl PyRuntimes {
         config: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<PyRuntime> {
-        let config = config.map(convert::to_json).transpose()?.unwrap_or_default();
+        let config = config
+            .map(convert::to_json)
+            .transpose()?
+            .unwrap_or_default();
         let timeout = duration(timeout)?;
         let handle = py
             .detach(|| self.inner.new_instance(name, &config))
@@ -511,7 +520,11 @@ impl PyRuntime {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let timeout = pyo3::IntoPyObjectExt::into_bound_py_any(timeout, py)?;
-        coroutine(py, slf.getattr("_start_turn")?, vec![request.clone(), timeout])
+        coroutine(
+            py,
+            slf.getattr("_start_turn")?,
+            vec![request.clone(), timeout],
+        )
     }
 
     /// The asyncio future of a turn (needs a running loop): what `run_turn` awaits.
@@ -539,7 +552,9 @@ impl PyRuntime {
                 .call_method0("create_future")?;
             match result {
                 Ok(output) => future.call_method1("set_result", (PyTurnOutput::from(output),))?,
-                Err(e) => future.call_method1("set_exception", (runtime_error(py, &e).into_value(py),))?,
+                Err(e) => {
+                    future.call_method1("set_exception", (runtime_error(py, &e).into_value(py),))?
+                }
             };
             return Ok(future);
         }
@@ -569,7 +584,11 @@ impl PyRuntime {
 
     /// A `TurnStream` of one turn: iterate it with `async for` (or `for`) to get `Delta`s.
     #[pyo3(signature = (request, timeout=None))]
-    fn stream_turn(&self, request: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<PyTurnStream> {
+    fn stream_turn(
+        &self,
+        request: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<PyTurnStream> {
         let request = PyTurnRequest::take(request)?;
         let stream = self.timed(timeout)?.stream_turn(request);
         Ok(PyTurnStream::new(stream))

@@ -88,7 +88,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
-            self.rest.push((field.name().to_owned(), format!("{value:?}")));
+            self.rest
+                .push((field.name().to_owned(), format!("{value:?}")));
         }
     }
 }

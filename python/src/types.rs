@@ -5,7 +5,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use runtime_api::{Delta, DeltaKind, Message, Role, ToolCall, TurnOutput, TurnRequest, Usage};
-use runtime_loader::{DirReport, DiscoveryReport, Rejection, RuntimeEntry, RuntimeSource, Shadowed};
+use runtime_loader::{
+    DirReport, DiscoveryReport, Rejection, RuntimeEntry, RuntimeSource, Shadowed,
+};
 use serde_json::Value;
 
 use crate::convert;
@@ -234,7 +236,10 @@ impl PyToolCall {
         convert::to_py(py, &self.inner.arguments)
     }
     fn __repr__(&self) -> String {
-        format!("ToolCall(id={:?}, name={:?})", self.inner.id, self.inner.name)
+        format!(
+            "ToolCall(id={:?}, name={:?})",
+            self.inner.id, self.inner.name
+        )
     }
 }
 
@@ -536,7 +541,11 @@ impl From<&DiscoveryReport> for PyDiscoveryReport {
     fn from(r: &DiscoveryReport) -> Self {
         Self {
             dirs: r.dirs.iter().map(PyDirReport::from).collect(),
-            registered: r.registered.iter().map(|p| p.display().to_string()).collect(),
+            registered: r
+                .registered
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             rejected: r.rejected.iter().map(PyRejection::from).collect(),
             shadowed: r.shadowed.iter().map(PyShadowed::from).collect(),
             is_clean: r.is_clean(),
