@@ -51,6 +51,18 @@ pub struct WorkerArgs {
     /// execution id is not run again).
     #[arg(long, value_name = "SECS", default_value_t = 3_600)]
     result_ttl: u64,
+    /// Fix a runtime's configuration: `NAME=JSON` (repeatable), checked at start. A job
+    /// that carries no configuration runs with it; runtimes not named run with their
+    /// default configuration.
+    #[arg(long = "config", value_name = "NAME=JSON")]
+    configs: Vec<String>,
+    /// Let jobs set these configuration keys of a runtime: `NAME=KEY[,KEY...]`
+    /// (repeatable). `*` allows every key that names no program, URL, file, environment
+    /// variable or secret; those are allowed only by name. A job's configuration with any
+    /// other key is refused (an `invalid_config` result naming the keys; nothing runs).
+    /// By default a job may set no key.
+    #[arg(long = "allow-job-config", value_name = "NAME=KEYS")]
+    allow_job_config: Vec<String>,
 }
 
 /// What `runtimes queue status` takes.
@@ -84,6 +96,7 @@ fn failure(error: QueueError) -> Failure {
         QueueError::Url { .. } | QueueError::InvalidExecutionId { .. } => {
             Failure::Usage(error.to_string())
         }
+        QueueError::WorkerConfig { .. } => Failure::Rejected(error.to_string()),
         other => Failure::Other(anyhow::Error::new(other)),
     }
 }
@@ -112,7 +125,17 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
             "no runtime is installed in the plugin folders searched: every job will end with an error (see `runtimes list --all`)"
         );
     }
-    let worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
+    let mut worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
+    for given in &args.configs {
+        let (name, value) = runtime_serve::parse_instance(given)
+            .map_err(|error| Failure::Usage(format!("--config: {error}")))?;
+        worker = worker.with_runtime_config(name, value);
+    }
+    for given in &args.allow_job_config {
+        let (name, keys) = runtime_queue::parse_allowed_keys(given)
+            .map_err(|error| Failure::Usage(format!("--allow-job-config: {error}")))?;
+        worker = worker.allow_job_config(name, keys);
+    }
     let stats = worker
         .run(&args.queue.redis, shutdown_signal())
         .await

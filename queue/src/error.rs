@@ -51,4 +51,13 @@ pub enum QueueError {
         /// What came back.
         detail: String,
     },
+    /// The worker's own rules for a runtime cannot be used: an unknown runtime, or a fixed
+    /// configuration the runtime refuses.
+    #[error("the worker's configuration for runtime `{runtime}` is not usable: {reason}")]
+    WorkerConfig {
+        /// The runtime as the operator named it.
+        runtime: String,
+        /// Why (the runtime's problems with the configuration, or that it is not installed).
+        reason: String,
+    },
 }

@@ -31,6 +31,16 @@
 //! Lua script (atomic), fenced by the attempt number, so a worker that lost its job can no
 //! longer publish.
 //!
+//! # What a job may configure
+//!
+//! A job names a runtime and may carry a configuration, but whoever can write to the job
+//! stream is not trusted with the worker's machine. The worker's operator fixes each
+//! runtime's configuration ([`Worker::with_runtime_config`]); a job's configuration is
+//! refused (an `invalid_config` result naming the refused keys, nothing started) unless
+//! every key in it is allowed for that runtime ([`Worker::allow_job_config`]), and keys that
+//! name programs, URLs, files or environment variables ([`is_sensitive_key`]) are allowed
+//! only by name, never by the wildcard `*`. Allowed keys go over the fixed configuration.
+//!
 //! # Who serves what
 //!
 //! A front with no plugins of its own (`runtimes serve --redis`) learns the runtimes it can
@@ -42,6 +52,7 @@ mod client;
 mod config;
 mod conn;
 mod error;
+mod policy;
 mod scripts;
 pub mod wire;
 mod worker;
@@ -49,6 +60,7 @@ mod worker;
 pub use client::{Backlog, CancelOutcome, QueueClient, QueueTurnStream, TurnState, TurnStatus};
 pub use config::{QueueConfig, QueueLimits};
 pub use error::QueueError;
+pub use policy::{is_sensitive_key, parse_allowed_keys};
 pub use runtime_api::TurnRequest;
 pub use wire::{FORMAT_VERSION, Job, ResultEntry, RuntimeAdvert, WireResult, WorkerAdvert};
 pub use worker::{ADVERT_EVERY, ADVERT_TTL, Worker, WorkerStats};

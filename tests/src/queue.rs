@@ -95,7 +95,10 @@ struct TaskWorker {
 impl TaskWorker {
     fn start(url: &str, config: &QueueConfig, dir: &Path, concurrency: usize) -> Self {
         let runtimes = Arc::new(registry(&[dir]));
-        let worker = Worker::new(runtimes, config.clone()).with_concurrency(concurrency);
+        // The tests' jobs set echo's delay: the worker allows that key and no other.
+        let worker = Worker::new(runtimes, config.clone())
+            .with_concurrency(concurrency)
+            .allow_job_config("echo", ["delay_ms"]);
         let (stop, stopped) = oneshot::channel::<()>();
         let url = url.to_owned();
         let task = tokio::spawn(async move {
@@ -132,6 +135,7 @@ fn worker_process(
     let log = std::fs::File::create(log).expect("worker log");
     Command::new(&artifacts().runtimes)
         .args(["worker", "--redis", url, "--prefix", &config.prefix])
+        .args(["--allow-job-config", "echo=delay_ms"])
         .arg("--plugin-dir")
         .arg(dir)
         .args(extra)

@@ -18,6 +18,8 @@ impl QueueWorker {
             .arg("--plugin-dir")
             .arg(plugins.path())
             .args(["worker", "--redis", url, "--prefix", prefix])
+            // `serve --config echo=...` travels with each job: the worker allows that key.
+            .args(["--allow-job-config", "echo=delay_ms"])
             .env_remove("AGENT_RUNTIMES_PATH")
             .env("RUNTIMES_LOG", "info")
             .env("NO_COLOR", "1")
