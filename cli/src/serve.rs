@@ -39,15 +39,27 @@ pub struct ServeArgs {
     /// The largest request body, in bytes; larger ones are answered 413.
     #[arg(long, value_name = "BYTES", default_value_t = ServeLimits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// How many seconds a client gets to send its whole request body (one deadline, not
+    /// reset by each read); then it is answered 408.
+    #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().body_timeout.as_secs_f64())]
+    body_timeout: f64,
+    /// How many seconds a client gets to send a request's head (request line and headers),
+    /// and an idle keep-alive connection its next request; then the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// The most connections open at once; at the cap the server accepts no more until one
+    /// ends. Keep it below the descriptor limit (`ulimit -n`).
+    #[arg(long, value_name = "N", default_value_t = ServeLimits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Configure a runtime: `NAME=JSON` (repeatable), e.g. `--config
     /// 'openai={"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2"}'`. The runtime is
     /// created with it at start (a bad configuration stops the server there); runtimes not
     /// named get their default configuration on first use.
     #[arg(long = "config", value_name = "NAME=JSON")]
     configs: Vec<String>,
-    /// Run every runtime in an isolated, supervised worker process (a crashing plugin
-    /// cannot take the server down). Not available in this build yet: the server refuses to
-    /// start rather than run without the isolation asked for.
+    /// Run every runtime in an isolated, supervised worker process of its own (the
+    /// `process` isolation level: a crashing plugin cannot take the server down, and its
+    /// turns end with a `crashed` error).
     #[arg(long, conflicts_with = "redis")]
     isolate: bool,
     /// Send every turn to the Redis queue at this URL (redis://HOST:PORT[/DB]) instead of
@@ -94,6 +106,9 @@ fn config(args: ServeArgs) -> Result<ServeConfig, Failure> {
     limits.request_timeout = seconds("--request-timeout", args.request_timeout)?;
     limits.shutdown_grace = seconds("--shutdown-grace", args.shutdown_grace)?;
     limits.max_body_bytes = args.max_body_bytes;
+    limits.body_timeout = seconds("--body-timeout", args.body_timeout)?;
+    limits.header_read_timeout = seconds("--header-read-timeout", args.header_read_timeout)?;
+    limits.max_connections = args.max_connections as usize;
     let mut config = ServeConfig::default()
         .with_addr(args.addr)
         .with_limits(limits);

@@ -77,13 +77,28 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, RedisError>>,
 {
+    // The window is a deadline: no pause and no attempt goes past it (an attempt cut at the
+    // deadline counts as Redis being unreachable).
     let started = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
-        match attempt().await {
+        let outcome = if window.is_zero() {
+            attempt().await
+        } else {
+            let left = window.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, attempt()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer before the reconnection window ended",
+                ))),
+            }
+        };
+        match outcome {
             Ok(value) => return Ok(value),
             Err(source) if transient(&source) => {
-                if started.elapsed() >= window {
+                let left = window.saturating_sub(started.elapsed());
+                if left.is_zero() {
                     return Err(QueueError::Unreachable {
                         operation,
                         waited: started.elapsed(),
@@ -91,7 +106,7 @@ where
                     });
                 }
                 tracing::debug!(operation, error = %source, "Redis unavailable; retrying");
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(pause.min(left)).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
             Err(source) => return Err(QueueError::Redis { operation, source }),
