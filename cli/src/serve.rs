@@ -62,7 +62,8 @@ pub struct ServeArgs {
     /// turns end with a `crashed` error).
     #[arg(long, conflicts_with = "redis")]
     isolate: bool,
-    /// Send every turn to the Redis queue at this URL (redis://HOST:PORT[/DB]) instead of
+    /// Send every turn to the Redis queue at this URL (redis://[[USER]:PASSWORD@]HOST:PORT[/DB],
+    /// rediss:// for TLS; AGENT_RUNTIMES_REDIS_PASSWORD when the URL has no password) instead of
     /// running it here: `runtimes worker` processes run them, and this server loads no
     /// plugin. The models offered are the runtimes the live workers advertise.
     #[arg(long, value_name = "URL")]

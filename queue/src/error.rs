@@ -7,9 +7,11 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum QueueError {
     /// The Redis URL could not be used.
-    #[error("the Redis URL `{url}` is not usable: {source}; use redis://HOST:PORT[/DB]")]
+    #[error(
+        "the Redis URL `{url}` is not usable: {source}; use redis://[[USER]:PASSWORD@]HOST:PORT[/DB]"
+    )]
     Url {
-        /// The URL as given.
+        /// The URL as given, its password replaced by `***`.
         url: String,
         /// The client's reason.
         source: redis::RedisError,

@@ -14,7 +14,7 @@
 //! | `<p>:items:<id>` | list | the turn's results, one [`ResultEntry`] JSON each (a list: ≈ 0.5 KB for a small turn, where a stream preallocates 4 KB) | expiry (`result_ttl`) |
 //! | `<p>:inbox:<client>` | stream | wake-ups for one client (execution ids) | `MAXLEN ~ 10000` and expiry: losing one only delays a reader, which also polls |
 //! | `<p>:cancels` | stream | cancel requests workers follow | `MAXLEN ~ 1000`; the status hash's `cancel` flag is the lasting record |
-//! | `<p>:dead` | stream | dead letters with the reason and the job | `MAXLEN ~ 100000` |
+//! | `<p>:dead` | stream | dead letters with the reason and the job (its first 4 KiB, its size and SHA-256) | `MAXLEN ~ 10000` and `MINID` (7 days), trimmed when a letter is added: about 40 MiB at most |
 //! | `<p>:workers` | hash | one [`WorkerAdvert`] per live worker: its consumer name and the runtimes it serves (id, aliases, version, capabilities) | each advert holds [`ADVERT_TTL`] unless renewed (every [`ADVERT_EVERY`]); workers remove expired ones, withdraw theirs when they stop, and the key expires when no worker renews it |
 //!
 //! # Delivery
@@ -59,6 +59,7 @@ mod worker;
 
 pub use client::{Backlog, CancelOutcome, QueueClient, QueueTurnStream, TurnState, TurnStatus};
 pub use config::{QueueConfig, QueueLimits};
+pub use conn::{PASSWORD_ENV, USERNAME_ENV, redact_url};
 pub use error::QueueError;
 pub use policy::{is_sensitive_key, parse_allowed_keys};
 pub use runtime_api::TurnRequest;

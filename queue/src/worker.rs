@@ -594,12 +594,13 @@ impl Shared {
                     "attempts": attempt - 1,
                     "last_worker": previous,
                     "entry": entry.id,
-                    "job": text.unwrap_or_default(),
+                    "job": letter_payload(text.as_deref().unwrap_or_default()),
                     "dead_ms": now_ms(),
                 })
                 .to_string();
                 self.finish(&mut context, Err(lost_error(reason)), Some(letter))
                     .await;
+                self.trim_dead_letters().await;
             }
             "lost" => {
                 let error = lost_error(format!(
@@ -895,8 +896,8 @@ impl Shared {
     async fn dead_letter_unreadable(&self, entry: &str, text: &str, reason: &str) {
         tracing::error!(entry, reason, "unreadable job dead-lettered");
         let (jobs, dead) = (self.config.jobs_key(), self.config.dead_key());
-        let letter =
-            json!({"entry": entry, "reason": reason, "job": text, "dead_ms": now_ms()}).to_string();
+        let letter = json!({"entry": entry, "reason": reason, "job": letter_payload(text), "dead_ms": now_ms()})
+            .to_string();
         let done: Result<(), _> = retry("dead-letter a job", self.config.reconnect_for, || {
             let mut conn = self.conn.clone();
             let mut cmd_dead = redis::cmd("XADD");
@@ -904,7 +905,7 @@ impl Shared {
                 .arg(&dead)
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(100_000)
+                .arg(LIMITS.dead_letters)
                 .arg("*")
                 .arg("id")
                 .arg("")
@@ -924,7 +925,44 @@ impl Shared {
         if let Err(error) = done {
             tracing::warn!(%error, entry, "could not dead-letter a job");
         }
+        self.trim_dead_letters().await;
     }
+
+    /// Drops dead letters older than [`QueueLimits::dead_letter_ttl`](crate::QueueLimits)
+    /// (best effort: the next dead letter tries again).
+    async fn trim_dead_letters(&self) {
+        let oldest = now_ms().saturating_sub(LIMITS.dead_letter_ttl.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let trimmed: Result<i64, _> = redis::cmd("XTRIM")
+            .arg(self.config.dead_key())
+            .arg("MINID")
+            .arg("~")
+            .arg(format!("{oldest}-0"))
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = trimmed {
+            tracing::debug!(%error, "could not trim old dead letters");
+        }
+    }
+}
+
+/// A job as its dead letter keeps it: its first
+/// [`QueueLimits::dead_letter_job_bytes`](crate::QueueLimits) (cut at a character boundary),
+/// its whole size and its SHA-256, so a letter is bounded whatever the job's size.
+fn letter_payload(text: &str) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let sha256: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut cut = text.len().min(LIMITS.dead_letter_job_bytes);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    json!({
+        "text": &text[..cut],
+        "truncated": cut < text.len(),
+        "bytes": text.len(),
+        "sha256": sha256,
+    })
 }
 
 /// Renews the worker's advert every [`ADVERT_EVERY`] (the registry is read again, so the

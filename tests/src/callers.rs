@@ -256,3 +256,157 @@ async fn a_queue_writer_cannot_make_a_worker_start_a_program() {
         std::fs::read_to_string(&marker)
     );
 }
+
+/// The shared Redis's URL split into its password and its URL without one.
+fn without_password(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("redis://").expect("a redis:// URL");
+    let (userinfo, host) = rest
+        .rsplit_once('@')
+        .expect("the test Redis requires a password: start it with scripts/redis.sh");
+    let password = userinfo.rsplit_once(':').map_or(userinfo, |(_, p)| p);
+    (password.to_owned(), format!("redis://{host}"))
+}
+
+/// `runtimes queue status` against `url` with `env`: its exit code and its stderr.
+async fn queue_status(url: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(&artifacts().runtimes);
+    command
+        .args(["queue", "status", "--redis", url, "--json"])
+        .env_remove("AGENT_RUNTIMES_REDIS_URL")
+        .env_remove("AGENT_RUNTIMES_REDIS_PASSWORD")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("queue status ends within the wait")
+        .expect("queue status runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server: scripts/redis.sh start"]
+async fn redis_credentials_come_from_the_url_or_the_environment_and_never_show() {
+    let (password, bare) = without_password(redis_url());
+    // In the URL (as every queue test here uses it), or in the environment.
+    assert_eq!(queue_status(redis_url(), &[]).await.0, 0);
+    let (code, stderr) = queue_status(
+        &bare,
+        &[("AGENT_RUNTIMES_REDIS_PASSWORD", password.as_str())],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    // Without it, Redis refuses, and the reason says so.
+    let (code, stderr) = queue_status(&bare, &[]).await;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("NOAUTH") || stderr.to_lowercase().contains("auth"),
+        "{stderr}"
+    );
+    // A wrong one: refused, and no password (given or real) is printed.
+    let wrong = bare.replacen("redis://", "redis://:not-the-password@", 1);
+    let (code, stderr) = queue_status(&wrong, &[]).await;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+    assert!(!stderr.contains(&password), "{stderr}");
+    // An unusable URL with a password: the error shows it redacted.
+    let (code, stderr) = queue_status("redis://:hunter2@127.0.0.1:notaport", &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(stderr.contains(":***@"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server: scripts/redis.sh start"]
+async fn a_turn_whose_keys_redis_lost_says_so() {
+    let url = redis_url();
+    let config = queue("callers-lost");
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
+    let runtimes = Arc::new(registry(&[plugins.path()]));
+    let worker = Worker::new(runtimes, config.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(url, async move {
+        let _ = stopped.await;
+    }));
+    let client = QueueClient::connect(url, config.clone()).await.unwrap();
+    let marker = plugins.path().join("lost.cancelled");
+    let id = client
+        .submit(
+            "fixture-tools",
+            TurnRequest::new(format!("sleep 30000 {}", marker.display())),
+        )
+        .await
+        .unwrap();
+    let mut results = client.results(&id);
+    let first = tokio::time::timeout(WAIT, results.next())
+        .await
+        .expect("the first item within the wait");
+    assert!(matches!(first, Some(Ok(StreamItem::Delta(_)))), "{first:?}");
+    // Redis loses the turn's keys (as a restart without persistence would).
+    crate::queue::redis_cli(&["DEL", &config.status_key(&id), &config.items_key(&id)]);
+    let rest: Vec<_> = tokio::time::timeout(WAIT, results.collect::<Vec<_>>())
+        .await
+        .expect("the reader ends within the wait");
+    let error = final_error(&rest);
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert_eq!(error.metadata["error"], "queue_lost_turn", "{error}");
+    assert!(error.message.contains("Redis lost turn"), "{error}");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(WAIT, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server: scripts/redis.sh start"]
+async fn submit_cancels_its_turn_on_sigterm_as_on_ctrl_c() {
+    let url = redis_url();
+    let config = queue("callers-sigterm");
+    let plugins = plugin_dir();
+    install(plugins.path(), &artifacts().fixture, "libfixture");
+    let _worker = worker_process(url, &config, plugins.path(), &[]).await;
+    let marker = plugins.path().join("sigterm.cancelled");
+    let mut submit = Command::new(&artifacts().runtimes)
+        .args(["submit", "fixture-tools"])
+        .arg(format!("sleep 30000 {}", marker.display()))
+        .args(["--redis", url, "--prefix", &config.prefix, "--json"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("runtimes submit starts");
+    // The turn runs: its first delta is printed.
+    let mut stdout = BufReader::new(submit.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, stdout.next_line())
+        .await
+        .expect("a first line within the wait")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(first.contains("sleeping"), "{first}");
+    let pid = submit.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, submit.wait())
+        .await
+        .expect("submit exits within the wait")
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    // The turn was cancelled in the plugin, on the worker.
+    tokio::time::timeout(WAIT, async {
+        while !marker.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the turn is cancelled on the worker within the wait");
+}
