@@ -143,7 +143,17 @@ pub(crate) async fn call(
         bytes: 0,
         calls: HashSet::new(),
     };
-    let mut items = pin!(sse::drive(start, decoder));
+    let too_large = AgentError::ModelResponseTooLarge {
+        max_bytes: limits.max_bytes,
+        step: limits.step,
+    }
+    .into();
+    let mut items = pin!(sse::drive_bounded(
+        start,
+        decoder,
+        limits.max_bytes,
+        too_large
+    ));
     let mut lead_sent = false;
     while let Some(item) = items.next().await {
         let delta = match item? {

@@ -119,3 +119,35 @@ async fn a_model_response_over_its_byte_limit_is_a_named_error() {
         64 * 1024
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_event_is_cut_at_the_byte_limit() {
+    use axum::http::header::CONTENT_TYPE;
+    // One `data:` line that never ends: no event is ever complete.
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            let mut body = String::from("data: ");
+            body.push_str(&"x".repeat(4 * 1024 * 1024));
+            ([(CONTENT_TYPE, "text/event-stream")], body)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let agent = std::sync::Arc::new(
+        <agent_runtime::AgentRuntime as runtime_api::Runtime>::new(json!({
+            "base_url": format!("http://{address}/v1"),
+            "model": "m",
+            "model_response_max_bytes": 64 * 1024,
+        }))
+        .unwrap(),
+    );
+    let error = failed(&collect(&agent, TurnRequest::new("x")).await);
+    assert_eq!(
+        error.metadata["error"], "model_response_too_large",
+        "{error}"
+    );
+}
