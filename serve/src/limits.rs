@@ -46,7 +46,8 @@ pub struct ServeLimits {
     /// The most connections open at once (`--max-connections`); at the cap the server stops
     /// accepting until one ends (the kernel's listen backlog holds the rest), so it never
     /// runs out of file descriptors. Keep it below the process's descriptor limit
-    /// (`ulimit -n`, often 1024) less what the runtimes need. Default: 512.
+    /// (`ulimit -n`, often 1024) less what the runtimes need; the server lowers it to the
+    /// descriptor limit less 64 where it can read that limit (Linux). Default: 512.
     pub max_connections: usize,
     /// With a queue backend: how long `/healthz` waits for the workers' adverts before it
     /// says the queue is unreachable. Default: 1 s.

@@ -33,6 +33,39 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     )
 }
 
+/// Descriptors kept free for everything but client connections (the listener, logs,
+/// runtimes' files and sockets, worker processes' pipes).
+const RESERVED_FDS: usize = 64;
+
+/// The connection cap in force: `asked`, but below the process's descriptor limit (less
+/// [`RESERVED_FDS`]) where that limit can be read (Linux's `/proc/self/limits`), so the
+/// server never runs out of descriptors because of its clients.
+fn connection_cap(asked: usize) -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<usize>().ok())
+        });
+    let cap = asked.clamp(1, 1 << 20);
+    match soft_limit {
+        Some(limit) if cap > limit.saturating_sub(RESERVED_FDS) => {
+            let lowered = limit.saturating_sub(RESERVED_FDS).max(1);
+            tracing::warn!(
+                asked,
+                lowered,
+                descriptor_limit = limit,
+                "the connection cap is above the descriptor limit; lowered"
+            );
+            lowered
+        }
+        _ => cap,
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves; then closes the listener, says so
 /// on `closed`, and returns once every connection has ended.
 pub(crate) async fn serve(
@@ -42,7 +75,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     closed: oneshot::Sender<()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.clamp(1, 1 << 20)));
+    let permits = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -87,4 +120,19 @@ pub(crate) async fn serve(
     drop(listener);
     let _ = closed.send(());
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_below_the_descriptor_limit() {
+        assert_eq!(connection_cap(8), 8);
+        assert!(connection_cap(0) >= 1);
+        if std::fs::read_to_string("/proc/self/limits").is_ok() {
+            // No process may have 2^20 descriptors and 64 to spare here.
+            assert!(connection_cap(usize::MAX) < 1 << 20);
+        }
+    }
 }
