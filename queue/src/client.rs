@@ -163,7 +163,8 @@ impl fmt::Debug for QueueClient {
 }
 
 impl QueueClient {
-    /// Connects to Redis at `url` (`redis://127.0.0.1:6379`).
+    /// Connects to Redis at `url` (`redis://default:PASSWORD@127.0.0.1:6379`, `rediss://` for
+    /// TLS; without a password in the URL, [`PASSWORD_ENV`](crate::PASSWORD_ENV) gives one).
     ///
     /// # Errors
     ///
