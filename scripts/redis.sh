@@ -12,9 +12,11 @@
 #   scripts/redis.sh env                                 print the env file
 #
 # Each instance keeps its state under target/redis/<name>/: redis.pid, redis.log, data/
-# (append-only file, fsync every second, so a restart keeps the queue). `env` in
-# target/redis/ holds the default instance's variables:
-#   AGENT_RUNTIMES_REDIS_URL=redis://127.0.0.1:PORT   AGENT_RUNTIMES_REDIS_PID=...
+# (append-only file, fsync every second, so a restart keeps the queue), and its password:
+# every instance requires one (`requirepass`, generated at its first start, kept in
+# `password` and `redis.conf`, both mode 0600, never on a command line). `env` in
+# target/redis/ (mode 0600) holds the default instance's variables, the password in the URL:
+#   AGENT_RUNTIMES_REDIS_URL=redis://default:PASSWORD@127.0.0.1:PORT (`default`: the ACL user)   AGENT_RUNTIMES_REDIS_PID=...
 # Use it with: set -a; . target/redis/env; set +a
 set -euo pipefail
 
@@ -43,11 +45,26 @@ is_redis() {
     [[ -n "${1:-}" && -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q redis-server
 }
 
+# The URL of an instance, with its password.
+url_of() {
+    local dir="$STATE_DIR/$1"
+    printf 'redis://default:%s@127.0.0.1:%s\n' "$(cat "$dir/password")" "$(cat "$dir/port")"
+}
+
+# The instance's password: generated once (URL-safe characters), kept mode 0600.
+ensure_password() {
+    local dir=$1
+    if [[ ! -s "$dir/password" ]]; then
+        (umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$dir/password")
+    fi
+    (umask 077; printf 'requirepass %s\n' "$(cat "$dir/password")" >"$dir/redis.conf")
+}
+
 write_env() {
     local dir="$STATE_DIR/default"
-    if [[ -f "$dir/port" && -f "$dir/redis.pid" ]] && is_redis "$(cat "$dir/redis.pid")"; then
-        printf 'AGENT_RUNTIMES_REDIS_URL=redis://127.0.0.1:%s\nAGENT_RUNTIMES_REDIS_PID=%s\n' \
-            "$(cat "$dir/port")" "$(cat "$dir/redis.pid")" >"$STATE_DIR/env.tmp"
+    if [[ -f "$dir/port" && -f "$dir/redis.pid" && -s "$dir/password" ]] && is_redis "$(cat "$dir/redis.pid")"; then
+        (umask 077; printf 'AGENT_RUNTIMES_REDIS_URL=%s\nAGENT_RUNTIMES_REDIS_PID=%s\n' \
+            "$(url_of default)" "$(cat "$dir/redis.pid")" >"$STATE_DIR/env.tmp")
         mv "$STATE_DIR/env.tmp" "$STATE_DIR/env"
     else
         rm -f "$STATE_DIR/env"
@@ -81,24 +98,31 @@ start_redis() {
     local dir="$STATE_DIR/$name"
     mkdir -p "$dir/data"
     if [[ -f "$dir/redis.pid" ]] && is_redis "$(cat "$dir/redis.pid")"; then
-        log "instance '$name' already runs: redis://127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/redis.pid"))"
-        write_env
-        watch_owner "$owner" "$name"
-        echo "redis://127.0.0.1:$(cat "$dir/port")"
-        return
+        if [[ -s "$dir/password" ]] && REDISCLI_AUTH="$(cat "$dir/password")" \
+            redis-cli -h 127.0.0.1 -p "$(cat "$dir/port")" ping 2>/dev/null | grep -q PONG; then
+            log "instance '$name' already runs on port $(cat "$dir/port") (pid $(cat "$dir/redis.pid"))"
+            write_env
+            watch_owner "$owner" "$name"
+            url_of "$name"
+            return
+        fi
+        # Started by an older version of this script, without a password: start it again.
+        log "instance '$name' runs without its password: restarting it with one"
+        stop_one "$name"
     fi
+    ensure_password "$dir"
     if [[ -z "$port" ]]; then
         if [[ -f "$dir/port" ]]; then port=$(cat "$dir/port"); else port=$(free_port); fi
     fi
     # No config file: everything on the command line. Loopback only, no protected-mode
     # surprises, persistence by append-only file so a restart keeps jobs and results.
-    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
+    redis-server "$dir/redis.conf" --bind 127.0.0.1 --port "$port" --daemonize yes \
         --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir/data" \
         --appendonly yes --appendfsync everysec --save "" \
         --maxmemory-policy noeviction >/dev/null
     echo "$port" >"$dir/port"
     local deadline=$((SECONDS + 20))
-    until redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
+    until REDISCLI_AUTH="$(cat "$dir/password")" redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
         ((SECONDS < deadline)) || { tail -20 "$dir/redis.log" >&2; die "redis-server did not answer PING within 20 s"; }
         sleep 0.05
     done
@@ -109,8 +133,8 @@ start_redis() {
     done
     write_env
     watch_owner "$owner" "$name"
-    log "instance '$name' ready: redis://127.0.0.1:$port (pid $(cat "$dir/redis.pid"))"
-    echo "redis://127.0.0.1:$port"
+    log "instance '$name' ready on port $port, password required (pid $(cat "$dir/redis.pid"))"
+    url_of "$name"
 }
 
 stop_one() {

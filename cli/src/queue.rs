@@ -14,7 +14,9 @@ use crate::turn::{self, TurnArgs};
 /// Where the queue is: shared by `worker`, `submit` (and `serve --redis`).
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// The Redis server, e.g. redis://127.0.0.1:6379.
+    /// The Redis server, e.g. redis://:PASSWORD@127.0.0.1:6379 (or rediss:// for TLS);
+    /// without a password in it, AGENT_RUNTIMES_REDIS_PASSWORD (and
+    /// AGENT_RUNTIMES_REDIS_USERNAME) give one.
     #[arg(long, value_name = "URL", env = "AGENT_RUNTIMES_REDIS_URL")]
     pub redis: String,
     /// The prefix of the queue's keys (one prefix, one queue).
@@ -53,6 +55,18 @@ pub struct WorkerArgs {
     result_ttl: u64,
     #[command(flatten)]
     isolation: crate::turn::IsolationArgs,
+    /// Fix a runtime's configuration: `NAME=JSON` (repeatable), checked at start. A job
+    /// that carries no configuration runs with it; runtimes not named run with their
+    /// default configuration.
+    #[arg(long = "config", value_name = "NAME=JSON")]
+    configs: Vec<String>,
+    /// Let jobs set these configuration keys of a runtime: `NAME=KEY[,KEY...]`
+    /// (repeatable). `*` allows every key that names no program, URL, file, environment
+    /// variable or secret; those are allowed only by name. A job's configuration with any
+    /// other key is refused (an `invalid_config` result naming the keys; nothing runs).
+    /// By default a job may set no key.
+    #[arg(long = "allow-job-config", value_name = "NAME=KEYS")]
+    allow_job_config: Vec<String>,
 }
 
 /// What `runtimes queue status` takes.
@@ -86,6 +100,7 @@ fn failure(error: QueueError) -> Failure {
         QueueError::Url { .. } | QueueError::InvalidExecutionId { .. } => {
             Failure::Usage(error.to_string())
         }
+        QueueError::WorkerConfig { .. } => Failure::Rejected(error.to_string()),
         other => Failure::Other(anyhow::Error::new(other)),
     }
 }
@@ -135,7 +150,17 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
             served.join(", ")
         }
     );
-    let worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
+    let mut worker = Worker::new(runtimes, config).with_concurrency(args.concurrency);
+    for given in &args.configs {
+        let (name, value) = runtime_serve::parse_instance(given)
+            .map_err(|error| Failure::Usage(format!("--config: {error}")))?;
+        worker = worker.with_runtime_config(name, value);
+    }
+    for given in &args.allow_job_config {
+        let (name, keys) = runtime_queue::parse_allowed_keys(given)
+            .map_err(|error| Failure::Usage(format!("--allow-job-config: {error}")))?;
+        worker = worker.allow_job_config(name, keys);
+    }
     let stats = worker
         .run(&args.queue.redis, shutdown_signal())
         .await
@@ -170,8 +195,24 @@ async fn shutdown_signal() {
     }
 }
 
+/// A future that resolves on SIGTERM (never where there is none); the handler is installed
+/// now, so a SIGTERM from this moment on is caught.
+fn terminated() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            term.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Submits one turn to the queue and prints its items as they arrive, like `runtimes stream`.
 pub async fn submit(args: SubmitArgs, style: &Style) -> Result<(), Failure> {
+    let terminated = terminated();
     let (request, config) = turn::request(&args.turn)?;
     let limit = turn::timeout(&args.turn)?;
     let client = QueueClient::connect(&args.queue.redis, args.queue.config())
@@ -183,18 +224,25 @@ pub async fn submit(args: SubmitArgs, style: &Style) -> Result<(), Failure> {
         .map_err(failure)?;
     tracing::info!(execution_id = %id, "submitted");
     let stream = client.results(&id);
-    let result = match limit {
-        None => turn::print_stream(stream, args.turn.json, style).await,
-        Some(limit) => {
-            match tokio::time::timeout(limit, turn::print_stream(stream, args.turn.json, style))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(Failure::Turn(runtime_api::RuntimeError::timeout(format!(
-                    "no result within {limit:?}"
-                )))),
+    let printed = async {
+        match limit {
+            None => turn::print_stream(stream, args.turn.json, style).await,
+            Some(limit) => {
+                match tokio::time::timeout(limit, turn::print_stream(stream, args.turn.json, style))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::Turn(runtime_api::RuntimeError::timeout(format!(
+                        "no result within {limit:?}"
+                    )))),
+                }
             }
         }
+    };
+    // SIGTERM cancels the job as Ctrl-C does (which `print_stream` handles).
+    let result = tokio::select! {
+        result = printed => result,
+        () = terminated => Err(Failure::Interrupted),
     };
     if result.is_err() {
         // Interrupted or timed out: cancel before the process exits (dropping the stream

@@ -39,6 +39,18 @@ pub struct ServeArgs {
     /// The largest request body, in bytes; larger ones are answered 413.
     #[arg(long, value_name = "BYTES", default_value_t = ServeLimits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// How many seconds a client gets to send its whole request body (one deadline, not
+    /// reset by each read); then it is answered 408.
+    #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().body_timeout.as_secs_f64())]
+    body_timeout: f64,
+    /// How many seconds a client gets to send a request's head (request line and headers),
+    /// and an idle keep-alive connection its next request; then the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// The most connections open at once; at the cap the server accepts no more until one
+    /// ends. Keep it below the descriptor limit (`ulimit -n`).
+    #[arg(long, value_name = "N", default_value_t = ServeLimits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Configure a runtime: `NAME=JSON` (repeatable), e.g. `--config
     /// 'openai={"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2"}'`. The runtime is
     /// created with it at start (a bad configuration stops the server there); runtimes not
@@ -46,10 +58,12 @@ pub struct ServeArgs {
     #[arg(long = "config", value_name = "NAME=JSON")]
     configs: Vec<String>,
     /// Run every runtime in an isolated, supervised worker process (`--isolate`, the same as
-    /// `--isolation process`): a crashing plugin cannot take the server down.
+    /// `--isolation process`): a crashing plugin cannot take the server down, and its turns
+    /// end with a `crashed` error.
     #[command(flatten)]
     isolation: crate::turn::IsolationArgs,
-    /// Send every turn to the Redis queue at this URL (redis://HOST:PORT[/DB]) instead of
+    /// Send every turn to the Redis queue at this URL (redis://[[USER]:PASSWORD@]HOST:PORT[/DB],
+    /// rediss:// for TLS; AGENT_RUNTIMES_REDIS_PASSWORD when the URL has no password) instead of
     /// running it here: `runtimes worker` processes run them, and this server loads no
     /// plugin. The models offered are the runtimes the live workers advertise.
     #[arg(long, value_name = "URL", conflicts_with = "isolate")]
@@ -93,6 +107,9 @@ fn config(args: ServeArgs) -> Result<ServeConfig, Failure> {
     limits.request_timeout = seconds("--request-timeout", args.request_timeout)?;
     limits.shutdown_grace = seconds("--shutdown-grace", args.shutdown_grace)?;
     limits.max_body_bytes = args.max_body_bytes;
+    limits.body_timeout = seconds("--body-timeout", args.body_timeout)?;
+    limits.header_read_timeout = seconds("--header-read-timeout", args.header_read_timeout)?;
+    limits.max_connections = args.max_connections as usize;
     let mut config = ServeConfig::default()
         .with_addr(args.addr)
         .with_limits(limits);

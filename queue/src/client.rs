@@ -163,7 +163,8 @@ impl fmt::Debug for QueueClient {
 }
 
 impl QueueClient {
-    /// Connects to Redis at `url` (`redis://127.0.0.1:6379`).
+    /// Connects to Redis at `url` (`redis://default:PASSWORD@127.0.0.1:6379`, `rediss://` for
+    /// TLS; without a password in the URL, [`PASSWORD_ENV`](crate::PASSWORD_ENV) gives one).
     ///
     /// # Errors
     ///
@@ -298,6 +299,7 @@ impl QueueClient {
             status_key: self.inner.config.status_key(execution_id),
             execution_id: execution_id.to_owned(),
             read: 0,
+            seen: None,
             buffer: VecDeque::new(),
             notify,
             done: false,
@@ -565,6 +567,8 @@ struct ResultReader {
     execution_id: String,
     /// How many results were read.
     read: usize,
+    /// When the turn was last seen in Redis (a result read, or its status there).
+    seen: Option<std::time::Instant>,
     buffer: VecDeque<Result<StreamItem, RuntimeError>>,
     notify: Arc<Notify>,
     done: bool,
@@ -602,6 +606,7 @@ impl ResultReader {
                 }
                 Ok(texts) if !texts.is_empty() => {
                     self.read += texts.len();
+                    self.seen = Some(std::time::Instant::now());
                     self.buffer
                         .extend(texts.iter().map(|text| ResultEntry::decode(text)));
                     continue;
@@ -621,8 +626,25 @@ impl ResultReader {
                         async move { conn.exists(key).await }
                     })
                     .await;
+                let ttl = self.client.inner.config.result_ttl;
                 match exists {
-                    Ok(true) => {}
+                    Ok(true) => self.seen = Some(std::time::Instant::now()),
+                    // Seen less than a result TTL ago, gone now: not an expiry. Redis lost
+                    // the turn's keys (restarted without its data, flushed, or evicted them).
+                    Ok(false) if self.seen.is_some_and(|seen| seen.elapsed() < ttl) => {
+                        return Some(Err(self.end(
+                            RuntimeError::unavailable(format!(
+                                "Redis lost turn `{}`: its status and results are gone although they were there {:.0?} ago and keys live {ttl:?} (Redis restarted without its data, was flushed, or evicted them: run it with persistence and `maxmemory-policy noeviction`); the turn may or may not have run, submit it again under a new execution id to run it",
+                                self.execution_id,
+                                self.seen.map(|seen| seen.elapsed()).unwrap_or_default()
+                            ))
+                            .with_metadata(serde_json::json!({
+                                "error": "queue_lost_turn",
+                                "execution_id": self.execution_id,
+                                "results_read": self.read,
+                            })),
+                        )));
+                    }
                     Ok(false) if self.read == 0 => {
                         return Some(Err(self.end(RuntimeError::invalid_request(format!(
                             "no turn has execution id `{}` in the queue: it was never submitted, or its results expired (result TTL {:?})",
@@ -630,10 +652,18 @@ impl ResultReader {
                         )))));
                     }
                     Ok(false) => {
-                        return Some(Err(self.end(RuntimeError::internal(format!(
-                            "the results of turn `{}` expired before they were read to the end",
-                            self.execution_id
-                        )))));
+                        return Some(Err(self.end(
+                            RuntimeError::unavailable(format!(
+                                "the results of turn `{}` expired (result TTL {ttl:?}) before they were read to the end",
+                                self.execution_id
+                            ))
+                            .with_retriable(false)
+                            .with_metadata(serde_json::json!({
+                                "error": "results_expired",
+                                "execution_id": self.execution_id,
+                                "results_read": self.read,
+                            })),
+                        )));
                     }
                     Err(error) => {
                         return Some(Err(self.end(RuntimeError::unavailable(error.to_string()))));

@@ -21,6 +21,15 @@ pub struct QueueLimits {
     /// How long an advert holds without renewal: a worker that stopped (killed, or cut off
     /// from Redis) leaves the list of served runtimes within this time (15 s).
     pub advert_ttl: Duration,
+    /// The most bytes of a job kept in its dead letter (4 KiB): the rest is cut, and the
+    /// letter keeps the job's whole size and SHA-256.
+    pub dead_letter_job_bytes: usize,
+    /// The most dead letters kept (about 10,000: `MAXLEN ~`), so at most about 40 MiB of
+    /// payloads.
+    pub dead_letters: usize,
+    /// How long a dead letter is kept (7 days): older ones are trimmed (`MINID`) whenever a
+    /// new one is added.
+    pub dead_letter_ttl: Duration,
 }
 
 impl QueueLimits {
@@ -32,6 +41,9 @@ impl QueueLimits {
         worker_instances: 256,
         advert_every: Duration::from_secs(5),
         advert_ttl: Duration::from_secs(15),
+        dead_letter_job_bytes: 4096,
+        dead_letters: 10_000,
+        dead_letter_ttl: Duration::from_secs(7 * 24 * 3600),
     };
 }
 

@@ -7,9 +7,11 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum QueueError {
     /// The Redis URL could not be used.
-    #[error("the Redis URL `{url}` is not usable: {source}; use redis://HOST:PORT[/DB]")]
+    #[error(
+        "the Redis URL `{url}` is not usable: {source}; use redis://[[USER]:PASSWORD@]HOST:PORT[/DB]"
+    )]
     Url {
-        /// The URL as given.
+        /// The URL as given, its password replaced by `***`.
         url: String,
         /// The client's reason.
         source: redis::RedisError,
@@ -50,5 +52,14 @@ pub enum QueueError {
         operation: &'static str,
         /// What came back.
         detail: String,
+    },
+    /// The worker's own rules for a runtime cannot be used: an unknown runtime, or a fixed
+    /// configuration the runtime refuses.
+    #[error("the worker's configuration for runtime `{runtime}` is not usable: {reason}")]
+    WorkerConfig {
+        /// The runtime as the operator named it.
+        runtime: String,
+        /// Why (the runtime's problems with the configuration, or that it is not installed).
+        reason: String,
     },
 }

@@ -14,7 +14,7 @@
 //! | `<p>:items:<id>` | list | the turn's results, one [`ResultEntry`] JSON each (a list: ≈ 0.5 KB for a small turn, where a stream preallocates 4 KB) | expiry (`result_ttl`) |
 //! | `<p>:inbox:<client>` | stream | wake-ups for one client (execution ids) | `MAXLEN ~ 10000` and expiry: losing one only delays a reader, which also polls |
 //! | `<p>:cancels` | stream | cancel requests workers follow | `MAXLEN ~ 1000`; the status hash's `cancel` flag is the lasting record |
-//! | `<p>:dead` | stream | dead letters with the reason and the job | `MAXLEN ~ 100000` |
+//! | `<p>:dead` | stream | dead letters with the reason and the job (its first 4 KiB, its size and SHA-256) | `MAXLEN ~ 10000` and `MINID` (7 days), trimmed when a letter is added: about 40 MiB at most |
 //! | `<p>:workers` | hash | one [`WorkerAdvert`] per live worker: its consumer name and the runtimes it serves (id, aliases, version, capabilities) | each advert holds [`ADVERT_TTL`] unless renewed (every [`ADVERT_EVERY`]); workers remove expired ones, withdraw theirs when they stop, and the key expires when no worker renews it |
 //!
 //! # Delivery
@@ -31,6 +31,16 @@
 //! Lua script (atomic), fenced by the attempt number, so a worker that lost its job can no
 //! longer publish.
 //!
+//! # What a job may configure
+//!
+//! A job names a runtime and may carry a configuration, but whoever can write to the job
+//! stream is not trusted with the worker's machine. The worker's operator fixes each
+//! runtime's configuration ([`Worker::with_runtime_config`]); a job's configuration is
+//! refused (an `invalid_config` result naming the refused keys, nothing started) unless
+//! every key in it is allowed for that runtime ([`Worker::allow_job_config`]), and keys that
+//! name programs, URLs, files or environment variables ([`is_sensitive_key`]) are allowed
+//! only by name, never by the wildcard `*`. Allowed keys go over the fixed configuration.
+//!
 //! # Who serves what
 //!
 //! A front with no plugins of its own (`runtimes serve --redis`) learns the runtimes it can
@@ -42,13 +52,16 @@ mod client;
 mod config;
 mod conn;
 mod error;
+mod policy;
 mod scripts;
 pub mod wire;
 mod worker;
 
 pub use client::{Backlog, CancelOutcome, QueueClient, QueueTurnStream, TurnState, TurnStatus};
 pub use config::{QueueConfig, QueueLimits};
+pub use conn::{PASSWORD_ENV, USERNAME_ENV, redact_url};
 pub use error::QueueError;
+pub use policy::{is_sensitive_key, parse_allowed_keys};
 pub use runtime_api::TurnRequest;
 pub use wire::{FORMAT_VERSION, Job, ResultEntry, RuntimeAdvert, WireResult, WorkerAdvert};
 pub use worker::{ADVERT_EVERY, ADVERT_TTL, Worker, WorkerStats};

@@ -109,7 +109,7 @@ if ARGV[8] ~= '' then
   redis.call('XACK', KEYS[3], ARGV[5], ARGV[6])
   redis.call('XDEL', KEYS[3], ARGV[6])
   if ARGV[12] ~= '' then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 'id', ARGV[11], 'letter', ARGV[12])
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'id', ARGV[11], 'letter', ARGV[12])
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])

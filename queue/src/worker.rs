@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{LIMITS, QueueConfig, valid_execution_id};
 use crate::conn::{connect, open, retry, transient};
 use crate::error::QueueError;
+use crate::policy::{JobPolicy, Refusal, RuntimeRules};
 use crate::scripts;
 use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_ms};
 
@@ -50,6 +51,7 @@ pub struct Worker {
     config: QueueConfig,
     concurrency: usize,
     drain_for: Duration,
+    policy: JobPolicy,
 }
 
 impl fmt::Debug for Worker {
@@ -57,6 +59,7 @@ impl fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("config", &self.config)
             .field("concurrency", &self.concurrency)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -80,7 +83,31 @@ impl Worker {
             config,
             concurrency: 16,
             drain_for: Duration::from_secs(30),
+            policy: JobPolicy::default(),
         }
+    }
+
+    /// Fixes the configuration `runtime` (an id or alias) runs with: a job that carries no
+    /// configuration gets this one, and a job's allowed keys
+    /// ([`allow_job_config`](Self::allow_job_config)) go over it. Without it the runtime runs
+    /// with its default configuration. Checked by the runtime when the worker starts.
+    pub fn with_runtime_config(mut self, runtime: impl Into<String>, config: Value) -> Self {
+        self.policy.fix(runtime.into(), config);
+        self
+    }
+
+    /// Lets jobs set these configuration keys of `runtime` (an id or alias). `*` allows
+    /// every key that names no program, URL, file, environment variable or secret
+    /// ([`is_sensitive_key`](crate::is_sensitive_key)); such keys are allowed only by name.
+    /// A job's configuration with any other key is refused with an `invalid_config` result
+    /// naming the keys; nothing is started. By default no key is allowed.
+    pub fn allow_job_config<I, S>(mut self, runtime: impl Into<String>, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.policy.allow(runtime.into(), keys);
+        self
     }
 
     /// With another number of turns run at a time (at least 1).
@@ -108,6 +135,7 @@ impl Worker {
         url: &str,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<WorkerStats, QueueError> {
+        let rules = resolve_policy(&self.runtimes, self.policy)?;
         let client = open(url)?;
         let window = self.config.reconnect_for;
         let conn = connect(&client, url, Duration::ZERO, window).await?;
@@ -128,6 +156,7 @@ impl Worker {
             consumer,
             running: Mutex::default(),
             instances: Mutex::default(),
+            rules,
         });
         shared.ensure_group().await?;
         // Advertised before it takes a job: "worker started" means fronts can see it.
@@ -177,6 +206,52 @@ struct Shared {
     consumer: String,
     running: Mutex<HashMap<String, CancellationToken>>,
     instances: Mutex<HashMap<(String, String), RuntimeHandle>>,
+    /// The operator's rules by runtime id.
+    rules: HashMap<String, RuntimeRules>,
+}
+
+/// The operator's rules keyed by runtime id; every fixed configuration checked by its
+/// runtime.
+fn resolve_policy(
+    runtimes: &Runtimes,
+    policy: JobPolicy,
+) -> Result<HashMap<String, RuntimeRules>, QueueError> {
+    let mut by_id: HashMap<String, RuntimeRules> = HashMap::new();
+    for (name, rules) in policy.rules {
+        let Some(entry) = runtimes.get_entry(&name) else {
+            return Err(QueueError::WorkerConfig {
+                runtime: name,
+                reason: format!(
+                    "no such runtime is installed (installed: {})",
+                    runtimes.list_names().join(", ")
+                ),
+            });
+        };
+        if let Some(fixed) = &rules.fixed {
+            let problems = runtimes
+                .validate_config(&entry.id, fixed)
+                .map_err(|error| QueueError::WorkerConfig {
+                    runtime: name.clone(),
+                    reason: error.to_string(),
+                })?;
+            if !problems.is_empty() {
+                return Err(QueueError::WorkerConfig {
+                    runtime: name,
+                    reason: problems.join("; "),
+                });
+            }
+        }
+        if by_id.insert(entry.id.clone(), rules).is_some() {
+            return Err(QueueError::WorkerConfig {
+                runtime: name,
+                reason: format!(
+                    "runtime `{}` is named twice (by its id and an alias?); name it once",
+                    entry.id
+                ),
+            });
+        }
+    }
+    Ok(by_id)
 }
 
 /// Who runs a job, and where it publishes.
@@ -519,12 +594,13 @@ impl Shared {
                     "attempts": attempt - 1,
                     "last_worker": previous,
                     "entry": entry.id,
-                    "job": text.unwrap_or_default(),
+                    "job": letter_payload(text.as_deref().unwrap_or_default()),
                     "dead_ms": now_ms(),
                 })
                 .to_string();
                 self.finish(&mut context, Err(lost_error(reason)), Some(letter))
                     .await;
+                self.trim_dead_letters().await;
             }
             "lost" => {
                 let error = lost_error(format!(
@@ -578,8 +654,58 @@ impl Shared {
         Ok(handle)
     }
 
+    /// The configuration a job runs with under the operator's rules, or the `invalid_config`
+    /// error naming what was refused.
+    fn job_config(&self, runtime: &str, config: &Value) -> Result<Value, RuntimeError> {
+        let Some(entry) = self.runtimes.get_entry(runtime) else {
+            // Unknown: `handle` says which runtimes this worker has.
+            return Ok(Value::Null);
+        };
+        let default = RuntimeRules::default();
+        let rules = self.rules.get(&entry.id).unwrap_or(&default);
+        rules.effective(config).map_err(|refusal| {
+            let (message, keys) = match refusal {
+                Refusal::NotAnObject => (
+                    format!(
+                        "worker `{}` refused the job's configuration for runtime `{}`: it is not a JSON object",
+                        self.consumer, entry.id
+                    ),
+                    Vec::new(),
+                ),
+                Refusal::Keys(keys) => (
+                    format!(
+                        "worker `{}` refused the job's configuration for runtime `{}`: {} not allowed from a job (the worker's operator fixes the configuration with `--config {}=JSON` and allows keys with `--allow-job-config {}=KEY,...`)",
+                        self.consumer,
+                        entry.id,
+                        keys.iter()
+                            .map(|k| format!("`{}`", k.escape_debug()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + if keys.len() == 1 { " is" } else { " are" },
+                        entry.id,
+                        entry.id
+                    ),
+                    keys,
+                ),
+            };
+            RuntimeError::new(ErrorKind::InvalidConfig, message).with_metadata(json!({
+                "worker": self.consumer,
+                "runtime": entry.id,
+                "refused_keys": keys,
+            }))
+        })
+    }
+
     async fn run(&self, context: &mut JobContext, job: Job) {
-        let handle = match self.handle(&job.runtime, &job.config) {
+        let config = match self.job_config(&job.runtime, &job.config) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(execution_id = %context.execution_id, runtime = %job.runtime, %error, "job configuration refused");
+                self.finish(context, Err(error), None).await;
+                return;
+            }
+        };
+        let handle = match self.handle(&job.runtime, &config) {
             Ok(handle) => handle,
             Err(error) => {
                 tracing::warn!(execution_id = %context.execution_id, runtime = %job.runtime, "job for a runtime this worker cannot run");
@@ -776,8 +902,8 @@ impl Shared {
     async fn dead_letter_unreadable(&self, entry: &str, text: &str, reason: &str) {
         tracing::error!(entry, reason, "unreadable job dead-lettered");
         let (jobs, dead) = (self.config.jobs_key(), self.config.dead_key());
-        let letter =
-            json!({"entry": entry, "reason": reason, "job": text, "dead_ms": now_ms()}).to_string();
+        let letter = json!({"entry": entry, "reason": reason, "job": letter_payload(text), "dead_ms": now_ms()})
+            .to_string();
         let done: Result<(), _> = retry("dead-letter a job", self.config.reconnect_for, || {
             let mut conn = self.conn.clone();
             let mut cmd_dead = redis::cmd("XADD");
@@ -785,7 +911,7 @@ impl Shared {
                 .arg(&dead)
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(100_000)
+                .arg(LIMITS.dead_letters)
                 .arg("*")
                 .arg("id")
                 .arg("")
@@ -805,7 +931,44 @@ impl Shared {
         if let Err(error) = done {
             tracing::warn!(%error, entry, "could not dead-letter a job");
         }
+        self.trim_dead_letters().await;
     }
+
+    /// Drops dead letters older than [`QueueLimits::dead_letter_ttl`](crate::QueueLimits)
+    /// (best effort: the next dead letter tries again).
+    async fn trim_dead_letters(&self) {
+        let oldest = now_ms().saturating_sub(LIMITS.dead_letter_ttl.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let trimmed: Result<i64, _> = redis::cmd("XTRIM")
+            .arg(self.config.dead_key())
+            .arg("MINID")
+            .arg("~")
+            .arg(format!("{oldest}-0"))
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = trimmed {
+            tracing::debug!(%error, "could not trim old dead letters");
+        }
+    }
+}
+
+/// A job as its dead letter keeps it: its first
+/// [`QueueLimits::dead_letter_job_bytes`](crate::QueueLimits) (cut at a character boundary),
+/// its whole size and its SHA-256, so a letter is bounded whatever the job's size.
+fn letter_payload(text: &str) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let sha256: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut cut = text.len().min(LIMITS.dead_letter_job_bytes);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    json!({
+        "text": &text[..cut],
+        "truncated": cut < text.len(),
+        "bytes": text.len(),
+        "sha256": sha256,
+    })
 }
 
 /// Renews the worker's advert every [`ADVERT_EVERY`] (the registry is read again, so the

@@ -113,8 +113,7 @@ pub struct Local {
     timeout: Duration,
 }
 
-/// The queue backend.
-#[derive(Debug)]
+/// The queue backend (its `Debug` shows no password).
 pub struct Queue {
     url: String,
     config: QueueConfig,
@@ -123,6 +122,17 @@ pub struct Queue {
     timeout: Duration,
     /// Cancels sent for turns that were dropped, awaited before the server exits.
     cancels: TaskTracker,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("url", &runtime_queue::redact_url(&self.url))
+            .field("config", &self.config)
+            .field("configs", &self.configs.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates (or, for the default configuration, finds) a runtime's handle. Every local handle

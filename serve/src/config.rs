@@ -147,16 +147,27 @@ fn digest(key: &[u8]) -> [u8; 32] {
 
 /// The Redis queue whose workers run the turns (`runtimes worker`). The server then loads
 /// no plugin: the models it offers are the runtimes the live workers advertise.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisBackend {
-    /// `redis://HOST:PORT[/DB]` (`--redis`).
+    /// `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]` (`--redis`); its `Debug` shows the
+    /// password as `***`.
     pub url: String,
     /// The prefix of the queue's keys, as given to the workers (`--prefix`). Default:
     /// `runtimes`.
     pub prefix: String,
     /// The workers' consumer group, as given to the workers (`--group`). Default: `workers`.
     pub group: String,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &runtime_queue::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("group", &self.group)
+            .finish()
+    }
 }
 
 impl RedisBackend {

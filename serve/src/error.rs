@@ -14,6 +14,10 @@
 //! are declared together, once: the server's own errors in `ApiError::answer`, a runtime
 //! error's by its kind in `runtime_answer` (this table). The errors metric counts each
 //! failed request under its `code` ([`ApiError::metric_kind`]).
+//!
+//! A 5xx tells the client only a generic message with a request id (also in the
+//! `x-request-id` header); the detail goes to the server's log under that id
+//! ([`ApiError::public_body`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +61,12 @@ pub enum ApiError {
     BodyTooLarge {
         /// The limit.
         limit: usize,
+    },
+    /// The client did not send its whole body within the deadline.
+    #[error("the request body did not arrive within {timeout_secs} s")]
+    BodyTimeout {
+        /// The deadline, in seconds.
+        timeout_secs: u64,
     },
     /// Too many turns are running.
     #[error("the server is running its maximum of {max_concurrent} concurrent turns: retry later")]
@@ -119,6 +129,11 @@ impl ApiError {
                 "invalid_request_error",
                 "request_too_large",
             ),
+            ApiError::BodyTimeout { .. } => (
+                S::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_body_timeout",
+            ),
             ApiError::Overloaded { .. } => (
                 S::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -170,7 +185,7 @@ impl ApiError {
         }
     }
 
-    /// The JSON body.
+    /// The JSON body, with the whole message (what the server's log gets).
     pub fn body(&self) -> ErrorBody<'static> {
         ErrorBody {
             error: ErrorDetail {
@@ -181,7 +196,58 @@ impl ApiError {
             },
         }
     }
+
+    /// What a client is told, and the request id when there is one. A client's own mistake
+    /// (a 4xx) gets the whole message; a server-side failure (a 5xx) gets a generic message
+    /// with a request id, while the detail (plugin paths, a worker's stderr tail, a Redis
+    /// address) goes to the server's log under that id.
+    pub fn public_body(&self) -> (ErrorBody<'static>, Option<String>) {
+        let mut body = self.body();
+        if !self.status().is_server_error() {
+            return (body, None);
+        }
+        let id = request_id();
+        tracing::error!(
+            request_id = %id,
+            status = self.status().as_u16(),
+            code = self.code().unwrap_or_default(),
+            "request failed: {}",
+            self.to_string().escape_debug()
+        );
+        let generic = match self.answer().status {
+            StatusCode::BAD_GATEWAY => "the runtime's backend refused the runtime's credentials",
+            StatusCode::SERVICE_UNAVAILABLE => match self {
+                ApiError::Runtime { error, .. } if error.kind == ErrorKind::Cancelled => {
+                    "the turn was cancelled"
+                }
+                _ => "the runtime is unavailable now; retry later",
+            },
+            StatusCode::GATEWAY_TIMEOUT => "the turn did not finish in time",
+            _ => "the server could not complete this request",
+        };
+        body.error.message =
+            format!("{generic} (request id {id}; the details are in the server's log)");
+        (body, Some(id))
+    }
 }
+
+/// A request id for the log and the client: unique within the process (a counter) and,
+/// with the start time in it, across restarts.
+fn request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    format!("req-{start:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The response header that carries a failed request's id.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// How an error is answered.
 struct Answer<'a> {
@@ -212,8 +278,12 @@ fn runtime_answer(kind: &ErrorKind) -> (StatusCode, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, axum::Json(self.body())).into_response();
+        let (body, id) = self.public_body();
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
+        if let Some(id) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            headers.insert(REQUEST_ID, id);
+        }
         match &self {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

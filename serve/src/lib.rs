@@ -36,7 +36,8 @@
 //!    `translate`, `wire`);
 //! 8. `routes`: the endpoints, bearer auth, limits (uses `backend`, `sse` and everything
 //!    above);
-//! 9. `shutdown`: a listener that says when the server stops accepting connections (a leaf);
+//! 9. `shutdown`: the accept loop: the connection cap, hyper's header-read timeout, the
+//!    graceful shutdown (uses `limits`);
 //! 10. `server`: [`Server`], [`ServeEvent`], [`ServeError`]: the backend set up, the
 //!     router served, the grace period (uses `routes`, `backend`, `config`, `metrics`,
 //!     `shutdown`).

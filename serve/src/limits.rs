@@ -33,8 +33,22 @@ pub struct ServeLimits {
     /// The largest request body, in bytes; larger ones are answered 413
     /// (`--max-body-bytes`). Default: 4 MiB.
     pub max_body_bytes: usize,
-    /// How long a client may take to send its request body. Default: 30 s.
+    /// How long a client may take to send its whole request body, from the end of its
+    /// headers: a total deadline, not reset by each read (a client trickling a byte a second
+    /// is answered 408 when it passes). Default: 30 s.
     pub body_timeout: Duration,
+    /// How long a client may take to send a request's whole head (request line and headers)
+    /// once the server waits for it; a connection that has not is closed. The same bound
+    /// applies to a keep-alive connection idle between requests (the server waits for the
+    /// next request's head), so it is also the idle keep-alive timeout
+    /// (`--header-read-timeout`). Default: 10 s.
+    pub header_read_timeout: Duration,
+    /// The most connections open at once (`--max-connections`); at the cap the server stops
+    /// accepting until one ends (the kernel's listen backlog holds the rest), so it never
+    /// runs out of file descriptors. Keep it below the process's descriptor limit
+    /// (`ulimit -n`, often 1024) less what the runtimes need; the server lowers it to the
+    /// descriptor limit less 64 where it can read that limit (Linux). Default: 512.
+    pub max_connections: usize,
     /// With a queue backend: how long `/healthz` waits for the workers' adverts before it
     /// says the queue is unreachable. Default: 1 s.
     pub health_wait: Duration,
@@ -52,6 +66,8 @@ impl Default for ServeLimits {
             release_bound: Duration::from_secs(5),
             max_body_bytes: 4 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
             health_wait: Duration::from_secs(1),
             redis_wait: Duration::from_secs(5),
         }

@@ -6,9 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::backend::{Backend, LookupError, Running, TurnHandle, TurnItems};
 use crate::config::ApiKey;
@@ -149,7 +147,6 @@ pub fn router(state: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(RequestBodyTimeoutLayer::new(state.limits.body_timeout))
         .layer(CatchPanicLayer::custom(|_| {
             failed(ApiError::Runtime {
                 runtime: "server".to_owned(),
@@ -271,18 +268,36 @@ async fn method_not_allowed() -> Response {
     failed(ApiError::MethodNotAllowed)
 }
 
-async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+/// The request's whole body: at most `max_body_bytes`, all of it within `body_timeout` from
+/// now (one deadline for the whole body, not one per read).
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let limit = state.limits.max_body_bytes;
+    let body = Limited::new(request.into_body(), limit);
+    match tokio::time::timeout(state.limits.body_timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Ok(Err(error)) => Err(ApiError::InvalidRequest {
+            param: None,
+            message: format!("the request body could not be read: {error}"),
+        }),
+        Err(_) => Err(ApiError::BodyTimeout {
+            timeout_secs: state.limits.body_timeout.as_secs(),
+        }),
+    }
+}
+
+async fn chat(State(state): State<Shared>, request: Request) -> Response {
     let mut execution_id = None;
+    let body = read_body(&state, request).await;
     match chat_turn(&state, body, &mut execution_id).await {
         Ok(response) => response,
         Err(error) => {
             metrics::error(&error.metric_kind());
-            if error.status().is_server_error() {
-                tracing::warn!(
-                    "chat completion failed: {}",
-                    error.to_string().escape_debug()
-                );
-            } else {
+            // A server-side failure is logged with its request id when it is answered.
+            if !error.status().is_server_error() {
                 tracing::debug!(
                     "chat completion refused: {}",
                     error.to_string().escape_debug()
@@ -299,24 +314,10 @@ async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) 
 
 async fn chat_turn(
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, ApiError>,
     execution_id_out: &mut Option<String>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge {
-                limit: state.limits.max_body_bytes,
-            }
-        } else {
-            ApiError::InvalidRequest {
-                param: None,
-                message: format!(
-                    "the request body could not be read: {}",
-                    rejection.body_text()
-                ),
-            }
-        }
-    })?;
+    let body = body?;
     let request = translate::parse(&body)?;
     let model = request.model.clone();
     let (runtime, inner_model) = translate::split_model(&model);
@@ -365,8 +366,26 @@ async fn chat_turn(
     // A runtime that does not stream answers in one chunk: OpenAI clients ask for streams
     // whatever the model behind them does.
     let items: TurnItems = handle.stream(turn);
-    // When the grace period is over the stream stops, and dropping it cancels the turn.
-    let mut items: TurnItems = Box::pin(items.take_until(state.closed()));
+    // When the grace period is over the stream stops with `unavailable` (as a turn that is
+    // not streamed), and dropping it cancels the turn.
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed = {
+        let (cut, closed) = (Arc::clone(&cut), state.closed());
+        async move {
+            closed.await;
+            cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let shutdown_error =
+        futures::stream::once(async move { cut.load(std::sync::atomic::Ordering::SeqCst) })
+            .filter_map(|cut| async move {
+                cut.then(|| {
+                    Err(runtime_api::RuntimeError::unavailable(
+                        "the server is shutting down: the turn was cancelled",
+                    ))
+                })
+            });
+    let mut items: TurnItems = Box::pin(items.take_until(closed).chain(shutdown_error));
     // An error before the first chunk is answered with its status code.
     let first = match items.next().await {
         Some(Ok(item)) => item,

@@ -17,7 +17,6 @@ use crate::backend::Backend;
 use crate::config::{ConfigError, ServeConfig};
 use crate::metrics::{self, MetricsError};
 use crate::routes::{self, AppState};
-use crate::shutdown::ClosingListener;
 
 /// Why a server could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -205,9 +204,14 @@ impl Server {
             ..
         } = self;
         let limits = state.limits;
-        let (listener, closed) = ClosingListener::new(listener);
-        let server = axum::serve(listener, routes::router(Arc::clone(&state)))
-            .with_graceful_shutdown(shutdown);
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let server = crate::shutdown::serve(
+            listener,
+            routes::router(Arc::clone(&state)),
+            limits,
+            shutdown,
+            closed_tx,
+        );
         let grace_state = Arc::clone(&state);
         let grace_events = Arc::clone(&on_event);
         let grace_over = async move {
@@ -222,9 +226,9 @@ impl Server {
             tokio::time::sleep(limits.shutdown_grace).await;
             state.running()
         };
+        let mut server = std::pin::pin!(server);
         tokio::select! {
-            result = server.into_future() => {
-                result.map_err(ServeError::Serve)?;
+            () = &mut server => {
                 on_event(&ServeEvent::Stopped);
             }
             running = grace_over => {
@@ -235,6 +239,9 @@ impl Server {
                 let released = async {
                     let _ = state.turns.acquire_many(limits.max_concurrent).await;
                     state.handles.wait_idle().await;
+                    // And their connections: each cancelled turn's answer (a 503, or a
+                    // stream's `unavailable` event) is written before the server returns.
+                    (&mut server).await;
                 };
                 if tokio::time::timeout(limits.release_bound, released).await.is_err() {
                     on_event(&ServeEvent::ReleaseTimedOut { bound: limits.release_bound });

@@ -1,51 +1,138 @@
-//! Graceful shutdown: a listener that reports the moment the server stops accepting
-//! connections (axum drops its listener as soon as a graceful shutdown begins), from which
-//! running turns get their grace period.
+//! The accept loop, bounded against hostile clients, and its graceful shutdown.
+//!
+//! Every connection holds a permit of a semaphore of [`ServeLimits::max_connections`]: at the
+//! cap the loop stops accepting (the kernel's backlog holds the rest) instead of running out
+//! of file descriptors. Each connection is served by hyper's HTTP/1 with a timer, so a client
+//! that does not send a whole request head within [`ServeLimits::header_read_timeout`] (a
+//! slow-header client, or a keep-alive connection idle between requests) is closed. When the
+//! shutdown future resolves, the listener is closed at once (the moment reported on
+//! `closed`, from which running turns get their grace period), and the loop waits for every
+//! connection to end (hyper's graceful shutdown: idle connections close, running requests
+//! finish).
 
-use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
 
-/// A TCP listener that says when it is dropped, i.e. when new connections start being
-/// refused.
-#[derive(Debug)]
-pub struct ClosingListener {
-    inner: TcpListener,
-    closed: Option<oneshot::Sender<()>>,
+use crate::limits::ServeLimits;
+
+/// Whether an accept error concerns only the connection being accepted (the loop goes on at
+/// once) rather than the process (out of descriptors: the loop pauses).
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
-impl ClosingListener {
-    /// Wraps a listener; the receiver completes when the listener is dropped.
-    pub fn new(inner: TcpListener) -> (Self, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Self {
-                inner,
-                closed: Some(tx),
-            },
-            rx,
-        )
-    }
-}
+/// Descriptors kept free for everything but client connections (the listener, logs,
+/// runtimes' files and sockets, worker processes' pipes).
+const RESERVED_FDS: usize = 64;
 
-impl Drop for ClosingListener {
-    fn drop(&mut self) {
-        if let Some(closed) = self.closed.take() {
-            let _ = closed.send(());
+/// The connection cap in force: `asked`, but below the process's descriptor limit (less
+/// [`RESERVED_FDS`]) where that limit can be read (Linux's `/proc/self/limits`), so the
+/// server never runs out of descriptors because of its clients.
+fn connection_cap(asked: usize) -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<usize>().ok())
+        });
+    let cap = asked.clamp(1, 1 << 20);
+    match soft_limit {
+        Some(limit) if cap > limit.saturating_sub(RESERVED_FDS) => {
+            let lowered = limit.saturating_sub(RESERVED_FDS).max(1);
+            tracing::warn!(
+                asked,
+                lowered,
+                descriptor_limit = limit,
+                "the connection cap is above the descriptor limit; lowered"
+            );
+            lowered
         }
+        _ => cap,
     }
 }
 
-impl axum::serve::Listener for ClosingListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        axum::serve::Listener::accept(&mut self.inner)
+/// Serves `router` on `listener` until `shutdown` resolves; then closes the listener, says so
+/// on `closed`, and returns once every connection has ended.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    closed: oneshot::Sender<()>,
+) {
+    let permits = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // Out of descriptors or memory: pause rather than spin, then try again.
+                tracing::warn!(%error, "accepting a connection failed; retrying in 100 ms");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
     }
+    drop(listener);
+    let _ = closed.send(());
+    graceful.shutdown().await;
+}
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_below_the_descriptor_limit() {
+        assert_eq!(connection_cap(8), 8);
+        assert!(connection_cap(0) >= 1);
+        if std::fs::read_to_string("/proc/self/limits").is_ok() {
+            // No process may have 2^20 descriptors and 64 to spare here.
+            assert!(connection_cap(usize::MAX) < 1 << 20);
+        }
     }
 }

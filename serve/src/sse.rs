@@ -178,7 +178,7 @@ impl State {
         };
         tracing::warn!(runtime = %self.context.runtime, "streamed turn failed: {}", error.to_string().escape_debug());
         metrics::error(&error.metric_kind());
-        self.pending.push_back(data(&error.body()));
+        self.pending.push_back(data(&error.public_body().0));
         self.end(Outcome::Error);
     }
 

@@ -7,6 +7,7 @@
 
 mod agent;
 mod api;
+mod callers;
 mod cli;
 mod command_plugin;
 mod compat;

@@ -102,7 +102,10 @@ struct TaskWorker {
 impl TaskWorker {
     fn start(url: &str, config: &QueueConfig, dir: &Path, concurrency: usize) -> Self {
         let runtimes = Arc::new(registry(&[dir]));
-        let worker = Worker::new(runtimes, config.clone()).with_concurrency(concurrency);
+        // The tests' jobs set echo's delay: the worker allows that key and no other.
+        let worker = Worker::new(runtimes, config.clone())
+            .with_concurrency(concurrency)
+            .allow_job_config("echo", ["delay_ms"]);
         let (stop, stopped) = oneshot::channel::<()>();
         let url = url.to_owned();
         let task = tokio::spawn(async move {
@@ -140,6 +143,7 @@ fn worker_process(
     let out = log.try_clone().expect("worker log");
     Command::new(&artifacts().runtimes)
         .args(["worker", "--redis", url, "--prefix", &config.prefix])
+        .args(["--allow-job-config", "echo=delay_ms"])
         .arg("--plugin-dir")
         .arg(dir)
         .args(extra)
@@ -522,8 +526,12 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
         "2",
     ];
     let client = QueueClient::connect(url, config.clone()).await.unwrap();
+    // A large job: its dead letter keeps 4 KiB of it, its size and its digest (issue 25).
     let id = client
-        .submit("fixture-crash", TurnRequest::new("abort"))
+        .submit(
+            "fixture-crash",
+            TurnRequest::new("abort").with_system("s".repeat(200_000)),
+        )
         .await
         .unwrap();
     // Two workers take it and die of it, one after the other.
@@ -567,6 +575,22 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts() {
     let state = client.status(&id).await.unwrap().unwrap();
     assert_eq!(state.status, TurnStatus::Error);
     assert_eq!(client.backlog().await.unwrap().dead, 1);
+    let letters = redis_cli(&["XRANGE", &config.dead_key(), "-", "+"]);
+    let letter: serde_json::Value = letters
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no dead letter: {letters}"));
+    let job = &letter["job"];
+    assert_eq!(job["truncated"], true, "{job}");
+    assert!(job["bytes"].as_u64().unwrap() > 200_000, "{job}");
+    assert!(job["text"].as_str().unwrap().len() <= 4096, "{job}");
+    assert_eq!(job["sha256"].as_str().unwrap().len(), 64, "{job}");
+    assert!(
+        letters.len() < 8 * 1024,
+        "{} bytes of dead letters",
+        letters.len()
+    );
     let survived = client
         .submit("fixture-crash", TurnRequest::new("hello"))
         .await
@@ -714,7 +738,7 @@ async fn submit_prints_what_stream_prints() {
 }
 
 /// `redis-cli` against the shared Redis: one command, its answer.
-fn redis_cli(args: &[&str]) -> String {
+pub(crate) fn redis_cli(args: &[&str]) -> String {
     let output = std::process::Command::new("redis-cli")
         .args(["-u", redis_url()])
         .args(args)

@@ -13,13 +13,16 @@ use crate::spec::ServerSpec;
 
 /// The keys of the runtime's own, after the model server's ([`config::KEYS`] and
 /// [`config::CHAT_KEYS`]).
-const OWN_KEYS: [&str; 6] = [
+const OWN_KEYS: [&str; 9] = [
     "mcp_servers",
     "request_mcp_servers",
     "max_steps",
     "tool_timeout_ms",
     "startup_timeout_ms",
     "tool_result_max_bytes",
+    "max_tool_calls_per_step",
+    "max_concurrent_tool_calls",
+    "model_response_max_bytes",
 ];
 
 /// Every key the configuration accepts.
@@ -45,6 +48,12 @@ pub(crate) const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default most bytes of a tool result fed back to the model.
 pub(crate) const DEFAULT_TOOL_RESULT_MAX_BYTES: usize = 64 * 1024;
+/// The default most tool calls one model response may decide.
+pub(crate) const DEFAULT_MAX_TOOL_CALLS_PER_STEP: usize = 64;
+/// The default most tool calls of one step run at a time.
+pub(crate) const DEFAULT_MAX_CONCURRENT_TOOL_CALLS: usize = 8;
+/// The default most bytes of one model response's events.
+pub(crate) const DEFAULT_MODEL_RESPONSE_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// A parsed, valid configuration.
 #[derive(Debug, Clone)]
@@ -63,6 +72,12 @@ pub(crate) struct Config {
     pub startup_timeout: Duration,
     /// The most bytes of one tool result fed back to the model.
     pub tool_result_max_bytes: usize,
+    /// The most tool calls one model response may decide.
+    pub max_tool_calls_per_step: usize,
+    /// The most tool calls of one step run at a time.
+    pub max_concurrent_tool_calls: usize,
+    /// The most bytes of one model response's events.
+    pub model_response_max_bytes: usize,
 }
 
 /// What one turn's request changes: its own limits and MCP servers.
@@ -101,7 +116,34 @@ impl Config {
             .positive("tool_result_max_bytes", 16 * 1024 * 1024)
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(DEFAULT_TOOL_RESULT_MAX_BYTES);
-        let request_mcp_servers = fields.flag("request_mcp_servers", true);
+        let size = |fields: &mut Fields<'_>, key: &str, max: u64, default: usize| {
+            fields
+                .positive(key, max)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(default)
+        };
+        let max_tool_calls_per_step = size(
+            &mut fields,
+            "max_tool_calls_per_step",
+            10_000,
+            DEFAULT_MAX_TOOL_CALLS_PER_STEP,
+        );
+        let max_concurrent_tool_calls = size(
+            &mut fields,
+            "max_concurrent_tool_calls",
+            256,
+            DEFAULT_MAX_CONCURRENT_TOOL_CALLS,
+        );
+        let model_response_max_bytes = size(
+            &mut fields,
+            "model_response_max_bytes",
+            256 * 1024 * 1024,
+            DEFAULT_MODEL_RESPONSE_MAX_BYTES,
+        )
+        .max(1024);
+        // Off unless the operator turns it on: a request's stdio server is a program run as
+        // this host's user.
+        let request_mcp_servers = fields.flag("request_mcp_servers", false);
         let mcp_servers = fields.get("mcp_servers").unwrap_or(&Value::Null);
         let mcp_servers = servers(&mut fields, mcp_servers);
         fields.finish(Config {
@@ -112,6 +154,9 @@ impl Config {
             tool_timeout,
             startup_timeout,
             tool_result_max_bytes,
+            max_tool_calls_per_step,
+            max_concurrent_tool_calls,
+            model_response_max_bytes,
         })
     }
 
@@ -131,6 +176,26 @@ impl Config {
 }
 
 impl TurnConfig {
+    /// Every way this turn's limits would go above the instance's: a request may only lower
+    /// them.
+    pub(crate) fn raises(&self, config: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(steps) = self.max_steps.filter(|s| *s > config.max_steps) {
+            problems.push(format!(
+                "`max_steps` {steps} is above this runtime's {}: a request may only lower it",
+                config.max_steps
+            ));
+        }
+        if let Some(timeout) = self.tool_timeout.filter(|t| *t > config.tool_timeout) {
+            problems.push(format!(
+                "`tool_timeout_ms` {} is above this runtime's {}: a request may only lower it",
+                timeout.as_millis(),
+                config.tool_timeout.as_millis()
+            ));
+        }
+        problems
+    }
+
     /// Parses a request's per-turn `config` (`null` or an object of [`TURN_KEYS`]) and its
     /// MCP servers (`TurnRequest.mcp_servers`).
     pub(crate) fn parse(config: &Value, mcp_servers: &Value) -> Result<TurnConfig, Vec<String>> {
@@ -174,7 +239,11 @@ mod tests {
         assert_eq!(config.server.base_url, "http://127.0.0.1:8080/v1");
         assert_eq!(config.max_steps, DEFAULT_MAX_STEPS);
         assert_eq!(config.tool_timeout, DEFAULT_TOOL_TIMEOUT);
-        assert!(config.request_mcp_servers);
+        assert!(!config.request_mcp_servers, "off unless turned on");
+        assert_eq!(
+            config.max_tool_calls_per_step,
+            DEFAULT_MAX_TOOL_CALLS_PER_STEP
+        );
         assert!(config.mcp_servers.is_empty());
     }
 

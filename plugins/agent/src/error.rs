@@ -47,14 +47,48 @@ pub enum AgentError {
         /// The usage of every model call of the turn.
         usage: Usage,
     },
-    /// A request named MCP servers, but the runtime's config has `request_mcp_servers: false`.
+    /// A request named MCP servers, but the runtime's config does not set
+    /// `request_mcp_servers: true` (the default: a request's server is a program to run).
     #[error(
         "this agent runtime does not accept MCP servers in requests (`request_mcp_servers` is \
-         false); name them in its config: {names:?}"
+         off: a request's server is a program run as the host's user); the operator names \
+         servers in the runtime's config: {names:?}"
     )]
     RequestServersRefused {
         /// The servers the request named.
         names: Vec<String>,
+    },
+    /// A request named an MCP server the runtime's config already has: a request never
+    /// replaces a configured server.
+    #[error(
+        "the request names MCP servers the runtime's config already has ({names:?}); a request \
+         cannot replace them: give its servers other names"
+    )]
+    RequestServerNameTaken {
+        /// The names given in both.
+        names: Vec<String>,
+    },
+    /// The model decided more tool calls in one response than `max_tool_calls_per_step`.
+    #[error(
+        "the model decided more than {max} tool calls in one response (step {step}; \
+         `max_tool_calls_per_step`); the turn was stopped before running any"
+    )]
+    TooManyToolCalls {
+        /// The limit.
+        max: usize,
+        /// The step (model call) of the turn.
+        step: u32,
+    },
+    /// A model response's events went over `model_response_max_bytes`.
+    #[error(
+        "the model's response went over {max_bytes} bytes (step {step}; \
+         `model_response_max_bytes`); the response was dropped"
+    )]
+    ModelResponseTooLarge {
+        /// The limit.
+        max_bytes: usize,
+        /// The step (model call) of the turn.
+        step: u32,
     },
     /// The request's per-turn config or MCP servers are invalid.
     #[error("invalid per-turn configuration: {}", problems.join("; "))]
@@ -93,6 +127,9 @@ impl AgentError {
             AgentError::RequestServersRefused { .. } => "request_mcp_servers_refused",
             AgentError::InvalidTurnConfig { .. } => "invalid_turn_config",
             AgentError::TooManyServers { .. } => "too_many_mcp_servers",
+            AgentError::RequestServerNameTaken { .. } => "request_mcp_server_name_taken",
+            AgentError::TooManyToolCalls { .. } => "too_many_tool_calls",
+            AgentError::ModelResponseTooLarge { .. } => "model_response_too_large",
         }
     }
 }
@@ -124,6 +161,17 @@ impl From<AgentError> for RuntimeError {
             AgentError::InvalidTurnConfig { problems } => {
                 (ErrorKind::InvalidRequest, json!({ "problems": problems }))
             }
+            AgentError::RequestServerNameTaken { names } => {
+                (ErrorKind::InvalidRequest, json!({ "mcp_servers": names }))
+            }
+            AgentError::TooManyToolCalls { max, step } => (
+                ErrorKind::Other("too_many_tool_calls".into()),
+                json!({ "max": max, "step": step }),
+            ),
+            AgentError::ModelResponseTooLarge { max_bytes, step } => (
+                ErrorKind::Other("model_response_too_large".into()),
+                json!({ "max_bytes": max_bytes, "step": step }),
+            ),
             AgentError::TooManyServers { running, max } => (
                 ErrorKind::Unavailable,
                 json!({ "running": running, "max": max }),

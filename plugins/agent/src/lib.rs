@@ -13,15 +13,22 @@
 //! | `headers`, `extra_body`, `max_tokens`, `include_usage` | as the `openai` runtime takes them |
 //! | `connect_timeout_ms`, `read_timeout_ms`, `request_timeout_ms` | model HTTP timeouts (10 s, 300 s, none) |
 //! | `mcp_servers` | a map from a server name to `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP), as MCP clients write it; `"include_tools": [names]` offers only those tools of the server |
-//! | `request_mcp_servers` | whether requests may name MCP servers of their own (default true; a stdio server is a program run as the host's user, so set it to false when requests come from callers you do not trust) |
+//! | `request_mcp_servers` | whether requests may name MCP servers of their own (default false). Turning it on is code execution for whoever writes a request: a stdio server is a program run as the host's user |
 //! | `max_steps` | the most model calls in a turn (default 10, at most 1000) |
 //! | `tool_timeout_ms` | the longest one tool call may take (default 60 s); then it is cancelled and the model told |
 //! | `startup_timeout_ms` | the longest a server may take to start and list its tools (default 30 s) |
 //! | `tool_result_max_bytes` | the most of one tool result fed back to the model (default 64 KiB) |
+//! | `max_tool_calls_per_step` | the most tool calls one model response may decide (default 64, at most 10,000); more is the named error `too_many_tool_calls`, before any runs |
+//! | `max_concurrent_tool_calls` | the most tool calls of one step run at a time (default 8) |
+//! | `model_response_max_bytes` | the most bytes of one model response's events (default 8 MiB); more is the named error `model_response_too_large` |
 //!
-//! A request may name MCP servers of its own in `TurnRequest.mcp_servers` (the same map); they
-//! are added to the configured ones (a name given in both uses the request's). Its per-turn
-//! `config` may set `max_steps` and `tool_timeout_ms`. The request's execution context (agent,
+//! When `request_mcp_servers` is on, a request may name MCP servers of its own in
+//! `TurnRequest.mcp_servers` (the same map); they are added to the configured ones for that
+//! turn only, started in a pool of the turn and stopped (process group killed) when it ends.
+//! A request never replaces a configured server: a name in both is the error
+//! `request_mcp_server_name_taken`. Off (the default), a request naming servers gets
+//! `request_mcp_servers_refused`. Its per-turn `config` may set `max_steps` and
+//! `tool_timeout_ms`, only lower than the instance's (higher is `invalid_turn_config`). The request's execution context (agent,
 //! organisation, user, session) tags the turn's logs.
 //!
 //! # Behaviour

@@ -7,14 +7,14 @@
 //! model response and its in-flight tool calls, which rmcp cancels on the server with
 //! `notifications/cancelled`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use openai_wire::{arguments_text, chat};
 use rmcp::model::Tool;
 use runtime_api::{
@@ -219,9 +219,11 @@ struct Outcome {
     text: String,
 }
 
-/// Runs one tool call routed to an MCP server, restarting the server first if it died.
+/// Runs one tool call routed to an MCP server, restarting the server first if it died (in
+/// `pool`, the one it was started in).
 async fn call_mcp(
     inner: &Inner,
+    pool: &Pool,
     live: &Live,
     spec: &ServerSpec,
     tool: &str,
@@ -254,8 +256,7 @@ async fn call_mcp(
     };
     let restarted;
     let live = if live.peer.is_transport_closed() {
-        match inner
-            .pool
+        match pool
             .restart_if_dead(&live.name, spec, inner.config.startup_timeout)
             .await
         {
@@ -298,19 +299,62 @@ async fn run(
     let config = &inner.config;
     let turn = TurnConfig::parse(&request.config, &request.mcp_servers)
         .map_err(|problems| AgentError::InvalidTurnConfig { problems })?;
+    let raised = turn.raises(config);
+    if !raised.is_empty() {
+        return Err(AgentError::InvalidTurnConfig { problems: raised }.into());
+    }
     if !turn.mcp_servers.is_empty() && !config.request_mcp_servers {
         return Err(AgentError::RequestServersRefused {
             names: turn.mcp_servers.keys().cloned().collect(),
         }
         .into());
     }
-    let mut specs: BTreeMap<String, ServerSpec> = config.mcp_servers.clone();
-    specs.extend(turn.mcp_servers);
+    let taken: Vec<String> = turn
+        .mcp_servers
+        .keys()
+        .filter(|name| config.mcp_servers.contains_key(*name))
+        .cloned()
+        .collect();
+    if !taken.is_empty() {
+        return Err(AgentError::RequestServerNameTaken { names: taken }.into());
+    }
     let max_steps = turn.max_steps.unwrap_or(config.max_steps);
     let tool_timeout = turn.tool_timeout.unwrap_or(config.tool_timeout);
 
-    let servers = inner.pool.live(&specs, config.startup_timeout).await?;
-    let server_specs: Vec<&ServerSpec> = servers.iter().map(|live| &specs[&live.name]).collect();
+    // The configured servers live in the instance's pool, reused by every turn; a request's
+    // own servers in a pool of this turn, stopped (their process group killed) when the turn
+    // ends, however it ends.
+    let turn_pool = Pool::default();
+    let mut servers = inner
+        .pool
+        .live(&config.mcp_servers, config.startup_timeout)
+        .await?;
+    let configured = servers.len();
+    servers.extend(
+        turn_pool
+            .live(&turn.mcp_servers, config.startup_timeout)
+            .await?,
+    );
+    let server_specs: Vec<&ServerSpec> = servers
+        .iter()
+        .enumerate()
+        .map(|(index, live)| {
+            if index < configured {
+                &config.mcp_servers[&live.name]
+            } else {
+                &turn.mcp_servers[&live.name]
+            }
+        })
+        .collect();
+    let server_pools: Vec<&Pool> = (0..servers.len())
+        .map(|index| {
+            if index < configured {
+                &inner.pool
+            } else {
+                &turn_pool
+            }
+        })
+        .collect();
     let offered: Vec<(&str, &[Tool])> = servers
         .iter()
         .map(|live| (live.name.as_str(), live.tools.as_slice()))
@@ -334,7 +378,13 @@ async fn run(
             tools.definitions.clone(),
             true,
         );
-        let result = model::call(&inner.client, &config.server, &body, &deltas, lead).await?;
+        let limits = model::ResponseLimits {
+            max_tool_calls: config.max_tool_calls_per_step,
+            max_bytes: config.model_response_max_bytes,
+            step,
+        };
+        let result =
+            model::call(&inner.client, &config.server, &body, &deltas, lead, limits).await?;
         usage += result.usage;
         if result.lead_sent {
             content.push_str("\n\n");
@@ -401,12 +451,14 @@ async fn run(
                 let tools = &tools;
                 let servers = &servers;
                 let server_specs = &server_specs;
+                let server_pools = &server_pools;
                 async move {
                     let started = Instant::now();
                     let outcome = match tools.routes.get(&call.name) {
                         Some(Route::Mcp { server, tool }) => {
                             call_mcp(
                                 inner,
+                                server_pools[*server],
                                 &servers[*server],
                                 server_specs[*server],
                                 tool,
@@ -443,8 +495,13 @@ async fn run(
                     tracing::debug!(tool = %call.name, ok = outcome.ok, "tool call finished");
                     (call.id.clone(), outcome)
                 }
-            });
-        let outcomes = futures::future::join_all(runs).await;
+            })
+            .collect::<Vec<_>>();
+        // At most `max_concurrent_tool_calls` at a time, results in the calls' order.
+        let outcomes: Vec<(String, Outcome)> = futures::stream::iter(runs)
+            .buffered(config.max_concurrent_tool_calls.max(1))
+            .collect()
+            .await;
         for (id, outcome) in outcomes {
             messages.push(json!({ "role": "tool", "tool_call_id": id, "content": outcome.text }));
             transcript.push(Message::tool_result(id, outcome.text));

@@ -525,18 +525,47 @@ async fn a_streamable_http_server_works_like_a_stdio_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the reference MCP servers from npm: scripts/mcp-servers.sh; CI runs it"]
 async fn request_servers_are_accepted_or_refused_by_config() {
+    // While the model answers the second call, the request's server runs: its pids are
+    // recorded then, to check it is stopped when the turn ends.
+    let during: std::sync::Arc<std::sync::Mutex<Vec<u32>>> = std::sync::Arc::default();
+    let record = {
+        let during = during.clone();
+        std::sync::Arc::new(move || {
+            // Children of any thread of this process (a task's `children` lists only the
+            // ones that thread started).
+            let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+            *during.lock().unwrap() = tasks
+                .flatten()
+                .filter_map(|task| task.file_name().to_str()?.parse::<u32>().ok())
+                .flat_map(|tid| {
+                    std::fs::read_to_string(format!("/proc/self/task/{tid}/children"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|pid| pid.parse::<u32>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        })
+    };
     let model = ModelServer::start(vec![
         Reply::call("e", "echo", json!({ "message": "per request" })),
-        Reply::text("fine"),
+        Reply::After(record, Box::new(Reply::text("fine"))),
     ])
     .await;
     let request = || TurnRequest::new("x").with_mcp_servers(json!({ "every": everything() }));
-    let agent = runtime(&model, json!({}));
+    let agent = runtime(&model, json!({ "request_mcp_servers": true }));
     let items = collect(&agent, request()).await;
     assert_eq!(finished(&items).content, "fine");
     assert!(tool_results(&items)[0].content.contains("per request"));
+    // The request's server was the turn's alone: not kept by the instance, and stopped.
+    assert!(agent.server_pids().is_empty(), "{:?}", agent.server_pids());
+    let pids = during.lock().unwrap().clone();
+    assert!(!pids.is_empty(), "the request's server ran during the turn");
+    for pid in pids {
+        assert!(gone(pid), "the request's server {pid} outlived its turn");
+    }
 
-    let locked = runtime(&model, json!({ "request_mcp_servers": false }));
+    let locked = runtime(&model, json!({}));
     let error = failed(&collect(&locked, request()).await);
     assert_eq!(error.kind, ErrorKind::Unsupported);
     assert_eq!(error.metadata["error"], "request_mcp_servers_refused");

@@ -85,41 +85,99 @@ pub fn drive<D: StreamDecoder>(
     start: impl Future<Output = Result<Response, RuntimeError>> + Send + 'static,
     decoder: D,
 ) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
+    drive_bounded(
+        start,
+        decoder,
+        usize::MAX,
+        RuntimeError::internal("unreachable"),
+    )
+}
+
+/// As [`drive`], reading at most `max_bytes` of the response body: past them the body is
+/// dropped (the connection closed) and the stream ends with `too_large`, whether or not an
+/// event was complete (an endless `data:` line without its blank line included).
+pub fn drive_bounded<D: StreamDecoder>(
+    start: impl Future<Output = Result<Response, RuntimeError>> + Send + 'static,
+    decoder: D,
+    max_bytes: usize,
+    too_large: RuntimeError,
+) -> impl Stream<Item = Result<StreamItem, RuntimeError>> + Send + 'static {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let start: BoxFuture<_> = Box::pin(start);
-    futures::stream::unfold(Drive::Start(start, decoder), |mut state| async move {
-        loop {
-            state = match state {
-                Drive::Finished => return None,
-                Drive::Start(start, decoder) => match start.await {
-                    Ok(response) => {
-                        let events: BoxStream<_> = Box::pin(sse_events(response.bytes_stream()));
-                        Drive::Streaming(events, decoder, VecDeque::new())
-                    }
-                    Err(error) => return Some((Err(error), Drive::Finished)),
-                },
-                Drive::Streaming(mut events, mut decoder, mut pending) => {
-                    if let Some(delta) = pending.pop_front() {
-                        let item = Ok(StreamItem::Delta(delta));
-                        return Some((item, Drive::Streaming(events, decoder, pending)));
-                    }
-                    if decoder.is_done() {
-                        return Some((decoder.finish().map(StreamItem::Done), Drive::Finished));
-                    }
-                    match events.next().await {
-                        Some(Ok((event, data))) => match decoder.feed(&event, &data) {
-                            Ok(deltas) => pending.extend(deltas),
-                            Err(error) => return Some((Err(error), Drive::Finished)),
-                        },
-                        Some(Err(error)) => return Some((Err(error), Drive::Finished)),
-                        // The body ended: `finish` says the stream was truncated.
-                        None => {
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let over = Arc::clone(&exceeded);
+    let cut = move |result: Result<StreamItem, RuntimeError>| {
+        if over.load(Ordering::SeqCst) {
+            Err(too_large.clone())
+        } else {
+            result
+        }
+    };
+    let stream = futures::stream::unfold(Drive::Start(start, decoder), move |mut state| {
+        let exceeded = Arc::clone(&exceeded);
+        async move {
+            loop {
+                state = match state {
+                    Drive::Finished => return None,
+                    Drive::Start(start, decoder) => match start.await {
+                        Ok(response) => {
+                            let exceeded = Arc::clone(&exceeded);
+                            let body = response.bytes_stream().scan(0usize, move |seen, chunk| {
+                                let keep = match &chunk {
+                                    Ok(bytes) => {
+                                        *seen = seen.saturating_add(bytes.len());
+                                        *seen <= max_bytes
+                                    }
+                                    Err(_) => true,
+                                };
+                                if !keep {
+                                    exceeded.store(true, Ordering::SeqCst);
+                                }
+                                futures::future::ready(keep.then_some(chunk))
+                            });
+                            let events: BoxStream<_> = Box::pin(sse_events(body));
+                            Drive::Streaming(events, decoder, VecDeque::new())
+                        }
+                        Err(error) => return Some((Err(error), Drive::Finished)),
+                    },
+                    Drive::Streaming(mut events, mut decoder, mut pending) => {
+                        if let Some(delta) = pending.pop_front() {
+                            let item = Ok(StreamItem::Delta(delta));
+                            return Some((item, Drive::Streaming(events, decoder, pending)));
+                        }
+                        if decoder.is_done() {
                             return Some((decoder.finish().map(StreamItem::Done), Drive::Finished));
                         }
+                        match events.next().await {
+                            Some(Ok((event, data))) => match decoder.feed(&event, &data) {
+                                Ok(deltas) => pending.extend(deltas),
+                                Err(error) => return Some((Err(error), Drive::Finished)),
+                            },
+                            Some(Err(error)) => return Some((Err(error), Drive::Finished)),
+                            // The body ended: `finish` says the stream was truncated.
+                            None => {
+                                return Some((
+                                    decoder.finish().map(StreamItem::Done),
+                                    Drive::Finished,
+                                ));
+                            }
+                        }
+                        Drive::Streaming(events, decoder, pending)
                     }
-                    Drive::Streaming(events, decoder, pending)
-                }
-            };
+                };
+            }
         }
+    });
+    // Once the body went over its bound, the item that ended the stream (a truncation
+    // error, or whatever the cut body produced) is replaced by `too_large`, and it is last.
+    let mut ended = false;
+    stream.filter_map(move |item| {
+        let item = if ended { None } else { Some(cut(item)) };
+        if item.as_ref().is_some_and(Result::is_err) {
+            ended = true;
+        }
+        futures::future::ready(item)
     })
 }
 

@@ -20,6 +20,7 @@ use tokio::time::timeout;
 
 use crate::support::{artifacts, install, plugin_dir, write_candidate};
 
+mod hostile;
 mod openai;
 mod operations;
 mod redis;

@@ -320,6 +320,23 @@ async fn turns_still_running_after_the_grace_period_are_cancelled() {
     events.next().await.expect("the role chunk");
     server.terminate();
     server.wait_stderr("the grace period is over").await;
+    // The stream ends with `unavailable`, as a turn that is not streamed does (issue 25).
+    let rest = timeout(WAIT, async {
+        let mut rest = Vec::new();
+        while let Some(event) = events.next().await {
+            rest.push(event);
+        }
+        rest
+    })
+    .await
+    .expect("the stream ends within the wait");
+    let error = rest
+        .iter()
+        .filter_map(|event| serde_json::from_str::<Value>(event).ok())
+        .find(|event| event["error"].is_object())
+        .unwrap_or_else(|| panic!("no error event: {rest:?}"));
+    assert_eq!(error["error"]["code"], "unavailable", "{error}");
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
     let status = timeout(WAIT, server.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
     wait_for_file(&marker).await;

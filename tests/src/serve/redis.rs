@@ -18,6 +18,8 @@ impl QueueWorker {
             .arg("--plugin-dir")
             .arg(plugins.path())
             .args(["worker", "--redis", url, "--prefix", prefix])
+            // `serve --config echo=...` travels with each job: the worker allows that key.
+            .args(["--allow-job-config", "echo=delay_ms"])
             .env_remove("AGENT_RUNTIMES_PATH")
             .env("RUNTIMES_LOG", "info")
             .env("NO_COLOR", "1")
@@ -318,20 +320,32 @@ async fn serve_redis_without_a_reachable_redis_answers_503_and_never_hangs() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}");
-    let mut server = Server::start(&["--redis", &url, "--redis-wait", "0.5"]).await;
+    let mut server = Server::start(&["--redis", &url, "--redis-wait", "2"]).await;
     server.wait_stderr("serving anyway").await;
     let started = std::time::Instant::now();
     for streamed in [false, true] {
+        let asked = std::time::Instant::now();
         let (status, headers, body) = post(
             &server,
             "/v1/chat/completions",
             &json!({"model": "echo", "messages": user("x"), "stream": streamed}),
         )
         .await;
+        // `--redis-wait` is a deadline: answered at 2 s, not a retry pause later.
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_millis(2_500),
+            "answered after {took:?}"
+        );
         assert_eq!(status, 503, "{body}");
         assert_openai_error(&body, "server_error", None, "unavailable");
+        // The client learns it is unavailable, with a request id; the log has the reason.
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("Redis is unreachable"), "{message}");
+        let id = headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(message.contains(&id), "{message}");
+        assert!(!message.contains(&port.to_string()), "{message}");
+        let logged = server.wait_stderr(&id).await;
+        assert!(logged.contains("Redis is unreachable"), "{logged}");
         assert_eq!(headers["retry-after"], "1");
     }
     let (status, body) = get(&server, "/v1/models").await;
