@@ -110,6 +110,7 @@ class NativeRuntime:
             stop=kwargs.get("stop"),
             config=kwargs.get("config"),
             metadata=kwargs.get("metadata"),
+            tools=kwargs.get("tool_definitions"),
         )
 
     @staticmethod
@@ -142,7 +143,12 @@ class NativeRuntime:
         model_ref: Optional[str] = None,
         **kwargs: Any,
     ) -> Any:
-        """One turn; a PraisonAI ``RuntimeResult``. Errors raise ``AgentRuntimeError``s."""
+        """One turn; a PraisonAI ``RuntimeResult``. Errors raise ``AgentRuntimeError``s.
+
+        ``kwargs`` may hold ``history``, ``max_tokens``, ``temperature``, ``stop``,
+        ``config``, ``metadata``, ``timeout`` (seconds) and ``tool_definitions`` (a list of
+        ``{"name", "description", "parameters"}`` dicts, for runtimes that declare tools).
+        """
         request = self._request(prompt, system_prompt, model_ref, kwargs)
         output = await self._runtime.run_turn(request, timeout=kwargs.get("timeout"))
         return self._result(output)

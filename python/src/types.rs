@@ -4,7 +4,9 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use runtime_api::{Delta, DeltaKind, Message, Role, ToolCall, TurnOutput, TurnRequest, Usage};
+use runtime_api::{
+    Delta, DeltaKind, Message, Role, ToolCall, ToolDefinition, TurnOutput, TurnRequest, Usage,
+};
 use runtime_loader::{
     DirReport, DiscoveryReport, Rejection, RuntimeEntry, RuntimeSource, Shadowed,
 };
@@ -14,10 +16,11 @@ use crate::convert;
 
 /// One turn's input: `TurnRequest(prompt, *, system=None, model=None, history=None,
 /// max_tokens=None, temperature=None, stop=None, config=None, metadata=None,
-/// execution_id=None)`.
+/// execution_id=None, tools=None)`.
 ///
 /// `history` is a list of `{"role": ..., "content": ...}` dicts or `(role, content)` pairs;
-/// `config` and `metadata` are JSON-like values. A plain `str` is accepted wherever a request
+/// `config` and `metadata` are JSON-like values; `tools` a list of `{"name", "description",
+/// "parameters"}` dicts (a JSON schema as `parameters`), for runtimes that declare tools. A plain `str` is accepted wherever a request
 /// is, as the prompt.
 #[pyclass(name = "TurnRequest", module = "agent_runtimes", frozen)]
 #[derive(Clone)]
@@ -59,11 +62,27 @@ fn message(item: &Bound<'_, PyAny>) -> PyResult<Message> {
     Ok(Message::new(Role::from(role), content))
 }
 
+fn tool(item: &Bound<'_, PyAny>) -> PyResult<ToolDefinition> {
+    let value = convert::to_json(item)?;
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    let name =
+        text("name").ok_or_else(|| PyValueError::new_err("a tool is a dict with a str `name`"))?;
+    let parameters = value
+        .get("parameters")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+    Ok(ToolDefinition::new(
+        name,
+        text("description").unwrap_or_default(),
+        parameters,
+    ))
+}
+
 #[pymethods]
 impl PyTurnRequest {
     #[new]
     #[pyo3(signature = (prompt, *, system=None, model=None, history=None, max_tokens=None,
-        temperature=None, stop=None, config=None, metadata=None, execution_id=None))]
+        temperature=None, stop=None, config=None, metadata=None, execution_id=None, tools=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         prompt: String,
@@ -76,6 +95,7 @@ impl PyTurnRequest {
         config: Option<&Bound<'_, PyAny>>,
         metadata: Option<&Bound<'_, PyAny>>,
         execution_id: Option<String>,
+        tools: Option<Vec<Bound<'_, PyAny>>>,
     ) -> PyResult<Self> {
         let mut request = TurnRequest::new(prompt);
         if let Some(system) = system {
@@ -104,6 +124,9 @@ impl PyTurnRequest {
         }
         if let Some(metadata) = metadata {
             request = request.with_metadata(convert::to_json(metadata)?);
+        }
+        if let Some(tools) = tools {
+            request = request.with_tools(tools.iter().map(tool).collect::<PyResult<_>>()?);
         }
         if let Some(execution_id) = execution_id {
             request = request.with_execution_id(execution_id);
@@ -159,6 +182,17 @@ impl PyTurnRequest {
     #[getter]
     fn metadata(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         convert::to_py(py, &self.inner.metadata)
+    }
+    /// The tools offered, as `{"name", "description", "parameters"}` dicts.
+    #[getter]
+    fn tools(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let tools: Vec<Value> = self
+            .inner
+            .tools
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
+            .collect();
+        convert::to_py(py, &Value::Array(tools))
     }
     /// The execution id (empty: the loader assigns one).
     #[getter]

@@ -215,3 +215,20 @@ def test_closing_a_stream_ends_an_item_being_awaited(fresh: ar.Runtimes) -> None
 
     asyncio.run(main())
     assert wait_for(lambda: fresh.turn_counts()["cancelled"] == 1), fresh.turn_counts()
+
+
+@pytest.mark.parametrize("level", ["inline", "threads"])
+def test_tools_the_runtime_does_not_declare_are_unsupported(plugin_dir: Path, level: str) -> None:
+    runtimes = ar.Runtimes(plugin_dirs=[str(plugin_dir)], isolation=level, standard_dirs=False)
+    tool = {"name": "clock", "description": "the time", "parameters": {"type": "object"}}
+    request = ar.TurnRequest("what time is it?", tools=[tool])
+    assert request.tools == [tool]
+    with pytest.raises(ar.Unsupported) as raised:
+        asyncio.run(runtimes.run_turn("echo", request))
+    assert raised.value.kind == "unsupported" and "tools" in raised.value.message
+    with pytest.raises(ar.Unsupported):
+        runtimes.run_turn_blocking("echo", request)
+    with pytest.raises(ar.Unsupported):
+        list(runtimes.stream_turn("echo", request))
+    with pytest.raises(ValueError):
+        ar.TurnRequest("x", tools=[{"description": "no name"}])
