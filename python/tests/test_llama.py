@@ -56,3 +56,18 @@ def test_openai_runtime_through_praisonai(llm_runtimes: ar.Runtimes, config: dic
     result = asyncio.run(runtime.run_turn("Name a colour.", max_tokens=8))
     assert result.content.strip()
     assert result.metadata["usage"]["output_tokens"] > 0
+
+
+def test_plugin_log_events_reach_python_logging(
+    llm_runtimes: ar.Runtimes, config: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    openai = llm_runtimes.new_instance("openai", config)
+    with caplog.at_level(logging.DEBUG, logger="agent_runtimes"):
+        ar.refresh_log_level()
+        openai.run_turn_blocking(ar.TurnRequest("Hi.", max_tokens=4), timeout=120)
+    ar.refresh_log_level()
+    from_plugin = [r for r in caplog.records
+                   if getattr(r, "tracing_target", "") == "agent_runtimes::plugin"]
+    assert from_plugin, [r.getMessage() for r in caplog.records]
