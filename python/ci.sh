@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the agent_runtimes wheel with maturin, installs it into a fresh virtual environment,
-# builds the echo plugin and the process-level worker, and runs the pytest suite against the
+# builds the echo and hostile plugins and the process-level worker, and runs the pytest suite against the
 # installed wheel. Run from anywhere: `bash python/ci.sh`. Everything goes under python/
 # (.venv for the build tools, .venv-test for the wheel, target/ for cargo).
 #
@@ -36,10 +36,11 @@ rm -rf "$here/.venv-test"
 "$here/.venv-test/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r "$here/requirements-dev.txt" "$wheel"
 
-step "echo plugin and runtimes-worker"
-(cd "$repo" && cargo build -p echo-runtime && cargo build -p runtime-loader --bin runtimes-worker)
+step "echo and hostile plugins, runtimes-worker"
+(cd "$repo" && cargo build -p echo-runtime -p hostile-plugin && cargo build -p runtime-loader --bin runtimes-worker)
 export AGENT_RUNTIMES_WORKER="$CARGO_TARGET_DIR/debug/runtimes-worker"
 export AGENT_RUNTIMES_TEST_ECHO="$CARGO_TARGET_DIR/debug/libecho_runtime.so"
+export AGENT_RUNTIMES_TEST_HOSTILE="$CARGO_TARGET_DIR/debug/libhostile_plugin.so"
 export AGENT_RUNTIMES_TEST_WHEEL=1
 
 step "pytest (against the installed wheel)"
