@@ -176,8 +176,11 @@ def test_the_gil_is_released_while_a_blocking_turn_runs(fresh: ar.Runtimes) -> N
     assert ticks > 50
 
 
-def test_a_thousand_concurrent_turns(runtimes: ar.Runtimes) -> None:
+@pytest.mark.parametrize("level", ["inline", "threads", "process"])
+def test_a_thousand_concurrent_turns(plugin_dir: Path, worker: str, level: str) -> None:
+    runtimes = ar.Runtimes(plugin_dirs=[str(plugin_dir)], isolation=level, standard_dirs=False)
     echo = runtimes.resolve("echo")
+    assert echo.isolation == level
 
     async def main():
         return await asyncio.gather(*(echo.run_turn(f"turn {i}") for i in range(1000)))
