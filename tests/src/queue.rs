@@ -828,7 +828,7 @@ fn a_redis_the_suite_starts_stops_when_its_owner_exits() {
 async fn an_isolated_worker_survives_a_segfaulting_job() {
     let url = redis_url();
     let config = queue("isolated-worker");
-    let dir = plugin_dir();
+    let dir = plugins();
     install(dir.path(), &artifacts().hostile, "libhostile");
     let logs = plugin_dir();
     let mut worker = worker_process(
