@@ -132,7 +132,7 @@ where
                 Ok(outcome) => outcome,
                 Err(_) => Err(RedisError::from(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "no answer before the reconnection window ended",
+                    "timed out",
                 ))),
             }
         };

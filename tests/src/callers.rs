@@ -410,3 +410,130 @@ async fn submit_cancels_its_turn_on_sigterm_as_on_ctrl_c() {
     .await
     .expect("the turn is cancelled on the worker within the wait");
 }
+
+/// Runs a command to its end; panics with its stderr when it fails.
+fn run(program: &str, args: &[&str], dir: &Path) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server (scripts/redis.sh start installs it) and openssl"]
+async fn rediss_urls_connect_with_tls_and_check_the_certificate() {
+    // A CA and a server certificate for 127.0.0.1 signed by it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=agent-runtimes test CA",
+        ],
+        d,
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        d,
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+        d,
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    // A TLS-only Redis with a password, its own for this test.
+    let _redis = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"])
+        .args(["--tls-cert-file", "leaf.pem", "--tls-key-file", "leaf.key"])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--requirepass", "tls-test-password"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts");
+    tokio::time::timeout(WAIT, async {
+        while tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the TLS Redis listens within the wait");
+    let url = format!("rediss://default:tls-test-password@127.0.0.1:{port}");
+    let ca = d.join("ca.pem").display().to_string();
+    // Trusting the CA (SSL_CERT_FILE, read by rustls-native-certs): connected.
+    let (code, stderr) = queue_status(&url, &[("SSL_CERT_FILE", ca.as_str())]).await;
+    assert_eq!(code, 0, "{stderr}");
+    // Not trusting it: refused, the certificate is checked.
+    let (code, stderr) = queue_status(&url, &[("SSL_CERT_FILE", "/nonexistent.pem")]).await;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(!stderr.contains("tls-test-password"), "{stderr}");
+}
