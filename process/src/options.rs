@@ -151,6 +151,45 @@ pub struct Spec {
     pub allow_insecure: bool,
     /// How the worker is run and supervised.
     pub options: ProcessOptions,
+    /// The open file the host checked, which every worker of this spec inherits and loads.
+    pub checked: Option<LibraryFile>,
+}
+
+/// The host's checked open library file, handed to each worker (see
+/// [`CheckedFile`](crate::protocol::CheckedFile)), and what the worker must report back.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LibraryFile {
+    /// The open file every admission check read.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Its identity when it was checked.
+    pub identity: runtime_discovery::security::Identity,
+    /// The pin that applies to it, if any.
+    pub pin: Option<runtime_discovery::admission::Pin>,
+    /// The plugin name and version its checked manifest declares; the worker must report
+    /// the same.
+    pub plugin_name: String,
+    /// See `plugin_name`.
+    pub plugin_version: String,
+}
+
+impl LibraryFile {
+    /// The checked `file`, its `identity`, `pin`, and the plugin its manifest declares.
+    pub fn new(
+        file: std::fs::File,
+        identity: runtime_discovery::security::Identity,
+        pin: Option<runtime_discovery::admission::Pin>,
+        plugin_name: String,
+        plugin_version: String,
+    ) -> Self {
+        Self {
+            file: std::sync::Arc::new(file),
+            identity,
+            pin,
+            plugin_name,
+            plugin_version,
+        }
+    }
 }
 
 impl Spec {
@@ -168,7 +207,14 @@ impl Spec {
             config,
             allow_insecure,
             options,
+            checked: None,
         }
+    }
+
+    /// Hands every worker the host's checked open file (see [`LibraryFile`]).
+    pub fn with_checked(mut self, checked: LibraryFile) -> Self {
+        self.checked = Some(checked);
+        self
     }
 }
 

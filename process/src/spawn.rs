@@ -92,8 +92,15 @@ pub fn env_names(config: &serde_json::Value, names: &mut Vec<String>) {
 }
 
 /// A command for the worker: stdin and stdout carry the protocol, stderr is kept for crash
-/// reports; only the named environment variables are passed.
-pub fn command(worker: &Path, options: &ProcessOptions, env: &[String]) -> tokio::process::Command {
+/// reports; only the named environment variables are passed. `library`, when given, is the
+/// host's checked open library file, which the worker inherits as descriptor
+/// [`LIBRARY_FD`](crate::protocol::LIBRARY_FD) (and nothing else above stderr).
+pub fn command(
+    worker: &Path,
+    options: &ProcessOptions,
+    env: &[String],
+    library: Option<std::os::fd::RawFd>,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(worker);
     command
         .env_clear()
@@ -117,10 +124,10 @@ pub fn command(worker: &Path, options: &ProcessOptions, env: &[String]) -> tokio
         let host = rustix::process::getpid();
         // SAFETY: the closure runs in the child between fork and exec, where only
         // async-signal-safe calls are allowed: it makes raw system calls only (prctl, getppid,
-        // setrlimit, close_range), allocates nothing and takes no lock.
+        // setrlimit, close_range, dup2, fcntl), allocates nothing and takes no lock.
         #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(move || child_setup(host, limit));
+            command.pre_exec(move || child_setup(host, limit, library));
         }
     }
     command
@@ -129,7 +136,11 @@ pub fn command(worker: &Path, options: &ProcessOptions, env: &[String]) -> tokio
 /// In the child, before exec: die with the host, at most `limit` bytes of address space, and
 /// every descriptor above stderr closed at exec.
 #[cfg(unix)]
-fn child_setup(host: rustix::process::Pid, limit: Option<u64>) -> std::io::Result<()> {
+fn child_setup(
+    host: rustix::process::Pid,
+    limit: Option<u64>,
+    library: Option<std::os::fd::RawFd>,
+) -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
@@ -150,6 +161,9 @@ fn child_setup(host: rustix::process::Pid, limit: Option<u64>) -> std::io::Resul
             )
         };
     }
+    if let Some(fd) = library {
+        inherit_at(fd, crate::protocol::LIBRARY_FD)?;
+    }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = host;
     if let Some(bytes) = limit {
@@ -160,6 +174,31 @@ fn child_setup(host: rustix::process::Pid, limit: Option<u64>) -> std::io::Resul
                 maximum: Some(bytes),
             },
         )?;
+    }
+    Ok(())
+}
+
+/// Makes descriptor `fd` of the host's (open in the child after fork) descriptor `at` of the
+/// worker, kept open across exec.
+#[cfg(unix)]
+fn inherit_at(fd: std::os::fd::RawFd, at: std::os::fd::RawFd) -> std::io::Result<()> {
+    let result = if fd == at {
+        // SAFETY: fcntl(F_SETFD, 0) on a descriptor number clears its close-on-exec flag; it
+        // touches no memory of this process. A bad number is an error, returned.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::fcntl(at, libc::F_SETFD, 0)
+        }
+    } else {
+        // SAFETY: dup2 makes `at` a copy of `fd` (without close-on-exec), closing what `at` was
+        // in this child; no Rust object of the child owns `at` (the child only execs next).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::dup2(fd, at)
+        }
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -26,7 +26,8 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
 use crate::plugin_log::PLUGIN_LOG_TARGET;
 use crate::protocol::{
-    Call, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec, decode, encode,
+    Call, CheckedFile, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec,
+    decode, encode,
 };
 
 /// The library a worker serves, as the loader opened it (the worker executable is built by the
@@ -36,6 +37,10 @@ pub trait WorkerLibrary: Send + Sync {
     fn plugin_name(&self) -> &str;
     /// The plugin's package version, from its checked manifest.
     fn plugin_version(&self) -> &str;
+    /// The identity of the file loaded (device, inode, size, times), reported to the host.
+    fn identity(&self) -> Option<runtime_discovery::security::Identity>;
+    /// The sha256 of the file loaded, when a pin applied to it.
+    fn sha256(&self) -> Option<String>;
     /// Creates runtime `id` with `config`; the outer error when the library cannot provide it.
     ///
     /// # Errors
@@ -59,9 +64,13 @@ pub trait WorkerLibrary: Send + Sync {
 }
 
 /// How a worker opens the library the host names: runs the admission checks on it (trust
-/// relaxed when `allow_insecure`) and loads it, or says why not.
-pub type OpenLibrary =
-    fn(path: &std::path::Path, allow_insecure: bool) -> Result<Box<dyn WorkerLibrary>, String>;
+/// relaxed when `allow_insecure`) and loads it, or says why not. With `checked`, the file
+/// loaded is the descriptor the host handed over, verified against what the host checked.
+pub type OpenLibrary = fn(
+    path: &std::path::Path,
+    allow_insecure: bool,
+    checked: Option<&CheckedFile>,
+) -> Result<Box<dyn WorkerLibrary>, String>;
 
 /// Runs the worker; the whole of the `runtimes-worker` binary, given the loader's way to open
 /// a library.
@@ -301,6 +310,7 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
             library,
             allow_insecure,
             log_level,
+            checked,
         } => {
             set_level(log_level);
             if protocol != PROTOCOL_VERSION {
@@ -311,11 +321,13 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
                 });
                 return Some(2);
             }
-            match (state.open)(&library, allow_insecure) {
+            match (state.open)(&library, allow_insecure, checked.as_ref()) {
                 Ok(library) => {
                     let _ = out.send(WorkerMessage::Ready {
                         plugin_name: library.plugin_name().to_owned(),
                         plugin_version: library.plugin_version().to_owned(),
+                        identity: library.identity(),
+                        sha256: library.sha256(),
                     });
                     state.library = Some(Arc::from(library));
                 }

@@ -21,6 +21,7 @@ mod platforms;
 mod proptests;
 mod queue;
 mod resolution;
+mod sandbox;
 mod scaffold;
 mod serve;
 mod support;
