@@ -82,7 +82,7 @@ pub use runtime_discovery::{
 };
 pub use runtime_discovery::{SearchPath, check_manifest, user_plugin_dir};
 pub use runtime_process::{
-    ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, find_worker,
+    ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, find_worker, sandbox,
 };
 pub use worker::worker_main;
 

@@ -175,14 +175,31 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         use std::os::fd::AsRawFd;
         c.file.as_raw_fd()
     });
-    let mut child = command(&worker_path, options, &names, library_fd)
-        .spawn()
-        .map_err(|e| {
+    if let Some(policy) = &spec.policy {
+        crate::sandbox::check_support(policy).map_err(|e| {
             RuntimeError::unavailable(format!(
-                "could not start the worker {}: {e}",
-                worker_path.display()
+                "runtime `{}` cannot run at the process level: {e}",
+                spec.runtime_id
             ))
+            .with_metadata(serde_json::json!({"error": "sandbox_unsupported"}))
         })?;
+        crate::sandbox::protect_host();
+    }
+    let mut child = command(
+        &worker_path,
+        options,
+        &names,
+        library_fd,
+        spec.policy.as_ref(),
+    )
+    .map_err(RuntimeError::internal)?
+    .spawn()
+    .map_err(|e| {
+        RuntimeError::unavailable(format!(
+            "could not start the worker {}: {e}",
+            worker_path.display()
+        ))
+    })?;
     let pid = child.id().unwrap_or(0);
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())

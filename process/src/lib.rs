@@ -34,6 +34,7 @@ mod options;
 pub mod plugin_log;
 pub mod protocol;
 mod runtime;
+pub mod sandbox;
 mod spawn;
 mod stderr;
 mod supervision;

@@ -37,6 +37,19 @@ pub struct ProcessOptions {
     /// (the string values of its keys ending in `_env`, such as `api_key_env`). Nothing else
     /// of the host's environment is passed.
     pub pass_env: &'static [&'static str],
+    /// Run workers in the sandbox (Linux: `no_new_privs`, Landlock, seccomp, rlimits; see
+    /// [`sandbox`](crate::sandbox)). On by default.
+    pub sandbox: bool,
+    /// Start workers even when the kernel lacks a mechanism the sandbox relies on (what is
+    /// there is applied). Off by default: such a runtime is refused, naming what is missing.
+    /// `AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX=1` turns it on.
+    pub accept_weaker_sandbox: bool,
+    /// The cap on processes and threads of the worker's user while it runs
+    /// (`RLIMIT_NPROC`; the kernel does not apply it to root).
+    pub max_processes: Option<u64>,
+    /// What the operator grants every worker, beyond what its runtime declares (read, write
+    /// and run paths, network). Kept for the life of the process.
+    pub grants: Option<&'static crate::sandbox::Policy>,
 }
 
 impl Default for ProcessOptions {
@@ -46,11 +59,11 @@ impl Default for ProcessOptions {
 }
 
 impl ProcessOptions {
-    /// The defaults: no memory limit, 1 s grace, 10 s to start, failed after 5 crashes in a
+    /// The defaults: a 4 GiB address-space limit, the sandbox on, 1 s grace, 10 s to start, failed after 5 crashes in a
     /// minute, 100 ms first backoff, a ping every 5 s.
     pub const DEFAULT: Self = Self {
         worker: None,
-        memory_limit: None,
+        memory_limit: Some(crate::sandbox::rlimits::DEFAULT_MEMORY),
         grace: Duration::from_secs(1),
         start_timeout: Duration::from_secs(10),
         max_crashes: 5,
@@ -58,17 +71,23 @@ impl ProcessOptions {
         restart_backoff: Duration::from_millis(100),
         ping_interval: Duration::from_secs(5),
         pass_env: &[],
+        sandbox: true,
+        accept_weaker_sandbox: false,
+        max_processes: Some(crate::sandbox::rlimits::DEFAULT_PROCESSES),
+        grants: None,
     };
 
     /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY` (an invalid
-    /// value is logged and ignored).
+    /// value is logged and ignored) and `AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX`.
     pub fn from_env() -> Self {
         let mut options = Self::DEFAULT;
+        options.accept_weaker_sandbox = std::env::var(crate::sandbox::ACCEPT_WEAKER_ENV)
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         if let Ok(text) = std::env::var(WORKER_MEMORY_ENV) {
             match parse_size(&text) {
                 Some(bytes) => options.memory_limit = Some(bytes),
                 None => tracing::warn!(
-                    "{WORKER_MEMORY_ENV}={text:?} is not a size (e.g. 512M); no memory limit"
+                    "{WORKER_MEMORY_ENV}={text:?} is not a size (e.g. 512M); the default limit applies"
                 ),
             }
         }
@@ -109,6 +128,31 @@ impl ProcessOptions {
     /// Sets how often a busy worker is pinged.
     pub fn with_ping_interval(mut self, interval: Duration) -> Self {
         self.ping_interval = interval;
+        self
+    }
+
+    /// Turns the sandbox on or off.
+    pub fn with_sandbox(mut self, on: bool) -> Self {
+        self.sandbox = on;
+        self
+    }
+
+    /// Accepts (or not) a weaker sandbox than the grants rely on.
+    pub fn with_accept_weaker_sandbox(mut self, accept: bool) -> Self {
+        self.accept_weaker_sandbox = accept;
+        self
+    }
+
+    /// Grants every worker these paths and this network access, beyond what its runtime
+    /// declares. The grants are kept for the life of the process.
+    pub fn with_grants(mut self, grants: crate::sandbox::Policy) -> Self {
+        self.grants = Some(Box::leak(Box::new(grants)));
+        self
+    }
+
+    /// Sets the process cap (`RLIMIT_NPROC`).
+    pub fn with_max_processes(mut self, max: Option<u64>) -> Self {
+        self.max_processes = max;
         self
     }
 
@@ -153,6 +197,8 @@ pub struct Spec {
     pub options: ProcessOptions,
     /// The open file the host checked, which every worker of this spec inherits and loads.
     pub checked: Option<LibraryFile>,
+    /// What the worker may do, enforced by the kernel; `None` when the sandbox is off.
+    pub policy: Option<crate::sandbox::Policy>,
 }
 
 /// The host's checked open library file, handed to each worker (see
@@ -208,7 +254,21 @@ impl Spec {
             allow_insecure,
             options,
             checked: None,
+            policy: options.sandbox.then(|| {
+                let mut policy = options.grants.cloned().unwrap_or_default();
+                policy.accept_weaker |= options.accept_weaker_sandbox;
+                policy
+            }),
         }
+    }
+
+    /// Adds what the runtime declares to what the worker may do (nothing changes when the
+    /// options turn the sandbox off).
+    pub fn with_declared(mut self, declared: &crate::sandbox::Policy) -> Self {
+        if let Some(policy) = &mut self.policy {
+            policy.extend(declared);
+        }
+        self
     }
 
     /// Hands every worker the host's checked open file (see [`LibraryFile`]).

@@ -100,8 +100,14 @@ pub fn command(
     options: &ProcessOptions,
     env: &[String],
     library: Option<std::os::fd::RawFd>,
-) -> tokio::process::Command {
+    policy: Option<&crate::sandbox::Policy>,
+) -> Result<tokio::process::Command, String> {
     let mut command = tokio::process::Command::new(worker);
+    if let Some(policy) = policy {
+        let json = serde_json::to_string(policy).map_err(|e| e.to_string())?;
+        command.arg(crate::sandbox::POLICY_ARG).arg(json);
+    }
+    let processes = policy.and(options.max_processes);
     command
         .env_clear()
         .stdin(Stdio::piped())
@@ -127,10 +133,10 @@ pub fn command(
         // setrlimit, close_range, dup2, fcntl), allocates nothing and takes no lock.
         #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(move || child_setup(host, limit, library));
+            command.pre_exec(move || child_setup(host, limit, processes, library));
         }
     }
-    command
+    Ok(command)
 }
 
 /// In the child, before exec: die with the host, at most `limit` bytes of address space, and
@@ -139,6 +145,7 @@ pub fn command(
 fn child_setup(
     host: rustix::process::Pid,
     limit: Option<u64>,
+    processes: Option<u64>,
     library: Option<std::os::fd::RawFd>,
 ) -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -166,14 +173,14 @@ fn child_setup(
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = host;
+    use crate::sandbox::rlimits::set;
+    use rustix::process::Resource;
     if let Some(bytes) = limit {
-        rustix::process::setrlimit(
-            rustix::process::Resource::As,
-            rustix::process::Rlimit {
-                current: Some(bytes),
-                maximum: Some(bytes),
-            },
-        )?;
+        set(Resource::As, bytes)?;
+    }
+    set(Resource::Core, 0)?;
+    if let Some(count) = processes {
+        set(Resource::Nproc, count)?;
     }
     Ok(())
 }

@@ -75,6 +75,9 @@ pub type OpenLibrary = fn(
 /// Runs the worker; the whole of the `runtimes-worker` binary, given the loader's way to open
 /// a library.
 pub fn worker_main(open: OpenLibrary) -> ExitCode {
+    // The library the host handed over, if it did (before descriptor numbers are reused).
+    let library =
+        std::fs::File::open(format!("/proc/self/fd/{}", crate::protocol::LIBRARY_FD)).ok();
     let (input, output) = match take_protocol_descriptors() {
         Ok(fds) => fds,
         Err(error) => {
@@ -84,6 +87,12 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The sandbox goes on now, on the only thread, before any other thread exists and before
+    // the plugin is opened: every thread and process started later inherits it.
+    if let Err(error) = enter_sandbox(library.as_ref()) {
+        report(&format!("refused to run unsandboxed: {error}"));
+        return ExitCode::from(2);
+    }
     let subscriber = tracing_subscriber::registry().with(ForwardLayer);
     let _ = tracing::subscriber::set_global_default(subscriber);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +110,23 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
     let code = runtime.block_on(serve(input, output, open));
     // Plugin threads may still be blocked: leave without waiting for them.
     std::process::exit(code);
+}
+
+/// Applies the policy the host put on the command line (none: no sandbox was asked for).
+fn enter_sandbox(library: Option<&std::fs::File>) -> Result<(), crate::sandbox::SandboxError> {
+    let mut args = std::env::args_os().skip(1);
+    let policy = match (args.next(), args.next()) {
+        (Some(flag), Some(json)) if flag == crate::sandbox::POLICY_ARG => json
+            .to_str()
+            .ok_or_else(|| "not UTF-8".to_owned())
+            .and_then(|j| serde_json::from_str(j).map_err(|e| e.to_string()))
+            .map_err(|detail| crate::sandbox::SandboxError::Policy { detail })?,
+        _ => return Ok(()),
+    };
+    for note in crate::sandbox::apply(&policy, library)? {
+        report(&note);
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stderr)]
