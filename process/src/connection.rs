@@ -51,6 +51,8 @@ impl WorkerShared {
         lock(&self.kill_reason).get_or_insert(reason);
         #[cfg(unix)]
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            #[cfg(target_os = "linux")]
+            crate::sandbox::descendants::end_of(pid);
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }

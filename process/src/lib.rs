@@ -47,5 +47,5 @@ pub use supervision::CrashLedger;
 pub use turn::{ProcessStream, ProcessTurn};
 
 pub use io::io_runtime;
-pub use options::{LibraryFile, ProcessOptions, Spec, WORKER_MEMORY_ENV};
+pub use options::{LibraryFile, ProcessOptions, Spec, WORKER_MEMORY_ENV, WORKER_PROCESSES_ENV};
 pub use spawn::{WORKER_ENV, WORKER_NAME, find_worker};

@@ -9,6 +9,10 @@ use runtime_api::Value;
 /// `M`, `G` allowed).
 pub const WORKER_MEMORY_ENV: &str = "AGENT_RUNTIMES_WORKER_MEMORY";
 
+/// The environment variable that caps the processes and threads of a worker's user while it
+/// runs (`RLIMIT_NPROC`).
+pub const WORKER_PROCESSES_ENV: &str = "AGENT_RUNTIMES_WORKER_PROCESSES";
+
 /// How workers are run and supervised at the *process* isolation level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -83,6 +87,14 @@ impl ProcessOptions {
         let mut options = Self::DEFAULT;
         options.accept_weaker_sandbox = std::env::var(crate::sandbox::ACCEPT_WEAKER_ENV)
             .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        if let Ok(text) = std::env::var(WORKER_PROCESSES_ENV) {
+            match text.trim().parse::<u64>() {
+                Ok(count) => options.max_processes = Some(count),
+                Err(_) => tracing::warn!(
+                    "{WORKER_PROCESSES_ENV}={text:?} is not a number; the default cap applies"
+                ),
+            }
+        }
         if let Ok(text) = std::env::var(WORKER_MEMORY_ENV) {
             match parse_size(&text) {
                 Some(bytes) => options.memory_limit = Some(bytes),

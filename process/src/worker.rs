@@ -89,6 +89,8 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
     };
     // The sandbox goes on now, on the only thread, before any other thread exists and before
     // the plugin is opened: every thread and process started later inherits it.
+    #[cfg(target_os = "linux")]
+    crate::sandbox::descendants::become_subreaper();
     if let Err(error) = enter_sandbox(library.as_ref()) {
         report(&format!("refused to run unsandboxed: {error}"));
         return ExitCode::from(2);
@@ -108,6 +110,9 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
         }
     };
     let code = runtime.block_on(serve(input, output, open));
+    // No process the plugin started outlives the worker.
+    #[cfg(target_os = "linux")]
+    crate::sandbox::descendants::end_own();
     // Plugin threads may still be blocked: leave without waiting for them.
     std::process::exit(code);
 }

@@ -5,11 +5,16 @@
 //! pin) before the dynamic loader sees it, and reports what it loaded, which the host
 //! compares. The fixture plugin's ELF constructor writes `<library>.loaded` when mapped: its
 //! absence proves that no code of a refused file ran.
+//!
+//! Then the escape attempts of the hostile fixture at the process level, each refused by the
+//! kernel with its own error (Landlock: `EACCES`; seccomp and Landlock scoping: `EPERM`), the
+//! host alive and the worker still serving; and the positive side: what is granted works.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runtime_api::{ErrorKind, TurnRequest};
+use runtime_loader::sandbox::{Net, Policy};
 use runtime_loader::{
     Isolation, LoaderOptions, ProcessOptions, RejectReason, ResolveError, Runtimes, SearchPath,
 };
@@ -163,4 +168,277 @@ fn io() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Escape attempts: each refused by the kernel, the host alive, the worker still serving.
+
+/// A registry of the hostile plugin at the process level with `grants`.
+fn hostile_registry(grants: Policy) -> (tempfile::TempDir, Runtimes) {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let runtimes = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(process_options().with_grants(grants)),
+    );
+    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
+    (dir, runtimes)
+}
+
+/// Runs each prompt on one worker; returns the answers. Asserts after each that the host is
+/// alive (this process) and the worker still serves.
+fn attempts(runtimes: &Runtimes, prompts: &[&str]) -> Vec<String> {
+    let rt = io();
+    let handle = runtimes.resolve("hostile").unwrap();
+    prompts
+        .iter()
+        .map(|prompt| {
+            let answer = rt
+                .block_on(handle.run_turn(TurnRequest::new(*prompt)))
+                .unwrap_or_else(|e| panic!("{prompt}: {e}"))
+                .content;
+            let after = rt
+                .block_on(handle.run_turn(TurnRequest::new("still-here")))
+                .unwrap()
+                .content;
+            assert_eq!(after, "ok:still-here", "after {prompt}");
+            answer
+        })
+        .collect()
+}
+
+const LANDLOCK_DENIED: &str = "denied: Permission denied";
+const SECCOMP_DENIED: &str = "denied: Operation not permitted";
+
+#[test]
+fn the_host_is_out_of_reach_environ_mem_ptrace_kill_stop() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let answers = attempts(
+        &runtimes,
+        &[
+            "parent-environ",
+            "parent-mem",
+            "ptrace-parent",
+            "kill-parent",
+            "stop-parent",
+        ],
+    );
+    // /proc outside the worker's own is not granted (Landlock); ptrace is filtered (seccomp);
+    // signals outside the sandbox are scoped away (Landlock ABI 6).
+    assert!(
+        answers[0].starts_with(LANDLOCK_DENIED),
+        "environ: {}",
+        answers[0]
+    );
+    assert!(
+        answers[1].starts_with(LANDLOCK_DENIED),
+        "mem: {}",
+        answers[1]
+    );
+    assert!(
+        answers[2].starts_with(SECCOMP_DENIED),
+        "ptrace: {}",
+        answers[2]
+    );
+    assert!(
+        answers[3].starts_with(SECCOMP_DENIED),
+        "kill: {}",
+        answers[3]
+    );
+    assert!(
+        answers[4].starts_with(SECCOMP_DENIED),
+        "stop: {}",
+        answers[4]
+    );
+}
+
+#[test]
+fn home_is_neither_readable_nor_writable_and_loopback_is_unreachable() {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let private = tempfile::tempdir_in(&home).unwrap();
+    let secret = private.path().join("secret.txt");
+    std::fs::write(&secret, "the user's secret").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let planted = private.path().join("planted.txt");
+    let answers = attempts(
+        &runtimes,
+        &[
+            &format!("read:{}", secret.display()),
+            &format!("write:{}", planted.display()),
+            &format!("connect:{port}"),
+        ],
+    );
+    assert!(answers[0].starts_with(LANDLOCK_DENIED), "{}", answers[0]);
+    assert!(answers[1].starts_with(LANDLOCK_DENIED), "{}", answers[1]);
+    assert!(!planted.exists());
+    assert!(answers[2].starts_with(LANDLOCK_DENIED), "{}", answers[2]);
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the listener"
+    );
+}
+
+#[test]
+fn a_plugin_granted_one_port_and_one_folder_reaches_them_and_nothing_else() {
+    let granted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "outside").unwrap();
+    std::fs::write(granted.path().join("notes"), "inside").unwrap();
+    // A symlink inside the granted folder that leads outside it.
+    std::os::unix::fs::symlink(outside.path().join("secret"), granted.path().join("link")).unwrap();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = open.local_addr().unwrap().port();
+    let other = closed.local_addr().unwrap().port();
+    let (_dir, runtimes) = hostile_registry(
+        Policy::default()
+            .with_write(granted.path())
+            .with_net(Net::Ports(vec![port])),
+    );
+    let g = granted.path().display();
+    let answers = attempts(
+        &runtimes,
+        &[
+            &format!("read:{g}/notes"),
+            &format!("write:{g}/new"),
+            &format!("connect:{port}"),
+            &format!("connect:{other}"),
+            &format!("read:{}/secret", outside.path().display()),
+            &format!("read:{g}/link"),
+        ],
+    );
+    assert_eq!(answers[0], "ok: inside");
+    assert_eq!(answers[1], "ok: written");
+    assert_eq!(
+        std::fs::read_to_string(granted.path().join("new")).unwrap(),
+        "written by a plugin"
+    );
+    assert_eq!(answers[2], "ok: connected");
+    assert!(open.accept().is_ok());
+    assert!(answers[3].starts_with(LANDLOCK_DENIED), "{}", answers[3]);
+    assert!(answers[4].starts_with(LANDLOCK_DENIED), "{}", answers[4]);
+    assert!(
+        answers[5].starts_with(LANDLOCK_DENIED),
+        "symlink: {}",
+        answers[5]
+    );
+}
+
+#[test]
+fn allocating_past_the_default_limit_crashes_only_the_worker() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let handle = runtimes.resolve("hostile").unwrap();
+    let rt = io();
+    // The default address-space limit is 4 GiB.
+    let error = rt
+        .block_on(handle.run_turn(TurnRequest::new("allocate:5368709120")))
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Crashed, "{error}");
+    assert!(
+        error
+            .message
+            .contains("memory allocation of 5368709120 bytes failed"),
+        "{error}"
+    );
+    let after = rt.block_on(handle.run_turn(TurnRequest::new("x"))).unwrap();
+    assert_eq!(after.content, "ok:x");
+}
+
+/// Runs `runtimes` over `dir` (as `uid` when given), returns its output.
+fn cli(dir: &Path, uid: Option<u32>, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = std::process::Command::new(&artifacts().runtimes);
+    command
+        .arg("--plugin-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("AGENT_RUNTIMES_PATH")
+        .env_remove("AGENT_RUNTIMES_ISOLATION")
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+        .stdin(std::process::Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    if let Some(uid) = uid {
+        command.uid(uid);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_setsid_daemon_is_gone_when_the_host_exits() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let output = cli(
+        dir.path(),
+        None,
+        &[],
+        &["run", "hostile", "daemon", "--isolate"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pid: u32 = stdout
+        .trim()
+        .strip_prefix("daemon ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {stdout:?}"));
+    assert!(pid > 0);
+    // The host has exited; its worker ended every process its plugin started before it did.
+    wait_gone(pid);
+}
+
+/// Waits (bounded) for a process to be gone.
+fn wait_gone(pid: u32) {
+    let started = std::time::Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "process {pid} outlived its worker: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn forking_200_children_stops_at_the_process_cap() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    // RLIMIT_NPROC binds only unprivileged users: as root, the CLI runs as the test user.
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let uid = if me.ok() == Some(0) {
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Some(crate::support::other_user().0)
+    } else {
+        None
+    };
+    let output = cli(
+        dir.path(),
+        uid,
+        &[("AGENT_RUNTIMES_WORKER_PROCESSES", "150")],
+        &["run", "hostile", "fork:200", "--isolate"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started: usize = stdout.trim().parse().unwrap();
+    assert!(
+        started < 200,
+        "{started} children started past a cap of 150"
+    );
 }

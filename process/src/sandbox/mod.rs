@@ -22,6 +22,8 @@
 //! missing, unless the operator accepts a weaker sandbox ([`ProcessOptions::accept_weaker_sandbox`](crate::ProcessOptions::accept_weaker_sandbox)).
 
 #[cfg(target_os = "linux")]
+pub mod descendants;
+#[cfg(target_os = "linux")]
 pub mod landlock;
 pub mod rlimits;
 #[cfg(target_os = "linux")]
