@@ -153,8 +153,12 @@ enum Command {
     /// Validate plugin files without installing them.
     Check {
         /// The library files.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "sandbox")]
         files: Vec<PathBuf>,
+        /// Print which sandbox mechanisms this kernel provides for the process level (and
+        /// what a runtime gets when one is missing).
+        #[arg(long, conflicts_with_all = ["load", "conformance"])]
+        sandbox: bool,
         /// Also load each file and run a smoke turn through each runtime.
         #[arg(long)]
         load: bool,
@@ -335,9 +339,20 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             &style,
         ),
         Command::Info { name, config, json } => match config {
-            None => list::info(&global.registry(), &name, json, &style),
+            None => list::info(
+                &global.registry(),
+                &name,
+                json,
+                &style,
+                global.options().process.grants,
+            ),
             Some(config) => list::check_config(&global.registry(), &name, &config, json),
         },
+        Command::Check {
+            sandbox: true,
+            json,
+            ..
+        } => check::sandbox(json, &style),
         Command::Check {
             files,
             conformance: true,

@@ -63,6 +63,7 @@ mod library;
 mod log_bridge;
 mod names;
 mod options;
+mod permissions;
 mod registry;
 mod resolve;
 #[cfg(feature = "tower")]

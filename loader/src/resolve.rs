@@ -175,6 +175,27 @@ impl Runtimes {
         }
     }
 
+    /// What runtime `id` of `library` declares it needs, with `config`.
+    fn declared_policy(
+        &self,
+        library: &PluginLibrary,
+        id: &str,
+        config: &Value,
+    ) -> runtime_process::sandbox::Policy {
+        let declared = library
+            .manifest
+            .runtimes
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| serde_json::from_str(&r.permissions_text).ok())
+            .unwrap_or(Value::Null);
+        let folder = library
+            .real_path
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        crate::permissions::declared_policy(&declared, config, folder)
+    }
+
     /// What a worker is started with for runtime `id` of `library`: the checked open file,
     /// re-verified now as an in-process load would be (so a file swapped, modified or failing
     /// its pin is refused here, with the same reason, and no worker starts).
@@ -194,7 +215,8 @@ impl Runtimes {
             self.options.allow_insecure,
             self.options.process,
         )
-        .with_checked(checked))
+        .with_checked(checked)
+        .with_declared(&self.declared_policy(library, id, config)))
     }
 
     fn instantiate(

@@ -173,6 +173,9 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
     let worker_path = find_worker(options).map_err(RuntimeError::unavailable)?;
     let mut names = Vec::new();
     env_names(&spec.config, &mut names);
+    if let Some(policy) = &spec.policy {
+        names.extend(policy.env.iter().cloned());
+    }
     let library_fd = spec.checked.as_ref().map(|c| {
         use std::os::fd::AsRawFd;
         c.file.as_raw_fd()

@@ -442,3 +442,89 @@ fn forking_200_children_stops_at_the_process_cap() {
         "{started} children started past a cap of 150"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Permissions declared, shown and granted; the bundled runtimes work in the sandbox.
+
+#[test]
+fn info_shows_what_a_runtime_declares_and_where_it_is_enforced() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().echo, "libecho");
+    install(dir.path(), &artifacts().llm, "libllm_runtimes");
+    let echo = cli(dir.path(), None, &[], &["info", "echo"]);
+    let text = String::from_utf8_lossy(&echo.stdout);
+    assert!(
+        text.contains("declares:") && text.contains("nothing"),
+        "{text}"
+    );
+    assert!(text.contains("--allow-net"), "{text}");
+    assert!(
+        text.contains("NOT enforced at the inline and threads levels"),
+        "{text}"
+    );
+    let openai = cli(
+        dir.path(),
+        None,
+        &[],
+        &["info", "openai", "--allow-read", "/srv/models"],
+    );
+    let text = String::from_utf8_lossy(&openai.stdout);
+    assert!(text.contains("{config:base_url}"), "{text}");
+    assert!(text.contains("/srv/models"), "{text}");
+    let json = cli(dir.path(), None, &[], &["info", "openai", "--json"]);
+    let entry: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(entry["permissions"], json!({"net": ["{config:base_url}"]}));
+}
+
+#[test]
+fn the_command_runtime_runs_its_declared_program_in_the_sandbox() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().command, "libcommand_runtime");
+    let output = cli(
+        dir.path(),
+        None,
+        &[],
+        &[
+            "run",
+            "command",
+            "hello",
+            "--isolate",
+            "--config",
+            r#"{"program": "tr", "args": ["a-z", "A-Z"]}"#,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("HELLO"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn openai_reaches_the_port_of_its_base_url_and_only_that() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().llm, "libllm_runtimes");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The server accepts and hangs up: the turn fails, but only after connecting.
+    let server = std::thread::spawn(move || listener.accept().is_ok());
+    let config = format!(r#"{{"base_url": "http://127.0.0.1:{port}/v1", "model": "m"}}"#);
+    let output = cli(
+        dir.path(),
+        None,
+        &[],
+        &[
+            "run",
+            "openai",
+            "hi",
+            "--isolate",
+            "--timeout",
+            "20",
+            "--config",
+            &config,
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(server.join().unwrap(), "the declared port was not reached");
+}

@@ -65,6 +65,9 @@ pub struct Policy {
     pub run: Vec<PathBuf>,
     /// TCP access.
     pub net: Net,
+    /// Environment variables passed to the worker (by name, from the host's environment).
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Start even when the kernel lacks a mechanism (the worker applies what it has).
     pub accept_weaker: bool,
 }
@@ -75,6 +78,7 @@ impl Policy {
         self.read.extend(other.read.iter().cloned());
         self.write.extend(other.write.iter().cloned());
         self.run.extend(other.run.iter().cloned());
+        self.env.extend(other.env.iter().cloned());
         self.net = match (std::mem::take(&mut self.net), &other.net) {
             (Net::Any, _) | (_, Net::Any) => Net::Any,
             (Net::Ports(mut mine), Net::Ports(theirs)) => {
@@ -221,7 +225,11 @@ pub fn support() -> &'static [(Mechanism, bool)] {
 ///
 /// [`SandboxError::Missing`], naming them.
 pub fn check_support(policy: &Policy) -> Result<(), SandboxError> {
-    let missing: Vec<Mechanism> = support()
+    check_against(support(), policy)
+}
+
+fn check_against(support: &[(Mechanism, bool)], policy: &Policy) -> Result<(), SandboxError> {
+    let missing: Vec<Mechanism> = support
         .iter()
         .filter(|(m, has)| !has && (*m != Mechanism::LandlockNet || policy.net != Net::Any))
         .map(|(m, _)| *m)
@@ -283,4 +291,58 @@ pub fn apply(
     _library: Option<&std::fs::File>,
 ) -> Result<Vec<String>, SandboxError> {
     check_support(policy).map(|()| vec!["no sandbox on this platform".to_owned()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_mechanism_refuses_unless_weaker_is_accepted() {
+        let kernel = [
+            (Mechanism::LandlockFs, true),
+            (Mechanism::LandlockNet, false),
+            (Mechanism::LandlockScope, false),
+            (Mechanism::Seccomp, true),
+        ];
+        let error = check_against(&kernel, &Policy::default()).unwrap_err();
+        assert_eq!(
+            error,
+            SandboxError::Missing {
+                missing: vec![Mechanism::LandlockNet, Mechanism::LandlockScope]
+            }
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("Landlock TCP rules (ABI 4)") && text.contains("--accept-weaker-sandbox"),
+            "{text}"
+        );
+        // Network `any` does not rely on Landlock's TCP rules.
+        let any = Policy::default().with_net(Net::Any);
+        assert_eq!(
+            check_against(&kernel, &any),
+            Err(SandboxError::Missing {
+                missing: vec![Mechanism::LandlockScope]
+            })
+        );
+        let weaker = Policy {
+            accept_weaker: true,
+            ..Policy::default()
+        };
+        assert_eq!(check_against(&kernel, &weaker), Ok(()));
+    }
+
+    #[test]
+    fn grants_add_up_and_the_wider_network_wins() {
+        let mut policy = Policy::default().with_net(Net::Ports(vec![443]));
+        policy.extend(
+            &Policy::default()
+                .with_net(Net::Ports(vec![80, 443]))
+                .with_read("/a"),
+        );
+        assert_eq!(policy.net, Net::Ports(vec![80, 443]));
+        assert_eq!(policy.read, [PathBuf::from("/a")]);
+        policy.extend(&Policy::default().with_net(Net::Any));
+        assert_eq!(policy.net, Net::Any);
+    }
 }
