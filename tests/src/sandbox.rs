@@ -528,3 +528,53 @@ fn openai_reaches_the_port_of_its_base_url_and_only_that() {
     assert!(!output.status.success());
     assert!(server.join().unwrap(), "the declared port was not reached");
 }
+
+#[test]
+fn escape_attempts_fail_for_an_unprivileged_host_too() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    // As root, the host (the CLI) runs as the unprivileged test user; otherwise as ourselves.
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let uid = if me.ok() == Some(0) {
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Some(crate::support::other_user().0)
+    } else {
+        None
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect = format!("connect:{}", listener.local_addr().unwrap().port());
+    for (prompt, expected) in [
+        ("parent-environ", LANDLOCK_DENIED),
+        ("parent-mem", LANDLOCK_DENIED),
+        ("ptrace-parent", SECCOMP_DENIED),
+        ("kill-parent", SECCOMP_DENIED),
+        ("stop-parent", SECCOMP_DENIED),
+        (connect.as_str(), LANDLOCK_DENIED),
+        ("read:/etc/passwd", LANDLOCK_DENIED),
+        ("write:/tmp/agent-runtimes-planted", LANDLOCK_DENIED),
+    ] {
+        let output = cli(
+            dir.path(),
+            uid,
+            &[("SECRET", "xyz")],
+            &["run", "hostile", prompt, "--isolate"],
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // The host survived (exit 0) and printed the refusal.
+        assert!(
+            output.status.success() && stdout.starts_with(expected),
+            "{prompt}: {:?} {stdout} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !stdout.contains("xyz"),
+            "{prompt}: the host's secret leaked"
+        );
+    }
+    assert!(!Path::new("/tmp/agent-runtimes-planted").exists());
+}
