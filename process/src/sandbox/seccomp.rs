@@ -9,7 +9,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use super::{Mechanism, Policy, SandboxError};
+use super::{Mechanism, Net, Policy, SandboxError};
 
 /// Refused with `EPERM`, whatever their arguments.
 const DENIED: &[libc::c_long] = &[
@@ -86,8 +86,31 @@ fn arch() -> Result<TargetArch, SandboxError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(setup)
 }
 
-/// The deny filter: the calls above, and `clone` with a namespace flag.
-fn deny_filter() -> Result<BpfProgram, SandboxError> {
+/// `socket(domain, …)` rules: packet sockets always; unix sockets (a named one such as a
+/// container engine's could be reached: Landlock does not filter connecting to them on this
+/// ABI) unless the network is `any`; IPv4 and IPv6 (UDP, raw) when no network is granted
+/// (Landlock filters TCP only; with ports granted, UDP stays for name resolution).
+fn socket_rules(net: &Net) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut domains = vec![libc::AF_PACKET];
+    if *net != Net::Any {
+        domains.push(libc::AF_UNIX);
+    }
+    if *net == Net::None {
+        domains.extend([libc::AF_INET, libc::AF_INET6]);
+    }
+    domains
+        .into_iter()
+        .map(|domain| {
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, domain as u64)
+                .and_then(|c| SeccompRule::new(vec![c]))
+                .map_err(setup)
+        })
+        .collect()
+}
+
+/// The deny filter: the calls above, `clone` with a namespace flag, and the sockets
+/// [`socket_rules`] names.
+fn deny_filter(net: &Net) -> Result<BpfProgram, SandboxError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&call| (call, Vec::new())).collect();
     let clone_rules = NAMESPACE_FLAGS
@@ -104,6 +127,7 @@ fn deny_filter() -> Result<BpfProgram, SandboxError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
+    rules.insert(libc::SYS_socket, socket_rules(net)?);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -137,7 +161,7 @@ fn clone3_filter() -> Result<BpfProgram, SandboxError> {
 pub fn install(policy: &Policy) -> Result<(), SandboxError> {
     let result = (|| {
         seccompiler::apply_filter_all_threads(&clone3_filter()?).map_err(setup)?;
-        seccompiler::apply_filter_all_threads(&deny_filter()?).map_err(setup)
+        seccompiler::apply_filter_all_threads(&deny_filter(&policy.net)?).map_err(setup)
     })();
     match result {
         Err(_) if policy.accept_weaker && !available() => Ok(()),
@@ -147,9 +171,13 @@ pub fn install(policy: &Policy) -> Result<(), SandboxError> {
 
 #[cfg(test)]
 mod tests {
+    use super::Net;
+
     #[test]
     fn the_filters_compile_for_this_architecture() {
-        assert!(super::deny_filter().is_ok());
+        for net in [Net::None, Net::Ports(vec![80]), Net::Any] {
+            assert!(super::deny_filter(&net).is_ok());
+        }
         assert!(super::clone3_filter().is_ok());
     }
 }
