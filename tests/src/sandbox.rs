@@ -393,43 +393,57 @@ fn cli(dir: &Path, uid: Option<u32>, env: &[(&str, &str)], args: &[&str]) -> std
     command.output().unwrap()
 }
 
+/// The processes named `name` (their `comm`).
+fn named(name: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Waits (bounded) until no process is named `name`.
+fn wait_none_named(name: &str) {
+    let started = std::time::Instant::now();
+    while !named(name).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} outlived its worker: {:?}",
+            named(name)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_setsid_daemon_is_gone_when_the_host_exits() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
+    let name = format!("dmn{}", std::process::id() % 100_000);
+    // Control: while its host runs, the daemon is there.
+    let (_plugins, runtimes) = hostile_registry(Policy::default());
+    let answer = attempts(&runtimes, &[&format!("daemon:{name}")]);
+    assert!(answer[0].starts_with("daemon "), "{}", answer[0]);
+    assert_eq!(named(&name).len(), 1, "the daemon is not running");
+    // The runtime let go of: its worker and the daemon end.
+    drop(runtimes);
+    wait_none_named(&name);
+
+    // A host that exits.
     let output = cli(
         dir.path(),
         None,
         &[],
-        &["run", "hostile", "daemon", "--isolate"],
+        &["run", "hostile", &format!("daemon:{name}x"), "--isolate"],
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.status.success(),
+        output.status.success() && stdout.starts_with("daemon "),
         "{stdout} {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let pid: u32 = stdout
-        .trim()
-        .strip_prefix("daemon ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no daemon pid in {stdout:?}"));
-    assert!(pid > 0);
-    // The host has exited; its worker ended every process its plugin started before it did.
-    wait_gone(pid);
-}
-
-/// Waits (bounded) for a process to be gone.
-fn wait_gone(pid: u32) {
-    let started = std::time::Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "process {pid} outlived its worker: {:?}",
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_none_named(&format!("{name}x"));
 }
 
 #[test]
