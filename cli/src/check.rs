@@ -239,3 +239,42 @@ fn print_check(result: &FileCheck, style: &Style) {
         }
     }
 }
+
+/// `runtimes check --sandbox`: which sandbox mechanisms this kernel provides, and what the
+/// process level does when one is missing.
+pub fn sandbox(json: bool, _style: &Style) -> Result<(), Failure> {
+    use runtime_loader::sandbox::{self, Mechanism};
+    let support = sandbox::support();
+    if json {
+        let rows: Vec<serde_json::Value> = support
+            .iter()
+            .map(|(m, has)| {
+                serde_json::json!({"mechanism": format!("{m:?}"), "what": m.describe(), "available": has})
+            })
+            .collect();
+        println!(
+            "{}",
+            json_text(&serde_json::json!({"mechanisms": rows}), true)
+        );
+        return Ok(());
+    }
+    for (mechanism, has) in support {
+        let verdict = if *has { "yes" } else { "NO " };
+        println!("{verdict}  {}", mechanism.describe());
+    }
+    let missing: Vec<Mechanism> = support
+        .iter()
+        .filter(|(_, h)| !h)
+        .map(|(m, _)| *m)
+        .collect();
+    if missing.is_empty() {
+        println!("every runtime at the process level gets the whole sandbox");
+    } else {
+        println!(
+            "runtimes at the process level are refused unless a weaker sandbox is accepted (--accept-weaker-sandbox or {}=1)",
+            sandbox::ACCEPT_WEAKER_ENV
+        );
+    }
+    println!("at the inline and threads levels permissions are not enforced");
+    Ok(())
+}

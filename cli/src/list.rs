@@ -106,7 +106,39 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
     Ok(())
 }
 
-pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Result<(), Failure> {
+/// What a runtime declares, what the operator grants besides, and where it is enforced.
+fn permission_rows(
+    entry: &runtime_loader::RuntimeEntry,
+    grants: Option<&runtime_loader::sandbox::Policy>,
+) -> Vec<(&'static str, String)> {
+    let declared = if entry.permissions.is_null() {
+        "nothing (nothing is granted but what you grant: --allow-net, --allow-read, --allow-write, --allow-run, --allow-env)".to_owned()
+    } else {
+        clean(&entry.permissions.to_string()).into_owned()
+    };
+    let granted = match grants {
+        Some(g) if *g != runtime_loader::sandbox::Policy::default() => {
+            clean(&serde_json::to_string(g).unwrap_or_default()).into_owned()
+        }
+        _ => "nothing more (--allow-* flags add to what is declared)".to_owned(),
+    };
+    vec![
+        ("declares", declared),
+        ("you grant", granted),
+        (
+            "enforced",
+            "at the process level (--isolate) by the kernel's sandbox (runtimes check --sandbox); NOT enforced at the inline and threads levels".to_owned(),
+        ),
+    ]
+}
+
+pub fn info(
+    runtimes: &Runtimes,
+    name: &str,
+    json: bool,
+    style: &Style,
+    grants: Option<&runtime_loader::sandbox::Policy>,
+) -> Result<(), Failure> {
     let Some(entry) = runtimes.get_entry(name) else {
         let failure = match runtimes.resolve(name) {
             Err(error) => Failure::from(error),
@@ -138,6 +170,9 @@ pub fn info(runtimes: &Runtimes, name: &str, json: bool, style: &Style) -> Resul
         ("source", source(&entry)),
     ];
     for (key, value) in rows {
+        println!("{:<13} {value}", style.heading(&format!("{key}:")));
+    }
+    for (key, value) in permission_rows(&entry, grants) {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
     match &entry.config_schema() {

@@ -67,6 +67,56 @@ struct Global {
     /// Load plugin files and folders that others can write to (for development).
     #[arg(long, global = true, env = "AGENT_RUNTIMES_ALLOW_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     allow_insecure: bool,
+    /// At the process level, let the worker read this file or folder (repeatable, or
+    /// comma-separated in the variable).
+    #[arg(
+        long,
+        value_name = "PATH",
+        global = true,
+        env = "AGENT_RUNTIMES_ALLOW_READ",
+        value_delimiter = ','
+    )]
+    allow_read: Vec<PathBuf>,
+    /// At the process level, let the worker read and write this file or folder.
+    #[arg(
+        long,
+        value_name = "PATH",
+        global = true,
+        env = "AGENT_RUNTIMES_ALLOW_WRITE",
+        value_delimiter = ','
+    )]
+    allow_write: Vec<PathBuf>,
+    /// At the process level, let the worker start this program (a path).
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        global = true,
+        env = "AGENT_RUNTIMES_ALLOW_RUN",
+        value_delimiter = ','
+    )]
+    allow_run: Vec<PathBuf>,
+    /// At the process level, let the worker connect over TCP: `any`, a port, or `host:port`
+    /// (only the port is enforced).
+    #[arg(
+        long,
+        value_name = "any|PORT|HOST:PORT",
+        global = true,
+        env = "AGENT_RUNTIMES_ALLOW_NET",
+        value_delimiter = ','
+    )]
+    allow_net: Vec<String>,
+    /// At the process level, pass this environment variable to the worker.
+    #[arg(
+        long,
+        value_name = "NAME",
+        global = true,
+        env = "AGENT_RUNTIMES_ALLOW_ENV",
+        value_delimiter = ','
+    )]
+    allow_env: Vec<String>,
+    /// Run workers even when this kernel lacks a sandbox mechanism (what is there applies).
+    #[arg(long, global = true, env = "AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
+    accept_weaker_sandbox: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,8 +153,12 @@ enum Command {
     /// Validate plugin files without installing them.
     Check {
         /// The library files; a folder stands for the plugin libraries in it.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "sandbox")]
         files: Vec<PathBuf>,
+        /// Print which sandbox mechanisms this kernel provides for the process level (and
+        /// what a runtime gets when one is missing).
+        #[arg(long, conflicts_with_all = ["load", "conformance"])]
+        sandbox: bool,
         /// Also load each file and run a smoke turn through each runtime.
         #[arg(long)]
         load: bool,
@@ -221,7 +275,41 @@ impl Global {
     fn options(&self) -> LoaderOptions {
         LoaderOptions::STRICT
             .with_allow_insecure(self.allow_insecure)
-            .with_process(runtime_loader::ProcessOptions::from_env())
+            .with_process(self.process_options())
+    }
+
+    /// The process level's options: `AGENT_RUNTIMES_WORKER_MEMORY`, and the grants given.
+    fn process_options(&self) -> runtime_loader::ProcessOptions {
+        use runtime_loader::sandbox::{Net, Policy};
+        let mut grants = Policy::default();
+        grants.read.clone_from(&self.allow_read);
+        grants.write.clone_from(&self.allow_write);
+        grants.run.clone_from(&self.allow_run);
+        let mut ports = Vec::new();
+        for net in &self.allow_net {
+            if net.eq_ignore_ascii_case("any") {
+                grants.net = Net::Any;
+            } else if let Some(port) = net.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                ports.push(port);
+            } else {
+                tracing::warn!(
+                    "--allow-net {}: not `any`, a port or host:port; ignored",
+                    runtime_text::clean(net)
+                );
+            }
+        }
+        if grants.net != Net::Any && !ports.is_empty() {
+            grants.net = Net::Ports(ports);
+        }
+        let pass_env: Vec<&'static str> = self
+            .allow_env
+            .iter()
+            .map(|name| &*Box::leak(name.clone().into_boxed_str()))
+            .collect();
+        runtime_loader::ProcessOptions::from_env()
+            .with_grants(grants)
+            .with_accept_weaker_sandbox(self.accept_weaker_sandbox)
+            .with_pass_env(Box::leak(pass_env.into_boxed_slice()))
     }
 
     fn search_path(&self) -> SearchPath {
@@ -253,9 +341,20 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             &style,
         ),
         Command::Info { name, config, json } => match config {
-            None => list::info(&global.registry(), &name, json, &style),
+            None => list::info(
+                &global.registry(),
+                &name,
+                json,
+                &style,
+                global.options().process.grants,
+            ),
             Some(config) => list::check_config(&global.registry(), &name, &config, json),
         },
+        Command::Check {
+            sandbox: true,
+            json,
+            ..
+        } => check::sandbox(json, &style),
         Command::Check {
             files,
             conformance: true,

@@ -31,7 +31,7 @@ use crate::report::{RejectReason, Rejection};
 use crate::security::{Identity, Pins, TrustOptions, check_folders, check_metadata, sha256_cached};
 
 /// A pin that the loaded file must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pin {
     /// The pinned sha256.
     pub expected: String,

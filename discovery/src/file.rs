@@ -37,7 +37,7 @@ pub fn describe_type(metadata: &Metadata) -> String {
 /// What identifies one version of a file: device, inode, size, modification and status-change
 /// times. Any change to the file's content, owner or mode, or another file at its path,
 /// changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     dev: u64,
     ino: u64,

@@ -54,6 +54,10 @@ pub struct RuntimeEntry {
     /// many runtimes should not build every schema. See [`RuntimeEntry::config_schema`].
     #[serde(rename = "config_schema", serialize_with = "serialize_schema")]
     pub(crate) config_schema_text: std::sync::Arc<str>,
+    /// What it declares it needs from the sandbox at the process level (its manifest's
+    /// `permissions`); `null` when it declares nothing, and then nothing is granted but what
+    /// the operator grants (`--allow-*`, [`ProcessOptions::with_grants`](crate::ProcessOptions::with_grants)).
+    pub permissions: serde_json::Value,
     /// Where it comes from.
     pub source: RuntimeSource,
 }

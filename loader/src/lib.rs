@@ -63,6 +63,7 @@ mod library;
 mod log_bridge;
 mod names;
 mod options;
+mod permissions;
 mod registry;
 mod resolve;
 #[cfg(feature = "tower")]
@@ -83,6 +84,7 @@ pub use runtime_discovery::{
 pub use runtime_discovery::{SearchPath, check_manifest, user_plugin_dir};
 pub use runtime_process::{
     ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, WORKER_POOL_ENV, find_worker,
+    sandbox,
 };
 pub use worker::worker_main;
 

@@ -52,6 +52,10 @@ struct Checked {
 /// What a loaded library provides.
 struct LoadedLibrary {
     entries: Vec<AbiRuntimeEntry>,
+    /// The identity of the file loaded (the checked one, verified unchanged).
+    identity: Identity,
+    /// Its sha256, when a pin applied (hashed from the open file before it was loaded).
+    sha256: Option<String>,
 }
 
 impl std::fmt::Debug for LoadedLibrary {
@@ -77,16 +81,94 @@ impl PluginLibrary {
         }
     }
 
+    /// The worker's library: the file its host checked, inherited as descriptor
+    /// `checked.fd`, to be verified against what the host checked (identity, pin, owner and
+    /// mode, the same file still at `real_path`) when it is loaded.
+    ///
+    /// # Errors
+    ///
+    /// `unreadable` when the descriptor cannot be reopened, or the manifest's reason.
+    pub(crate) fn inherited(
+        real_path: &Path,
+        checked: &runtime_process::protocol::CheckedFile,
+        options: LoaderOptions,
+    ) -> Result<Self, RejectReason> {
+        let unreadable = |e: std::io::Error| RejectReason::Unreadable {
+            detail: format!("the library descriptor the host passed: {e}"),
+        };
+        let file = File::open(format!("/proc/self/fd/{}", checked.fd)).map_err(unreadable)?;
+        let metadata = file.metadata().map_err(unreadable)?;
+        let manifest = runtime_discovery::inspect::read_manifest_from_file(&file, metadata.len())?;
+        Ok(Self::new(
+            Admitted {
+                real_path: real_path.to_owned(),
+                file,
+                identity: checked.identity,
+                manifest,
+                pin: checked.pin.clone(),
+            },
+            options,
+        ))
+    }
+
+    /// The checked open file for a worker at the process level, re-verified now as a load
+    /// is (the same file at its path, unchanged, owner and mode, its pin).
+    ///
+    /// # Errors
+    ///
+    /// `changed`, `hash_mismatch`, `insecure` or `unreadable`, as an in-process load.
+    pub(crate) fn for_worker(&self) -> Result<runtime_process::LibraryFile, RejectReason> {
+        let held = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(checked) = held.as_ref() else {
+            return Err(RejectReason::Changed {
+                detail: "the checked file is no longer open".to_owned(),
+            });
+        };
+        verify(&self.real_path, checked, &self.options)?;
+        let file = checked
+            .file
+            .try_clone()
+            .map_err(|e| RejectReason::Unreadable {
+                detail: e.to_string(),
+            })?;
+        Ok(runtime_process::LibraryFile::new(
+            file,
+            checked.identity,
+            checked.pin.clone(),
+            self.manifest.plugin_name.clone(),
+            self.manifest.plugin_version.clone(),
+        ))
+    }
+
+    /// The identity of the loaded file, once loaded.
+    pub(crate) fn loaded_identity(&self) -> Option<Identity> {
+        self.loaded.get()?.as_ref().ok().map(|l| l.identity)
+    }
+
+    /// The sha256 of the loaded file, when a pin applied.
+    pub(crate) fn loaded_sha256(&self) -> Option<String> {
+        self.loaded.get()?.as_ref().ok()?.sha256.clone()
+    }
+
     /// The root-module entry of runtime `id`, loading the library first if needed.
     fn entry(&self, id: &str) -> Result<&AbiRuntimeEntry, RejectReason> {
         let loaded = self
             .loaded
             .get_or_init(|| {
+                // A duplicate: the held file stays open for the workers of the process level,
+                // which inherit it.
                 let checked = self
                     .checked
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .take();
+                    .as_ref()
+                    .and_then(|c| {
+                        Some(Checked {
+                            file: c.file.try_clone().ok()?,
+                            identity: c.identity,
+                            pin: c.pin.clone(),
+                        })
+                    });
                 let loaded = match checked {
                     Some(checked) => load(&self.real_path, checked, &self.manifest, &self.options),
                     None => Err(RejectReason::Changed {
@@ -161,12 +243,12 @@ fn config_text(config: &Value) -> String {
 
 /// Re-verifies the checked file just before it is loaded: the open file unchanged since
 /// discovery, the same file still at its path, its owner and mode, its pin (hashed now, from
-/// the open file).
+/// the open file). Returns the hash when a pin applied.
 fn verify(
     real_path: &Path,
     checked: &Checked,
     options: &LoaderOptions,
-) -> Result<(), RejectReason> {
+) -> Result<Option<String>, RejectReason> {
     let unreadable = |e: std::io::Error| RejectReason::Unreadable {
         detail: e.to_string(),
     };
@@ -199,18 +281,19 @@ fn verify(
         });
     }
     check_metadata(real_path, &metadata, options)?;
-    if let Some(pin) = &checked.pin {
-        let found = sha256_of(&checked.file).map_err(unreadable)?;
-        pin.verify(&found)?;
-        // The hash was read from the open file; it must not have changed meanwhile.
-        let after = checked.file.metadata().map_err(unreadable)?;
-        if Identity::of(&after) != checked.identity {
-            return Err(RejectReason::Changed {
-                detail: "it was modified while it was being hashed".to_owned(),
-            });
-        }
+    let Some(pin) = &checked.pin else {
+        return Ok(None);
+    };
+    let found = sha256_of(&checked.file).map_err(unreadable)?;
+    pin.verify(&found)?;
+    // The hash was read from the open file; it must not have changed meanwhile.
+    let after = checked.file.metadata().map_err(unreadable)?;
+    if Identity::of(&after) != checked.identity {
+        return Err(RejectReason::Changed {
+            detail: "it was modified while it was being hashed".to_owned(),
+        });
     }
-    Ok(())
+    Ok(Some(found))
 }
 
 /// The path that names the open file itself, when the platform has one: `/proc/self/fd/N`
@@ -270,7 +353,8 @@ fn load(
     options: &LoaderOptions,
 ) -> Result<LoadedLibrary, RejectReason> {
     let started = std::time::Instant::now();
-    verify(real_path, &checked, options)?;
+    let sha256 = verify(real_path, &checked, options)?;
+    let identity = checked.identity;
     // A duplicate of the checked file whose number is never closed or reused once the library
     // is mapped: the dynamic loader remembers libraries by the name they were opened with.
     let dup = checked
@@ -318,6 +402,8 @@ fn load(
     );
     Ok(LoadedLibrary {
         entries: entries.into_iter().collect(),
+        identity,
+        sha256,
     })
 }
 

@@ -161,6 +161,8 @@ impl Runtimes {
                 aliases: Vec::new(),
                 capabilities: declared.capabilities,
                 config_schema_text: declared.config_schema_text.as_str().into(),
+                permissions: serde_json::from_str(&declared.permissions_text)
+                    .unwrap_or(serde_json::Value::Null),
                 source: RuntimeSource::Plugin {
                     path: library.real_path.clone(),
                     plugin_name: library.manifest.plugin_name.clone(),
@@ -234,6 +236,7 @@ impl Runtimes {
             aliases: Vec::new(),
             capabilities: R::CAPABILITIES.with(Capabilities::CANCELLATION),
             config_schema_text: R::CONFIG_SCHEMA.into(),
+            permissions: serde_json::Value::Null,
             source: RuntimeSource::BuiltIn,
         };
         state.add_runtime(Registered::new(

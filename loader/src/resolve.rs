@@ -211,7 +211,7 @@ impl Runtimes {
         let checked = match &registered.factory {
             Factory::BuiltIn(_, validate) => validate(config),
             Factory::Plugin(library) if !self.level_of(&registered).in_process() => {
-                ProcessRuntime::validate_once(self.spec(library, id, config), config)
+                ProcessRuntime::validate_once(self.spec(library, id, config)?, config)
             }
             Factory::Plugin(library) => library
                 .validate_config(id, config)
@@ -239,15 +239,48 @@ impl Runtimes {
         }
     }
 
-    /// What a worker is started with for runtime `id` of `library`.
-    fn spec(&self, library: &PluginLibrary, id: &str, config: &Value) -> Spec {
-        Spec::new(
+    /// What runtime `id` of `library` declares it needs, with `config`.
+    fn declared_policy(
+        &self,
+        library: &PluginLibrary,
+        id: &str,
+        config: &Value,
+    ) -> runtime_process::sandbox::Policy {
+        let declared = library
+            .manifest
+            .runtimes
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| serde_json::from_str(&r.permissions_text).ok())
+            .unwrap_or(Value::Null);
+        let folder = library
+            .real_path
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        crate::permissions::declared_policy(&declared, config, folder)
+    }
+
+    /// What a worker is started with for runtime `id` of `library`: the checked open file,
+    /// re-verified now as an in-process load would be (so a file swapped, modified or failing
+    /// its pin is refused here, with the same reason, and no worker starts).
+    fn spec(
+        &self,
+        library: &PluginLibrary,
+        id: &str,
+        config: &Value,
+    ) -> Result<Spec, ResolveError> {
+        let checked = library
+            .for_worker()
+            .map_err(|reason| Self::rejected_at_load(library, id, reason))?;
+        Ok(Spec::new(
             library.real_path.clone(),
             id.to_owned(),
             config.clone(),
             self.options.allow_insecure,
             self.options.process,
         )
+        .with_checked(checked)
+        .with_declared(&self.declared_policy(library, id, config)))
     }
 
     fn instantiate(
@@ -268,7 +301,7 @@ impl Runtimes {
                 )
             }
             Factory::Plugin(library) if !level.in_process() => {
-                let spec = self.spec(library, id, config);
+                let spec = self.spec(library, id, config)?;
                 let created = ProcessRuntime::create(spec.clone(), Arc::clone(&registered.ledger));
                 let validator: Validator = Arc::new(move |config: &Value| {
                     ProcessRuntime::validate_once(spec.clone(), config)

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use runtime_api::host::RemoteRuntime;
 use runtime_api::{RuntimeError, Value};
+use runtime_process::protocol::CheckedFile;
 use runtime_process::worker::WorkerLibrary;
 
 use crate::LoaderOptions;
@@ -17,8 +18,19 @@ pub fn worker_main() -> ExitCode {
     runtime_process::worker::worker_main(open)
 }
 
-fn open(path: &Path, allow_insecure: bool) -> Result<Box<dyn WorkerLibrary>, String> {
+fn open(
+    path: &Path,
+    allow_insecure: bool,
+    checked: Option<&CheckedFile>,
+) -> Result<Box<dyn WorkerLibrary>, String> {
     let options = LoaderOptions::STRICT.with_allow_insecure(allow_insecure);
+    if let Some(checked) = checked {
+        // The file the host checked, verified again here before the dynamic loader sees it.
+        let library = PluginLibrary::inherited(path, checked, options)
+            .map_err(|reason| reason.to_string())?;
+        library.load_now().map_err(|reason| reason.to_string())?;
+        return Ok(Box::new(library));
+    }
     let admitted =
         runtime_discovery::scan::admit_file(&options, runtime_api::version::CONTRACT_VERSION, path)
             .map_err(|rejection| rejection.reason.to_string())?;
@@ -34,6 +46,14 @@ impl WorkerLibrary for PluginLibrary {
 
     fn plugin_version(&self) -> &str {
         &self.manifest.plugin_version
+    }
+
+    fn identity(&self) -> Option<runtime_discovery::security::Identity> {
+        self.loaded_identity()
+    }
+
+    fn sha256(&self) -> Option<String> {
+        self.loaded_sha256()
     }
 
     fn instantiate(

@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::io::lock;
+use crate::options::LibraryFile;
 use crate::options::Spec;
 use crate::plugin_log as log_bridge;
 use crate::protocol::{
-    HostMessage, MAX_FRAME, PROTOCOL_VERSION, Reply, WorkerMessage, codec, config_text, decode,
-    encode, too_large,
+    CheckedFile, HostMessage, LIBRARY_FD, MAX_FRAME, PROTOCOL_VERSION, Reply, WorkerMessage, codec,
+    config_text, decode, encode, too_large,
 };
 use crate::spawn::{command, describe_exit, env_names, find_worker};
 use crate::stderr::{lines_of, read_stderr};
@@ -62,6 +63,8 @@ impl WorkerShared {
         lock(&self.kill_reason).get_or_insert(reason);
         #[cfg(unix)]
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            #[cfg(target_os = "linux")]
+            crate::sandbox::descendants::end_of(pid);
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
@@ -123,6 +126,53 @@ pub(crate) trait LinkEvents: Send + Sync {
     fn died(&self, worker: &WorkerShared, error: RuntimeError);
 }
 
+/// What a worker reports it loaded must be what the host checked: the same plugin, the same
+/// file (device, inode, size, times) and, when pinned, the pinned hash.
+fn check_ready(
+    spec: &Spec,
+    checked: &LibraryFile,
+    plugin_name: &str,
+    plugin_version: &str,
+    identity: Option<runtime_discovery::security::Identity>,
+    sha256: Option<String>,
+) -> Result<(), RuntimeError> {
+    let refuse = |what: String| {
+        Err(RuntimeError::internal(format!(
+            "the worker loaded something other than the checked plugin library {}: {what}",
+            spec.library.display()
+        ))
+        .with_metadata(serde_json::json!({"reject": "changed"})))
+    };
+    if plugin_name != checked.plugin_name || plugin_version != checked.plugin_version {
+        return refuse(format!(
+            "it reports plugin {} {}, the checked manifest declares {} {}",
+            runtime_text::clean(plugin_name),
+            runtime_text::clean(plugin_version),
+            runtime_text::clean(&checked.plugin_name),
+            runtime_text::clean(&checked.plugin_version)
+        ));
+    }
+    match identity {
+        Some(identity) if identity == checked.identity => {}
+        Some(identity) => return refuse(checked.identity.difference(&identity)),
+        None => return refuse("it did not say which file it loaded".to_owned()),
+    }
+    if let Some(pin) = &checked.pin {
+        match sha256 {
+            Some(found) if found == pin.expected => {}
+            Some(found) => {
+                return refuse(format!(
+                    "its sha256 is {}, pinned {}",
+                    runtime_text::clean(&found),
+                    pin.expected
+                ));
+            }
+            None => return refuse("it did not hash the pinned file".to_owned()),
+        }
+    }
+    Ok(())
+}
+
 /// Starts a worker, loads its library and, when `create`, creates its runtime; reports to
 /// `events` (nothing when it is gone or was never there: a one-off worker).
 pub(crate) async fn start_with<E: LinkEvents + 'static>(
@@ -135,14 +185,38 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
     let worker_path = find_worker(options).map_err(RuntimeError::unavailable)?;
     let mut names = Vec::new();
     env_names(&spec.config, &mut names);
-    let mut child = command(&worker_path, options, &names)
-        .spawn()
-        .map_err(|e| {
+    if let Some(policy) = &spec.policy {
+        names.extend(policy.env.iter().cloned());
+    }
+    let library_fd = spec.checked.as_ref().map(|c| {
+        use std::os::fd::AsRawFd;
+        c.file.as_raw_fd()
+    });
+    if let Some(policy) = &spec.policy {
+        crate::sandbox::check_support(policy).map_err(|e| {
             RuntimeError::unavailable(format!(
-                "could not start the worker {}: {e}",
-                worker_path.display()
+                "runtime `{}` cannot run at the process level: {e}",
+                spec.runtime_id
             ))
+            .with_metadata(serde_json::json!({"error": "sandbox_unsupported"}))
         })?;
+        crate::sandbox::protect_host();
+    }
+    let mut child = command(
+        &worker_path,
+        options,
+        &names,
+        library_fd,
+        spec.policy.as_ref(),
+    )
+    .map_err(RuntimeError::internal)?
+    .spawn()
+    .map_err(|e| {
+        RuntimeError::unavailable(format!(
+            "could not start the worker {}: {e}",
+            worker_path.display()
+        ))
+    })?;
     let pid = child.id().unwrap_or(0);
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -160,6 +234,11 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         library: spec.library.clone(),
         allow_insecure: spec.allow_insecure,
         log_level: level,
+        checked: spec.checked.as_ref().map(|c| CheckedFile {
+            fd: LIBRARY_FD,
+            identity: c.identity,
+            pin: c.pin.clone(),
+        }),
     }];
     if create {
         opening.push(HostMessage::Create {
@@ -198,7 +277,22 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
                         spec.library.display()
                     )));
                 }
-                WorkerMessage::Ready { .. } => {
+                WorkerMessage::Ready {
+                    plugin_name,
+                    plugin_version,
+                    identity,
+                    sha256,
+                } => {
+                    if let Some(checked) = &spec.checked {
+                        check_ready(
+                            spec,
+                            checked,
+                            &plugin_name,
+                            &plugin_version,
+                            identity,
+                            sha256,
+                        )?;
+                    }
                     ready = true;
                     if !create {
                         return Ok(Ok(None));

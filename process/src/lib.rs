@@ -34,6 +34,7 @@ mod options;
 pub mod plugin_log;
 pub mod protocol;
 mod runtime;
+pub mod sandbox;
 mod spawn;
 mod stderr;
 mod supervision;
@@ -46,5 +47,7 @@ pub use supervision::CrashLedger;
 pub use turn::{ProcessStream, ProcessTurn};
 
 pub use io::io_runtime;
-pub use options::{ProcessOptions, Spec, WORKER_MEMORY_ENV, WORKER_POOL_ENV};
+pub use options::{
+    LibraryFile, ProcessOptions, Spec, WORKER_MEMORY_ENV, WORKER_POOL_ENV, WORKER_PROCESSES_ENV,
+};
 pub use spawn::{WORKER_ENV, WORKER_NAME, find_worker};

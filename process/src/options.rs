@@ -12,6 +12,10 @@ pub const WORKER_POOL_ENV: &str = "AGENT_RUNTIMES_WORKERS";
 /// `M`, `G` allowed).
 pub const WORKER_MEMORY_ENV: &str = "AGENT_RUNTIMES_WORKER_MEMORY";
 
+/// The environment variable that caps the processes and threads of a worker's user while it
+/// runs (`RLIMIT_NPROC`).
+pub const WORKER_PROCESSES_ENV: &str = "AGENT_RUNTIMES_WORKER_PROCESSES";
+
 /// How workers are run and supervised at the *process* isolation level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -49,6 +53,19 @@ pub struct ProcessOptions {
     /// (the string values of its keys ending in `_env`, such as `api_key_env`). Nothing else
     /// of the host's environment is passed.
     pub pass_env: &'static [&'static str],
+    /// Run workers in the sandbox (Linux: `no_new_privs`, Landlock, seccomp, rlimits; see
+    /// [`sandbox`](crate::sandbox)). On by default.
+    pub sandbox: bool,
+    /// Start workers even when the kernel lacks a mechanism the sandbox relies on (what is
+    /// there is applied). Off by default: such a runtime is refused, naming what is missing.
+    /// `AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX=1` turns it on.
+    pub accept_weaker_sandbox: bool,
+    /// The cap on processes and threads of the worker's user while it runs
+    /// (`RLIMIT_NPROC`; the kernel does not apply it to root).
+    pub max_processes: Option<u64>,
+    /// What the operator grants every worker, beyond what its runtime declares (read, write
+    /// and run paths, network). Kept for the life of the process.
+    pub grants: Option<&'static crate::sandbox::Policy>,
 }
 
 impl Default for ProcessOptions {
@@ -58,12 +75,12 @@ impl Default for ProcessOptions {
 }
 
 impl ProcessOptions {
-    /// The defaults: two workers per runtime, no memory limit, 1 s grace, 10 s to start, 30 s
-    /// per call, failed after 5 crashes in a
-    /// minute (for 5 minutes), 100 ms first backoff, a ping every 5 s.
+    /// The defaults: two workers per runtime, a 4 GiB address-space limit, the sandbox on, 1 s
+    /// grace, 10 s to start, 30 s per call, failed after 5 crashes in a minute (for 5
+    /// minutes), 100 ms first backoff, a ping every 5 s.
     pub const DEFAULT: Self = Self {
         worker: None,
-        memory_limit: None,
+        memory_limit: Some(crate::sandbox::rlimits::DEFAULT_MEMORY),
         grace: Duration::from_secs(1),
         start_timeout: Duration::from_secs(10),
         call_timeout: Duration::from_secs(30),
@@ -74,12 +91,27 @@ impl ProcessOptions {
         restart_backoff: Duration::from_millis(100),
         ping_interval: Duration::from_secs(5),
         pass_env: &[],
+        sandbox: true,
+        accept_weaker_sandbox: false,
+        max_processes: Some(crate::sandbox::rlimits::DEFAULT_PROCESSES),
+        grants: None,
     };
 
-    /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY` and the pool
-    /// size from `AGENT_RUNTIMES_WORKERS` (an invalid value is logged and ignored).
+    /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY`, the pool size
+    /// from `AGENT_RUNTIMES_WORKERS`, the process cap from `AGENT_RUNTIMES_WORKER_PROCESSES`
+    /// (an invalid value is logged and ignored) and `AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX`.
     pub fn from_env() -> Self {
         let mut options = Self::DEFAULT;
+        options.accept_weaker_sandbox = std::env::var(crate::sandbox::ACCEPT_WEAKER_ENV)
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        if let Ok(text) = std::env::var(WORKER_PROCESSES_ENV) {
+            match text.trim().parse::<u64>() {
+                Ok(count) => options.max_processes = Some(count),
+                Err(_) => tracing::warn!(
+                    "{WORKER_PROCESSES_ENV}={text:?} is not a number; the default cap applies"
+                ),
+            }
+        }
         if let Ok(text) = std::env::var(WORKER_POOL_ENV) {
             match text.trim().parse::<usize>() {
                 Ok(workers) if (1..=64).contains(&workers) => options.pool_size = workers,
@@ -93,7 +125,7 @@ impl ProcessOptions {
             match parse_size(&text) {
                 Some(bytes) => options.memory_limit = Some(bytes),
                 None => tracing::warn!(
-                    "{WORKER_MEMORY_ENV}={text:?} is not a size (e.g. 512M); no memory limit"
+                    "{WORKER_MEMORY_ENV}={text:?} is not a size (e.g. 512M); the default limit applies"
                 ),
             }
         }
@@ -155,6 +187,31 @@ impl ProcessOptions {
         self
     }
 
+    /// Turns the sandbox on or off.
+    pub fn with_sandbox(mut self, on: bool) -> Self {
+        self.sandbox = on;
+        self
+    }
+
+    /// Accepts (or not) a weaker sandbox than the grants rely on.
+    pub fn with_accept_weaker_sandbox(mut self, accept: bool) -> Self {
+        self.accept_weaker_sandbox = accept;
+        self
+    }
+
+    /// Grants every worker these paths and this network access, beyond what its runtime
+    /// declares. The grants are kept for the life of the process.
+    pub fn with_grants(mut self, grants: crate::sandbox::Policy) -> Self {
+        self.grants = Some(Box::leak(Box::new(grants)));
+        self
+    }
+
+    /// Sets the process cap (`RLIMIT_NPROC`).
+    pub fn with_max_processes(mut self, max: Option<u64>) -> Self {
+        self.max_processes = max;
+        self
+    }
+
     /// Sets the environment variables passed to every worker.
     pub fn with_pass_env(mut self, names: &'static [&'static str]) -> Self {
         self.pass_env = names;
@@ -194,6 +251,47 @@ pub struct Spec {
     pub allow_insecure: bool,
     /// How the worker is run and supervised.
     pub options: ProcessOptions,
+    /// The open file the host checked, which every worker of this spec inherits and loads.
+    pub checked: Option<LibraryFile>,
+    /// What the worker may do, enforced by the kernel; `None` when the sandbox is off.
+    pub policy: Option<crate::sandbox::Policy>,
+}
+
+/// The host's checked open library file, handed to each worker (see
+/// [`CheckedFile`](crate::protocol::CheckedFile)), and what the worker must report back.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LibraryFile {
+    /// The open file every admission check read.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Its identity when it was checked.
+    pub identity: runtime_discovery::security::Identity,
+    /// The pin that applies to it, if any.
+    pub pin: Option<runtime_discovery::admission::Pin>,
+    /// The plugin name and version its checked manifest declares; the worker must report
+    /// the same.
+    pub plugin_name: String,
+    /// See `plugin_name`.
+    pub plugin_version: String,
+}
+
+impl LibraryFile {
+    /// The checked `file`, its `identity`, `pin`, and the plugin its manifest declares.
+    pub fn new(
+        file: std::fs::File,
+        identity: runtime_discovery::security::Identity,
+        pin: Option<runtime_discovery::admission::Pin>,
+        plugin_name: String,
+        plugin_version: String,
+    ) -> Self {
+        Self {
+            file: std::sync::Arc::new(file),
+            identity,
+            pin,
+            plugin_name,
+            plugin_version,
+        }
+    }
 }
 
 impl Spec {
@@ -211,7 +309,28 @@ impl Spec {
             config,
             allow_insecure,
             options,
+            checked: None,
+            policy: options.sandbox.then(|| {
+                let mut policy = options.grants.cloned().unwrap_or_default();
+                policy.accept_weaker |= options.accept_weaker_sandbox;
+                policy
+            }),
         }
+    }
+
+    /// Adds what the runtime declares to what the worker may do (nothing changes when the
+    /// options turn the sandbox off).
+    pub fn with_declared(mut self, declared: &crate::sandbox::Policy) -> Self {
+        if let Some(policy) = &mut self.policy {
+            policy.extend(declared);
+        }
+        self
+    }
+
+    /// Hands every worker the host's checked open file (see [`LibraryFile`]).
+    pub fn with_checked(mut self, checked: LibraryFile) -> Self {
+        self.checked = Some(checked);
+        self
     }
 }
 

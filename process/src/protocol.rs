@@ -17,6 +17,9 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::PathBuf;
 
+use runtime_discovery::admission::Pin;
+use runtime_discovery::security::Identity;
+
 use runtime_api::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
 /// The protocol version; host and worker must speak the same.
@@ -93,6 +96,22 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
     rmp_serde::from_slice(frame).map_err(|e| format!("a malformed message: {e}"))
 }
 
+/// The file a worker must load: the host's checked open file, inherited as descriptor `fd`,
+/// with what the host checked it against. The worker refuses it (`changed`, `hash_mismatch`)
+/// unless the inherited file is still that file, unchanged, and matches its pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedFile {
+    /// The descriptor number the file has in the worker ([`LIBRARY_FD`]).
+    pub fd: i32,
+    /// The identity the host checked.
+    pub identity: Identity,
+    /// The pin that applies, if any.
+    pub pin: Option<Pin>,
+}
+
+/// The descriptor number at which a worker inherits the library file its host checked.
+pub const LIBRARY_FD: i32 = 3;
+
 /// What the host asks a worker. Messages live for one send; boxing the large turn would only
 /// add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -104,6 +123,10 @@ pub enum HostMessage {
         library: PathBuf,
         allow_insecure: bool,
         log_level: u8,
+        /// The open file the host checked, inherited by the worker: the worker loads exactly
+        /// that file (absent from hosts that do not pass one: the worker admits the path).
+        #[serde(default)]
+        checked: Option<CheckedFile>,
     },
     /// Create the worker's runtime.
     Create { runtime: String, config: String },
@@ -157,6 +180,13 @@ pub enum WorkerMessage {
     Ready {
         plugin_name: String,
         plugin_version: String,
+        /// The identity of the file it loaded (device, inode, size, times), which the host
+        /// compares with the file it checked.
+        #[serde(default)]
+        identity: Option<Identity>,
+        /// The sha256 of the file it loaded, when a pin applied (the worker hashed it).
+        #[serde(default)]
+        sha256: Option<String>,
     },
     /// The library was refused; `kind` and `detail` as the host's rejection says them.
     Refused { reason: String },

@@ -70,6 +70,18 @@ pub(crate) struct Inner {
     pub(crate) consecutive_crashes: std::sync::atomic::AtomicU32,
 }
 
+impl Drop for Inner {
+    /// The runtime is let go of: its worker and every process its plugin started end now,
+    /// not when the worker notices its closed stdin (a host exiting right after would kill
+    /// the worker first, through `PR_SET_PDEATHSIG`, and orphan what its plugin started).
+    fn drop(&mut self) {
+        let link = crate::io::lock(&self.slot).link.take();
+        if let Some(link) = link {
+            link.worker.kill("the runtime was let go of".to_owned());
+        }
+    }
+}
+
 /// A runtime instance served by a pool of worker processes ([`ProcessOptions::pool_size`]),
 /// each restarted after a crash. Turns go to the least busy worker, so a turn that holds its
 /// worker (a plugin that spins) delays and risks only the turns on that worker.

@@ -92,9 +92,22 @@ pub fn env_names(config: &serde_json::Value, names: &mut Vec<String>) {
 }
 
 /// A command for the worker: stdin and stdout carry the protocol, stderr is kept for crash
-/// reports; only the named environment variables are passed.
-pub fn command(worker: &Path, options: &ProcessOptions, env: &[String]) -> tokio::process::Command {
+/// reports; only the named environment variables are passed. `library`, when given, is the
+/// host's checked open library file, which the worker inherits as descriptor
+/// [`LIBRARY_FD`](crate::protocol::LIBRARY_FD) (and nothing else above stderr).
+pub fn command(
+    worker: &Path,
+    options: &ProcessOptions,
+    env: &[String],
+    library: Option<std::os::fd::RawFd>,
+    policy: Option<&crate::sandbox::Policy>,
+) -> Result<tokio::process::Command, String> {
     let mut command = tokio::process::Command::new(worker);
+    if let Some(policy) = policy {
+        let json = serde_json::to_string(policy).map_err(|e| e.to_string())?;
+        command.arg(crate::sandbox::POLICY_ARG).arg(json);
+    }
+    let processes = policy.and(options.max_processes);
     command
         .env_clear()
         .stdin(Stdio::piped())
@@ -117,19 +130,24 @@ pub fn command(worker: &Path, options: &ProcessOptions, env: &[String]) -> tokio
         let host = rustix::process::getpid();
         // SAFETY: the closure runs in the child between fork and exec, where only
         // async-signal-safe calls are allowed: it makes raw system calls only (prctl, getppid,
-        // setrlimit, close_range), allocates nothing and takes no lock.
+        // setrlimit, close_range, dup2, fcntl), allocates nothing and takes no lock.
         #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(move || child_setup(host, limit));
+            command.pre_exec(move || child_setup(host, limit, processes, library));
         }
     }
-    command
+    Ok(command)
 }
 
 /// In the child, before exec: die with the host, at most `limit` bytes of address space, and
 /// every descriptor above stderr closed at exec.
 #[cfg(unix)]
-fn child_setup(host: rustix::process::Pid, limit: Option<u64>) -> std::io::Result<()> {
+fn child_setup(
+    host: rustix::process::Pid,
+    limit: Option<u64>,
+    processes: Option<u64>,
+    library: Option<std::os::fd::RawFd>,
+) -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
@@ -150,16 +168,44 @@ fn child_setup(host: rustix::process::Pid, limit: Option<u64>) -> std::io::Resul
             )
         };
     }
+    if let Some(fd) = library {
+        inherit_at(fd, crate::protocol::LIBRARY_FD)?;
+    }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = host;
+    use crate::sandbox::rlimits::set;
+    use rustix::process::Resource;
     if let Some(bytes) = limit {
-        rustix::process::setrlimit(
-            rustix::process::Resource::As,
-            rustix::process::Rlimit {
-                current: Some(bytes),
-                maximum: Some(bytes),
-            },
-        )?;
+        set(Resource::As, bytes)?;
+    }
+    set(Resource::Core, 0)?;
+    if let Some(count) = processes {
+        set(Resource::Nproc, count)?;
+    }
+    Ok(())
+}
+
+/// Makes descriptor `fd` of the host's (open in the child after fork) descriptor `at` of the
+/// worker, kept open across exec.
+#[cfg(unix)]
+fn inherit_at(fd: std::os::fd::RawFd, at: std::os::fd::RawFd) -> std::io::Result<()> {
+    let result = if fd == at {
+        // SAFETY: fcntl(F_SETFD, 0) on a descriptor number clears its close-on-exec flag; it
+        // touches no memory of this process. A bad number is an error, returned.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::fcntl(at, libc::F_SETFD, 0)
+        }
+    } else {
+        // SAFETY: dup2 makes `at` a copy of `fd` (without close-on-exec), closing what `at` was
+        // in this child; no Rust object of the child owns `at` (the child only execs next).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::dup2(fd, at)
+        }
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -26,8 +26,8 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
 use crate::plugin_log::PLUGIN_LOG_TARGET;
 use crate::protocol::{
-    Call, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec, decode,
-    worker_frame,
+    Call, CheckedFile, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec,
+    decode, worker_frame,
 };
 
 /// The library a worker serves, as the loader opened it (the worker executable is built by the
@@ -37,6 +37,10 @@ pub trait WorkerLibrary: Send + Sync {
     fn plugin_name(&self) -> &str;
     /// The plugin's package version, from its checked manifest.
     fn plugin_version(&self) -> &str;
+    /// The identity of the file loaded (device, inode, size, times), reported to the host.
+    fn identity(&self) -> Option<runtime_discovery::security::Identity>;
+    /// The sha256 of the file loaded, when a pin applied to it.
+    fn sha256(&self) -> Option<String>;
     /// Creates runtime `id` with `config`; the outer error when the library cannot provide it.
     ///
     /// # Errors
@@ -60,13 +64,20 @@ pub trait WorkerLibrary: Send + Sync {
 }
 
 /// How a worker opens the library the host names: runs the admission checks on it (trust
-/// relaxed when `allow_insecure`) and loads it, or says why not.
-pub type OpenLibrary =
-    fn(path: &std::path::Path, allow_insecure: bool) -> Result<Box<dyn WorkerLibrary>, String>;
+/// relaxed when `allow_insecure`) and loads it, or says why not. With `checked`, the file
+/// loaded is the descriptor the host handed over, verified against what the host checked.
+pub type OpenLibrary = fn(
+    path: &std::path::Path,
+    allow_insecure: bool,
+    checked: Option<&CheckedFile>,
+) -> Result<Box<dyn WorkerLibrary>, String>;
 
 /// Runs the worker; the whole of the `runtimes-worker` binary, given the loader's way to open
 /// a library.
 pub fn worker_main(open: OpenLibrary) -> ExitCode {
+    // The library the host handed over, if it did (before descriptor numbers are reused).
+    let library =
+        std::fs::File::open(format!("/proc/self/fd/{}", crate::protocol::LIBRARY_FD)).ok();
     let (input, output) = match take_protocol_descriptors() {
         Ok(fds) => fds,
         Err(error) => {
@@ -76,6 +87,14 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The sandbox goes on now, on the only thread, before any other thread exists and before
+    // the plugin is opened: every thread and process started later inherits it.
+    #[cfg(target_os = "linux")]
+    crate::sandbox::descendants::become_subreaper();
+    if let Err(error) = enter_sandbox(library.as_ref()) {
+        report(&format!("refused to run unsandboxed: {error}"));
+        return ExitCode::from(2);
+    }
     let subscriber = tracing_subscriber::registry().with(ForwardLayer);
     let _ = tracing::subscriber::set_global_default(subscriber);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -91,8 +110,28 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
         }
     };
     let code = runtime.block_on(serve(input, output, open));
+    // No process the plugin started outlives the worker.
+    #[cfg(target_os = "linux")]
+    crate::sandbox::descendants::end_own();
     // Plugin threads may still be blocked: leave without waiting for them.
     std::process::exit(code);
+}
+
+/// Applies the policy the host put on the command line (none: no sandbox was asked for).
+fn enter_sandbox(library: Option<&std::fs::File>) -> Result<(), crate::sandbox::SandboxError> {
+    let mut args = std::env::args_os().skip(1);
+    let policy = match (args.next(), args.next()) {
+        (Some(flag), Some(json)) if flag == crate::sandbox::POLICY_ARG => json
+            .to_str()
+            .ok_or_else(|| "not UTF-8".to_owned())
+            .and_then(|j| serde_json::from_str(j).map_err(|e| e.to_string()))
+            .map_err(|detail| crate::sandbox::SandboxError::Policy { detail })?,
+        _ => return Ok(()),
+    };
+    for note in crate::sandbox::apply(&policy, library)? {
+        report(&note);
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stderr)]
@@ -303,6 +342,7 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
             library,
             allow_insecure,
             log_level,
+            checked,
         } => {
             set_level(log_level);
             if protocol != PROTOCOL_VERSION {
@@ -313,11 +353,13 @@ fn handle(state: &mut State, message: HostMessage, out: &Out) -> Option<i32> {
                 });
                 return Some(2);
             }
-            match (state.open)(&library, allow_insecure) {
+            match (state.open)(&library, allow_insecure, checked.as_ref()) {
                 Ok(library) => {
                     let _ = out.send(WorkerMessage::Ready {
                         plugin_name: library.plugin_name().to_owned(),
                         plugin_version: library.plugin_version().to_owned(),
+                        identity: library.identity(),
+                        sha256: library.sha256(),
                     });
                     state.library = Some(Arc::from(library));
                 }

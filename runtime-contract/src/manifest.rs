@@ -105,6 +105,16 @@ pub struct ManifestRuntime {
     /// [`ManifestRuntime::config_schema`].
     #[serde(default, rename = "config_schema")]
     pub config_schema_text: String,
+    /// What the runtime needs from its sandbox at the process level, as JSON text (network,
+    /// paths to read and write, programs to run, environment variables); empty when it
+    /// declares nothing (then nothing is granted but what the operator grants). Added within
+    /// contract 1: older plugins have none.
+    #[serde(
+        default,
+        rename = "permissions",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub permissions_text: String,
 }
 
 impl ManifestRuntime {
@@ -244,6 +254,7 @@ pub struct ConstRuntime {
     pub aliases: &'static [&'static str],
     pub capabilities: Capabilities,
     pub config_schema: &'static str,
+    pub permissions: &'static str,
 }
 
 impl fmt::Debug for ConstRuntime {
@@ -316,6 +327,10 @@ pub const fn build_embedded(
         }
         w.raw("],\"config_schema\":");
         w.string(rt.config_schema);
+        if !rt.permissions.is_empty() {
+            w.raw(",\"permissions\":");
+            w.string(rt.permissions);
+        }
         w.raw("}");
         i += 1;
     }
@@ -427,6 +442,7 @@ mod tests {
             aliases: &["parrot", "mirror"],
             capabilities: Capabilities::STREAMING.with(Capabilities::CANCELLATION),
             config_schema: r#"{"type": "object", "properties": {"delay_ms": {"type": "integer"}}}"#,
+            permissions: r#"{"net": ["{config:base_url}"]}"#,
         },
         ConstRuntime {
             id: "other",
@@ -435,6 +451,7 @@ mod tests {
             aliases: &[],
             capabilities: Capabilities::NONE,
             config_schema: "",
+            permissions: "",
         },
     ];
 

@@ -23,10 +23,12 @@ use tempfile::TempDir;
 
 use crate::support::{artifacts, install, plugin_dir};
 
-/// Process options for tests: the worker built from the workspace, a short grace.
+/// Process options for tests: the worker built from the workspace, a short grace, and the
+/// temporary folder (where the `sleep:` and `spin:` files are) granted to the sandbox.
 fn process_options() -> ProcessOptions {
     ProcessOptions::DEFAULT
         .with_worker(&artifacts().worker)
+        .with_grants(runtime_loader::sandbox::Policy::default().with_write(std::env::temp_dir()))
         .with_grace(Duration::from_millis(300))
         .with_restart_backoff(Duration::from_millis(1))
         .with_crash_limit(1_000_000, Duration::from_secs(60))
@@ -569,7 +571,9 @@ fn runtimes_cli(dir: &Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("AGENT_RUNTIMES_ISOLATION")
         .env_remove("AGENT_RUNTIMES_PATH")
-        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker);
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+        // The `sleep:` and `spin:` files are in the temporary folder.
+        .env("AGENT_RUNTIMES_ALLOW_WRITE", std::env::temp_dir());
     command
 }
 

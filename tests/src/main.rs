@@ -22,6 +22,7 @@ mod platforms;
 mod proptests;
 mod queue;
 mod resolution;
+mod sandbox;
 mod scaffold;
 mod serve;
 mod support;

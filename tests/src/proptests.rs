@@ -320,6 +320,7 @@ proptest! {
                 ),
                 capabilities: rt.capabilities,
                 config_schema: "",
+                permissions: "",
             })
             .collect();
         let built = build_embedded(

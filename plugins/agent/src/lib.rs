@@ -108,6 +108,8 @@ impl Runtime for AgentRuntime {
         .with(Capabilities::CONFIG_VALIDATION)
         .with(Capabilities::MCP);
     const CONFIG_SCHEMA: &'static str = include_str!("config.schema.json");
+    /// The model server, the MCP servers' URLs, their programs and working folders.
+    const PERMISSIONS: &'static str = r#"{"net": ["{config:base_url}", "{config:mcp_servers.*.url}"], "run": ["{config:mcp_servers.*.command}"], "read": ["{config:mcp_servers.*.cwd}"]}"#;
 
     fn validate_config(config: &Value) -> Vec<String> {
         Config::problems(config)

@@ -192,6 +192,10 @@ impl Runtime for CommandRuntime {
 "stderr_as": {"enum": ["thinking", "ignore"], "default": "thinking", "description": "what its stderr lines become"},
 "shell": {"type": "boolean", "default": false, "description": "run program with /bin/sh -c"}}}"#;
 
+    /// The one program it runs, its working folder, and `PATH` to find the program by name.
+    const PERMISSIONS: &'static str =
+        r#"{"run": ["{config:program}"], "read": ["{config:cwd}"], "env": ["PATH"]}"#;
+
     fn validate_config(config: &Value) -> Vec<String> {
         Config::problems(config)
     }

@@ -118,6 +118,8 @@ impl<A: Api> Runtime for LlmRuntime<A> {
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION);
     const CONFIG_SCHEMA: &'static str = A::CONFIG_SCHEMA;
+    /// The model server only: TCP to the port of `base_url`.
+    const PERMISSIONS: &'static str = r#"{"net": ["{config:base_url}"]}"#;
 
     fn validate_config(config: &Value) -> Vec<String> {
         Config::problems(A::PROVIDER, config)

@@ -56,6 +56,14 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// ones, defaults, a `description` each); `""` for none. It is written into the manifest,
     /// so hosts show it without loading the library (`runtimes info <id>`).
     const CONFIG_SCHEMA: &'static str = "";
+    /// What the runtime needs from the sandbox at the *process* level, as JSON text, written
+    /// into the manifest; `""` (the default) declares nothing, and nothing is granted. Keys,
+    /// all optional: `net` (`"none"`, `"any"`, or a list of `"host:port"` / URLs), `read`,
+    /// `write` and `run` (lists of paths), `env` (variable names). Values may use
+    /// `{plugin_dir}` (the plugin's folder), `{tmp}` (the temporary folder) and
+    /// `{config:KEY}` (a string of the configuration; `a.*.b` for every entry of a map or
+    /// list): for example `{"net": ["{config:base_url}"]}`. Operators widen or narrow it.
+    const PERMISSIONS: &'static str = "";
 
     /// Every problem with a configuration, at once; empty when it is valid. Called without
     /// an instance (hosts check a configuration before building a runtime with it), and by

@@ -341,6 +341,7 @@ pub const fn const_runtime<T: Runtime>() -> ConstRuntime {
         aliases: T::ALIASES,
         capabilities: T::CAPABILITIES.with(Capabilities::CANCELLATION),
         config_schema: T::CONFIG_SCHEMA,
+        permissions: T::PERMISSIONS,
     }
 }
 

@@ -1,0 +1,348 @@
+//! The process level as a sandbox (Linux): what a worker may do, and the kernel mechanisms that
+//! hold it to that.
+//!
+//! The host builds a [`Policy`] from what the runtime declares and what the operator grants,
+//! and passes it to the worker on its command line. The worker applies it to itself on its
+//! first thread, before any other thread exists and before the plugin library is opened, so
+//! every thread and every descendant inherits it:
+//! - rlimits (set between fork and exec by [`spawn`](crate::spawn)): address space, no core
+//!   files, a process cap ([`rlimits`]);
+//! - `no_new_privs`;
+//! - Landlock ([`landlock`]): the filesystem limited to system libraries (read), the plugin
+//!   file, `/proc/self`, a few devices and what is granted; TCP connect and bind denied except
+//!   granted ports (ABI 4); signals and abstract unix sockets scoped to the sandbox (ABI 6), so
+//!   the worker cannot signal its host;
+//! - a seccomp filter ([`seccomp`]): `ptrace`, `process_vm_readv`/`writev`, `mount`, `bpf`,
+//!   `keyctl`, `perf_event_open`, new namespaces, `io_uring` and more return `EPERM`.
+//!
+//! The host makes itself non-dumpable ([`protect_host`]), so no process of the same user can
+//! read its memory or environment through `/proc`.
+//!
+//! Missing kernel support fails closed ([`check_support`]): the runtime is refused with what is
+//! missing, unless the operator accepts a weaker sandbox ([`ProcessOptions::accept_weaker_sandbox`](crate::ProcessOptions::accept_weaker_sandbox)).
+
+#[cfg(target_os = "linux")]
+pub mod descendants;
+#[cfg(target_os = "linux")]
+pub mod landlock;
+pub mod rlimits;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The command-line flag before the worker's policy (JSON).
+pub const POLICY_ARG: &str = "--sandbox";
+
+/// The environment variable that accepts a weaker sandbox than the grants rely on (`1`).
+pub const ACCEPT_WEAKER_ENV: &str = "AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX";
+
+/// Network access granted to a worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Net {
+    /// No TCP connect or bind at all.
+    #[default]
+    None,
+    /// TCP connect to these ports only (any host: Landlock filters by port, not by host).
+    Ports(Vec<u16>),
+    /// Any network access.
+    Any,
+}
+
+/// What a worker may do beyond running its plugin: the grants the kernel enforces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Folders and files the worker may read (and list).
+    pub read: Vec<PathBuf>,
+    /// Folders and files the worker may read, write, create and remove in.
+    pub write: Vec<PathBuf>,
+    /// Programs the worker may start.
+    pub run: Vec<PathBuf>,
+    /// TCP access.
+    pub net: Net,
+    /// Environment variables passed to the worker (by name, from the host's environment).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Start even when the kernel lacks a mechanism (the worker applies what it has).
+    pub accept_weaker: bool,
+}
+
+impl Policy {
+    /// Adds `other`'s grants to these (the wider network access wins).
+    pub fn extend(&mut self, other: &Policy) {
+        self.read.extend(other.read.iter().cloned());
+        self.write.extend(other.write.iter().cloned());
+        self.run.extend(other.run.iter().cloned());
+        self.env.extend(other.env.iter().cloned());
+        self.net = match (std::mem::take(&mut self.net), &other.net) {
+            (Net::Any, _) | (_, Net::Any) => Net::Any,
+            (Net::Ports(mut mine), Net::Ports(theirs)) => {
+                mine.extend(theirs);
+                mine.sort_unstable();
+                mine.dedup();
+                Net::Ports(mine)
+            }
+            (Net::None, other) => other.clone(),
+            (mine, Net::None) => mine,
+        };
+        self.accept_weaker |= other.accept_weaker;
+    }
+
+    /// Read grants.
+    pub fn with_read(mut self, path: impl Into<PathBuf>) -> Self {
+        self.read.push(path.into());
+        self
+    }
+
+    /// Write grants.
+    pub fn with_write(mut self, path: impl Into<PathBuf>) -> Self {
+        self.write.push(path.into());
+        self
+    }
+
+    /// Programs it may start.
+    pub fn with_run(mut self, path: impl Into<PathBuf>) -> Self {
+        self.run.push(path.into());
+        self
+    }
+
+    /// Network access.
+    pub fn with_net(mut self, net: Net) -> Self {
+        self.net = net;
+        self
+    }
+}
+
+/// A kernel mechanism of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mechanism {
+    /// Landlock filesystem rules (ABI 1).
+    LandlockFs,
+    /// Landlock TCP rules (ABI 4).
+    LandlockNet,
+    /// Landlock signal and abstract-socket scoping (ABI 6).
+    LandlockScope,
+    /// seccomp filters.
+    Seccomp,
+}
+
+impl Mechanism {
+    /// Every mechanism, in the order `runtimes check --sandbox` lists them.
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::LandlockFs,
+        Mechanism::LandlockNet,
+        Mechanism::LandlockScope,
+        Mechanism::Seccomp,
+    ];
+
+    /// Its name and what it enforces, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mechanism::LandlockFs => {
+                "Landlock filesystem rules (ABI 1): reads and writes limited to grants"
+            }
+            Mechanism::LandlockNet => {
+                "Landlock TCP rules (ABI 4): connect and bind limited to granted ports"
+            }
+            Mechanism::LandlockScope => {
+                "Landlock scoping (ABI 6): no signals or abstract unix sockets outside the sandbox (the host cannot be killed)"
+            }
+            Mechanism::Seccomp => {
+                "seccomp filter: no ptrace, process_vm_*, mount, bpf, keyctl, perf_event_open, namespaces, io_uring"
+            }
+        }
+    }
+}
+
+/// Why a sandbox could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The kernel lacks mechanisms the sandbox relies on.
+    #[error(
+        "this kernel lacks what the process-level sandbox relies on: {}; accept a weaker sandbox explicitly with --accept-weaker-sandbox, {ACCEPT_WEAKER_ENV}=1 or ProcessOptions::accept_weaker_sandbox",
+        missing.iter().map(|m| m.describe()).collect::<Vec<_>>().join("; ")
+    )]
+    Missing {
+        /// What is missing.
+        missing: Vec<Mechanism>,
+    },
+    /// Setting up one mechanism failed.
+    #[error("could not set up {mechanism:?}: {detail}")]
+    Setup {
+        /// The mechanism.
+        mechanism: Mechanism,
+        /// The system's error.
+        detail: String,
+    },
+    /// The policy on the worker's command line could not be read.
+    #[error("the sandbox policy could not be read: {detail}")]
+    Policy {
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Which mechanisms this kernel provides (probed once).
+#[cfg(target_os = "linux")]
+pub fn support() -> &'static [(Mechanism, bool)] {
+    static SUPPORT: std::sync::OnceLock<Vec<(Mechanism, bool)>> = std::sync::OnceLock::new();
+    SUPPORT.get_or_init(|| {
+        Mechanism::ALL
+            .iter()
+            .map(|&m| {
+                let has = match m {
+                    Mechanism::Seccomp => seccomp::available(),
+                    other => landlock::available(other),
+                };
+                (m, has)
+            })
+            .collect()
+    })
+}
+
+/// Which mechanisms this kernel provides: none off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn support() -> &'static [(Mechanism, bool)] {
+    &[
+        (Mechanism::LandlockFs, false),
+        (Mechanism::LandlockNet, false),
+        (Mechanism::LandlockScope, false),
+        (Mechanism::Seccomp, false),
+    ]
+}
+
+/// The mechanisms `policy` relies on that this kernel lacks; an error unless the policy
+/// accepts a weaker sandbox.
+///
+/// # Errors
+///
+/// [`SandboxError::Missing`], naming them.
+pub fn check_support(policy: &Policy) -> Result<(), SandboxError> {
+    check_against(support(), policy)
+}
+
+fn check_against(support: &[(Mechanism, bool)], policy: &Policy) -> Result<(), SandboxError> {
+    let missing: Vec<Mechanism> = support
+        .iter()
+        .filter(|(m, has)| !has && (*m != Mechanism::LandlockNet || policy.net != Net::Any))
+        .map(|(m, _)| *m)
+        .collect();
+    if missing.is_empty() || policy.accept_weaker {
+        Ok(())
+    } else {
+        Err(SandboxError::Missing { missing })
+    }
+}
+
+/// Makes this (host) process non-dumpable: no process of the same user can then read its
+/// memory, environment or descriptors through `/proc/<pid>`, nor `ptrace` it. Called once when
+/// a host starts its first worker.
+pub fn protect_host() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if let Err(error) = rustix::process::set_dumpable_behavior(
+                rustix::process::DumpableBehavior::NotDumpable,
+            ) {
+                tracing::warn!("could not make the host non-dumpable: {error}");
+            }
+        });
+    }
+}
+
+/// In the worker, on its only thread, before the plugin is opened: `no_new_privs`, Landlock,
+/// seccomp. `library` is the inherited plugin file, which stays readable.
+///
+/// # Errors
+///
+/// A mechanism the policy relies on that cannot be applied (unless the policy accepts a
+/// weaker sandbox).
+#[cfg(target_os = "linux")]
+pub fn apply(
+    policy: &Policy,
+    library: Option<&std::fs::File>,
+) -> Result<Vec<String>, SandboxError> {
+    let mut notes = Vec::new();
+    rustix::thread::set_no_new_privs(true).map_err(|e| SandboxError::Setup {
+        mechanism: Mechanism::Seccomp,
+        detail: format!("no_new_privs: {e}"),
+    })?;
+    notes.extend(landlock::restrict(policy, library)?);
+    seccomp::install(policy)?;
+    Ok(notes)
+}
+
+/// Off Linux there is no sandbox: refused unless accepted.
+///
+/// # Errors
+///
+/// [`SandboxError::Missing`] unless the policy accepts a weaker sandbox.
+#[cfg(not(target_os = "linux"))]
+pub fn apply(
+    policy: &Policy,
+    _library: Option<&std::fs::File>,
+) -> Result<Vec<String>, SandboxError> {
+    check_support(policy).map(|()| vec!["no sandbox on this platform".to_owned()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_mechanism_refuses_unless_weaker_is_accepted() {
+        let kernel = [
+            (Mechanism::LandlockFs, true),
+            (Mechanism::LandlockNet, false),
+            (Mechanism::LandlockScope, false),
+            (Mechanism::Seccomp, true),
+        ];
+        let error = check_against(&kernel, &Policy::default()).unwrap_err();
+        assert_eq!(
+            error,
+            SandboxError::Missing {
+                missing: vec![Mechanism::LandlockNet, Mechanism::LandlockScope]
+            }
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("Landlock TCP rules (ABI 4)") && text.contains("--accept-weaker-sandbox"),
+            "{text}"
+        );
+        // Network `any` does not rely on Landlock's TCP rules.
+        let any = Policy::default().with_net(Net::Any);
+        assert_eq!(
+            check_against(&kernel, &any),
+            Err(SandboxError::Missing {
+                missing: vec![Mechanism::LandlockScope]
+            })
+        );
+        let weaker = Policy {
+            accept_weaker: true,
+            ..Policy::default()
+        };
+        assert_eq!(check_against(&kernel, &weaker), Ok(()));
+    }
+
+    #[test]
+    fn grants_add_up_and_the_wider_network_wins() {
+        let mut policy = Policy::default().with_net(Net::Ports(vec![443]));
+        policy.extend(
+            &Policy::default()
+                .with_net(Net::Ports(vec![80, 443]))
+                .with_read("/a"),
+        );
+        assert_eq!(policy.net, Net::Ports(vec![80, 443]));
+        assert_eq!(policy.read, [PathBuf::from("/a")]);
+        policy.extend(&Policy::default().with_net(Net::Any));
+        assert_eq!(policy.net, Net::Any);
+    }
+}

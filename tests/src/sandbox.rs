@@ -1,0 +1,618 @@
+//! The process level as a sandbox (issue 23).
+//!
+//! First, the checked file is the loaded file at the process level too: the worker inherits
+//! the host's checked open descriptor, verifies it against what the host checked (identity,
+//! pin) before the dynamic loader sees it, and reports what it loaded, which the host
+//! compares. The fixture plugin's ELF constructor writes `<library>.loaded` when mapped: its
+//! absence proves that no code of a refused file ran.
+//!
+//! Then the escape attempts of the hostile fixture at the process level, each refused by the
+//! kernel with its own error (Landlock: `EACCES`; seccomp and Landlock scoping: `EPERM`), the
+//! host alive and the worker still serving; and the positive side: what is granted works.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runtime_api::{ErrorKind, TurnRequest};
+use runtime_loader::sandbox::{Net, Policy};
+use runtime_loader::{
+    Isolation, LoaderOptions, ProcessOptions, RejectReason, ResolveError, Runtimes, SearchPath,
+};
+use serde_json::{Value, json};
+
+use crate::support::{artifacts, install, install_patched, plugin_dir};
+
+const SUFFIX: &str = std::env::consts::DLL_SUFFIX;
+
+/// Process options for tests: the worker built from the workspace, a short grace.
+fn process_options() -> ProcessOptions {
+    ProcessOptions::DEFAULT
+        .with_worker(&artifacts().worker)
+        .with_grace(Duration::from_millis(300))
+        .with_restart_backoff(Duration::from_millis(1))
+        .with_crash_limit(1_000_000, Duration::from_secs(60))
+}
+
+fn process_registry(dir: &Path) -> Runtimes {
+    let runtimes = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(process_options()),
+    );
+    runtimes.discover(&SearchPath::empty().with_dir(dir));
+    runtimes
+}
+
+fn marker(library: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.loaded", library.display()))
+}
+
+/// The fixture library (whose constructor writes a marker) carrying echo's manifest.
+fn impostor(staging: &Path, stem: &str) -> PathBuf {
+    let echo: Value =
+        serde_json::to_value(runtime_loader::inspect::read_manifest(&artifacts().echo).unwrap())
+            .unwrap();
+    install_patched(staging, &artifacts().fixture, stem, |m| {
+        let root_symbol = m["root_symbol"].clone();
+        *m = echo;
+        m["root_symbol"] = root_symbol;
+    })
+}
+
+fn rejected_reason(error: ResolveError) -> RejectReason {
+    match error {
+        ResolveError::Rejected { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The checked file is the loaded file, at the process level.
+
+#[test]
+fn a_file_swapped_after_discovery_is_refused_at_the_process_level() {
+    let dir = plugin_dir();
+    let staging = plugin_dir();
+    let lib = install(dir.path(), &artifacts().echo, "libecho");
+    let runtimes = process_registry(dir.path());
+    assert!(runtimes.is_registered("echo"));
+    std::fs::rename(impostor(staging.path(), "libecho"), &lib).unwrap();
+    let reason = rejected_reason(runtimes.resolve("echo").unwrap_err());
+    let RejectReason::Changed { detail } = &reason else {
+        panic!("expected `changed`, got {reason:?}");
+    };
+    assert!(detail.contains("replaced after discovery"), "{detail}");
+    assert!(!marker(&lib).exists(), "the swapped-in file's code ran");
+    // Configuration checks start a worker too: refused the same way.
+    assert!(matches!(
+        runtimes.validate_config("echo", &json!(null)),
+        Err(ResolveError::Rejected {
+            reason: RejectReason::Changed { .. },
+            ..
+        })
+    ));
+    assert!(!marker(&lib).exists());
+}
+
+#[test]
+fn pins_hold_at_the_process_level() {
+    let dir = plugin_dir();
+    let lib = install(dir.path(), &artifacts().fixture, "libfixture");
+    std::fs::write(
+        dir.path().join("plugins.lock"),
+        format!("{}  libfixture{SUFFIX}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let runtimes = process_registry(dir.path());
+    let reason = rejected_reason(runtimes.resolve("fixture").unwrap_err());
+    assert!(
+        matches!(reason, RejectReason::HashMismatch { .. }),
+        "{reason:?}"
+    );
+    assert!(!marker(&lib).exists(), "a library failing its pin ran");
+
+    // With the right pin the worker loads it, hashes it itself and says so.
+    let hash = runtime_loader::security::sha256_file(&lib).unwrap();
+    std::fs::write(
+        dir.path().join("plugins.lock"),
+        format!("{hash}  libfixture{SUFFIX}\n"),
+    )
+    .unwrap();
+    let runtimes = process_registry(dir.path());
+    let handle = runtimes.resolve("fixture").unwrap();
+    let output = io().block_on(handle.run_turn(TurnRequest::new("pinned")));
+    assert_eq!(output.unwrap().content, "fixture:pinned");
+    // Loaded in the worker, whose sandbox kept the fixture's constructor from writing its
+    // marker beside the library (no write grant there).
+    assert!(!marker(&lib).exists());
+}
+
+#[test]
+fn a_restarted_worker_refuses_a_file_modified_after_the_first_start() {
+    use std::io::Write as _;
+    let dir = plugin_dir();
+    let lib = install(dir.path(), &artifacts().hostile, "libhostile");
+    let runtimes = process_registry(dir.path());
+    let handle = runtimes.resolve("hostile").unwrap();
+    let rt = io();
+    assert_eq!(
+        rt.block_on(handle.run_turn(TurnRequest::new("hello")))
+            .unwrap()
+            .content,
+        "ok:hello"
+    );
+    // Modified in place while the first worker runs; then the worker dies.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lib)
+        .unwrap()
+        .write_all(b"appended")
+        .unwrap();
+    let crashed = rt
+        .block_on(handle.run_turn(TurnRequest::new("abort")))
+        .unwrap_err();
+    assert_eq!(crashed.kind, ErrorKind::Crashed, "{crashed}");
+    // The next worker inherits the same open file, sees it changed and refuses it.
+    let refused = rt
+        .block_on(handle.run_turn(TurnRequest::new("hello")))
+        .unwrap_err();
+    assert!(
+        refused.message.contains("changed after it was checked")
+            && refused.message.contains("modified"),
+        "{refused}"
+    );
+}
+
+fn io() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Escape attempts: each refused by the kernel, the host alive, the worker still serving.
+
+/// A registry of the hostile plugin at the process level with `grants`.
+fn hostile_registry(grants: Policy) -> (tempfile::TempDir, Runtimes) {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let runtimes = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(process_options().with_grants(grants)),
+    );
+    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
+    (dir, runtimes)
+}
+
+/// Runs each prompt on one worker; returns the answers. Asserts after each that the host is
+/// alive (this process) and the worker still serves.
+fn attempts(runtimes: &Runtimes, prompts: &[&str]) -> Vec<String> {
+    let rt = io();
+    let handle = runtimes.resolve("hostile").unwrap();
+    prompts
+        .iter()
+        .map(|prompt| {
+            let answer = rt
+                .block_on(handle.run_turn(TurnRequest::new(*prompt)))
+                .unwrap_or_else(|e| panic!("{prompt}: {e}"))
+                .content;
+            let after = rt
+                .block_on(handle.run_turn(TurnRequest::new("still-here")))
+                .unwrap()
+                .content;
+            assert_eq!(after, "ok:still-here", "after {prompt}");
+            answer
+        })
+        .collect()
+}
+
+const LANDLOCK_DENIED: &str = "denied: Permission denied";
+const SECCOMP_DENIED: &str = "denied: Operation not permitted";
+
+#[test]
+fn the_host_is_out_of_reach_environ_mem_ptrace_kill_stop() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let answers = attempts(
+        &runtimes,
+        &[
+            "parent-environ",
+            "parent-mem",
+            "ptrace-parent",
+            "kill-parent",
+            "stop-parent",
+        ],
+    );
+    // /proc outside the worker's own is not granted (Landlock); ptrace is filtered (seccomp);
+    // signals outside the sandbox are scoped away (Landlock ABI 6).
+    assert!(
+        answers[0].starts_with(LANDLOCK_DENIED),
+        "environ: {}",
+        answers[0]
+    );
+    assert!(
+        answers[1].starts_with(LANDLOCK_DENIED),
+        "mem: {}",
+        answers[1]
+    );
+    assert!(
+        answers[2].starts_with(SECCOMP_DENIED),
+        "ptrace: {}",
+        answers[2]
+    );
+    assert!(
+        answers[3].starts_with(SECCOMP_DENIED),
+        "kill: {}",
+        answers[3]
+    );
+    assert!(
+        answers[4].starts_with(SECCOMP_DENIED),
+        "stop: {}",
+        answers[4]
+    );
+}
+
+#[test]
+fn home_is_neither_readable_nor_writable_and_loopback_is_unreachable() {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let private = tempfile::tempdir_in(&home).unwrap();
+    let secret = private.path().join("secret.txt");
+    std::fs::write(&secret, "the user's secret").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let planted = private.path().join("planted.txt");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("engine.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let answers = attempts(
+        &runtimes,
+        &[
+            &format!("read:{}", secret.display()),
+            &format!("write:{}", planted.display()),
+            &format!("connect:{port}"),
+            &format!("udp:{udp_port}"),
+            &format!("unix:{}", socket.display()),
+        ],
+    );
+    // UDP and unix sockets are refused by the seccomp filter when no network is granted.
+    assert!(
+        answers[3].starts_with(SECCOMP_DENIED),
+        "udp: {}",
+        answers[3]
+    );
+    assert!(
+        answers[4].starts_with(SECCOMP_DENIED),
+        "unix: {}",
+        answers[4]
+    );
+    udp.set_nonblocking(true).unwrap();
+    assert!(udp.recv_from(&mut [0; 8]).is_err(), "a datagram arrived");
+    unix.set_nonblocking(true).unwrap();
+    assert!(unix.accept().is_err(), "a unix connection arrived");
+    assert!(answers[0].starts_with(LANDLOCK_DENIED), "{}", answers[0]);
+    assert!(answers[1].starts_with(LANDLOCK_DENIED), "{}", answers[1]);
+    assert!(!planted.exists());
+    // No network granted: not even a socket (seccomp); with ports granted, Landlock refuses
+    // the others (next test).
+    assert!(answers[2].starts_with(SECCOMP_DENIED), "{}", answers[2]);
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the listener"
+    );
+}
+
+#[test]
+fn a_plugin_granted_one_port_and_one_folder_reaches_them_and_nothing_else() {
+    let granted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "outside").unwrap();
+    std::fs::write(granted.path().join("notes"), "inside").unwrap();
+    // A symlink inside the granted folder that leads outside it.
+    std::os::unix::fs::symlink(outside.path().join("secret"), granted.path().join("link")).unwrap();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = open.local_addr().unwrap().port();
+    let other = closed.local_addr().unwrap().port();
+    let (_dir, runtimes) = hostile_registry(
+        Policy::default()
+            .with_write(granted.path())
+            .with_net(Net::Ports(vec![port])),
+    );
+    let g = granted.path().display();
+    let answers = attempts(
+        &runtimes,
+        &[
+            &format!("read:{g}/notes"),
+            &format!("write:{g}/new"),
+            &format!("connect:{port}"),
+            &format!("connect:{other}"),
+            &format!("read:{}/secret", outside.path().display()),
+            &format!("read:{g}/link"),
+        ],
+    );
+    assert_eq!(answers[0], "ok: inside");
+    assert_eq!(answers[1], "ok: written");
+    assert_eq!(
+        std::fs::read_to_string(granted.path().join("new")).unwrap(),
+        "written by a plugin"
+    );
+    assert_eq!(answers[2], "ok: connected");
+    assert!(open.accept().is_ok());
+    assert!(answers[3].starts_with(LANDLOCK_DENIED), "{}", answers[3]);
+    assert!(answers[4].starts_with(LANDLOCK_DENIED), "{}", answers[4]);
+    assert!(
+        answers[5].starts_with(LANDLOCK_DENIED),
+        "symlink: {}",
+        answers[5]
+    );
+}
+
+#[test]
+fn allocating_past_the_default_limit_crashes_only_the_worker() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let handle = runtimes.resolve("hostile").unwrap();
+    let rt = io();
+    // The default address-space limit is 4 GiB.
+    let error = rt
+        .block_on(handle.run_turn(TurnRequest::new("allocate:5368709120")))
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Crashed, "{error}");
+    assert!(
+        error
+            .message
+            .contains("memory allocation of 5368709120 bytes failed"),
+        "{error}"
+    );
+    let after = rt.block_on(handle.run_turn(TurnRequest::new("x"))).unwrap();
+    assert_eq!(after.content, "ok:x");
+}
+
+/// Runs `runtimes` over `dir` (as `uid` when given), returns its output.
+fn cli(dir: &Path, uid: Option<u32>, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = std::process::Command::new(&artifacts().runtimes);
+    command
+        .arg("--plugin-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("AGENT_RUNTIMES_PATH")
+        .env_remove("AGENT_RUNTIMES_ISOLATION")
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+        .stdin(std::process::Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    if let Some(uid) = uid {
+        command.uid(uid);
+    }
+    command.output().unwrap()
+}
+
+/// The processes named `name` (their `comm`).
+fn named(name: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Waits (bounded) until no process is named `name`.
+fn wait_none_named(name: &str) {
+    let started = std::time::Instant::now();
+    while !named(name).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} outlived its worker: {:?}",
+            named(name)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_setsid_daemon_is_gone_when_the_host_exits() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let name = format!("dmn{}", std::process::id() % 100_000);
+    // Control: while its host runs, the daemon is there.
+    let (_plugins, runtimes) = hostile_registry(Policy::default());
+    let answer = attempts(&runtimes, &[&format!("daemon:{name}")]);
+    assert!(answer[0].starts_with("daemon "), "{}", answer[0]);
+    assert_eq!(named(&name).len(), 1, "the daemon is not running");
+    // The runtime let go of: its worker and the daemon end.
+    drop(runtimes);
+    wait_none_named(&name);
+
+    // A host that exits.
+    let output = cli(
+        dir.path(),
+        None,
+        &[],
+        &["run", "hostile", &format!("daemon:{name}x"), "--isolate"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("daemon "),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_none_named(&format!("{name}x"));
+}
+
+#[test]
+fn forking_200_children_stops_at_the_process_cap() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    // RLIMIT_NPROC binds only unprivileged users: as root, the CLI runs as the test user.
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let uid = if me.ok() == Some(0) {
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Some(crate::support::other_user().0)
+    } else {
+        None
+    };
+    let output = cli(
+        dir.path(),
+        uid,
+        &[("AGENT_RUNTIMES_WORKER_PROCESSES", "150")],
+        &["run", "hostile", "fork:200", "--isolate"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started: usize = stdout.trim().parse().unwrap();
+    assert!(
+        started < 200,
+        "{started} children started past a cap of 150"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Permissions declared, shown and granted; the bundled runtimes work in the sandbox.
+
+#[test]
+fn info_shows_what_a_runtime_declares_and_where_it_is_enforced() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().echo, "libecho");
+    install(dir.path(), &artifacts().llm, "libllm_runtimes");
+    let echo = cli(dir.path(), None, &[], &["info", "echo"]);
+    let text = String::from_utf8_lossy(&echo.stdout);
+    assert!(
+        text.contains("declares:") && text.contains("nothing"),
+        "{text}"
+    );
+    assert!(text.contains("--allow-net"), "{text}");
+    assert!(
+        text.contains("NOT enforced at the inline and threads levels"),
+        "{text}"
+    );
+    let openai = cli(
+        dir.path(),
+        None,
+        &[],
+        &["info", "openai", "--allow-read", "/srv/models"],
+    );
+    let text = String::from_utf8_lossy(&openai.stdout);
+    assert!(text.contains("{config:base_url}"), "{text}");
+    assert!(text.contains("/srv/models"), "{text}");
+    let json = cli(dir.path(), None, &[], &["info", "openai", "--json"]);
+    let entry: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(entry["permissions"], json!({"net": ["{config:base_url}"]}));
+}
+
+#[test]
+fn the_command_runtime_runs_its_declared_program_in_the_sandbox() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().command, "libcommand_runtime");
+    let output = cli(
+        dir.path(),
+        None,
+        &[],
+        &[
+            "run",
+            "command",
+            "hello",
+            "--isolate",
+            "--config",
+            r#"{"program": "tr", "args": ["a-z", "A-Z"]}"#,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("HELLO"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn openai_reaches_the_port_of_its_base_url_and_only_that() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().llm, "libllm_runtimes");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The server accepts and hangs up: the turn fails, but only after connecting.
+    let server = std::thread::spawn(move || listener.accept().is_ok());
+    let config = format!(r#"{{"base_url": "http://127.0.0.1:{port}/v1", "model": "m"}}"#);
+    let output = cli(
+        dir.path(),
+        None,
+        &[],
+        &[
+            "run",
+            "openai",
+            "hi",
+            "--isolate",
+            "--timeout",
+            "20",
+            "--config",
+            &config,
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(server.join().unwrap(), "the declared port was not reached");
+}
+
+#[test]
+fn escape_attempts_fail_for_an_unprivileged_host_too() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    // As root, the host (the CLI) runs as the unprivileged test user; otherwise as ourselves.
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let uid = if me.ok() == Some(0) {
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Some(crate::support::other_user().0)
+    } else {
+        None
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect = format!("connect:{}", listener.local_addr().unwrap().port());
+    for (prompt, expected) in [
+        ("parent-environ", LANDLOCK_DENIED),
+        ("parent-mem", LANDLOCK_DENIED),
+        ("ptrace-parent", SECCOMP_DENIED),
+        ("kill-parent", SECCOMP_DENIED),
+        ("stop-parent", SECCOMP_DENIED),
+        (connect.as_str(), SECCOMP_DENIED),
+        ("read:/etc/passwd", LANDLOCK_DENIED),
+        ("write:/tmp/agent-runtimes-planted", LANDLOCK_DENIED),
+    ] {
+        let output = cli(
+            dir.path(),
+            uid,
+            &[("SECRET", "xyz")],
+            &["run", "hostile", prompt, "--isolate"],
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // The host survived (exit 0) and printed the refusal.
+        assert!(
+            output.status.success() && stdout.starts_with(expected),
+            "{prompt}: {:?} {stdout} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !stdout.contains("xyz"),
+            "{prompt}: the host's secret leaked"
+        );
+    }
+    assert!(!Path::new("/tmp/agent-runtimes-planted").exists());
+}
