@@ -132,7 +132,13 @@ fn a_restarted_worker_refuses_a_file_modified_after_the_first_start() {
     use std::io::Write as _;
     let dir = plugin_dir();
     let lib = install(dir.path(), &artifacts().hostile, "libhostile");
-    let runtimes = process_registry(dir.path());
+    // One worker, so that the crash below and the restart happen in the same place.
+    let runtimes = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(process_options().with_pool_size(1)),
+    );
+    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
     let handle = runtimes.resolve("hostile").unwrap();
     let rt = io();
     assert_eq!(
