@@ -201,7 +201,7 @@ fn schema_verdict(declared: &ManifestRuntime) -> Verdict {
             Value::Bool(_) => Verdict::pass("a boolean schema"),
             other => Verdict::fail(format!(
                 "a JSON Schema is an object or a boolean, the declared one is {}",
-                json_type(&other)
+                runtime_api::json_type_name(&other)
             )),
         };
     };
@@ -232,19 +232,8 @@ fn schema_verdict(declared: &ManifestRuntime) -> Verdict {
         )),
         Some(other) => Verdict::fail(format!(
             "the schema's `type` is {}, not a type name or a list of them",
-            json_type(other)
+            runtime_api::json_type_name(other)
         )),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

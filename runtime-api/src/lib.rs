@@ -82,6 +82,19 @@ pub use types::request::{Message, Role, Sampling, ToolDefinition, TurnRequest};
 /// metadata.
 pub use serde_json::{Value, json};
 
+/// What kind of JSON value this is, in words, for messages about a configuration or an
+/// answer: `null`, `a boolean`, `a number`, `a string`, `an array`, `an object`.
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Items the export macro expands to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {

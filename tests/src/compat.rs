@@ -204,7 +204,12 @@ fn echo_of_release(release: &Release) -> std::path::PathBuf {
             "--message-format=json",
             "--target-dir",
         ])
-        .arg(tmp.join("scratch-target"))
+        // A target folder of its own: the artifacts of path crates are named the same in every
+        // workspace of this layout, and another test's build must not replace this one's.
+        .arg(
+            tmp.join("scratch-target")
+                .join(format!("release-{}", release.version)),
+        )
         .args(["-p", "echo-runtime"])
         .current_dir(&frozen)
         .output()

@@ -260,16 +260,23 @@ impl ScratchBuild {
         Self { root }
     }
 
-    /// `cargo build` in the scratch workspace with these arguments. Scratch builds share a
-    /// target folder, where each overwrites the last one's libraries: builds run one at a
-    /// time, and what they produced is copied out (to `built/` in the scratch workspace)
-    /// before the next starts.
+    /// `cargo build` in the scratch workspace with these arguments, one build at a time, in a
+    /// target folder of this scratch workspace's own: cargo names the artifacts of path
+    /// crates the same in two workspaces of the same layout, so a shared target folder lets
+    /// one scratch workspace reuse another's (modified) build. What it produced is copied out
+    /// (to `built/` in the scratch workspace).
     pub fn build(&self, args: &[&str]) -> Built {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch-target");
+        let name = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("scratch-target")
+            .join(name.unwrap_or_default());
         CargoBuild::new(&self.root)
             .args(["--target-dir", &target.display().to_string()])
             .args(args)

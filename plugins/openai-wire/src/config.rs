@@ -437,16 +437,7 @@ pub fn is_env_name(name: &str) -> bool {
 
 /// A JSON value's type for a message: `null`, `a boolean`, `a number`, `a string`, `an array`,
 /// `an object`.
-pub fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use runtime_api::json_type_name as type_name;
 
 #[cfg(test)]
 mod tests {
