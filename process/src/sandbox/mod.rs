@@ -5,7 +5,7 @@
 //! and passes it to the worker on its command line. The worker applies it to itself on its
 //! first thread, before any other thread exists and before the plugin library is opened, so
 //! every thread and every descendant inherits it:
-//! - rlimits (set between fork and exec by [`spawn`](crate::spawn)): address space, no core
+//! - rlimits (set between fork and exec, where the worker is spawned): address space, no core
 //!   files, a process cap ([`rlimits`]);
 //! - `no_new_privs`;
 //! - Landlock ([`landlock`]): the filesystem limited to system libraries (read), the plugin
