@@ -313,6 +313,14 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
     let info = match outcome {
         Ok(Ok(Ok(info))) => info,
         failed => {
+            // The worker's whole group and what its plugin started, not only its own pid: a
+            // library's constructors run before the handshake ends.
+            #[cfg(unix)]
+            if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+                #[cfg(target_os = "linux")]
+                crate::sandbox::descendants::end_of(group);
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = child.start_kill();
             let status = child.wait().await;
             let _ = tokio::time::timeout(Duration::from_secs(1), stderr_task).await;
