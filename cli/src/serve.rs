@@ -44,9 +44,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().body_timeout.as_secs_f64())]
     body_timeout: f64,
     /// How many seconds a client gets to send a request's head (request line and headers),
-    /// and an idle keep-alive connection its next request; then the connection is closed.
+    /// from the connection's accept or the request's first byte; then the connection is
+    /// closed.
     #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64())]
     header_read_timeout: f64,
+    /// How many seconds a keep-alive connection may stay idle between requests (from the end
+    /// of its last response to the first byte of the next request); then it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = ServeLimits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
     /// The most connections open at once; at the cap the server accepts no more until one
     /// ends. Keep it below the descriptor limit (`ulimit -n`).
     #[arg(long, value_name = "N", default_value_t = ServeLimits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -109,6 +114,7 @@ fn config(args: ServeArgs) -> Result<ServeConfig, Failure> {
     limits.max_body_bytes = args.max_body_bytes;
     limits.body_timeout = seconds("--body-timeout", args.body_timeout)?;
     limits.header_read_timeout = seconds("--header-read-timeout", args.header_read_timeout)?;
+    limits.idle_timeout = seconds("--idle-timeout", args.idle_timeout)?;
     limits.max_connections = args.max_connections as usize;
     let mut config = ServeConfig::default()
         .with_addr(args.addr)

@@ -50,6 +50,7 @@ mod config;
 mod error;
 mod limits;
 mod metrics;
+mod read_deadlines;
 mod routes;
 mod server;
 mod shutdown;

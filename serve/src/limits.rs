@@ -37,12 +37,15 @@ pub struct ServeLimits {
     /// headers: a total deadline, not reset by each read (a client trickling a byte a second
     /// is answered 408 when it passes). Default: 30 s.
     pub body_timeout: Duration,
-    /// How long a client may take to send a request's whole head (request line and headers)
-    /// once the server waits for it; a connection that has not is closed. The same bound
-    /// applies to a keep-alive connection idle between requests (the server waits for the
-    /// next request's head), so it is also the idle keep-alive timeout
-    /// (`--header-read-timeout`). Default: 10 s.
+    /// How long a client may take to send a request's whole head (request line and
+    /// headers): from the accept for a connection's first request, from the request's first
+    /// byte for the next ones on a keep-alive connection. A connection that has not sent it
+    /// is closed (`--header-read-timeout`). Default: 10 s.
     pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may stay idle (no request running, no byte of the
+    /// next one received) after its last response before it is closed (`--idle-timeout`).
+    /// Default: 60 s.
+    pub idle_timeout: Duration,
     /// The most connections open at once (`--max-connections`); at the cap the server stops
     /// accepting until one ends (the kernel's listen backlog holds the rest), so it never
     /// runs out of file descriptors. Keep it below the process's descriptor limit
@@ -67,6 +70,7 @@ impl Default for ServeLimits {
             max_body_bytes: 4 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 512,
             health_wait: Duration::from_secs(1),
             redis_wait: Duration::from_secs(5),

@@ -1,10 +1,12 @@
 //! The accept loop, bounded against hostile clients, and its graceful shutdown.
 //!
 //! Every connection holds a permit of a semaphore of [`ServeLimits::max_connections`]: at the
-//! cap the loop stops accepting (the kernel's backlog holds the rest) instead of running out
-//! of file descriptors. Each connection is served by hyper's HTTP/1 with a timer, so a client
-//! that does not send a whole request head within [`ServeLimits::header_read_timeout`] (a
-//! slow-header client, or a keep-alive connection idle between requests) is closed. When the
+//! cap the loop accepts one client more, closes idle keep-alive connections to make room for
+//! it, and accepts no other until it has a slot (the kernel's backlog holds the rest), so the
+//! server never runs out of file descriptors. Each connection is served by hyper's HTTP/1 over a socket with two
+//! read deadlines (`read_deadlines`): a client that does not send a whole request head within
+//! [`ServeLimits::header_read_timeout`], or keeps a connection idle between requests longer
+//! than [`ServeLimits::idle_timeout`], is closed. When the
 //! shutdown future resolves, the listener is closed at once (the moment reported on
 //! `closed`, from which running turns get their grace period), and the loop waits for every
 //! connection to end (hyper's graceful shutdown: idle connections close, running requests
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::limits::ServeLimits;
+use crate::read_deadlines::{ConnectionDeadlines, DeadlineIo, DeadlinedService, IdlePressure};
 
 /// Whether an accept error concerns only the connection being accepted (the loop goes on at
 /// once) rather than the process (out of descriptors: the loop pauses).
@@ -76,21 +79,17 @@ pub(crate) async fn serve(
     closed: oneshot::Sender<()>,
 ) {
     let permits = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
+    let pressure = Arc::new(IdlePressure::default());
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Both read deadlines are kept by `DeadlineIo` (hyper has one timer for both).
+        .header_read_timeout(None)
         .keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
+        let free = Arc::clone(&permits).try_acquire_owned().ok();
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -107,9 +106,35 @@ pub(crate) async fn serve(
                 }
             }
         };
+        let permit = match free {
+            Some(permit) => permit,
+            None => {
+                // At the cap with a client accepted (the one connection over the cap): idle
+                // keep-alive connections close to make room, then it takes the first slot.
+                pressure.client_waiting();
+                let permit = tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => permit,
+                    () = &mut shutdown => break,
+                };
+                pressure.client_served();
+                match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let deadlines = ConnectionDeadlines::new(
+            limits.idle_timeout,
+            limits.header_read_timeout,
+            Arc::clone(&pressure),
+        );
+        let service = DeadlinedService {
+            inner: TowerToHyperService::new(router.clone()),
+            deadlines: deadlines.clone(),
+        };
+        let stream = TokioIo::new(DeadlineIo::new(stream, deadlines));
+        let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");

@@ -17,7 +17,7 @@
 //! | `max_steps` | the most model calls in a turn (default 10, at most 1000) |
 //! | `tool_timeout_ms` | the longest one tool call may take (default 60 s); then it is cancelled and the model told |
 //! | `startup_timeout_ms` | the longest a server may take to start and list its tools (default 30 s) |
-//! | `tool_result_max_bytes` | the most of one tool result fed back to the model (default 64 KiB) |
+//! | `tool_result_max_bytes` | the most bytes of one tool result (default 64 KiB); a larger result is not cut but replaced by the named failure `tool_result_too_large`, fed back to the model so it can ask for less |
 //! | `max_tool_calls_per_step` | the most tool calls one model response may decide (default 64, at most 10,000); more is the named error `too_many_tool_calls`, before any runs |
 //! | `max_concurrent_tool_calls` | the most tool calls of one step run at a time (default 8) |
 //! | `model_response_max_bytes` | the most bytes of one model response's events (default 8 MiB); more is the named error `model_response_too_large` |
@@ -46,7 +46,10 @@
 //!   `metadata.transcript` (append them to the history, then the host's results).
 //! - **Tool failures** are fed back to the model as the tool's result (`error: …`) and the
 //!   loop goes on: a tool error (`isError`), a timeout (the call is cancelled on the server),
-//!   a server that died during the call, an unknown tool, arguments that are not an object.
+//!   a server that died during the call, an unknown tool, arguments that are not an object,
+//!   a result over `tool_result_max_bytes`. The stream's tool result delta names each in
+//!   `metadata.error` (`tool_timeout`, `mcp_server_died`, `mcp_server_down`, `mcp_protocol`,
+//!   `unknown_tool`, `bad_tool_arguments`, `tool_result_too_large`).
 //! - **The stream**: text and thinking deltas as the model produces them (the text of
 //!   successive steps separated by a blank line), each decided tool call whole (metadata
 //!   `index`, `id`, `name`, `step`, `handled_by`: the server, `host` or `unknown`), each tool

@@ -375,6 +375,29 @@ pub(crate) enum ToolFailure {
     UnknownTool { tool: String, available: String },
     #[error("error: the arguments of `{tool}` must be a JSON object: {reason}")]
     BadArguments { tool: String, reason: String },
+    #[error(
+        "error: the result of `{tool}` is {bytes} bytes, more than this runtime takes ({max}, its tool_result_max_bytes); ask for less"
+    )]
+    ResultTooLarge {
+        tool: String,
+        bytes: usize,
+        max: usize,
+    },
+}
+
+impl ToolFailure {
+    /// The failure's name, for the stream's tool result delta (`metadata.error`).
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "tool_timeout",
+            Self::ServerDied { .. } => "mcp_server_died",
+            Self::ServerDown { .. } => "mcp_server_down",
+            Self::Protocol { .. } => "mcp_protocol",
+            Self::UnknownTool { .. } => "unknown_tool",
+            Self::BadArguments { .. } => "bad_tool_arguments",
+            Self::ResultTooLarge { .. } => "tool_result_too_large",
+        }
+    }
 }
 
 /// Calls a tool on a live server with a timeout; dropping the future cancels the call (rmcp
@@ -408,8 +431,14 @@ pub(crate) async fn call_tool(
 }
 
 /// A tool result as text for the model: text blocks as they are, other blocks as JSON,
-/// structured content when there is nothing else; cut to `max` bytes.
-pub(crate) fn result_text(result: &CallToolResult, max: usize) -> String {
+/// structured content when there is nothing else; a result over `max` bytes is the named
+/// failure `tool_result_too_large` (never cut silently: the model would take part of an
+/// answer for the whole).
+pub(crate) fn result_text(
+    result: &CallToolResult,
+    tool: &str,
+    max: usize,
+) -> Result<String, ToolFailure> {
     let mut parts: Vec<String> = result
         .content
         .iter()
@@ -423,8 +452,15 @@ pub(crate) fn result_text(result: &CallToolResult, max: usize) -> String {
     {
         parts.push(structured.to_string());
     }
-    let text = parts.join("\n");
-    truncate_owned(text, max)
+    let bytes = parts.iter().map(String::len).sum::<usize>() + parts.len().saturating_sub(1);
+    if bytes > max {
+        return Err(ToolFailure::ResultTooLarge {
+            tool: clean(&truncate_owned(tool.to_owned(), 64)).into_owned(),
+            bytes,
+            max,
+        });
+    }
+    Ok(parts.join("\n"))
 }
 
 /// The text cut to at most `max` bytes at a character boundary, with `…` when cut.

@@ -217,6 +217,18 @@ fn output_metadata(
 struct Outcome {
     ok: bool,
     text: String,
+    /// The failure's name when the call failed here (not a tool's own `isError`).
+    failure: Option<&'static str>,
+}
+
+impl Outcome {
+    fn failed(failure: ToolFailure) -> Self {
+        Self {
+            ok: false,
+            failure: Some(failure.code()),
+            text: failure.to_string(),
+        }
+    }
 }
 
 /// Runs one tool call routed to an MCP server, restarting the server first if it died (in
@@ -234,24 +246,16 @@ async fn call_mcp(
         Value::Object(map) => map.clone(),
         Value::Null => serde_json::Map::new(),
         Value::String(text) => {
-            return Outcome {
-                ok: false,
-                text: ToolFailure::BadArguments {
-                    tool: tool.to_owned(),
-                    reason: format!("not valid JSON: {}", truncate_owned(text.clone(), 200)),
-                }
-                .to_string(),
-            };
+            return Outcome::failed(ToolFailure::BadArguments {
+                tool: tool.to_owned(),
+                reason: format!("not valid JSON: {}", truncate_owned(text.clone(), 200)),
+            });
         }
         other => {
-            return Outcome {
-                ok: false,
-                text: ToolFailure::BadArguments {
-                    tool: tool.to_owned(),
-                    reason: format!("got {other}"),
-                }
-                .to_string(),
-            };
+            return Outcome::failed(ToolFailure::BadArguments {
+                tool: tool.to_owned(),
+                reason: format!("got {other}"),
+            });
         }
     };
     let restarted;
@@ -265,29 +269,26 @@ async fn call_mcp(
                 &restarted
             }
             Err(error) => {
-                return Outcome {
-                    ok: false,
-                    text: ToolFailure::ServerDown {
-                        server: live.name.clone(),
-                        reason: error.to_string(),
-                    }
-                    .to_string(),
-                };
+                return Outcome::failed(ToolFailure::ServerDown {
+                    server: live.name.clone(),
+                    reason: error.to_string(),
+                });
             }
         }
     } else {
         live
     };
     match servers::call_tool(live, tool, arguments, timeout).await {
-        Ok(result) => {
-            let text = servers::result_text(&result, inner.config.tool_result_max_bytes);
-            let ok = result.is_error != Some(true);
-            Outcome { ok, text }
-        }
-        Err(failure) => Outcome {
-            ok: false,
-            text: failure.to_string(),
+        Ok(result) => match servers::result_text(&result, tool, inner.config.tool_result_max_bytes)
+        {
+            Ok(text) => Outcome {
+                ok: result.is_error != Some(true),
+                text,
+                failure: None,
+            },
+            Err(failure) => Outcome::failed(failure),
         },
+        Err(failure) => Outcome::failed(failure),
     }
 }
 
@@ -471,24 +472,22 @@ async fn run(
                             let mut available: Vec<&str> =
                                 tools.routes.keys().map(String::as_str).collect();
                             available.sort_unstable();
-                            Outcome {
-                                ok: false,
-                                text: ToolFailure::UnknownTool {
-                                    tool: clean(&truncate_owned(call.name.clone(), 64))
-                                        .into_owned(),
-                                    available: if available.is_empty() {
-                                        "(none)".to_owned()
-                                    } else {
-                                        available.join(", ")
-                                    },
-                                }
-                                .to_string(),
-                            }
+                            Outcome::failed(ToolFailure::UnknownTool {
+                                tool: clean(&truncate_owned(call.name.clone(), 64)).into_owned(),
+                                available: if available.is_empty() {
+                                    "(none)".to_owned()
+                                } else {
+                                    available.join(", ")
+                                },
+                            })
                         }
                     };
                     let preview = truncate_owned(outcome.text.clone(), PREVIEW_BYTES);
                     let mut delta = Delta::tool_result(&call.id, &call.name, outcome.ok, preview);
                     delta.metadata["step"] = json!(step);
+                    if let Some(failure) = outcome.failure {
+                        delta.metadata["error"] = json!(failure);
+                    }
                     delta.metadata["duration_ms"] =
                         json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
                     let _ = deltas.send(delta).await;

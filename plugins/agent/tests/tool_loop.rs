@@ -212,6 +212,33 @@ async fn a_tool_error_is_fed_back_to_the_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the reference MCP servers from npm: scripts/mcp-servers.sh; CI runs it"]
+async fn a_tool_result_over_its_byte_limit_is_a_named_failure_not_a_cut_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let file = dir_path.join("big.txt");
+    std::fs::write(&file, "0123456789abcdef".repeat(1024)).unwrap();
+    let model = ModelServer::start(vec![
+        Reply::call("r", "read_text_file", json!({ "path": file })),
+        Reply::text("Too big; I will ask for less."),
+    ])
+    .await;
+    let agent = runtime(
+        &model,
+        json!({ "mcp_servers": { "fs": filesystem(&dir_path) }, "tool_result_max_bytes": 4096 }),
+    );
+    let items = collect(&agent, TurnRequest::new("read big.txt")).await;
+    assert_eq!(finished(&items).finish_reason, FinishReason::Stop);
+    let results = tool_results(&items);
+    assert_eq!(results[0].metadata["ok"], false);
+    assert_eq!(results[0].metadata["error"], "tool_result_too_large");
+    let fed_back = tool_messages(&model.requests()[1]);
+    assert!(fed_back[0].contains("16384 bytes"), "{fed_back:?}");
+    assert!(fed_back[0].contains("tool_result_max_bytes"), "{fed_back:?}");
+    assert!(!fed_back[0].contains("0123456789abcdef"), "no part of the result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the reference MCP servers from npm: scripts/mcp-servers.sh; CI runs it"]
 async fn a_hanging_call_times_out_is_cancelled_and_the_server_serves_the_next_call() {
     let model = ModelServer::start(vec![
         Reply::call(

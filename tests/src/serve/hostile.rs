@@ -36,7 +36,7 @@ fn open_fds(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let server = Server::start(&["--header-read-timeout", "1"]).await;
+    let server = Server::start(&["--header-read-timeout", "1", "--idle-timeout", "3"]).await;
     let started = Instant::now();
     let mut slow = TcpStream::connect(address(&server)).await.unwrap();
     slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-")
@@ -48,19 +48,24 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(took < Duration::from_secs(10), "closed after {took:?}");
     assert!(!answer.contains("200 OK"), "{answer}");
 
-    // A keep-alive connection idle after its request is closed by the same bound.
+    // A keep-alive connection idle between requests has the idle bound, not the head one:
+    // idle for longer than the head bound, it still serves its next request...
     let mut idle = TcpStream::connect(address(&server)).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    idle.write_all(request).await.unwrap();
+    let mut first = [0u8; 1024];
+    let read = timeout(WAIT, idle.read(&mut first)).await.unwrap().unwrap();
+    assert!(first[..read].starts_with(b"HTTP/1.1 200"));
+    // The subject here is time passing on an idle connection, not synchronisation.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    idle.write_all(request).await.unwrap();
+    // ... and is closed once idle for the idle bound after its last response.
     let started = Instant::now();
     let answer = read_to_close(&mut idle).await;
+    let took = started.elapsed();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took >= Duration::from_millis(2_500), "closed after {took:?}");
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
