@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod check;
 mod conformance;
 mod failure;
@@ -225,6 +226,9 @@ enum Command {
     /// Look at a Redis queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Clear a runtime's failed mark in a running `runtimes serve` (its workers crashed too
+    /// often): new turns may run it again. Needs the server's API key.
+    ClearFailed(admin::ClearFailedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,6 +409,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
         Command::Worker(args) => queue::worker(global, args).await,
         Command::Submit(args) => queue::submit(args, &style).await,
         Command::Queue(QueueCommand::Status(args)) => queue::status(args, &style).await,
+        Command::ClearFailed(args) => admin::clear_failed(args, &style).await,
     }
 }
 

@@ -78,6 +78,7 @@ pub use isolation::{ISOLATION_ENV, Isolation, UnknownIsolation};
 pub use log_bridge::PLUGIN_LOG_TARGET;
 pub use options::LoaderOptions;
 pub use registry::{Runtimes, Unregistered};
+pub use resolve::FailedMark;
 pub use runtime_discovery::{
     DirReport, DirStatus, DiscoveryReport, RejectReason, Rejection, Shadowed,
 };

@@ -165,6 +165,26 @@ impl Runtimes {
         }
     }
 
+    /// The runtimes marked failed at the *process* level now (too many worker crashes), with
+    /// why and how long each mark still holds, sorted by id.
+    pub fn failed_marks(&self) -> Vec<FailedMark> {
+        let state = self.read();
+        let mut marks: Vec<FailedMark> = state
+            .runtimes
+            .values()
+            .filter_map(|registered| {
+                let (reason, expires_in) = registered.ledger.failed_mark()?;
+                Some(FailedMark {
+                    id: registered.entry.id.clone(),
+                    reason,
+                    expires_in,
+                })
+            })
+            .collect();
+        marks.sort_by(|a, b| a.id.cmp(&b.id));
+        marks
+    }
+
     /// Forgets the crashes of a runtime marked failed at the *process* level, so it may be
     /// resolved and run again; `true` if it was marked failed.
     ///
@@ -339,4 +359,18 @@ impl Runtimes {
             level,
         ))
     }
+}
+
+/// A runtime marked failed at the process level ([`Runtimes::failed_marks`]): resolving it
+/// fails with [`ResolveError::Failed`] until the mark expires or
+/// [`Runtimes::clear_failed`] clears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailedMark {
+    /// The runtime's id.
+    pub id: String,
+    /// Why: how many crashes, in what window, and how the last one ended.
+    pub reason: String,
+    /// How long the mark still holds.
+    pub expires_in: std::time::Duration,
 }

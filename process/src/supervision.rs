@@ -65,6 +65,17 @@ impl CrashLedger {
         }
     }
 
+    /// Why the runtime is marked failed and how long the mark still holds, if it is.
+    pub fn failed_mark(&self) -> Option<(String, std::time::Duration)> {
+        let reason = self.failed()?;
+        let state = lock(&self.state);
+        let left = state
+            .failed
+            .as_ref()
+            .map(|(_, until)| until.saturating_duration_since(Instant::now()))?;
+        Some((reason, left))
+    }
+
     /// Forgets the crashes: the runtime may be tried again.
     pub fn clear(&self) {
         *lock(&self.state) = LedgerState::default();

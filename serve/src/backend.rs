@@ -273,10 +273,23 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 let report = local.runtimes.report();
+                let failed: Vec<Value> = local
+                    .runtimes
+                    .failed_marks()
+                    .into_iter()
+                    .map(|mark| {
+                        json!({
+                            "id": mark.id,
+                            "reason": mark.reason,
+                            "expires_in_s": mark.expires_in.as_secs(),
+                        })
+                    })
+                    .collect();
                 Ok(json!({
                     "runtimes": local.runtimes.list_runtimes(),
                     "rejected": report.rejected,
                     "shadowed": report.shadowed,
+                    "failed": failed,
                 }))
             }
             Backend::Queue(queue) => {
@@ -302,6 +315,32 @@ impl Backend {
                     "backlog": {"jobs": backlog.jobs, "pending": backlog.pending, "dead": backlog.dead},
                 }))
             }
+        }
+    }
+
+    /// The ids of the runtimes marked failed at the process level (none with a queue: each
+    /// worker keeps its own marks).
+    pub fn failed_ids(&self) -> Vec<String> {
+        match self {
+            Backend::Local(local) => local
+                .runtimes
+                .failed_marks()
+                .into_iter()
+                .map(|mark| mark.id)
+                .collect(),
+            Backend::Queue(_) => Vec::new(),
+        }
+    }
+
+    /// Clears the failed mark of the runtime named `name`: `Ok(true)` if it was marked,
+    /// `Err(None)` if nothing has that name, `Err(Some(why))` if this backend keeps no marks.
+    pub fn clear_failed(&self, name: &str) -> Result<bool, Option<&'static str>> {
+        match self {
+            Backend::Local(local) => local.runtimes.clear_failed(name).map_err(|_| None),
+            Backend::Queue(_) => Err(Some(
+                "with --redis, each queue worker keeps its own failed marks; they expire on \
+                 their own, or restart the worker",
+            )),
         }
     }
 

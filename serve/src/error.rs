@@ -84,7 +84,7 @@ pub enum ApiError {
     },
     /// No such endpoint.
     #[error(
-        "no endpoint `{method} {path}`: see GET /v1/models, POST /v1/chat/completions, GET /v1/runtimes, GET /healthz, GET /metrics"
+        "no endpoint `{method} {path}`: see GET /v1/models, POST /v1/chat/completions, GET /v1/runtimes, POST /v1/runtimes/{{name}}/clear-failed, GET /healthz, GET /metrics"
     )]
     NotFound {
         /// The method.
@@ -95,6 +95,17 @@ pub enum ApiError {
     /// The endpoint exists with another method.
     #[error("method not allowed for this endpoint")]
     MethodNotAllowed,
+    /// An endpoint that changes the server, on a server started without an API key.
+    #[error(
+        "this endpoint changes the server and needs an API key: start the server with --api-key-env"
+    )]
+    AdminNeedsKey,
+    /// What the request asks of the server, this backend cannot do.
+    #[error("{message}")]
+    NotSupported {
+        /// Why.
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -145,6 +156,10 @@ impl ApiError {
                 "invalid_request_error",
                 "method_not_allowed",
             ),
+            ApiError::AdminNeedsKey => (S::FORBIDDEN, "permission_error", "admin_needs_api_key"),
+            ApiError::NotSupported { .. } => {
+                (S::CONFLICT, "invalid_request_error", "not_supported")
+            }
             ApiError::Runtime { error, .. } => {
                 let (status, kind) = runtime_answer(&error.kind);
                 (status, kind, error.kind.as_str())

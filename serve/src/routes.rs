@@ -139,6 +139,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/models/{*model}", get(model))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/runtimes", get(runtimes))
+        .route("/v1/runtimes/{name}/clear-failed", post(clear_failed))
         .route("/metrics", get(render_metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     Router::new()
@@ -177,9 +178,11 @@ async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Resp
 async fn healthz(State(state): State<Shared>) -> Response {
     let in_flight = state.running();
     let body = match &state.handles {
+        // Ids only: the reasons (how workers ended) are for authenticated `/v1/runtimes`.
         Backend::Local(_) => json!({
             "status": "ok",
             "runtimes": state.handles.offered().await.map_or(0, |o| o.len()),
+            "failed_runtimes": state.handles.failed_ids(),
             "turns_in_flight": in_flight,
         }),
         // The front is up whatever Redis does; `queue` says whether turns can run.
@@ -243,6 +246,30 @@ async fn runtimes(State(state): State<Shared>) -> Response {
     match state.handles.describe_runtimes().await {
         Ok(body) => axum::Json(body).into_response(),
         Err(error) => failed(unavailable(error)),
+    }
+}
+
+/// Clears a runtime's failed mark (`POST /v1/runtimes/{name}/clear-failed`); only on a
+/// server with an API key, since it lets a crashing plugin run again.
+async fn clear_failed(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+    if state.api_key.is_none() {
+        return failed(ApiError::AdminNeedsKey);
+    }
+    match state.handles.clear_failed(&name) {
+        Ok(was_failed) => {
+            tracing::info!(runtime = %name, was_failed, "failed mark cleared by a client");
+            axum::Json(json!({ "id": name, "was_failed": was_failed })).into_response()
+        }
+        Err(Some(why)) => failed(ApiError::NotSupported {
+            message: why.to_owned(),
+        }),
+        Err(None) => match state.model_names().await {
+            Ok(available) => failed(ApiError::UnknownModel {
+                model: name,
+                available,
+            }),
+            Err(error) => failed(error),
+        },
     }
 }
 

@@ -233,8 +233,14 @@ async fn a_tool_result_over_its_byte_limit_is_a_named_failure_not_a_cut_answer()
     assert_eq!(results[0].metadata["error"], "tool_result_too_large");
     let fed_back = tool_messages(&model.requests()[1]);
     assert!(fed_back[0].contains("16384 bytes"), "{fed_back:?}");
-    assert!(fed_back[0].contains("tool_result_max_bytes"), "{fed_back:?}");
-    assert!(!fed_back[0].contains("0123456789abcdef"), "no part of the result");
+    assert!(
+        fed_back[0].contains("tool_result_max_bytes"),
+        "{fed_back:?}"
+    );
+    assert!(
+        !fed_back[0].contains("0123456789abcdef"),
+        "no part of the result"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,10 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let answer = read_to_close(&mut idle).await;
     let took = started.elapsed();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(took >= Duration::from_millis(2_500), "closed after {took:?}");
+    assert!(
+        took >= Duration::from_millis(2_500),
+        "closed after {took:?}"
+    );
     assert!(took < Duration::from_secs(10), "closed after {took:?}");
 }
 

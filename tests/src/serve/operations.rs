@@ -416,3 +416,107 @@ async fn load_1000_concurrent_streams_against_echo_without_errors() {
         REQUESTS as f64
     );
 }
+
+/// A runtime whose workers keep crashing is marked failed: `/healthz` names it, `/v1/runtimes`
+/// says why and for how long, and only a client with the key clears it (the endpoint, or
+/// `runtimes clear-failed`); a server without a key refuses to.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_failed_mark_shows_and_is_cleared_with_the_key() {
+    let server = Server::start_with(
+        &["--isolate", "--api-key-env", "SERVE_TEST_KEY"],
+        &[("SERVE_TEST_KEY", "s3cret-key")],
+        |_| {},
+    )
+    .await;
+    let key = [("authorization", "Bearer s3cret-key")];
+    let crash = json!({"model": "fixture-crash", "messages": user("abort")})
+        .to_string()
+        .into_bytes();
+    // The default crash limit: 5 crashes within the window.
+    for _ in 0..5 {
+        let (status, _, body) =
+            post_raw(&server, "/v1/chat/completions", crash.clone(), &key).await;
+        assert_eq!(status, 500, "{body}");
+    }
+    let (status, health) = get(&server, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        health["failed_runtimes"],
+        json!(["fixture-crash"]),
+        "{health}"
+    );
+    let runtimes: Value = client()
+        .get(server.url("/v1/runtimes"))
+        .bearer_auth("s3cret-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = &runtimes["failed"][0];
+    assert_eq!(failed["id"], "fixture-crash", "{runtimes}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("5 times"),
+        "{failed}"
+    );
+    assert!(failed["expires_in_s"].as_u64().unwrap() > 0, "{failed}");
+
+    // Without the key: 401; an unknown runtime: 404.
+    let (status, _, _) = post_raw(
+        &server,
+        "/v1/runtimes/fixture-crash/clear-failed",
+        vec![],
+        &[],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, body) = post_raw(&server, "/v1/runtimes/nope/clear-failed", vec![], &key).await;
+    assert_eq!(status, 404, "{body}");
+
+    // The CLI clears it.
+    let cleared = tokio::process::Command::new(&artifacts().runtimes)
+        .args(["clear-failed", "fixture-crash", "--server", &server.url])
+        .args(["--api-key-env", "SERVE_TEST_KEY"])
+        .env("SERVE_TEST_KEY", "s3cret-key")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&cleared.stdout);
+    assert!(
+        cleared.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&cleared.stderr)
+    );
+    assert!(
+        said.contains("cleared the failed mark of `fixture-crash`"),
+        "{said}"
+    );
+    assert_eq!(
+        get(&server, "/healthz").await.1["failed_runtimes"],
+        json!([])
+    );
+    let (status, _, body) = post_raw(
+        &server,
+        "/v1/runtimes/fixture-crash/clear-failed",
+        vec![],
+        &key,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["was_failed"], false, "{body}");
+    // The runtime runs again.
+    let ok = json!({"model": "fixture-crash", "messages": user("hello")})
+        .to_string()
+        .into_bytes();
+    let (status, _, body) = post_raw(&server, "/v1/chat/completions", ok, &key).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A server without a key never clears a mark.
+    let open = Server::start(&["--isolate"]).await;
+    let (status, _, body) =
+        post(&open, "/v1/runtimes/fixture-crash/clear-failed", &json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_openai_error(&body, "permission_error", None, "admin_needs_api_key");
+}
