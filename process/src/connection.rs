@@ -323,7 +323,7 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
             }
             let _ = child.start_kill();
             let status = child.wait().await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), stderr_task).await;
+            finish_or_abort(stderr_task, Duration::from_secs(1)).await;
             let tail = lines_of(&tail);
             return Err(match failed {
                 Ok(Ok(Err(()))) => {
@@ -396,7 +396,7 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         worker.kill(String::new());
         let status = child.wait().await;
         worker.alive.store(false, Ordering::Release);
-        let _ = tokio::time::timeout(Duration::from_secs(1), stderr_task).await;
+        finish_or_abort(stderr_task, Duration::from_secs(1)).await;
         let Some(inner) = inner.upgrade() else {
             // The runtime was let go of: its worker ending is no crash.
             return;
@@ -514,5 +514,13 @@ pub(crate) async fn read_worker<R: tokio::io::AsyncRead + Unpin, E: LinkEvents>(
             | WorkerMessage::Refused { .. }
             | WorkerMessage::Created { .. } => {}
         }
+    }
+}
+
+/// Waits up to `limit` for `task` to end (a dead worker's stderr to be read to its end); then
+/// aborts it, so a descendant still holding the pipe open cannot keep the task alive.
+async fn finish_or_abort(mut task: tokio::task::JoinHandle<()>, limit: Duration) {
+    if tokio::time::timeout(limit, &mut task).await.is_err() {
+        task.abort();
     }
 }

@@ -116,10 +116,12 @@ pub(crate) fn block_on<T: Send + 'static>(
 ) -> Result<T, RuntimeError> {
     let io = crate::io::io_runtime().map_err(RuntimeError::unavailable)?;
     let (done, wait) = std::sync::mpsc::sync_channel(1);
-    io.spawn(async move {
+    let task = io.spawn(async move {
         let _ = done.send(future.await);
     });
     wait.recv_timeout(limit).unwrap_or_else(|_| {
+        // Nobody waits for it any more: it must not go on running (and holding what it holds).
+        task.abort();
         Err(RuntimeError::timeout(format!(
             "the worker did not answer within {limit:?}"
         )))

@@ -205,7 +205,8 @@ struct Shared {
     conn: ConnectionManager,
     consumer: String,
     running: Mutex<HashMap<String, CancellationToken>>,
-    instances: Mutex<HashMap<(String, String), RuntimeHandle>>,
+    /// Each (runtime, configuration)'s instance, created once on a blocking thread.
+    instances: Mutex<HashMap<(String, String), Arc<tokio::sync::OnceCell<RuntimeHandle>>>>,
     /// The operator's rules by runtime id.
     rules: HashMap<String, RuntimeRules>,
 }
@@ -622,22 +623,31 @@ impl Shared {
         }
     }
 
-    /// The handle for a runtime and configuration.
-    fn handle(&self, runtime: &str, config: &Value) -> Result<RuntimeHandle, RuntimeError> {
+    /// The handle for a runtime and configuration. A first use loads the plugin and runs its
+    /// factory on a blocking thread, so other jobs go on meanwhile; concurrent first uses of
+    /// one instance wait for the same creation.
+    async fn handle(&self, runtime: &str, config: &Value) -> Result<RuntimeHandle, RuntimeError> {
         let key = (runtime.to_owned(), config.to_string());
-        let mut instances = self
-            .instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(handle) = instances.get(&key) {
-            return Ok(handle.clone());
-        }
-        let resolved = if config.is_null() {
-            self.runtimes.resolve(runtime)
-        } else {
-            self.runtimes.new_instance(runtime, config)
+        let cell = {
+            let mut instances = self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if instances.len() >= INSTANCES && !instances.contains_key(&key) {
+                instances.clear();
+            }
+            Arc::clone(instances.entry(key).or_default())
         };
-        let handle = resolved.map_err(|error| {
+        let created = cell
+            .get_or_try_init(|| async {
+                if config.is_null() {
+                    self.runtimes.resolve_async(runtime).await
+                } else {
+                    self.runtimes.new_instance_async(runtime, config).await
+                }
+            })
+            .await;
+        created.cloned().map_err(|error| {
             // Marked, so a submitter can tell "no such runtime" (a usage error) from a failure.
             let unknown = matches!(error, runtime_loader::ResolveError::NotFound { .. });
             RuntimeError::invalid_request(format!("worker `{}`: {error}", self.consumer))
@@ -646,12 +656,7 @@ impl Shared {
                     "runtime": runtime,
                     "unknown_runtime": unknown,
                 }))
-        })?;
-        if instances.len() >= INSTANCES {
-            instances.clear();
-        }
-        instances.insert(key, handle.clone());
-        Ok(handle)
+        })
     }
 
     /// The configuration a job runs with under the operator's rules, or the `invalid_config`
@@ -705,7 +710,7 @@ impl Shared {
                 return;
             }
         };
-        let handle = match self.handle(&job.runtime, &config) {
+        let handle = match self.handle(&job.runtime, &config).await {
             Ok(handle) => handle,
             Err(error) => {
                 tracing::warn!(execution_id = %context.execution_id, runtime = %job.runtime, "job for a runtime this worker cannot run");

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -108,7 +109,8 @@ pub enum Backend {
 /// The local backend: the registry and the `--config` instances.
 #[derive(Debug)]
 pub struct Local {
-    runtimes: Runtimes,
+    /// Shared with the blocking threads that load plugins and run factories.
+    runtimes: Arc<Runtimes>,
     configured: HashMap<String, RuntimeHandle>,
     timeout: Duration,
 }
@@ -175,7 +177,7 @@ impl Backend {
             }
         }
         Ok(Backend::Local(Box::new(Local {
-            runtimes,
+            runtimes: Arc::new(runtimes),
             configured,
             timeout,
         })))
@@ -352,9 +354,11 @@ impl Backend {
     pub async fn get(&self, name: &str) -> Result<TurnHandle, LookupError> {
         match self {
             Backend::Local(local) => {
+                // A first use loads the plugin and runs its factory (at the process level,
+                // starts a worker): on a blocking thread, never on the server's async ones.
                 let handle = match local.configured.get(name) {
                     Some(handle) => Ok(handle.clone()),
-                    None => open(&local.runtimes, name, None),
+                    None => local.runtimes.resolve_async(name).await,
                 };
                 match handle {
                     Ok(handle) => Ok(TurnHandle::Local(handle.with_timeout(local.timeout))),

@@ -348,15 +348,16 @@ async fn chat_turn(
     let request = translate::parse(&body)?;
     let model = request.model.clone();
     let (runtime, inner_model) = translate::split_model(&model);
-    let handle = state.handle_for(runtime, &model).await?;
-    let execution_id = handle.new_execution_id(state.started);
-    let (turn, options) = translate::to_turn(request, inner_model, &execution_id)?;
+    // The permit first: a turn beyond the limit costs no plugin load, factory or lookup.
     let permit =
         Arc::clone(&state.turns)
             .try_acquire_owned()
             .map_err(|_| ApiError::Overloaded {
                 max_concurrent: state.limits.max_concurrent as usize,
             })?;
+    let handle = state.handle_for(runtime, &model).await?;
+    let execution_id = handle.new_execution_id(state.started);
+    let (turn, options) = translate::to_turn(request, inner_model, &execution_id)?;
     *execution_id_out = Some(execution_id.clone());
     let mut running = Running::start(handle.id(), options.stream, &execution_id, permit);
     let id = format!("chatcmpl-{execution_id}");
