@@ -40,6 +40,9 @@ use crate::wire::{Job, ResultEntry, RuntimeAdvert, WorkerAdvert, is_final, now_m
 const BLOCK: Duration = LIMITS.worker_block;
 const BATCH: usize = LIMITS.result_batch;
 const INSTANCES: usize = LIMITS.worker_instances;
+
+/// One (runtime, configuration)'s instance, once created.
+type Instance = tokio::sync::OnceCell<RuntimeHandle>;
 /// How often a worker renews its advert in `<prefix>:workers` ([`QueueLimits::advert_every`](crate::QueueLimits::advert_every)).
 pub const ADVERT_EVERY: Duration = LIMITS.advert_every;
 /// How long an advert holds without renewal ([`QueueLimits::advert_ttl`](crate::QueueLimits::advert_ttl)).
@@ -206,7 +209,7 @@ struct Shared {
     consumer: String,
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Each (runtime, configuration)'s instance, created once on a blocking thread.
-    instances: Mutex<HashMap<(String, String), Arc<tokio::sync::OnceCell<RuntimeHandle>>>>,
+    instances: Mutex<HashMap<(String, String), Arc<Instance>>>,
     /// The operator's rules by runtime id.
     rules: HashMap<String, RuntimeRules>,
 }
