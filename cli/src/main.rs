@@ -15,6 +15,7 @@ mod list;
 mod new;
 mod queue;
 mod serve;
+mod signals;
 mod style;
 mod turn;
 
@@ -414,6 +415,8 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts, so every thread (a plugin's too) inherits the blocked mask.
+    signals::take_over();
     let cli = Cli::parse();
     let json = cli.command.json();
     let style = Style::new(cli.global.color);
@@ -432,13 +435,16 @@ fn main() -> ExitCode {
     // end the turn at once; should the plugin hold the thread that would notice, this watch
     // on another thread ends the process.
     let watch_style = style.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+    // (`serve`, `worker` and `submit` shut down on their own terms: a grace period, a cancel.)
+    if matches!(cli.command, Command::Run(_) | Command::Stream(_)) {
+        let interrupted = signals::interrupt();
+        runtime.spawn(async move {
+            interrupted.await;
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             report(&Failure::Interrupted, json, &watch_style);
             std::process::exit(i32::from(Failure::Interrupted.code()));
-        }
-    });
+        });
+    }
     let result = runtime.block_on(dispatch(cli, style.clone()));
     // A plugin thread that still runs does not hold the exit.
     runtime.shutdown_background();

@@ -174,40 +174,13 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
 }
 
 async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::signals::interrupt_or_terminate().await;
 }
 
 /// A future that resolves on SIGTERM (never where there is none); the handler is installed
 /// now, so a SIGTERM from this moment on is caught.
 fn terminated() -> impl Future<Output = ()> {
-    #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    async move {
-        #[cfg(unix)]
-        if let Some(mut term) = term {
-            term.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await;
-    }
+    crate::signals::terminate()
 }
 
 /// Submits one turn to the queue and prints its items as they arrive, like `runtimes stream`.

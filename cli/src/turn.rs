@@ -16,6 +16,7 @@ use runtime_loader::{Isolation, RuntimeHandle, Runtimes};
 use serde_json::json;
 
 use crate::failure::Failure;
+use crate::signals;
 use crate::style::{Style, clean, clean_lines, json_text};
 
 /// What `run` and `stream` take.
@@ -139,7 +140,7 @@ pub async fn run(runtimes: &Runtimes, args: TurnArgs, style: &Style) -> Result<(
     let turn = handle.run_turn(request);
     let output = tokio::select! {
         output = turn => output.map_err(Failure::Turn)?,
-        _ = tokio::signal::ctrl_c() => {
+        () = signals::interrupt() => {
             return Err(Failure::Interrupted);
         }
     };
@@ -173,12 +174,12 @@ pub(crate) async fn print_stream(
     let mut in_tool_call = false;
     // One listener for the whole stream: a Ctrl-C that arrives while an item is being printed
     // is seen by the next `select!` (a listener made afresh per item would miss it).
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = signals::interrupt();
     tokio::pin!(ctrl_c);
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
-            _ = &mut ctrl_c => {
+            () = &mut ctrl_c => {
                 // Dropping the stream cancels the turn inside the plugin.
                 drop(stream);
                 end_partial_line(&mut stdout);
