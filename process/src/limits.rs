@@ -9,7 +9,9 @@ use std::time::Duration;
 pub struct ProcessLimits {
     /// The largest frame either side accepts, in bytes (16 MiB).
     pub max_frame: usize,
-    /// The stream items a worker may send ahead of the host's consumer (256).
+    /// The stream credit a worker may use ahead of the host's consumer (256 units; an item
+    /// costs one unit plus one per 4 KiB, at most half the window: so at most 256 items and
+    /// about 1 MiB plus two large items are held back for a consumer that stops).
     pub stream_window: u32,
     /// Stderr lines of a worker kept for a crash report (12).
     pub stderr_tail_lines: usize,

@@ -12,7 +12,9 @@
 //!    says [`WorkerMessage::Ready`] or [`WorkerMessage::Refused`];
 //! 3. the host creates the worker's one runtime ([`HostMessage::Create`]), then starts turns
 //!    and calls, each with its own number, so many run at once over one pipe. Streams carry a
-//!    credit window: the worker sends at most as many stream items as the host has granted.
+//!    credit window in units that weigh an item's size ([`credit_cost`]): the worker sends
+//!    items only within the credit the host has granted, so a slow consumer holds back at
+//!    most the window's items and bytes.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::PathBuf;
@@ -22,15 +24,65 @@ use runtime_discovery::security::Identity;
 
 use runtime_api::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
-/// The protocol version; host and worker must speak the same.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version; host and worker must speak the same (2: credit weighs bytes).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts ([`ProcessLimits::max_frame`](crate::ProcessLimits::max_frame)).
 pub const MAX_FRAME: usize = crate::limits::LIMITS.max_frame;
 
-/// The stream items a worker may send ahead of the host's consumer
+/// The stream credit a worker may use ahead of the host's consumer, in units
 /// ([`ProcessLimits::stream_window`](crate::ProcessLimits::stream_window)).
 pub const STREAM_WINDOW: u32 = crate::limits::LIMITS.stream_window;
+
+/// The bytes one unit of stream credit stands for, beyond an item's own unit.
+pub const CREDIT_UNIT_BYTES: usize = 4096;
+
+/// What a stream item costs in credit: one unit, plus one per [`CREDIT_UNIT_BYTES`] of its
+/// text and metadata, at most half the window (so one item never waits for credit the host
+/// only grants after consuming it). Host and worker compute it alike from the same item, so
+/// neither has to trust the other's count. With the 256-unit window a consumer that stops
+/// holds back at most 256 items and about 1 MiB plus two items of at most a frame each.
+pub fn credit_cost(item: &StreamItem) -> u32 {
+    let bytes = match item {
+        StreamItem::Delta(delta) => delta
+            .content
+            .len()
+            .saturating_add(json_size(&delta.metadata)),
+        _ => 0,
+    };
+    let units = 1 + bytes / CREDIT_UNIT_BYTES;
+    u32::try_from(units)
+        .unwrap_or(u32::MAX)
+        .min(STREAM_WINDOW / 2)
+}
+
+/// About how many bytes a JSON value holds (its strings and keys, 8 per number), walked
+/// without recursion: a value's depth is up to whoever built it.
+fn json_size(value: &runtime_api::Value) -> usize {
+    use runtime_api::Value;
+    let mut size = 0usize;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        size = size.saturating_add(match value {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 8,
+            Value::String(text) => text.len(),
+            Value::Array(items) => {
+                pending.extend(items);
+                1
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    size = size.saturating_add(key.len());
+                    pending.push(item);
+                }
+                1
+            }
+        });
+    }
+    size
+}
 
 /// A codec for frames of at most [`MAX_FRAME`] bytes.
 pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
@@ -136,7 +188,7 @@ pub enum HostMessage {
         runtime: String,
         config: String,
     },
-    /// Start a turn (a stream when `stream`), with `credit` stream items granted.
+    /// Start a turn (a stream when `stream`), with `credit` units granted.
     Turn {
         turn: u64,
         request: TurnRequest,
@@ -144,7 +196,7 @@ pub enum HostMessage {
         credit: u32,
         log_level: u8,
     },
-    /// More stream items may be sent.
+    /// More stream credit, in units (see [`credit_cost`]).
     Credit { turn: u64, amount: u32 },
     /// Stop a turn; the worker answers [`WorkerMessage::Ended`] once the plugin let go of it.
     Cancel { turn: u64 },
@@ -231,6 +283,29 @@ mod tests {
     use super::*;
     use runtime_api::{Delta, ToolDefinition};
     use serde_json::json;
+
+    #[test]
+    fn an_item_costs_a_unit_and_one_per_4_kib_at_most_half_the_window() {
+        let text = |bytes: usize| StreamItem::Delta(Delta::text("x".repeat(bytes)));
+        assert_eq!(credit_cost(&text(0)), 1);
+        assert_eq!(credit_cost(&text(4095)), 1);
+        assert_eq!(credit_cost(&text(4096)), 2);
+        assert_eq!(credit_cost(&text(64 << 20)), STREAM_WINDOW / 2);
+        let mut heavy = Delta::text("");
+        heavy.metadata = json!({ "blob": "y".repeat(8192), "n": [1, 2, 3] });
+        assert_eq!(credit_cost(&StreamItem::Delta(heavy)), 3);
+        // Deep metadata is weighed without recursion.
+        let mut deep = json!(null);
+        for _ in 0..100_000 {
+            deep = runtime_api::Value::Array(vec![deep]);
+        }
+        let mut nested = Delta::text("");
+        nested.metadata = deep;
+        let item = StreamItem::Delta(nested);
+        assert_eq!(credit_cost(&item), 25);
+        // Dropping it would recurse (serde_json's drop does): leaked, in a test.
+        std::mem::forget(item);
+    }
 
     #[test]
     fn public_types_round_trip() {

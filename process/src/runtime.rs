@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::connection::{Link, LinkEvents, WorkerShared, call_on, ping, start_with};
 use crate::io::lock;
 use crate::options::Spec;
-use crate::protocol::{Call, HostMessage, Reply, STREAM_WINDOW, config_text};
+use crate::protocol::{Call, HostMessage, Reply, STREAM_WINDOW, config_text, credit_cost};
 use crate::supervision::CrashLedger;
 use crate::turn::{Batch, ProcessStream, ProcessTurn, TurnOwner};
 
@@ -664,7 +664,8 @@ impl LinkEvents for Inner {
         let Some(entry) = table.get_mut(&turn) else {
             return true;
         };
-        let count = items.len() as u64;
+        // Weighed as the worker must have weighed them: more than granted breaks the protocol.
+        let count: u64 = items.iter().map(|i| u64::from(credit_cost(i))).sum();
         if count > entry.credit {
             return false;
         }

@@ -11,7 +11,7 @@ use futures::Stream;
 use runtime_api::{RuntimeError, StreamItem, TurnOutput};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::STREAM_WINDOW;
+use crate::protocol::{STREAM_WINDOW, credit_cost};
 
 /// What a turn future needs of the runtime it belongs to (the runtime's turn table).
 pub(crate) trait TurnOwner: Send + Sync {
@@ -74,7 +74,7 @@ pub struct ProcessStream {
     pub(crate) turn: u64,
     pub(crate) receiver: mpsc::UnboundedReceiver<Batch>,
     pub(crate) ready: VecDeque<StreamItem>,
-    /// Items handed out since credit was last granted.
+    /// Credit units handed out since credit was last granted.
     pub(crate) consumed: u32,
     pub(crate) finished: bool,
 }
@@ -118,7 +118,7 @@ impl Stream for ProcessStream {
         if matches!(item, StreamItem::Done(_)) {
             this.finished = true;
         } else {
-            this.consumed += 1;
+            this.consumed += credit_cost(&item);
             if this.consumed >= STREAM_WINDOW / 2 {
                 let amount = std::mem::take(&mut this.consumed);
                 this.inner.grant(this.turn, amount);

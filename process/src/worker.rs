@@ -27,7 +27,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use crate::plugin_log::PLUGIN_LOG_TARGET;
 use crate::protocol::{
     Call, CheckedFile, HostMessage, LogRecord, PROTOCOL_VERSION, Reply, WorkerMessage, codec,
-    decode, worker_frame,
+    credit_cost, decode, worker_frame,
 };
 
 /// The library a worker serves, as the loader opened it (the worker executable is built by the
@@ -558,7 +558,8 @@ async fn run_stream(
         }
     };
     loop {
-        // Wait for credit, then for the first item; take what else is ready within credit.
+        // Wait for a unit of credit (every item costs one), then for the first item, then for
+        // the rest of its cost; take what else is ready within the credit left.
         let permit = tokio::select! {
             permit = credit.acquire() => permit,
             _ = &mut cancelled => return true,
@@ -569,6 +570,17 @@ async fn run_stream(
             item = stream.next() => item,
             _ = &mut cancelled => return true,
         };
+        if let Some(Ok(item)) = &first {
+            let more = credit_cost(item) - 1;
+            if more > 0 {
+                let permits = tokio::select! {
+                    permits = credit.acquire_many(more) => permits,
+                    _ = &mut cancelled => return true,
+                };
+                let Ok(permits) = permits else { return false };
+                permits.forget();
+            }
+        }
         let mut items = Vec::new();
         let mut next = first;
         loop {
@@ -601,17 +613,31 @@ async fn run_stream(
                     }
                 }
             }
-            match credit.try_acquire() {
-                Ok(permit) => permit.forget(),
-                Err(_) => break,
+            // Another item only if one is ready now and its whole cost is in the credit left.
+            if credit.available_permits() == 0 {
+                break;
             }
             match stream.next().now_or_never() {
-                Some(item) => next = item,
-                None => {
-                    // The permit taken for an item that is not there goes back.
-                    credit.add_permits(1);
-                    break;
+                Some(Some(Ok(item))) => {
+                    match credit.try_acquire_many(credit_cost(&item)) {
+                        Ok(permits) => permits.forget(),
+                        Err(_) => {
+                            // Not enough credit for it: send what is batched, then this one
+                            // once the credit comes.
+                            let _ = out.send(WorkerMessage::Items { turn, items });
+                            items = Vec::new();
+                            let permits = tokio::select! {
+                                permits = credit.acquire_many(credit_cost(&item)) => permits,
+                                _ = &mut cancelled => return true,
+                            };
+                            let Ok(permits) = permits else { return false };
+                            permits.forget();
+                        }
+                    }
+                    next = Some(Ok(item));
                 }
+                Some(other) => next = other,
+                None => break,
             }
         }
         let _ = out.send(WorkerMessage::Items { turn, items });

@@ -360,6 +360,31 @@ async fn a_flood_is_held_back_by_the_consumer_at_every_level() {
         }
         drop(stream);
     }
+    // Across processes the credit weighs bytes too: deltas of 1 MiB get only a few ahead (the
+    // window is 256 items or about 1 MiB), not 256 MiB.
+    let runtimes = registry_at(dir.path(), Isolation::Process, process_options());
+    let hostile = runtimes.resolve("hostile").unwrap();
+    let before = produced(&hostile).await;
+    let mut stream = hostile.stream_turn(TurnRequest::new("flood:1048576"));
+    for _ in 0..3 {
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamItem::Delta(delta))) if delta.content.len() == 1 << 20
+        ));
+    }
+    let mut counts = Vec::new();
+    for _ in 0..50 {
+        counts.push(produced(&hostile).await - before);
+        tokio::task::yield_now().await;
+    }
+    let most = *counts.iter().max().unwrap();
+    assert!(most <= 3 + 4, "1 MiB deltas ran {most} ahead: {counts:?}");
+    for _ in 0..64 {
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamItem::Delta(_)))
+        ));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
