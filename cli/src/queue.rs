@@ -161,10 +161,23 @@ pub async fn worker(global: &crate::Global, args: WorkerArgs) -> Result<(), Fail
             .map_err(|error| Failure::Usage(format!("--allow-job-config: {error}")))?;
         worker = worker.allow_job_config(name, keys);
     }
+    // SIGHUP discovers the plugins again: upgraded files serve the next jobs.
+    let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let mut hangup = crate::signals::Hangups::subscribe();
+    let hangups = tokio::spawn(async move {
+        loop {
+            hangup.recv().await;
+            if reload.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let worker = worker.with_reloads(reloads);
     let stats = worker
         .run(&args.queue.redis, shutdown_signal())
         .await
         .map_err(failure)?;
+    hangups.abort();
     tracing::info!(
         taken = stats.taken,
         reclaimed = stats.reclaimed,

@@ -172,6 +172,18 @@ pub async fn serve(registry: impl FnOnce() -> Runtimes, args: ServeArgs) -> Resu
         .map_err(|e| Failure::Other(anyhow::anyhow!("cannot read the bound address: {e}")))?;
     println!("listening on http://{local}");
     let _ = std::io::stdout().flush();
+    // SIGHUP discovers the plugins again: upgraded files serve new turns.
+    let reloader = server.reloader();
+    let mut hangup = crate::signals::Hangups::subscribe();
+    tokio::spawn(async move {
+        loop {
+            hangup.recv().await;
+            match reloader.reload().await {
+                Ok(outcome) => eprintln!("{}", crate::style::reloaded(&outcome)),
+                Err(error) => eprintln!("reload: {error}"),
+            }
+        }
+    });
     server
         .serve(listener, signal())
         .await

@@ -202,3 +202,32 @@ impl std::io::Write for LogWriter {
         std::io::stderr().flush()
     }
 }
+
+/// One line saying what a reload (SIGHUP) changed; ids are plain (`[a-z0-9._-]`).
+pub fn reloaded(outcome: &runtime_loader::Rediscovered) -> String {
+    let list = |ids: &[String]| {
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let restart: Vec<String> = outcome
+        .restart_needed
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    let mut line = format!(
+        "reloaded: upgraded {}; added {}; removed {}",
+        list(&outcome.upgraded),
+        list(&outcome.added),
+        list(&outcome.removed)
+    );
+    if !restart.is_empty() {
+        line.push_str(&format!(
+            "; restart needed for {} (loaded in this process, never unloaded)",
+            restart.join(", ")
+        ));
+    }
+    clean(&line).into_owned()
+}

@@ -23,6 +23,12 @@ impl Runtimes {
     /// the first resolve loads; a file replaced, removed or modified after discovery is refused
     /// then with [`RejectReason::Changed`](crate::RejectReason::Changed).
     pub fn discover(&self, search: &SearchPath) -> DiscoveryReport {
+        {
+            let mut state = self.write();
+            if !state.searched.contains(search) {
+                state.searched.push(search.clone());
+            }
+        }
         let mut report = DiscoveryReport::default();
         let mut admission = Admission::new(&self.options, self.host_contract);
         scan::scan_search_path(

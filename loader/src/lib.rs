@@ -68,6 +68,7 @@ mod registry;
 mod resolve;
 #[cfg(feature = "tower")]
 pub mod service;
+mod upgrade;
 mod worker;
 
 pub use entry::{RuntimeEntry, RuntimeSource};
@@ -87,6 +88,7 @@ pub use runtime_process::{
     ProcessOptions, WORKER_ENV, WORKER_MEMORY_ENV, WORKER_NAME, WORKER_POOL_ENV, find_worker,
     sandbox,
 };
+pub use upgrade::{Rediscovered, RestartNeeded};
 pub use worker::worker_main;
 
 /// Refusing plugin files that someone else could have changed: `runtime_discovery::security`,

@@ -140,6 +140,24 @@ impl PluginLibrary {
         ))
     }
 
+    /// The identity of the file this library stands for: the one checked at discovery, or
+    /// the one loaded.
+    pub(crate) fn identity(&self) -> Option<Identity> {
+        if let Some(identity) = self.loaded_identity() {
+            return Some(identity);
+        }
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|checked| checked.identity)
+    }
+
+    /// Whether this process has loaded the library (it is never unloaded).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.get().is_some_and(Result::is_ok)
+    }
+
     /// The identity of the loaded file, once loaded.
     pub(crate) fn loaded_identity(&self) -> Option<Identity> {
         self.loaded.get()?.as_ref().ok().map(|l| l.identity)

@@ -84,6 +84,8 @@ pub(crate) struct State {
     /// name declared by a rejected candidate → why
     pub(crate) rejected: FxHashMap<String, Rejection>,
     pub(crate) report: DiscoveryReport,
+    /// Every search path discovered, in order, for [`Runtimes::rediscover`](crate::Runtimes::rediscover).
+    pub(crate) searched: Vec<runtime_discovery::SearchPath>,
 }
 
 impl State {
@@ -92,8 +94,16 @@ impl State {
     }
 
     pub(crate) fn add_runtime(&mut self, registered: Registered) {
-        let registered = Arc::new(registered);
+        self.insert(Arc::new(registered));
+    }
+
+    /// Adds a runtime, or replaces the one of its id: its id and every alias pointing at the
+    /// id then resolve to it.
+    pub(crate) fn insert(&mut self, registered: Arc<Registered>) {
         let id = registered.entry.id.clone();
+        for alias in self.aliases_of(&id) {
+            self.names.insert(alias, Arc::clone(&registered));
+        }
         self.names.insert(id.clone(), Arc::clone(&registered));
         self.runtimes.insert(id, registered);
     }

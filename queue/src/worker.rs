@@ -55,6 +55,7 @@ pub struct Worker {
     concurrency: usize,
     drain_for: Duration,
     policy: JobPolicy,
+    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 }
 
 impl fmt::Debug for Worker {
@@ -87,7 +88,17 @@ impl Worker {
             concurrency: 16,
             drain_for: Duration::from_secs(30),
             policy: JobPolicy::default(),
+            reloads: None,
         }
+    }
+
+    /// Discovers the plugins again each time `reloads` yields (a `SIGHUP` handler sends on
+    /// it): jobs of a runtime whose file changed run on the new file from then on (at the
+    /// process level in new workers; running jobs finish on the old one), and the worker's
+    /// advert is renewed at once with what it now serves. See `Runtimes::rediscover`.
+    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::UnboundedReceiver<()>) -> Self {
+        self.reloads = Some(reloads);
+        self
     }
 
     /// Fixes the configuration `runtime` (an id or alias) runs with: a job that carries no
@@ -165,7 +176,15 @@ impl Worker {
         // Advertised before it takes a job: "worker started" means fronts can see it.
         let advert = shared.advert(self.concurrency, now_ms());
         shared.advertise(&advert).await?;
-        let advertiser = tokio::spawn(advertise_every(Arc::clone(&shared), advert));
+        let advertiser = tokio::spawn(advertise_every(Arc::clone(&shared), advert.clone()));
+        let reloader = self.reloads.map(|reloads| {
+            tokio::spawn(reload_on(
+                Arc::clone(&shared),
+                reloads,
+                self.concurrency,
+                advert.started_ms,
+            ))
+        });
         tracing::info!(consumer = %shared.consumer, group = %shared.config.group, concurrency = self.concurrency, "worker started");
 
         let stop = CancellationToken::new();
@@ -197,6 +216,9 @@ impl Worker {
             }
         }
         cancels.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         tracing::info!(consumer = %shared.consumer, "worker stopped");
         result.map(|(stats, _)| stats)
     }
@@ -989,6 +1011,48 @@ async fn advertise_every(shared: Arc<Shared>, mut advert: WorkerAdvert) {
         advert = shared.advert(advert.concurrency as usize, advert.started_ms);
         if let Err(error) = shared.advertise(&advert).await {
             tracing::warn!(%error, "could not renew the worker's advert; fronts may stop offering its runtimes until Redis is back");
+        }
+    }
+}
+
+/// Discovers the plugins again at each message on `reloads`; instances of the runtimes that
+/// changed are forgotten (the next job creates them from the new file) and the advert is
+/// renewed at once.
+async fn reload_on(
+    shared: Arc<Shared>,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+    concurrency: usize,
+    started_ms: u64,
+) {
+    while reloads.recv().await.is_some() {
+        let runtimes = Arc::clone(&shared.runtimes);
+        let Ok(outcome) = tokio::task::spawn_blocking(move || runtimes.rediscover()).await else {
+            continue;
+        };
+        let changed: Vec<&String> = outcome.upgraded.iter().chain(&outcome.removed).collect();
+        shared
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(runtime, _), _| {
+                let id = shared
+                    .runtimes
+                    .get_entry(runtime)
+                    .map_or_else(|| runtime.clone(), |entry| entry.id);
+                !changed.contains(&&id) && !changed.contains(&runtime)
+            });
+        let restart: Vec<&String> = outcome.restart_needed.iter().map(|r| &r.id).collect();
+        tracing::info!(
+            consumer = %shared.consumer,
+            upgraded = ?outcome.upgraded,
+            added = ?outcome.added,
+            removed = ?outcome.removed,
+            restart_needed = ?restart,
+            "reloaded"
+        );
+        let advert = shared.advert(concurrency, started_ms);
+        if let Err(error) = shared.advertise(&advert).await {
+            tracing::warn!(%error, "could not renew the worker's advert after a reload");
         }
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use runtime_api::{Capabilities, RuntimeError, StreamItem, TurnOutput, TurnRequest};
-use runtime_loader::{ResolveError, RuntimeHandle, Runtimes};
+use runtime_loader::{Rediscovered, ResolveError, RuntimeHandle, Runtimes};
 use runtime_queue::{QueueClient, QueueConfig, QueueError, QueueTurnStream};
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
@@ -111,8 +111,58 @@ pub enum Backend {
 pub struct Local {
     /// Shared with the blocking threads that load plugins and run factories.
     runtimes: Arc<Runtimes>,
-    configured: HashMap<String, RuntimeHandle>,
+    /// The `--config` instances by every name of their runtime (replaced when a reload
+    /// upgrades their runtime).
+    configured: std::sync::RwLock<HashMap<String, RuntimeHandle>>,
+    /// The `--config` instances as given, to create them again after an upgrade.
+    instances: Vec<(String, Value)>,
     timeout: Duration,
+}
+
+impl Local {
+    fn configured_handle(&self, name: &str) -> Option<RuntimeHandle> {
+        self.configured
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Discovers the plugins again (see `Runtimes::rediscover`), then creates the `--config`
+    /// instances of upgraded runtimes again, so their new turns go to the new file too.
+    async fn reload(&self) -> Rediscovered {
+        let runtimes = Arc::clone(&self.runtimes);
+        let outcome = tokio::task::spawn_blocking(move || runtimes.rediscover())
+            .await
+            .unwrap_or_default();
+        for (name, config) in &self.instances {
+            let Some(entry) = self.runtimes.get_entry(name) else {
+                continue;
+            };
+            if !outcome.upgraded.contains(&entry.id) {
+                continue;
+            }
+            match self.runtimes.new_instance_async(name, config).await {
+                Ok(handle) => {
+                    let mut configured = self
+                        .configured
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for name in std::iter::once(&entry.id).chain(&entry.aliases) {
+                        if configured.contains_key(name) {
+                            configured.insert(name.clone(), handle.clone());
+                        }
+                    }
+                }
+                Err(error) => tracing::error!(
+                    runtime = %name,
+                    %error,
+                    "the upgraded runtime's configured instance could not be created; the old one keeps serving"
+                ),
+            }
+        }
+        outcome
+    }
 }
 
 /// The queue backend (its `Debug` shows no password).
@@ -178,7 +228,8 @@ impl Backend {
         }
         Ok(Backend::Local(Box::new(Local {
             runtimes: Arc::new(runtimes),
-            configured,
+            configured: std::sync::RwLock::new(configured),
+            instances: instances.to_vec(),
             timeout,
         })))
     }
@@ -320,6 +371,15 @@ impl Backend {
         }
     }
 
+    /// Discovers the plugins again and upgrades what changed (local); `None` with a queue,
+    /// whose workers reload on their own.
+    pub async fn reload(&self) -> Option<Rediscovered> {
+        match self {
+            Backend::Local(local) => Some(local.reload().await),
+            Backend::Queue(_) => None,
+        }
+    }
+
     /// The ids of the runtimes marked failed at the process level (none with a queue: each
     /// worker keeps its own marks).
     pub fn failed_ids(&self) -> Vec<String> {
@@ -356,8 +416,9 @@ impl Backend {
             Backend::Local(local) => {
                 // A first use loads the plugin and runs its factory (at the process level,
                 // starts a worker): on a blocking thread, never on the server's async ones.
-                let handle = match local.configured.get(name) {
-                    Some(handle) => Ok(handle.clone()),
+                let configured = local.configured_handle(name);
+                let handle = match configured {
+                    Some(handle) => Ok(handle),
                     None => local.runtimes.resolve_async(name).await,
                 };
                 match handle {
@@ -397,7 +458,14 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 local.runtimes.wait_idle().await;
-                for handle in local.configured.values() {
+                let configured: Vec<RuntimeHandle> = local
+                    .configured
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .cloned()
+                    .collect();
+                for handle in &configured {
                     let _ = handle.wait_idle().await;
                 }
             }

@@ -61,4 +61,4 @@ mod wire;
 pub use config::{ApiKey, ConfigError, RedisBackend, ServeConfig, parse_instance};
 pub use limits::ServeLimits;
 pub use metrics::MetricsError;
-pub use server::{ServeError, ServeEvent, Server};
+pub use server::{Reloader, ServeError, ServeEvent, Server};

@@ -140,6 +140,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/runtimes", get(runtimes))
         .route("/v1/runtimes/{name}/clear-failed", post(clear_failed))
+        .route("/v1/runtimes/reload", post(reload))
         .route("/metrics", get(render_metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     Router::new()
@@ -271,6 +272,30 @@ async fn clear_failed(State(state): State<Shared>, Path(name): Path<String>) -> 
             Err(error) => failed(error),
         },
     }
+}
+
+/// Discovers the plugins again (`POST /v1/runtimes/reload`): upgraded files serve new turns;
+/// only on a server with an API key.
+async fn reload(State(state): State<Shared>) -> Response {
+    if state.api_key.is_none() {
+        return failed(ApiError::AdminNeedsKey);
+    }
+    match state.handles.reload().await {
+        Some(outcome) => axum::Json(reload_summary(&outcome)).into_response(),
+        None => failed(ApiError::NotSupported {
+            message: "this server runs turns on a queue's workers: reload the workers (SIGHUP to `runtimes worker`)".to_owned(),
+        }),
+    }
+}
+
+/// What a reload changed, as JSON.
+fn reload_summary(outcome: &runtime_loader::Rediscovered) -> serde_json::Value {
+    json!({
+        "upgraded": outcome.upgraded,
+        "added": outcome.added,
+        "removed": outcome.removed,
+        "restart_needed": outcome.restart_needed.iter().map(|r| &r.id).collect::<Vec<_>>(),
+    })
 }
 
 async fn render_metrics(State(state): State<Shared>) -> Response {

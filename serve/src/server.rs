@@ -40,6 +40,36 @@ pub enum ServeError {
     /// Serving failed.
     #[error("the server failed")]
     Serve(#[source] std::io::Error),
+    /// [`Reloader::reload`] on a server whose turns run on a queue's workers (each worker
+    /// reloads its own plugins).
+    #[error(
+        "this server runs turns on a queue's workers: reload the workers (SIGHUP to `runtimes worker`)"
+    )]
+    ReloadOnQueue,
+}
+
+/// Discovers a running server's plugins again ([`Server::reloader`]).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    state: Arc<AppState>,
+}
+
+impl Reloader {
+    /// Scans the plugin folders again and upgrades what changed: new turns of a runtime whose
+    /// file changed run on the new file (at the process level, in new workers), while turns
+    /// already running finish on the old one; a runtime whose library this process has
+    /// loaded (inline and threads levels) is kept and listed as needing a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::ReloadOnQueue`] with a queue backend.
+    pub async fn reload(&self) -> Result<runtime_loader::Rediscovered, ServeError> {
+        self.state
+            .handles
+            .reload()
+            .await
+            .ok_or(ServeError::ReloadOnQueue)
+    }
 }
 
 /// What happens while a server shuts down, in order. [`Server::on_event`] chooses where
@@ -160,6 +190,14 @@ impl Server {
             addr: config.addr,
             on_event: Arc::new(|event| tracing::info!("{event}")),
         })
+    }
+
+    /// A handle that reloads this server's plugins while it serves (for a `SIGHUP` handler);
+    /// `POST /v1/runtimes/reload` does the same for a client with the API key.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Sends the shutdown events to `on_event` instead of the logs.

@@ -865,3 +865,77 @@ async fn an_isolated_worker_survives_a_segfaulting_job() {
     worker.start_kill().unwrap();
     let _ = worker.wait().await;
 }
+
+/// SIGHUP makes `runtimes worker` discover again: after a plugin file is replaced, its jobs
+/// run on the new file, in new worker processes, and the old ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_makes_a_worker_serve_an_upgraded_plugin() {
+    let url = redis_url();
+    let config = queue("reload");
+    let dir = plugins();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("worker.log");
+    let mut worker = worker_process(url, &config, dir.path(), &["--isolate"], &log);
+    let client = QueueClient::connect(url, config).await.unwrap();
+    let pid = || async {
+        let id = client
+            .submit("hostile", TurnRequest::new("pid"))
+            .await
+            .unwrap();
+        match collect(&client, &id).await.pop() {
+            Some(Ok(StreamItem::Done(output))) => output.content.parse::<u32>().unwrap(),
+            other => panic!("no pid: {other:?}"),
+        }
+    };
+    let mut before = HashSet::new();
+    for _ in 0..4 {
+        before.insert(pid().await);
+    }
+
+    let staging = logs.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let fresh = install(&staging, &artifacts().hostile, "libhostile");
+    std::fs::rename(&fresh, dir.path().join(fresh.file_name().unwrap())).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(worker.id().unwrap()).unwrap()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let mut reloaded = false;
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("reloaded")) {
+            assert!(line.contains("hostile"), "{line}");
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the worker logged no reload");
+    for _ in 0..4 {
+        let after = pid().await;
+        assert!(
+            !before.contains(&after),
+            "a job after the reload ran on an old worker"
+        );
+    }
+    // The old workers are let go of.
+    for old in &before {
+        let mut gone = false;
+        for _ in 0..400 {
+            let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "old worker {old} still runs");
+    }
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+}

@@ -520,3 +520,138 @@ async fn the_failed_mark_shows_and_is_cleared_with_the_key() {
     assert_eq!(status, 403, "{body}");
     assert_openai_error(&body, "permission_error", None, "admin_needs_api_key");
 }
+
+/// The pids of a process's children.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Replaces a plugin file the way `runtimes install` does: a new file renamed over it.
+fn replace_plugin(dir: &Path, library: &Path, stem: &str) {
+    let staging = dir.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let fresh = install(&staging, library, stem);
+    std::fs::rename(&fresh, dir.join(fresh.file_name().unwrap())).unwrap();
+}
+
+/// SIGHUP upgrades a process-level runtime while turns run on it: they finish on their old
+/// workers, new turns go to workers of the new file, nothing is dropped; at the threads
+/// level a loaded library is kept and the server says a restart is needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_upgrades_under_load_and_drops_nothing() {
+    let hostile = artifacts().hostile.clone();
+    let mut server = Server::start_with(&["--isolate"], &[], |dir| {
+        install(dir, &hostile, "libhostile");
+    })
+    .await;
+    let dir = server.plugins.path().to_owned();
+    let url = server.url("/v1/chat/completions");
+    let turn = |prompt: String| {
+        let url = url.clone();
+        async move {
+            let response = client()
+                .post(url)
+                .json(&json!({"model": "hostile", "messages": user(&prompt)}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            (status, body["choices"][0]["message"]["content"].clone())
+        }
+    };
+    // Eight turns held inside the old workers.
+    let held: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(turn(format!(
+                "sleep:{}",
+                dir.join(format!("r{i}")).display()
+            )))
+        })
+        .collect();
+    // (The sandboxed workers cannot write a marker: the server's gauge says they run.)
+    server
+        .wait_metric("runtimes_serve_turns_in_flight", &[], 8.0)
+        .await;
+    let server_pid = server.child.id().unwrap();
+    let old_workers: std::collections::HashSet<u32> = children_of(server_pid).into_iter().collect();
+    assert!(!old_workers.is_empty(), "the server has workers");
+
+    replace_plugin(&dir, &hostile, "libhostile");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server_pid).unwrap()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let line = server.wait_stderr("reloaded:").await;
+    assert!(line.contains("upgraded calm, hostile;"), "{line}");
+
+    // New turns run on new workers, while the old ones still hold their turns.
+    for _ in 0..4 {
+        let (status, pid) = turn("pid".to_owned()).await;
+        assert_eq!(status, 200);
+        let pid: u32 = pid.as_str().unwrap().parse().unwrap();
+        assert!(
+            !old_workers.contains(&pid),
+            "a new turn ran on an old worker {pid}"
+        );
+    }
+    // Every held turn finishes, on its old worker.
+    for i in 0..8 {
+        std::fs::write(dir.join(format!("r{i}")), "").unwrap();
+    }
+    for handle in held {
+        let (status, content) = handle.await.unwrap();
+        assert_eq!(status, 200, "{content}");
+        assert_eq!(content, "slept");
+    }
+    // Then the old workers go.
+    for _ in 0..400 {
+        if !old_workers
+            .iter()
+            .any(|pid| children_of(server_pid).contains(pid))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<u32> = children_of(server_pid)
+        .into_iter()
+        .filter(|pid| old_workers.contains(pid))
+        .collect();
+    assert!(left.is_empty(), "old workers still running: {left:?}");
+
+    // In the server's own process a loaded library is never unloaded: a restart is needed.
+    let mut inline = Server::start_with(&["--isolation", "threads"], &[], |dir| {
+        install(dir, &hostile, "libhostile");
+    })
+    .await;
+    let url = inline.url("/v1/chat/completions");
+    let answered = client()
+        .post(url)
+        .json(&json!({"model": "hostile", "messages": user("pid")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    replace_plugin(inline.plugins.path(), &hostile, "libhostile");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(inline.child.id().unwrap()).unwrap()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let line = inline.wait_stderr("reloaded:").await;
+    assert!(line.contains("restart needed for calm, hostile"), "{line}");
+    assert!(line.contains("upgraded none"), "{line}");
+}
