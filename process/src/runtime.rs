@@ -52,11 +52,17 @@ pub(crate) struct Entry {
 pub(crate) struct Slot {
     /// The worker, while it takes turns.
     pub(crate) link: Option<Link>,
+    /// Workers that take no new turns but finish the ones they have (one holds a turn its
+    /// plugin did not let go of after a cancel or a timeout, yet answers its pings); each is
+    /// stopped when its last turn ends.
+    pub(crate) retiring: Vec<Link>,
     pub(crate) next_generation: u64,
     pub(crate) last_crash: Option<(Instant, RuntimeError)>,
 }
 
 pub(crate) struct Inner {
+    /// Itself, for the tasks it spawns.
+    pub(crate) me: Weak<Inner>,
     pub(crate) spec: Spec,
     pub(crate) ledger: Arc<CrashLedger>,
     pub(crate) next_turn: AtomicU64,
@@ -75,8 +81,11 @@ impl Drop for Inner {
     /// not when the worker notices its closed stdin (a host exiting right after would kill
     /// the worker first, through `PR_SET_PDEATHSIG`, and orphan what its plugin started).
     fn drop(&mut self) {
-        let link = crate::io::lock(&self.slot).link.take();
-        if let Some(link) = link {
+        let (link, retiring) = {
+            let mut slot = crate::io::lock(&self.slot);
+            (slot.link.take(), std::mem::take(&mut slot.retiring))
+        };
+        for link in link.into_iter().chain(retiring) {
             link.worker.kill("the runtime was let go of".to_owned());
         }
     }
@@ -135,7 +144,8 @@ impl ProcessRuntime {
         let size = spec.options.pool_size.clamp(1, MAX_POOL);
         let pool: Vec<Arc<Inner>> = (0..size)
             .map(|_| {
-                Arc::new(Inner {
+                Arc::new_cyclic(|me| Inner {
+                    me: me.clone(),
                     spec: spec.clone(),
                     ledger: Arc::clone(&ledger),
                     next_turn: AtomicU64::new(1),
@@ -345,7 +355,20 @@ pub(crate) fn on_io<T: Send + 'static>(
     }
 }
 
+/// The most retiring workers one pool member keeps; past that the oldest is stopped (its
+/// turns end `unavailable`, retriable), so plugins that never let go cannot pile up processes.
+const MAX_RETIRING: usize = 4;
+
 impl Slot {
+    /// The link to the worker of `generation`, taking turns or retiring.
+    pub(crate) fn link_for(&self, generation: u64) -> Option<Link> {
+        self.link
+            .iter()
+            .chain(&self.retiring)
+            .find(|l| l.worker.generation == generation)
+            .cloned()
+    }
+
     /// The worker, if it still takes turns.
     pub(crate) fn usable(&self) -> Option<Link> {
         self.link
@@ -445,27 +468,94 @@ impl Inner {
         let Some(generation) = generation else {
             return;
         };
-        let link = lock(&self.slot).link.clone();
-        let Some(link) = link.filter(|l| l.worker.generation == generation) else {
+        let Some(link) = lock(&self.slot).link_for(generation) else {
             return;
         };
         lock(&link.worker.cancelling).insert(turn);
+        self.turn_ended(generation);
         if link.tx.send(HostMessage::Cancel { turn }).is_err() {
             return;
         }
         let grace = self.spec.options.grace;
         let execution_id = entry.execution_id;
-        let worker = link.worker;
+        let me = self.me.clone();
         if let Ok(io) = crate::io::io_runtime() {
             io.spawn(async move {
                 tokio::time::sleep(grace).await;
-                if lock(&worker.cancelling).contains(&turn) {
-                    worker.stop(format!(
-                        "the host killed it: turn `{execution_id}` did not stop within {grace:?} of being cancelled or timing out (a plugin that blocks its thread or spins)"
-                    ));
+                let holding = || lock(&link.worker.cancelling).contains(&turn);
+                if !holding() {
+                    return;
+                }
+                // The plugin holds on to the turn. A worker that does not answer a ping is
+                // killed (by `ping`); one that does serves its other turns to their end and
+                // takes no new ones: no other turn pays for this one.
+                if ping(&link, grace).await.is_err() || !holding() {
+                    return;
+                }
+                let reason = format!(
+                    "turn `{execution_id}` did not stop within {grace:?} of being cancelled or timing out (a plugin that blocks its thread or spins)"
+                );
+                match me.upgrade() {
+                    Some(inner) => inner.retire(&link, &reason),
+                    None => link.worker.stop(format!("the host killed it: {reason}")),
                 }
             });
         }
+    }
+
+    /// Takes the worker of `link` out of service: it gets no new turns, finishes the ones it
+    /// has, and is stopped after the last (at once when it has none).
+    pub(crate) fn retire(&self, link: &Link, reason: &str) {
+        let generation = link.worker.generation;
+        let oldest = {
+            let mut slot = lock(&self.slot);
+            if slot
+                .link
+                .as_ref()
+                .is_some_and(|l| l.worker.generation == generation)
+            {
+                slot.link = None;
+                slot.retiring.push(link.clone());
+            }
+            (slot.retiring.len() > MAX_RETIRING).then(|| slot.retiring.remove(0))
+        };
+        tracing::warn!(
+            runtime = %self.spec.runtime_id,
+            pid = link.worker.pid,
+            "worker retired: {reason}; it still answers, so its other turns finish first, and new turns go to a new worker"
+        );
+        if let Some(oldest) = oldest {
+            oldest.worker.stop(format!(
+                "the host stopped it: more than {MAX_RETIRING} workers of this runtime were retiring"
+            ));
+        }
+        self.turn_ended(generation);
+    }
+
+    /// A turn of the worker of `generation` ended: a retiring worker with no turn left is
+    /// stopped.
+    pub(crate) fn turn_ended(&self, generation: u64) {
+        let idle = {
+            let mut slot = lock(&self.slot);
+            let Some(at) = slot
+                .retiring
+                .iter()
+                .position(|l| l.worker.generation == generation)
+            else {
+                return;
+            };
+            let busy = lock(&self.table)
+                .values()
+                .any(|e| e.generation == Some(generation));
+            if busy {
+                return;
+            }
+            slot.retiring.remove(at)
+        };
+        idle.worker.stop(
+            "the host stopped it after its last turn: it was retired for a turn that did not let go after a cancel or a timeout"
+                .to_owned(),
+        );
     }
 
     /// Grants a streamed turn more credit.
@@ -478,8 +568,8 @@ impl Inner {
             entry.credit += u64::from(amount);
             entry.generation
         };
-        let link = lock(&self.slot).link.clone();
-        if let Some(link) = link.filter(|l| Some(l.worker.generation) == generation) {
+        let link = generation.and_then(|g| lock(&self.slot).link_for(g));
+        if let Some(link) = link {
             let _ = link.tx.send(HostMessage::Credit { turn, amount });
         }
     }
@@ -566,14 +656,19 @@ impl Inner {
     pub(crate) fn worker_died(&self, worker: &WorkerShared, error: RuntimeError) {
         {
             let mut slot = lock(&self.slot);
+            slot.retiring
+                .retain(|l| l.worker.generation != worker.generation);
+            // A retired worker's end does not delay the next start: another serves already.
             if slot
                 .link
                 .as_ref()
                 .is_some_and(|l| l.worker.generation == worker.generation)
             {
                 slot.link = None;
+                slot.last_crash = Some((Instant::now(), error.clone()));
+            } else if !worker.host_ordered.load(Ordering::Acquire) {
+                slot.last_crash = Some((Instant::now(), error.clone()));
             }
-            slot.last_crash = Some((Instant::now(), error.clone()));
         }
         // A worker the host stopped (a stuck turn's grace, a ping) is no crash of the plugin's.
         let count = if worker.host_ordered.load(Ordering::Acquire) {
@@ -626,9 +721,10 @@ pub(crate) async fn pinger(inner: Weak<Inner>, generation: u64) {
         tokio::time::sleep(interval).await;
         let (link, grace) = {
             let Some(inner) = inner.upgrade() else { return };
+            // Retiring workers too: their remaining turns are still watched.
             let link = lock(&inner.slot)
-                .usable()
-                .filter(|l| l.worker.generation == generation);
+                .link_for(generation)
+                .filter(|l| l.worker.usable.load(Ordering::Acquire));
             let Some(link) = link else { return };
             let busy = lock(&inner.table)
                 .values()
@@ -675,8 +771,12 @@ impl LinkEvents for Inner {
             let _ = sender.send(Batch::Items(items));
         }
         if done {
-            table.remove(&turn);
+            let generation = table.remove(&turn).and_then(|e| e.generation);
+            drop(table);
             self.consecutive_crashes.store(0, Ordering::Relaxed);
+            if let Some(generation) = generation {
+                self.turn_ended(generation);
+            }
         }
         true
     }
@@ -685,6 +785,9 @@ impl LinkEvents for Inner {
         let Some(entry) = lock(&self.table).remove(&turn) else {
             return;
         };
+        if let Some(generation) = entry.generation {
+            self.turn_ended(generation);
+        }
         match (entry.sink, result) {
             (Sink::Run(sender), Ok(Some(output))) => {
                 self.consecutive_crashes.store(0, Ordering::Relaxed);

@@ -1133,10 +1133,13 @@ async fn a_stuck_turn_holds_only_its_own_worker_in_a_pool() {
     assert_eq!(answer(&hostile, "after").await.unwrap(), "ok:after");
 }
 
-/// A turn that shares its worker with a stuck one, when the host stops that worker, ends
+/// Cancel without collateral: a turn whose plugin spins past its timeout retires its worker
+/// (which still answers pings) instead of taking the other turns on it down: they finish,
+/// new turns go to a new worker, and the old one is stopped after its last turn. Only a
+/// worker that stops answering altogether is killed, and then a turn that shared it ends
 /// with an error that says so (`unavailable`, retriable), not `crashed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_on_a_worker_stopped_for_another_turn_says_so() {
+async fn a_stuck_turn_takes_no_other_turn_down() {
     let (dir, _) = folder();
     let runtimes = registry_at(
         dir.path(),
@@ -1149,7 +1152,10 @@ async fn a_turn_on_a_worker_stopped_for_another_turn_says_so() {
         hostile.clone(),
         format!("sleep:{}", waiting.path()),
     ));
-    wait_for_file(Path::new(&format!("{}.started", waiting.path())));
+    let old: u32 = wait_for_file(Path::new(&format!("{}.started", waiting.path())))
+        .trim()
+        .parse()
+        .unwrap();
     let stuck = Release::new();
     let error = hostile
         .with_timeout(Duration::from_millis(300))
@@ -1157,12 +1163,52 @@ async fn a_turn_on_a_worker_stopped_for_another_turn_says_so() {
         .await
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    // Past the grace period and a ping: the worker is retired, not killed.
+    let fresh: u32 = loop {
+        let pid: u32 = answer(&hostile, "pid").await.unwrap().parse().unwrap();
+        if pid != old {
+            break pid;
+        }
+    };
+    assert!(
+        std::fs::metadata(format!("/proc/{old}")).is_ok(),
+        "the retired worker still serves its turn"
+    );
+    waiting.now();
+    assert_eq!(waiting_turn.await.unwrap().unwrap(), "slept");
+    wait_gone(old);
+    stuck.now();
+    assert_eq!(answer(&hostile, "pid").await.unwrap(), fresh.to_string());
+
+    // A worker that answers nothing (every thread stopped, here by the test) is killed after
+    // the grace and a ping; the turn that shared it says why.
+    let waiting = Release::new();
+    let waiting_turn = tokio::spawn(answer_owned(
+        hostile.clone(),
+        format!("sleep:{}", waiting.path()),
+    ));
+    let frozen: u32 = wait_for_file(Path::new(&format!("{}.started", waiting.path())))
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(frozen).unwrap()),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let error = hostile
+        .with_timeout(Duration::from_millis(300))
+        .run_turn(TurnRequest::new("ok"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     let error = waiting_turn.await.unwrap().unwrap_err();
     assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     assert!(error.retriable, "{error}");
     assert!(error.message.contains("stopped by the host"), "{error}");
+    wait_gone(frozen);
     waiting.now();
-    stuck.now();
+    assert!(runtimes.resolve("hostile").is_ok(), "not marked failed");
 }
 
 async fn answer_owned(handle: RuntimeHandle, prompt: String) -> Result<String, RuntimeError> {
