@@ -159,10 +159,22 @@ fn validate_config_lists_every_problem_bounds_included() {
         Shout::validate_config(&json!([])),
         ["the configuration must be an object, not an array"]
     );
-    // What the schema cannot say, once the schema is satisfied.
+    // What the schema cannot say, also next to a broken bound (serde parses it).
     assert_eq!(
         Shout::validate_config(&json!({"prefix": "a\nb"})),
         ["`prefix` must be one line"]
+    );
+    assert_eq!(
+        Shout::validate_config(&json!({"prefix": "a\nb", "bangs": 9})),
+        [
+            "`bangs` must be a whole number from 0 to 3, not 9",
+            "`prefix` must be one line"
+        ]
+    );
+    // Not when serde cannot parse it: the schema says why.
+    assert_eq!(
+        Shout::validate_config(&json!({"prefix": "a\nb", "bangs": "9"})),
+        ["`bangs` must be a whole number, not a string"]
     );
 }
 

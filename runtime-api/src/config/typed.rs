@@ -13,13 +13,16 @@ use crate::RuntimeError;
 /// [module](crate::config)).
 pub trait TypedConfig: Sized {
     /// The configuration: deserialized by serde, described by schemars. Doc comments become
-    /// descriptions; `#[serde(default)]` fields are optional, with their default shown.
+    /// descriptions; `#[serde(default)]` fields are optional, with their default shown. The
+    /// type must be public (its fields need not be).
     type Config: DeserializeOwned + JsonSchema;
 
     /// Problems the schema cannot express (a program that must exist, a URL's scheme, an
     /// environment variable that must be set), each a sentence; empty when there is none.
-    /// `validate_config` calls it when the schema finds no problem; `new` does not, so a
-    /// runtime may be built before the outside world is ready. Never panic here.
+    /// `validate_config` calls it whenever serde can parse the configuration, also when the
+    /// schema found problems (a broken bound does not stop serde), so it may see a value out
+    /// of the schema's bounds: report only what the schema cannot say, and never panic. `new`
+    /// does not call it, so a runtime may be built before the outside world is ready.
     fn check_config(_config: &Self::Config) -> Vec<String> {
         Vec::new()
     }
@@ -57,6 +60,13 @@ fn given(config: Value) -> Value {
 
 /// The problems the schema (compiled-in text) finds with a configuration.
 fn schema_problems(schema: &str, config: &Value) -> Vec<String> {
+    if schema.trim().is_empty() {
+        return vec![
+            "the runtime's configuration schema file is empty: the crate's tests write it \
+             (`cargo test`), then the crate is built again"
+                .to_owned(),
+        ];
+    }
     match Schema::parse(schema) {
         Ok(schema) => schema.problems(config),
         Err(error) => vec![format!(
@@ -66,18 +76,24 @@ fn schema_problems(schema: &str, config: &Value) -> Vec<String> {
 }
 
 /// Every problem with a configuration of the typed runtime `T`, checked against `schema` (its
-/// `CONFIG_SCHEMA`): the schema's, or when there is none serde's and
-/// [`TypedConfig::check_config`]'s. What [`typed_config!`](crate::typed_config) makes
-/// `validate_config`.
+/// `CONFIG_SCHEMA`): the schema's, then, when serde can parse it (a broken bound or length
+/// does not stop serde), [`TypedConfig::check_config`]'s that the schema did not already say;
+/// serde's own problem only when the schema found none. What
+/// [`typed_config!`](crate::typed_config) makes `validate_config`.
 pub fn problems<T: TypedConfig>(schema: &str, config: &Value) -> Vec<String> {
-    let found = schema_problems(schema, config);
-    if !found.is_empty() {
-        return found;
-    }
+    let mut found = schema_problems(schema, config);
     match serde_json::from_value::<T::Config>(given(config.clone())) {
-        Ok(parsed) => T::check_config(&parsed),
-        Err(error) => vec![error.to_string()],
+        Ok(parsed) => {
+            for problem in T::check_config(&parsed) {
+                if !found.contains(&problem) {
+                    found.push(problem);
+                }
+            }
+        }
+        Err(error) if found.is_empty() => found.push(error.to_string()),
+        Err(_) => {}
     }
+    found
 }
 
 /// Checks a configuration against `schema`, parses it and builds the runtime with
