@@ -200,20 +200,7 @@ fn config_lines(schema: &Value) -> Vec<String> {
     properties
         .iter()
         .map(|(key, property)| {
-            let kind = match (&property["type"], &property["enum"]) {
-                (Value::String(kind), _) => kind.clone(),
-                (Value::Array(kinds), _) => kinds
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("|"),
-                (_, Value::Array(options)) => options
-                    .iter()
-                    .map(Value::to_string)
-                    .collect::<Vec<_>>()
-                    .join("|"),
-                _ => "any".to_owned(),
-            };
+            let kind = kind(schema, property, 0);
             let need = if required.contains(&key.as_str()) {
                 "required".to_owned()
             } else if let Some(default) = property.get("default") {
@@ -221,10 +208,53 @@ fn config_lines(schema: &Value) -> Vec<String> {
             } else {
                 "optional".to_owned()
             };
-            let description = property["description"].as_str().unwrap_or("");
+            let description = property["description"]
+                .as_str()
+                .or_else(|| resolve(schema, property)["description"].as_str())
+                .unwrap_or("");
             format!("{key:<20} {kind:<8} {need:<16} {description}")
         })
         .collect()
+}
+
+/// The schema a local `$ref` (`#/$defs/Name`) points at, or the schema itself.
+fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+    schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|pointer| root.pointer(pointer))
+        .unwrap_or(schema)
+}
+
+/// A property's kind in a word: its type (`integer|null`), its values (`"stdin"|"arg"`) or
+/// those of its alternatives and `$ref`s (as schemars writes enums and options), else `any`.
+fn kind(root: &Value, schema: &Value, depth: usize) -> String {
+    let schema = resolve(root, schema);
+    let words = |items: &Vec<Value>, word: &dyn Fn(&Value) -> String| {
+        let mut seen: Vec<String> = Vec::new();
+        for item in items.iter().map(word) {
+            if !seen.contains(&item) {
+                seen.push(item);
+            }
+        }
+        seen.join("|")
+    };
+    if let Some(value) = schema.get("const") {
+        return value.to_string();
+    }
+    match (&schema["type"], &schema["enum"]) {
+        (_, Value::Array(options)) => return words(options, &Value::to_string),
+        (Value::String(kind), _) => return kind.clone(),
+        (Value::Array(kinds), _) => {
+            return words(kinds, &|k| k.as_str().unwrap_or("any").to_owned());
+        }
+        _ => {}
+    }
+    let alternatives = schema["oneOf"].as_array().or(schema["anyOf"].as_array());
+    match alternatives {
+        Some(options) if depth < 8 => words(options, &|o| kind(root, o, depth + 1)),
+        _ => "any".to_owned(),
+    }
 }
 
 /// `info --config`: every problem the runtime finds with a configuration, without creating
@@ -267,4 +297,42 @@ pub fn check_config(
     } else {
         failure
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::config_lines;
+
+    #[test]
+    fn config_lines_read_the_schemas_schemars_writes() {
+        let schema = json!({"type": "object", "required": ["program"], "properties": {
+            "program": {"type": "string", "description": "the program"},
+            "timeout_ms": {"type": ["integer", "null"], "default": null},
+            "prompt_mode": {"$ref": "#/$defs/PromptMode", "default": "stdin"},
+            "level": {"anyOf": [{"$ref": "#/$defs/Level"}, {"type": "null"}]},
+            "case": {"enum": ["keep", "upper"]},
+        }, "$defs": {
+            "PromptMode": {"description": "how the prompt gets there", "oneOf": [
+                {"type": "string", "const": "stdin"}, {"type": "string", "const": "arg"}]},
+            "Level": {"type": "integer"},
+        }});
+        let lines = config_lines(&schema);
+        let line = |key: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(key))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap()
+        };
+        assert_eq!(line("program"), "program string required the program");
+        assert_eq!(line("timeout_ms"), "timeout_ms integer|null default null");
+        assert_eq!(
+            line("prompt_mode"),
+            "prompt_mode \"stdin\"|\"arg\" default \"stdin\" how the prompt gets there"
+        );
+        assert_eq!(line("level"), "level integer|null optional");
+        assert_eq!(line("case"), "case \"keep\"|\"upper\" optional");
+    }
 }

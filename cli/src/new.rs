@@ -91,6 +91,11 @@ fn files(name: &str, checkout: Option<&Path>) -> Vec<(&'static str, String)> {
     vec![
         ("Cargo.toml", fill(include_str!("new/Cargo.toml.in"))),
         ("src/lib.rs", fill(include_str!("new/lib.rs.in"))),
+        // What `cargo test` derives from `Config` in src/lib.rs (the scaffold test checks it).
+        (
+            "config.schema.json",
+            fill(include_str!("new/config.schema.json.in")),
+        ),
         (
             "tests/conformance.rs",
             fill(include_str!("new/conformance.rs.in")),
@@ -197,7 +202,10 @@ mod tests {
         let files = files("my-bot", None);
         let manifest = &files[0].1;
         let api = runtime_api::version::api_version();
-        assert!(manifest.contains(&format!("runtime-api = \"{}.{}\"", api.major, api.minor)));
+        assert!(manifest.contains(&format!(
+            "runtime-api = {{ version = \"{}.{}\", features = [\"typed-config\"] }}",
+            api.major, api.minor
+        )));
         assert!(manifest.contains("# [patch.crates-io]"));
         assert!(manifest.contains("\n[workspace]\n"));
         let patched = files_manifest("my-bot", Path::new("/src/agent-runtimes"));
@@ -210,6 +218,12 @@ mod tests {
         );
         assert!(manifest.contains("crate-type = [\"cdylib\", \"rlib\"]"));
         assert!(files[1].1.contains("pub struct MyBotRuntime"));
+        // The schema file is JSON once filled in, and names the keys of `Config`.
+        let schema: serde_json::Value = serde_json::from_str(&files[2].1).unwrap();
+        let keys: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["max_words", "prefix"]);
+        assert!(files[1].1.contains("    prefix: String,\n"));
+        assert!(files[1].1.contains("    max_words: Option<u32>,\n"));
         assert!(files[1].1.contains("const ID: &'static str = \"my-bot\";"));
         assert!(
             !files

@@ -59,6 +59,7 @@
 //! # fn main() {}
 //! ```
 
+pub mod config;
 mod convert;
 pub mod host;
 mod plugin;
@@ -93,6 +94,73 @@ pub fn json_type_name(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Sets, inside `impl Runtime for …`, the configuration items of a runtime whose
+/// configuration is a Rust type ([`config::TypedConfig`]): `CONFIG_SCHEMA` (the schema file,
+/// compiled in), `validate_config` and `new`.
+///
+/// The argument is the schema file's path from the package's root (where `Cargo.toml` is),
+/// conventionally `"config.schema.json"`, or a constant [`config::SchemaFile`] (made with
+/// [`schema_file!`]) when a generic runtime takes its file from a type parameter.
+///
+/// The file must exist when the crate compiles: create it empty, and the test
+/// [`export_plugin!`] generates writes the schema into it (then asks you to run the tests
+/// again). The `typed-config` feature of runtime-api. See [`config`] for an example.
+#[cfg(feature = "typed-config")]
+#[macro_export]
+macro_rules! typed_config {
+    ($file:literal) => {
+        $crate::typed_config!($crate::schema_file!($file));
+    };
+    ($file:expr) => {
+        const CONFIG_SCHEMA: &'static str = $file.text;
+
+        fn validate_config(config: &$crate::Value) -> ::std::vec::Vec<::std::string::String> {
+            $crate::config::problems::<Self>(<Self as $crate::Runtime>::CONFIG_SCHEMA, config)
+        }
+
+        fn new(config: $crate::Value) -> ::core::result::Result<Self, $crate::RuntimeError> {
+            $crate::config::build::<Self>(
+                <Self as $crate::Runtime>::ID,
+                <Self as $crate::Runtime>::CONFIG_SCHEMA,
+                config,
+            )
+        }
+
+        fn __config_schema_snapshot() -> ::core::option::Option<$crate::config::SchemaSnapshot> {
+            ::core::option::Option::Some($crate::config::SchemaSnapshot {
+                runtime: <Self as $crate::Runtime>::ID,
+                path: $file.path,
+                committed: <Self as $crate::Runtime>::CONFIG_SCHEMA,
+                generate: $crate::config::schema_text::<
+                    <Self as $crate::config::TypedConfig>::Config,
+                >,
+            })
+        }
+    };
+}
+
+/// A schema file of a typed configuration, as a constant [`config::SchemaFile`]: its text,
+/// compiled in, and its path. The argument is the path from the package's root (where
+/// `Cargo.toml` is).
+///
+/// ```ignore
+/// const OPENAI: SchemaFile = runtime_api::schema_file!("openai.schema.json");
+/// ```
+#[cfg(feature = "typed-config")]
+#[macro_export]
+macro_rules! schema_file {
+    ($file:literal) => {
+        $crate::config::SchemaFile {
+            text: ::core::include_str!(::core::concat!(
+                ::core::env!("CARGO_MANIFEST_DIR"),
+                "/",
+                $file
+            )),
+            path: ::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", $file),
+        }
+    };
 }
 
 /// Items the export macro expands to. Not part of the public API.

@@ -27,6 +27,7 @@ fn new_writes_a_plugin_crate_and_refuses_bad_names_and_full_folders() {
     for file in [
         "Cargo.toml",
         "src/lib.rs",
+        "config.schema.json",
         "tests/conformance.rs",
         "README.md",
         ".gitignore",
@@ -35,10 +36,21 @@ fn new_writes_a_plugin_crate_and_refuses_bad_names_and_full_folders() {
     }
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let api = runtime_api::version::api_version();
-    assert!(manifest.contains(&format!("runtime-api = \"{}.{}\"", api.major, api.minor)));
+    assert!(manifest.contains(&format!(
+        "runtime-api = {{ version = \"{}.{}\", features = [\"typed-config\"] }}",
+        api.major, api.minor
+    )));
     assert!(manifest.contains("panic = \"unwind\""));
     let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
     assert!(lib.contains("runtime_api::export_plugin!(MyBotRuntime);"));
+    assert!(lib.contains("runtime_api::typed_config!(\"config.schema.json\");"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("config.schema.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        schema["description"],
+        "The configuration of `my-bot`; every key is optional."
+    );
 
     // The same folder again: refused, nothing overwritten.
     std::fs::write(root.join("src/lib.rs"), "// mine").unwrap();
@@ -114,6 +126,11 @@ fn the_scaffold_builds_and_passes_conformance_out_of_the_box() {
     );
     assert!(
         stdout.contains("test the_plugin_passes_the_conformance_checks ... ok"),
+        "{stdout}"
+    );
+    // The schema file it was written with is the one its configuration type derives.
+    assert!(
+        stdout.contains("test config_schemas_are_current ... ok"),
         "{stdout}"
     );
 }

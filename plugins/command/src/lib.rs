@@ -44,10 +44,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use runtime_api::{
-    Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest, Value,
-};
-use serde::Deserialize;
+use runtime_api::config::TypedConfig;
+use runtime_api::{Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 #[cfg(unix)]
 mod unix;
@@ -56,7 +56,7 @@ mod unix;
 mod tests;
 
 /// How the prompt reaches the program.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum PromptMode {
     /// Written to stdin, which is then closed.
@@ -69,7 +69,7 @@ enum PromptMode {
 }
 
 /// What becomes of the program's stderr lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum StderrAs {
     /// Thinking deltas.
@@ -79,64 +79,65 @@ enum StderrAs {
     Ignore,
 }
 
-/// The runtime's configuration.
-#[derive(Debug, Clone, Deserialize)]
+// The schema in the manifest (`config.schema.json`, kept current by the crate's tests), the
+// checks of `validate_config` and the value `new` builds with all follow from this type; its
+// doc comments are the schema's descriptions.
+/// The configuration of the command runtime: the program, how it gets the prompt, its limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+#[schemars(title = "command runtime configuration")]
+pub struct Config {
+    /// The program (looked up in PATH when it has no /), or the script when shell is true.
+    #[schemars(length(min = 1))]
     program: String,
+    /// Its arguments.
     #[serde(default)]
     args: Vec<String>,
+    /// Variables to set (the rest of the environment is inherited).
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Its working directory.
     #[serde(default)]
     cwd: Option<PathBuf>,
+    /// The longest a turn may run before the group is killed (default: none).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     timeout_ms: Option<u64>,
+    /// How the prompt reaches the program.
     #[serde(default)]
     prompt_mode: PromptMode,
+    /// What its stderr lines become.
     #[serde(default)]
     stderr_as: StderrAs,
+    /// Run program with /bin/sh -c.
     #[serde(default)]
     shell: bool,
 }
 
 impl Config {
-    fn parse(value: &Value) -> Result<Config, String> {
-        if value.is_null() {
-            return Err("the command runtime needs a configuration with at least `program`".into());
-        }
-        serde_json::from_value::<Config>(value.clone()).map_err(|e| e.to_string())
-    }
-
-    /// Every problem with the configuration, for `validate_config`.
-    fn problems(value: &Value) -> Vec<String> {
-        let config = match Config::parse(value) {
-            Ok(config) => config,
-            Err(problem) => return vec![problem],
-        };
+    /// The problems the schema cannot express, for `validate_config`: a program that is not
+    /// there, a working folder that is not one, variable names the OS refuses.
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if config.program.trim().is_empty() {
+        if self.program.trim().is_empty() {
             problems.push("`program` is empty".to_owned());
-        } else if !config.shell && find_program(&config.program).is_none() {
+        } else if !self.shell && find_program(&self.program).is_none() {
             problems.push(format!(
                 "`program` {:?} is not an executable file{}",
-                config.program,
-                if config.program.contains('/') {
+                self.program,
+                if self.program.contains('/') {
                     ""
                 } else {
                     " in PATH"
                 }
             ));
         }
-        if let Some(cwd) = &config.cwd {
+        if let Some(cwd) = &self.cwd {
             if !cwd.is_dir() {
                 problems.push(format!("`cwd` {} is not a directory", cwd.display()));
             }
         }
-        if config.timeout_ms == Some(0) {
-            problems.push("`timeout_ms` must be positive".to_owned());
-        }
-        for name in config.env.keys() {
+        for name in self.env.keys() {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 problems.push(format!("`env` has an invalid variable name {name:?}"));
             }
@@ -174,6 +175,28 @@ pub struct CommandRuntime {
     config: Arc<Config>,
 }
 
+impl TypedConfig for CommandRuntime {
+    type Config = Config;
+
+    fn check_config(config: &Config) -> Vec<String> {
+        config.problems()
+    }
+
+    fn from_config(config: Config) -> Result<Self, RuntimeError> {
+        if cfg!(not(unix)) {
+            return Err(RuntimeError::unsupported(
+                "the command runtime supports Unix only (it relies on process groups)",
+            ));
+        }
+        if config.program.trim().is_empty() {
+            return Err(RuntimeError::invalid_config("`program` is empty"));
+        }
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+}
+
 impl Runtime for CommandRuntime {
     const ID: &'static str = "command";
     const DISPLAY_NAME: &'static str = "Command";
@@ -182,40 +205,12 @@ impl Runtime for CommandRuntime {
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION);
 
-    const CONFIG_SCHEMA: &'static str = r#"{"type": "object", "required": ["program"], "additionalProperties": false, "properties": {
-"program": {"type": "string", "minLength": 1, "description": "the program (looked up in PATH when it has no /), or the script when shell is true"},
-"args": {"type": "array", "items": {"type": "string"}, "default": [], "description": "its arguments"},
-"env": {"type": "object", "additionalProperties": {"type": "string"}, "description": "variables to set (the rest of the environment is inherited)"},
-"cwd": {"type": "string", "description": "its working directory"},
-"timeout_ms": {"type": "integer", "minimum": 1, "description": "the longest a turn may run before the group is killed"},
-"prompt_mode": {"enum": ["stdin", "arg", "none"], "default": "stdin", "description": "how the prompt reaches the program"},
-"stderr_as": {"enum": ["thinking", "ignore"], "default": "thinking", "description": "what its stderr lines become"},
-"shell": {"type": "boolean", "default": false, "description": "run program with /bin/sh -c"}}}"#;
+    // CONFIG_SCHEMA, validate_config and new, from `Config`.
+    runtime_api::typed_config!("config.schema.json");
 
     /// The one program it runs, its working folder, and `PATH` to find the program by name.
     const PERMISSIONS: &'static str =
         r#"{"run": ["{config:program}"], "read": ["{config:cwd}"], "env": ["PATH"]}"#;
-
-    fn validate_config(config: &Value) -> Vec<String> {
-        Config::problems(config)
-    }
-
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        if cfg!(not(unix)) {
-            return Err(RuntimeError::unsupported(
-                "the command runtime supports Unix only (it relies on process groups)",
-            ));
-        }
-        let config = Config::parse(&config).map_err(|problem| {
-            RuntimeError::invalid_config(format!("invalid command configuration: {problem}"))
-        })?;
-        if config.program.trim().is_empty() {
-            return Err(RuntimeError::invalid_config("`program` is empty"));
-        }
-        Ok(Self {
-            config: Arc::new(config),
-        })
-    }
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
         let mut stream = Box::pin(turn(Arc::clone(&self.config), request));

@@ -2,6 +2,10 @@
 //! word, and counts whitespace-separated words as tokens. Config: `delay_ms` sleeps per turn
 //! (per delta when streaming) on the plugin's tokio runtime.
 //!
+//! Its configuration is typed ([`Config`]): the schema in the manifest (`config.schema.json`,
+//! which the crate's tests keep current), `validate_config` and the value `new` gets all
+//! follow from that one type.
+//!
 //! Copy it to start a runtime. (The tests' faults on demand live in the fixture plugin,
 //! `tests/fixtures/fixture-plugin`, not here.)
 
@@ -10,12 +14,16 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt, stream};
+use runtime_api::config::TypedConfig;
 use runtime_api::{Capabilities, Delta, Runtime, RuntimeError, StreamItem};
-use runtime_api::{TurnOutput, TurnRequest, Usage, Value};
+use runtime_api::{TurnOutput, TurnRequest, Usage};
 
-#[derive(Debug, Default, serde::Deserialize)]
+/// The configuration of the echo runtime; every key is optional (`null` is all defaults).
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
-struct Config {
+#[schemars(title = "echo runtime configuration")]
+pub struct Config {
+    /// Sleep this long per turn, and per delta when streaming.
     delay_ms: u64,
 }
 
@@ -66,28 +74,22 @@ impl Iterator for Pieces {
     }
 }
 
+impl TypedConfig for Echo {
+    type Config = Config;
+
+    fn from_config(config: Config) -> Result<Self, RuntimeError> {
+        Ok(Echo(config))
+    }
+}
+
 impl Runtime for Echo {
     const ID: &'static str = "echo";
     const DESCRIPTION: &'static str = "Answers with the prompt, streamed word by word.";
     const ALIASES: &'static [&'static str] = &["parrot"];
     const CAPABILITIES: Capabilities =
         Capabilities::STREAMING.with(Capabilities::CONFIG_VALIDATION);
-    const CONFIG_SCHEMA: &'static str = r#"{"type": ["object", "null"], "additionalProperties": false, "properties": {
-        "delay_ms": {"type": "integer", "minimum": 0, "default": 0, "description": "sleep this long per turn, and per delta when streaming"}}}"#;
-
-    fn validate_config(config: &Value) -> Vec<String> {
-        serde_json::from_value::<Option<Config>>(config.clone())
-            .err()
-            .map(|e| e.to_string())
-            .into_iter()
-            .collect()
-    }
-
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        let config = serde_json::from_value::<Option<Config>>(config)
-            .map_err(|e| RuntimeError::invalid_config(e.to_string()))?;
-        Ok(Echo(config.unwrap_or_default()))
-    }
+    // CONFIG_SCHEMA, validate_config and new, from `Config`.
+    runtime_api::typed_config!("config.schema.json");
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
         self.pause().await;

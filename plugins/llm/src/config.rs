@@ -1,11 +1,21 @@
-//! The configuration both HTTP runtimes read, parsed by hand so that `validate_config` can
-//! report every problem at once (a serde derive stops at the first).
+//! The configuration both HTTP runtimes read, declared as one type per provider
+//! ([`OpenAiConfig`], [`AnthropicConfig`]: openai-wire's [`ServerKeys`] and the provider's own
+//! keys). runtime-api's typed configuration derives the manifest's schema from each
+//! (`openai.schema.json`, `anthropic.schema.json`), checks a configuration against it (every
+//! problem at once, bounds included), and hands the parsed value to the runtime, which builds
+//! its [`Config`] with what the schema cannot say checked on the way.
 
-use openai_wire::config::{self, Fields, ServerConfig};
+use openai_wire::config::{ServerConfig, ServerKeys};
 use reqwest::header::HeaderValue;
-use runtime_api::{RuntimeError, Value};
+use runtime_api::config::SchemaFile;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-/// Which provider a configuration is for; decides the extra keys it may carry.
+#[cfg(test)]
+use runtime_api::Value;
+
+/// Which provider a configuration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 // `pub` in a private module: nameable by the provider trait `shell::Api`, not outside the crate.
 pub enum Provider {
@@ -13,66 +23,98 @@ pub enum Provider {
     Anthropic,
 }
 
-impl Provider {
-    fn name(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Anthropic => "anthropic",
-        }
-    }
-
-    /// Every configuration key this provider accepts: the shared ones, then its own.
-    fn keys(self) -> Vec<&'static str> {
-        let own: &[&str] = match self {
-            Provider::OpenAi => &config::CHAT_KEYS,
-            Provider::Anthropic => &["anthropic_version", "thinking_budget_tokens"],
-        };
-        config::KEYS.iter().chain(own).copied().collect()
-    }
-}
-
-/// The JSON Schema properties both providers accept, as text (see [`llm_schema!`]).
-macro_rules! shared_schema_properties {
-    () => {
-        r#""base_url": {"type": "string", "format": "uri", "description": "the API base, e.g. http://127.0.0.1:8080/v1"},
-"model": {"type": "string", "minLength": 1, "description": "the model used when a request names none"},
-"api_key_env": {"type": "string", "description": "the environment variable that holds the API key (the key itself never goes in the config)"},
-"headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "extra headers sent with every request"},
-"connect_timeout_ms": {"type": "integer", "minimum": 1, "default": 10000, "description": "time to establish a connection"},
-"read_timeout_ms": {"type": "integer", "minimum": 1, "default": 300000, "description": "longest wait for the next bytes of a response"},
-"request_timeout_ms": {"type": "integer", "minimum": 1, "description": "longest time for a whole request"},
-"max_tokens": {"type": "integer", "minimum": 1, "description": "the default max_tokens when a request sets none"},
-"extra_body": {"type": "object", "description": "keys merged into every request body"}"#
-    };
-}
-
-/// A provider's configuration schema: the shared properties, then its own (text after a
-/// comma), all in one `&'static str` for the manifest.
-macro_rules! llm_schema {
-    ($own:literal) => {
-        concat!(
-            r#"{"type": "object", "required": ["base_url", "model"], "additionalProperties": false, "properties": {"#,
-            shared_schema_properties!(),
-            $own,
-            "}}"
-        )
-    };
-}
-
-/// The openai runtime's configuration schema.
-pub(crate) const OPENAI_SCHEMA: &str = llm_schema!(
-    r#", "include_usage": {"type": "boolean", "default": true, "description": "ask for usage in the stream (stream_options.include_usage)"}"#
-);
-
-/// The anthropic runtime's configuration schema.
-pub(crate) const ANTHROPIC_SCHEMA: &str = llm_schema!(
-    r#", "anthropic_version": {"type": "string", "default": "2023-06-01", "description": "the anthropic-version header"}, "thinking_budget_tokens": {"type": "integer", "minimum": 1, "description": "enables extended thinking with this budget"}"#
-);
+/// The openai runtime's schema file, derived from [`OpenAiConfig`].
+pub(crate) const OPENAI_SCHEMA: SchemaFile = runtime_api::schema_file!("openai.schema.json");
+/// The anthropic runtime's schema file, derived from [`AnthropicConfig`].
+pub(crate) const ANTHROPIC_SCHEMA: SchemaFile = runtime_api::schema_file!("anthropic.schema.json");
 
 /// The default `max_tokens` of the anthropic runtime, which the Messages API requires.
 pub(crate) const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
 /// The `anthropic-version` header sent unless the config names another.
 pub(crate) const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The configuration of the `openai` runtime.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "openai runtime configuration")]
+pub struct OpenAiConfig {
+    #[serde(flatten)]
+    server: ServerKeys,
+    /// Ask for usage in the stream (stream_options.include_usage).
+    #[serde(default)]
+    #[schemars(extend("default" = true))]
+    include_usage: Option<bool>,
+}
+
+/// The configuration of the `anthropic` runtime.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "anthropic runtime configuration")]
+pub struct AnthropicConfig {
+    #[serde(flatten)]
+    server: ServerKeys,
+    /// The anthropic-version header.
+    #[serde(default)]
+    #[schemars(extend("default" = "2023-06-01"))]
+    anthropic_version: Option<String>,
+    /// Enables extended thinking with this budget of tokens.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    thinking_budget_tokens: Option<u32>,
+}
+
+/// A provider's typed configuration, as the shell builds its [`Config`] from it.
+// `pub` in a private module: nameable by the provider trait `shell::Api`, not outside the crate.
+pub trait ProviderConfig: DeserializeOwned + JsonSchema + Send + Sync + 'static {
+    /// The runtime's configuration, or every problem the schema cannot say.
+    fn build(&self) -> Result<Config, Vec<String>>;
+
+    /// Every problem [`ProviderConfig::build`] finds, and an `api_key_env` that names an unset
+    /// variable (tolerated by `build`: the variable is read at each turn).
+    fn problems(&self) -> Vec<String> {
+        match self.build() {
+            Ok(config) => config.server.key_problems(),
+            Err(problems) => problems,
+        }
+    }
+}
+
+impl ProviderConfig for OpenAiConfig {
+    fn build(&self) -> Result<Config, Vec<String>> {
+        Ok(Config {
+            server: ServerConfig::from_keys(&self.server, self.include_usage)?,
+            anthropic_version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
+            thinking_budget_tokens: None,
+        })
+    }
+}
+
+impl ProviderConfig for AnthropicConfig {
+    fn build(&self) -> Result<Config, Vec<String>> {
+        let server = ServerConfig::from_keys(&self.server, None);
+        let version = self
+            .anthropic_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned());
+        let version_ok = HeaderValue::from_str(&version).is_ok();
+        match server {
+            Ok(server) if version_ok => Ok(Config {
+                server,
+                anthropic_version: version,
+                thinking_budget_tokens: self.thinking_budget_tokens,
+            }),
+            server => {
+                let mut problems = server.err().unwrap_or_default();
+                if !version_ok {
+                    problems.push(format!(
+                        "`anthropic_version` must be a header-safe string, not {version:?}"
+                    ));
+                }
+                Err(problems)
+            }
+        }
+    }
+}
 
 /// A parsed, valid configuration.
 #[derive(Debug, Clone)]
@@ -86,43 +128,39 @@ pub struct Config {
     pub thinking_budget_tokens: Option<u32>,
 }
 
+#[cfg(test)]
 impl Config {
-    /// Parses a configuration; the error lists every problem found.
-    pub(crate) fn parse(provider: Provider, value: &Value) -> Result<Config, Vec<String>> {
-        let mut fields = Fields::new(config::object(value, provider.name())?);
-        fields.unknown_keys(&provider.keys());
-        let server = ServerConfig::parse(&mut fields);
-        let thinking_budget_tokens = fields.positive_u32("thinking_budget_tokens");
-        let anthropic_version = match fields.get("anthropic_version") {
-            None | Some(Value::Null) => DEFAULT_ANTHROPIC_VERSION.to_owned(),
-            Some(Value::String(text)) if HeaderValue::from_str(text).is_ok() => text.clone(),
-            Some(other) => {
-                fields.problem(format!(
-                    "`anthropic_version` must be a header-safe string, not {other}"
-                ));
-                DEFAULT_ANTHROPIC_VERSION.to_owned()
-            }
-        };
-        fields.finish(Config {
-            server,
-            anthropic_version,
-            thinking_budget_tokens,
-        })
-    }
-
-    /// Every problem with a configuration, including an `api_key_env` that names an unset
-    /// variable (which [`Config::parse`] tolerates: the variable is read at each turn).
+    /// What `validate_config` finds, for a provider.
     pub(crate) fn problems(provider: Provider, value: &Value) -> Vec<String> {
-        match Config::parse(provider, value) {
-            Err(problems) => problems,
-            Ok(config) => config.server.key_problems(),
+        use runtime_api::Runtime;
+        match provider {
+            Provider::OpenAi => crate::OpenAiRuntime::validate_config(value),
+            Provider::Anthropic => crate::AnthropicRuntime::validate_config(value),
         }
     }
 
-    /// Parses a configuration for `Runtime::new`.
-    pub(crate) fn for_runtime(provider: Provider, value: &Value) -> Result<Config, RuntimeError> {
-        Config::parse(provider, value)
-            .map_err(|problems| config::invalid_config(provider.name(), problems))
+    /// Parses a configuration as `new` does, for a provider; the error lists every problem.
+    pub(crate) fn parse(provider: Provider, value: &Value) -> Result<Config, Vec<String>> {
+        fn typed<C: ProviderConfig>(schema: &str, value: &Value) -> Result<Config, Vec<String>> {
+            let schema =
+                runtime_api::config::Schema::parse(schema).map_err(|e| vec![e.to_string()])?;
+            let found = schema.problems(value);
+            if !found.is_empty() {
+                return Err(found);
+            }
+            let value = if value.is_null() {
+                runtime_api::json!({})
+            } else {
+                value.clone()
+            };
+            serde_json::from_value::<C>(value)
+                .map_err(|e| vec![e.to_string()])?
+                .build()
+        }
+        match provider {
+            Provider::OpenAi => typed::<OpenAiConfig>(OPENAI_SCHEMA.text, value),
+            Provider::Anthropic => typed::<AnthropicConfig>(ANTHROPIC_SCHEMA.text, value),
+        }
     }
 }
 
@@ -155,7 +193,7 @@ mod tests {
         let text = problems.join("\n");
         assert!(text.contains("missing `base_url`"), "{text}");
         assert!(text.contains("`model` must be a string"), "{text}");
-        assert!(text.contains("header `x`"), "{text}");
+        assert!(text.contains("`headers.x` must be a string"), "{text}");
         assert!(text.contains("connect_timeout_ms"), "{text}");
         assert!(text.contains("unknown key `tempo`"), "{text}");
         assert_eq!(problems.len(), 5, "{text}");

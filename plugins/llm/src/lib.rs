@@ -51,6 +51,7 @@ mod shell;
 mod fault_tests;
 
 pub use anthropic::{AnthropicRuntime, AnthropicStreamState};
+pub use config::{AnthropicConfig, OpenAiConfig};
 pub use openai::OpenAiRuntime;
 pub use openai_wire::OpenAiStreamState;
 pub use shell::LlmRuntime;

@@ -8,6 +8,7 @@ use runtime_api::{RuntimeError, TurnOutput, TurnRequest, Value};
 
 use crate::config::{Config, Provider};
 use crate::shell::{Api, LlmRuntime};
+use runtime_api::config::SchemaFile;
 
 /// The `openai` runtime (alias `openai-compatible`): Chat Completions over HTTP.
 ///
@@ -42,7 +43,8 @@ impl Api for OpenAi {
     const DESCRIPTION: &'static str =
         "Chat Completions over HTTP (OpenAI, Ollama, vLLM, llama.cpp, LM Studio), streamed.";
     const ALIASES: &'static [&'static str] = &["openai-compatible"];
-    const CONFIG_SCHEMA: &'static str = crate::config::OPENAI_SCHEMA;
+    const CONFIG_SCHEMA_FILE: SchemaFile = crate::config::OPENAI_SCHEMA;
+    type Config = crate::config::OpenAiConfig;
     const TURN_PATH: &'static str = "chat/completions";
     const REQUEST_LOG: &'static str = "sending a chat completion request";
     type Decoder = OpenAiStreamState;

@@ -11,11 +11,12 @@ use openai_wire::http::{self, Request};
 use openai_wire::sse::{self, StreamDecoder};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, Response};
+use runtime_api::config::{SchemaFile, TypedConfig};
 use runtime_api::{
     Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest, Value,
 };
 
-use crate::config::{Config, Provider};
+use crate::config::{Config, Provider, ProviderConfig};
 
 /// The `User-Agent` of both runtimes' requests.
 const USER_AGENT: &str = concat!("agent-runtimes-llm/", env!("CARGO_PKG_VERSION"));
@@ -33,8 +34,10 @@ pub trait Api: Send + Sync + 'static {
     const DESCRIPTION: &'static str;
     /// Other names of the runtime.
     const ALIASES: &'static [&'static str];
-    /// The JSON Schema of the configuration.
-    const CONFIG_SCHEMA: &'static str;
+    /// The schema file of [`Api::Config`].
+    const CONFIG_SCHEMA_FILE: SchemaFile;
+    /// The typed configuration.
+    type Config: ProviderConfig;
     /// The path of a turn, under `base_url`.
     const TURN_PATH: &'static str;
     /// How the API logs a request (the debug event's message).
@@ -107,6 +110,26 @@ impl<A: Api> LlmRuntime<A> {
     }
 }
 
+impl<A: Api> TypedConfig for LlmRuntime<A> {
+    type Config = A::Config;
+
+    fn check_config(config: &A::Config) -> Vec<String> {
+        config.problems()
+    }
+
+    fn from_config(config: A::Config) -> Result<Self, RuntimeError> {
+        let config = config
+            .build()
+            .map_err(|problems| openai_wire::config::invalid_config(A::ID, problems))?;
+        let client = config.server.client(USER_AGENT)?;
+        Ok(Self {
+            config,
+            client,
+            api: PhantomData,
+        })
+    }
+}
+
 impl<A: Api> Runtime for LlmRuntime<A> {
     const ID: &'static str = A::ID;
     const DISPLAY_NAME: &'static str = A::DISPLAY_NAME;
@@ -117,23 +140,10 @@ impl<A: Api> Runtime for LlmRuntime<A> {
         .with(Capabilities::HISTORY)
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION);
-    const CONFIG_SCHEMA: &'static str = A::CONFIG_SCHEMA;
     /// The model server only: TCP to the port of `base_url`.
     const PERMISSIONS: &'static str = r#"{"net": ["{config:base_url}"]}"#;
-
-    fn validate_config(config: &Value) -> Vec<String> {
-        Config::problems(A::PROVIDER, config)
-    }
-
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        let config = Config::for_runtime(A::PROVIDER, &config)?;
-        let client = config.server.client(USER_AGENT)?;
-        Ok(Self {
-            config,
-            client,
-            api: PhantomData,
-        })
-    }
+    // CONFIG_SCHEMA, validate_config and new, from the provider's typed configuration.
+    runtime_api::typed_config!(A::CONFIG_SCHEMA_FILE);
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
         let body = A::request_body(&self.config, &request, false);

@@ -1,15 +1,21 @@
 //! The configuration keys every HTTP model runtime reads, parsed by hand so that validation
 //! reports every problem at once (a serde derive stops at the first).
 //!
-//! A runtime parses its configuration with one [`Fields`]: [`ServerConfig::parse`] reads the
-//! shared keys, the runtime reads its own with the same [`Fields`], and [`Fields::finish`]
-//! returns the configuration or every problem found.
+//! A runtime with a typed configuration (runtime-api's `typed-config`) flattens
+//! [`ServerKeys`] into its own configuration type and builds the [`ServerConfig`] with
+//! [`ServerConfig::from_keys`], which also finds what the schema cannot say (a URL's scheme, a
+//! header's bytes). A runtime that parses by hand uses one [`Fields`]: [`ServerConfig::parse`]
+//! reads the shared keys, the runtime reads its own with the same [`Fields`], and
+//! [`Fields::finish`] returns the configuration or every problem found.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use runtime_api::{RuntimeError, Value, json};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
 /// The keys [`ServerConfig::parse`] reads that every HTTP model runtime accepts.
 pub const KEYS: [&str; 9] = [
@@ -26,6 +32,43 @@ pub const KEYS: [&str; 9] = [
 
 /// The key [`ServerConfig::parse`] reads that only Chat Completions runtimes accept.
 pub const CHAT_KEYS: [&str; 1] = ["include_usage"];
+
+/// The keys of [`KEYS`] as a configuration type: flatten it (`#[serde(flatten)]`) into a
+/// runtime's own, typed configuration. Its doc comments are the keys' descriptions in the
+/// schema; `null` is the same as an absent key.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct ServerKeys {
+    /// The API base, e.g. http://127.0.0.1:8080/v1.
+    pub base_url: String,
+    /// The model used when a request names none.
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// The environment variable that holds the API key (the key itself never goes in the config).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Time to establish a connection, in milliseconds.
+    #[serde(default)]
+    #[schemars(range(min = 1), extend("default" = 10000))]
+    pub connect_timeout_ms: Option<u64>,
+    /// Longest wait for the next bytes of a response, in milliseconds.
+    #[serde(default)]
+    #[schemars(range(min = 1), extend("default" = 300000))]
+    pub read_timeout_ms: Option<u64>,
+    /// Longest time for a whole request, in milliseconds (default: none).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub request_timeout_ms: Option<u64>,
+    /// The default max_tokens when a request sets none.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+    /// Keys merged into every request body.
+    #[serde(default)]
+    pub extra_body: Option<serde_json::Map<String, Value>>,
+}
 
 /// The default time to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -297,6 +340,89 @@ impl ServerConfig {
             max_tokens,
             extra_body,
             include_usage,
+        }
+    }
+
+    /// Builds the configuration from its typed keys (and the Chat Completions key
+    /// `include_usage`, default true).
+    ///
+    /// # Errors
+    ///
+    /// Every problem the schema of [`ServerKeys`] cannot say: a `base_url` that is not an
+    /// http or https URL, a blank `model`, an `api_key_env` that cannot name a variable,
+    /// headers that are not valid.
+    pub fn from_keys(
+        keys: &ServerKeys,
+        include_usage: Option<bool>,
+    ) -> Result<ServerConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let base_url = match Url::parse(&keys.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                keys.base_url.trim_end_matches('/').to_owned()
+            }
+            Ok(url) => {
+                problems.push(format!(
+                    "`base_url` must be an http or https URL, not {}",
+                    url.scheme()
+                ));
+                String::new()
+            }
+            Err(error) => {
+                problems.push(format!("`base_url` is not a URL: {error}"));
+                String::new()
+            }
+        };
+        if keys.model.trim().is_empty() {
+            problems.push("`model` is empty".to_owned());
+        }
+        if let Some(name) = keys.api_key_env.as_ref().filter(|n| !is_env_name(n)) {
+            problems.push(format!(
+                "`api_key_env` must name an environment variable (letters, digits, `_`), not \
+                 {name:?}; put the key in that variable, never in the config"
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, text) in keys.headers.iter().flatten() {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(text),
+            ) {
+                (Ok(name), Ok(mut value)) => {
+                    // Extra headers may carry credentials: never shown in Debug output.
+                    value.set_sensitive(true);
+                    headers.insert(name, value);
+                }
+                (Err(_), _) => problems.push(format!("`{name}` is not a valid header name")),
+                (_, Err(_)) => problems.push(format!("the value of header `{name}` is not valid")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(ServerConfig {
+            base_url,
+            model: keys.model.clone(),
+            api_key_env: keys.api_key_env.clone(),
+            headers,
+            connect_timeout: keys
+                .connect_timeout_ms
+                .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis),
+            read_timeout: keys
+                .read_timeout_ms
+                .map_or(DEFAULT_READ_TIMEOUT, Duration::from_millis),
+            request_timeout: keys.request_timeout_ms.map(Duration::from_millis),
+            max_tokens: keys.max_tokens,
+            extra_body: keys.extra_body.clone().unwrap_or_default(),
+            include_usage: include_usage.unwrap_or(true),
+        })
+    }
+
+    /// Every problem of [`ServerConfig::from_keys`] and [`ServerConfig::key_problems`]: what a
+    /// typed runtime's `check_config` reports about these keys.
+    pub fn problems_of_keys(keys: &ServerKeys) -> Vec<String> {
+        match ServerConfig::from_keys(keys, None) {
+            Ok(config) => config.key_problems(),
+            Err(problems) => problems,
         }
     }
 

@@ -27,6 +27,6 @@ pub mod sse;
 mod tools;
 
 pub use chat::OpenAiStreamState;
-pub use config::{Fields, ServerConfig, is_env_name, type_name};
+pub use config::{Fields, ServerConfig, ServerKeys, is_env_name, type_name};
 pub use sse::StreamDecoder;
 pub use tools::{arguments_text, parse_arguments, schema_or_empty};

@@ -55,6 +55,9 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// The JSON Schema of the configuration `new` accepts, as text (keys, types, required
     /// ones, defaults, a `description` each); `""` for none. It is written into the manifest,
     /// so hosts show it without loading the library (`runtimes info <id>`).
+    ///
+    /// With a typed configuration ([`crate::config`], the `typed-config` feature),
+    /// [`typed_config!`](crate::typed_config) sets it, with `validate_config` and `new`.
     const CONFIG_SCHEMA: &'static str = "";
     /// What the runtime needs from the sandbox at the *process* level, as JSON text, written
     /// into the manifest; `""` (the default) declares nothing, and nothing is granted. Keys,
@@ -151,6 +154,14 @@ pub trait Runtime: Send + Sync + Sized + 'static {
             Self::ID
         ));
         async move { Err(error) }
+    }
+
+    /// Where the schema file of a typed configuration is, for the test
+    /// [`export_plugin!`](crate::export_plugin) generates; set by
+    /// [`typed_config!`](crate::typed_config). Not part of the API.
+    #[doc(hidden)]
+    fn __config_schema_snapshot() -> Option<crate::config::SchemaSnapshot> {
+        None
     }
 
     /// What the runtime says about itself; by default its constants.

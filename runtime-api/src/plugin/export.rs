@@ -6,7 +6,11 @@
 /// - the embedded manifest (an exported static the loader reads without loading the library),
 ///   built at compile time from each runtime's constants; an invalid id or alias, or a
 ///   manifest over 8 KiB, is a compile error;
-/// - the abi_stable root module, whose entry points are the panic-catching glue.
+/// - the abi_stable root module, whose entry points are the panic-catching glue;
+/// - under `cfg(test)`, the test `config_schemas_are_current`: for every runtime with a typed
+///   configuration ([`typed_config!`](crate::typed_config)), that its schema file holds what
+///   schemars derives from the type (a stale file is rewritten, and the test fails asking to
+///   run it again).
 ///
 /// The plugin's name and version are the calling package's (`CARGO_PKG_NAME`,
 /// `CARGO_PKG_VERSION`). Call it once per crate, at the crate root.
@@ -48,6 +52,15 @@ macro_rules! export_plugin {
                 env!("CARGO_PKG_VERSION"),
                 &[$($crate::__private::const_runtime::<$runtime>()),+],
             );
+
+        /// Every typed runtime's schema file holds its configuration type's schema.
+        #[cfg(test)]
+        #[test]
+        fn config_schemas_are_current() {
+            $crate::config::assert_snapshots(&[
+                $(<$runtime as $crate::Runtime>::__config_schema_snapshot()),+
+            ]);
+        }
 
         // abi_stable's loader reads this header the way it reads the one its own
         // `export_root_module` attribute writes; only the symbol's name differs, and the

@@ -12,6 +12,7 @@ use runtime_api::{RuntimeError, TurnOutput, TurnRequest, Value};
 pub use self::stream::AnthropicStreamState;
 use crate::config::{Config, Provider};
 use crate::shell::{Api, LlmRuntime};
+use runtime_api::config::SchemaFile;
 
 const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
@@ -43,7 +44,8 @@ impl Api for Anthropic {
     const DESCRIPTION: &'static str =
         "The Anthropic Messages API over HTTP, streamed, with tools and extended thinking.";
     const ALIASES: &'static [&'static str] = &["claude"];
-    const CONFIG_SCHEMA: &'static str = crate::config::ANTHROPIC_SCHEMA;
+    const CONFIG_SCHEMA_FILE: SchemaFile = crate::config::ANTHROPIC_SCHEMA;
+    type Config = crate::config::AnthropicConfig;
     const TURN_PATH: &'static str = "messages";
     const REQUEST_LOG: &'static str = "sending an Anthropic request";
     type Decoder = AnthropicStreamState;
