@@ -74,13 +74,12 @@ mod turn;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt as _};
-use runtime_api::{
-    Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest, Value,
-};
+use runtime_api::config::TypedConfig;
+use runtime_api::{Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest};
 
+use config::AgentConfig;
 pub use error::AgentError;
 
-use config::Config;
 use servers::Pool;
 use turn::Inner;
 
@@ -100,6 +99,28 @@ impl AgentRuntime {
     }
 }
 
+impl TypedConfig for AgentRuntime {
+    type Config = AgentConfig;
+
+    fn check_config(config: &AgentConfig) -> Vec<String> {
+        config.problems()
+    }
+
+    fn from_config(config: AgentConfig) -> Result<Self, RuntimeError> {
+        let config = config
+            .build()
+            .map_err(|problems| openai_wire::config::invalid_config(Self::ID, problems))?;
+        let client = config.server.client(USER_AGENT)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                pool: Pool::default(),
+            }),
+        })
+    }
+}
+
 impl Runtime for AgentRuntime {
     const ID: &'static str = "agent";
     const DISPLAY_NAME: &'static str = "Agent (tool loop over MCP)";
@@ -110,25 +131,12 @@ impl Runtime for AgentRuntime {
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION)
         .with(Capabilities::MCP);
-    const CONFIG_SCHEMA: &'static str = include_str!("config.schema.json");
     /// The model server, the MCP servers' URLs, their programs and working folders.
     const PERMISSIONS: &'static str = r#"{"net": ["{config:base_url}", "{config:mcp_servers.*.url}"], "run": ["{config:mcp_servers.*.command}"], "read": ["{config:mcp_servers.*.cwd}"]}"#;
 
-    fn validate_config(config: &Value) -> Vec<String> {
-        Config::problems(config)
-    }
-
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        let config = Config::for_runtime(&config)?;
-        let client = config.server.client(USER_AGENT)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                client,
-                pool: Pool::default(),
-            }),
-        })
-    }
+    // CONFIG_SCHEMA (`config.schema.json`, kept equal to `AgentConfig` by the crate's tests),
+    // validate_config and new, from `AgentConfig`.
+    runtime_api::typed_config!("config.schema.json");
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
         let mut stream = turn::stream(self.inner.clone(), request);
