@@ -59,7 +59,7 @@ pub struct AgentConfig {
     request_mcp_servers: Option<bool>,
     /// The most model calls in one turn.
     #[serde(default)]
-    #[schemars(range(min = 1, max = 1000), extend("default" = DEFAULT_MAX_STEPS))]
+    #[schemars(range(min = 1, max = MAX_MAX_STEPS), extend("default" = DEFAULT_MAX_STEPS))]
     max_steps: Option<u32>,
     /// The longest one tool call may take, in milliseconds; then it is cancelled and the model told.
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// The MCP servers, as JSON (`null` when none).
-    fn servers(&self) -> Value {
+    fn servers_value(&self) -> Value {
         self.mcp_servers
             .as_ref()
             .map_or(Value::Null, McpServers::to_value)
@@ -101,7 +101,7 @@ impl AgentConfig {
     /// The runtime's configuration, or every problem the schema cannot say.
     pub(crate) fn build(&self) -> Result<Config, Vec<String>> {
         let server = ServerConfig::from_keys(&self.server, self.include_usage);
-        let mcp_servers = ServerSpec::parse_map(&self.servers());
+        let mcp_servers = ServerSpec::parse_map(&self.servers_value());
         let (server, mcp_servers) = match (server, mcp_servers) {
             (Ok(server), Ok(servers)) => (server, servers),
             (server, servers) => {
