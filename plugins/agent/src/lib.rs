@@ -5,6 +5,12 @@
 //!
 //! # Configuration
 //!
+//! The configuration is typed (`config::AgentConfig`, runtime-api's `typed-config`): the
+//! schema in the manifest (`config.schema.json`, which the crate's tests keep equal to the
+//! type), `validate_config` (every problem the schema finds: types, unknown keys, bounds; then
+//! what it cannot say: a URL's scheme, a server's name, a variable's name) and the value `new`
+//! builds from all follow from it. A `null` value is the same as an absent key.
+//!
 //! | key | meaning |
 //! | --- | --- |
 //! | `base_url` (required) | the model server's API base, e.g. `http://127.0.0.1:8080/v1` |
@@ -12,15 +18,15 @@
 //! | `api_key_env` | the *name* of the environment variable holding the key (`Authorization: Bearer`) |
 //! | `headers`, `extra_body`, `max_tokens`, `include_usage` | as the `openai` runtime takes them |
 //! | `connect_timeout_ms`, `read_timeout_ms`, `request_timeout_ms` | model HTTP timeouts (10 s, 300 s, none) |
-//! | `mcp_servers` | a map from a server name to `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP), as MCP clients write it; `"include_tools": [names]` offers only those tools of the server |
+//! | `mcp_servers` | a map from a server name to `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP, an http or https URL), as MCP clients write it; `"include_tools": [names]` offers only those tools of the server; `"type"` (or `"transport"`) may say `"stdio"` or `"http"`. At most 32 servers, each name 1 to 64 letters, digits, `_`, `-` or `.` |
 //! | `request_mcp_servers` | whether requests may name MCP servers of their own (default false). Turning it on is code execution for whoever writes a request: a stdio server is a program run as the host's user |
 //! | `max_steps` | the most model calls in a turn (default 10, at most 1000) |
 //! | `tool_timeout_ms` | the longest one tool call may take (default 60 s); then it is cancelled and the model told |
 //! | `startup_timeout_ms` | the longest a server may take to start and list its tools (default 30 s) |
-//! | `tool_result_max_bytes` | the most bytes of one tool result (default 64 KiB); a larger result is not cut but replaced by the named failure `tool_result_too_large`, fed back to the model so it can ask for less |
+//! | `tool_result_max_bytes` | the most bytes of one tool result (default 64 KiB, at most 16 MiB); a larger result is not cut but replaced by the named failure `tool_result_too_large`, fed back to the model so it can ask for less |
 //! | `max_tool_calls_per_step` | the most tool calls one model response may decide (default 64, at most 10,000); more is the named error `too_many_tool_calls`, before any runs |
-//! | `max_concurrent_tool_calls` | the most tool calls of one step run at a time (default 8) |
-//! | `model_response_max_bytes` | the most bytes of one model response's events (default 8 MiB); more is the named error `model_response_too_large` |
+//! | `max_concurrent_tool_calls` | the most tool calls of one step run at a time (default 8, at most 256) |
+//! | `model_response_max_bytes` | the most bytes of one model response's events (default 8 MiB; from 1 KiB to 256 MiB); more is the named error `model_response_too_large` |
 //!
 //! When `request_mcp_servers` is on, a request may name MCP servers of its own in
 //! `TurnRequest.mcp_servers` (the same map); they are added to the configured ones for that
@@ -74,13 +80,12 @@ mod turn;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt as _};
-use runtime_api::{
-    Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest, Value,
-};
+use runtime_api::config::TypedConfig;
+use runtime_api::{Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest};
 
+use config::AgentConfig;
 pub use error::AgentError;
 
-use config::Config;
 use servers::Pool;
 use turn::Inner;
 
@@ -100,6 +105,28 @@ impl AgentRuntime {
     }
 }
 
+impl TypedConfig for AgentRuntime {
+    type Config = AgentConfig;
+
+    fn check_config(config: &AgentConfig) -> Vec<String> {
+        config.problems()
+    }
+
+    fn from_config(config: AgentConfig) -> Result<Self, RuntimeError> {
+        let config = config
+            .build()
+            .map_err(|problems| openai_wire::config::invalid_config(Self::ID, problems))?;
+        let client = config.server.client(USER_AGENT)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                pool: Pool::default(),
+            }),
+        })
+    }
+}
+
 impl Runtime for AgentRuntime {
     const ID: &'static str = "agent";
     const DISPLAY_NAME: &'static str = "Agent (tool loop over MCP)";
@@ -110,25 +137,12 @@ impl Runtime for AgentRuntime {
         .with(Capabilities::THINKING)
         .with(Capabilities::CONFIG_VALIDATION)
         .with(Capabilities::MCP);
-    const CONFIG_SCHEMA: &'static str = include_str!("config.schema.json");
     /// The model server, the MCP servers' URLs, their programs and working folders.
     const PERMISSIONS: &'static str = r#"{"net": ["{config:base_url}", "{config:mcp_servers.*.url}"], "run": ["{config:mcp_servers.*.command}"], "read": ["{config:mcp_servers.*.cwd}"]}"#;
 
-    fn validate_config(config: &Value) -> Vec<String> {
-        Config::problems(config)
-    }
-
-    fn new(config: Value) -> Result<Self, RuntimeError> {
-        let config = Config::for_runtime(&config)?;
-        let client = config.server.client(USER_AGENT)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                client,
-                pool: Pool::default(),
-            }),
-        })
-    }
+    // CONFIG_SCHEMA (`config.schema.json`, kept equal to `AgentConfig` by the crate's tests),
+    // validate_config and new, from `AgentConfig`.
+    runtime_api::typed_config!("config.schema.json");
 
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutput, RuntimeError> {
         let mut stream = turn::stream(self.inner.clone(), request);

@@ -2,16 +2,162 @@
 //! for a stdio server, `{"url", "headers"}` for a streamable HTTP one, `include_tools` for
 //! either), parsed so that every problem is reported at once. The configuration and a request's
 //! per-turn servers are read with it; the pool of running servers is keyed by it.
+//!
+//! In the typed configuration the map is [`McpServers`]: its schema is derived from the two
+//! forms ([`StdioServer`], [`HttpServer`]); what a schema cannot say (a server's name, a URL's
+//! scheme, a variable's name) is found by [`ServerSpec::parse_map`], with its messages.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use openai_wire::{is_env_name, type_name};
 use runtime_api::Value;
+use runtime_api::config::Schema as ConfigSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
 
 /// The most MCP servers one configuration or request may name, and one runtime instance may
 /// run.
 pub(crate) const MAX_SERVERS: usize = 32;
+
+/// The `mcp_servers` key of the configuration: server names to their JSON, as given. serde
+/// takes any object of them, so that a configuration that parses is checked by
+/// [`McpServers::problems`] with [`ServerSpec::parse_map`]'s messages (its schema says the
+/// rest), and [`ServerSpec::parse_map`] builds the specs, as it does for a request's servers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct McpServers(serde_json::Map<String, Value>);
+
+impl McpServers {
+    /// The map as JSON.
+    pub(crate) fn to_value(&self) -> Value {
+        Value::Object(self.0.clone())
+    }
+
+    /// The problems the schema cannot say, in [`ServerSpec::parse_map`]'s words: a name that
+    /// is not 1 to 64 letters, digits, `_`, `-` or `.`, and for each server the schema
+    /// accepts, what parsing it finds (a URL that is not http or https, a variable name, a
+    /// blank command). A server the schema refuses is left to its messages, so that no
+    /// problem is said twice.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        // The schema of one server is the map's, checked on a map of that server alone.
+        let schema = ConfigSchema::from_value(runtime_api::config::schema_of::<McpServers>()).ok();
+        let mut problems = Vec::new();
+        for (name, spec) in &self.0 {
+            if !valid_server_name(name) {
+                problems.push(name_problem(name));
+                continue;
+            }
+            let alone = Value::Object(serde_json::Map::from_iter([(name.clone(), spec.clone())]));
+            let schema_accepts = schema
+                .as_ref()
+                .is_none_or(|schema| schema.problems(&alone).is_empty());
+            if let (true, Err(more)) = (schema_accepts, ServerSpec::parse(name, spec)) {
+                problems.extend(more);
+            }
+        }
+        problems
+    }
+}
+
+impl JsonSchema for McpServers {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "McpServers".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let server = generator.subschema_for::<McpServer>();
+        json_schema!({
+            "type": "object",
+            "maxProperties": MAX_SERVERS,
+            "additionalProperties": server,
+        })
+    }
+}
+
+/// One MCP server: a program (stdio) or a streamable HTTP endpoint.
+// Only the schema of these types is used: the values are parsed by `ServerSpec::parse`.
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum McpServer {
+    Stdio(StdioServer),
+    Http(HttpServer),
+}
+
+/// A program speaking MCP on its stdin and stdout.
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct StdioServer {
+    /// "stdio", or absent.
+    #[serde(default, rename = "type")]
+    kind: Option<StdioKind>,
+    /// Another name for `type`.
+    #[serde(default)]
+    transport: Option<StdioKind>,
+    /// The program (looked up in PATH when it has no /).
+    #[schemars(length(min = 1))]
+    command: String,
+    /// Its arguments.
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    /// Variables to set (the rest of the environment is inherited).
+    #[serde(default)]
+    env: Option<BTreeMap<String, String>>,
+    /// Its working folder.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    cwd: Option<String>,
+    /// Offer only these tools of the server.
+    #[serde(default)]
+    include_tools: Option<Vec<String>>,
+}
+
+/// A streamable HTTP endpoint.
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HttpServer {
+    /// "http" (or "streamable_http", "streamable-http"), or absent.
+    #[serde(default, rename = "type")]
+    kind: Option<HttpKind>,
+    /// Another name for `type`.
+    #[serde(default)]
+    transport: Option<HttpKind>,
+    /// The endpoint, an http or https URL.
+    #[schemars(extend("format" = "uri"))]
+    url: String,
+    /// Headers sent with every request to it.
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    /// Offer only these tools of the server.
+    #[serde(default)]
+    include_tools: Option<Vec<String>>,
+}
+
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+enum StdioKind {
+    #[serde(rename = "stdio")]
+    Stdio,
+}
+
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+enum HttpKind {
+    #[serde(rename = "http")]
+    Http,
+    #[serde(rename = "streamable_http")]
+    StreamableHttp,
+    #[serde(rename = "streamable-http")]
+    StreamableHttpDash,
+}
 
 /// How one MCP server is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +185,10 @@ fn valid_server_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn name_problem(name: &str) -> String {
+    format!("MCP server name {name:?} must be 1 to 64 letters, digits, `_`, `-` or `.`")
 }
 
 fn string_list(value: Option<&Value>, what: &str, problems: &mut Vec<String>) -> Vec<String> {
@@ -120,9 +270,7 @@ impl ServerSpec {
         let mut servers = BTreeMap::new();
         for (name, spec) in map {
             if !valid_server_name(name) {
-                problems.push(format!(
-                    "MCP server name {name:?} must be 1 to 64 letters, digits, `_`, `-` or `.`"
-                ));
+                problems.push(name_problem(name));
                 continue;
             }
             match ServerSpec::parse(name, spec) {
