@@ -52,15 +52,19 @@ fn main() {
         rt.block_on(futures::future::join_all(
             (0..workers * 4).map(|_| handle.run_turn(TurnRequest::new("warm"))),
         ));
-        group.bench_with_input(BenchmarkId::from_parameter(workers), &handle, |b, handle| {
-            b.to_async(&rt).iter(|| async {
-                let turns = (0..CONCURRENT)
-                    .map(|i| handle.run_turn(TurnRequest::new(format!("turn {i}"))));
-                for answer in futures::future::join_all(turns).await {
-                    answer.expect("the turn succeeds");
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(workers),
+            &handle,
+            |b, handle| {
+                b.to_async(&rt).iter(|| async {
+                    let turns = (0..CONCURRENT)
+                        .map(|i| handle.run_turn(TurnRequest::new(format!("turn {i}"))));
+                    for answer in futures::future::join_all(turns).await {
+                        answer.expect("the turn succeeds");
+                    }
+                });
+            },
+        );
     }
     group.finish();
 
