@@ -162,6 +162,9 @@ fn config_failure(error: ConfigError) -> Failure {
 /// with `--redis`).
 pub async fn serve(registry: impl FnOnce() -> Runtimes, args: ServeArgs) -> Result<(), Failure> {
     let config = config(args)?;
+    // From the start: a SIGHUP while the server starts (discovery, `--config` instances,
+    // workers) is kept for when it is up, rather than ending it.
+    let mut hangup = crate::signals::Hangups::subscribe();
     let server = Server::new(config, registry)
         .await
         .map_err(serve_failure)?
@@ -174,8 +177,7 @@ pub async fn serve(registry: impl FnOnce() -> Runtimes, args: ServeArgs) -> Resu
     let _ = std::io::stdout().flush();
     // SIGHUP discovers the plugins again: upgraded files serve new turns.
     let reloader = server.reloader();
-    let mut hangup = crate::signals::Hangups::subscribe();
-    tokio::spawn(async move {
+    let reloads = tokio::spawn(async move {
         loop {
             hangup.recv().await;
             match reloader.reload().await {
@@ -184,10 +186,9 @@ pub async fn serve(registry: impl FnOnce() -> Runtimes, args: ServeArgs) -> Resu
             }
         }
     });
-    server
-        .serve(listener, signal())
-        .await
-        .map_err(serve_failure)
+    let served = server.serve(listener, signal()).await;
+    reloads.abort();
+    served.map_err(serve_failure)
 }
 
 /// The failure, with the message `runtimes serve` has always given.

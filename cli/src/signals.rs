@@ -3,9 +3,13 @@
 //! with `sigwait`; a signal nothing of the command waits for ends the process, as its default
 //! action would (exit status 128 + its number). A plugin loaded in this process that sets SIGINT to "ignore" or installs a
 //! handler of its own then changes nothing: on Linux a blocked signal is never discarded as
-//! ignored, it stays pending until our thread takes it. Child processes start with an empty
-//! mask (the standard library clears it before `exec`), so workers and programs a runtime
-//! starts get signals as usual.
+//! ignored, it stays pending until our thread takes it. Children started with Rust's `Command`
+//! (std or tokio: the workers, the command runtime's programs, MCP servers) start with an
+//! empty mask, since the standard library clears it before `exec`; a child an in-process
+//! plugin starts some other way (`posix_spawn`, `fork` and `exec`, `system`) inherits the
+//! blocked signals, as it would any mask of the host's. A second SIGINT or SIGTERM while
+//! `serve` or `worker` winds down (nothing waits for it then) ends the process at once: the
+//! usual "press Ctrl-C again to force".
 
 #[cfg(unix)]
 pub use unix::{Hangups, interrupt, take_over, terminate};

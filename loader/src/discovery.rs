@@ -44,6 +44,15 @@ impl Runtimes {
     /// plugin folder (with the `plugins.lock` of the folder each file is in). Used to try a
     /// file before installing it.
     pub fn discover_files<P: AsRef<Path>>(&self, files: &[P]) -> DiscoveryReport {
+        {
+            let mut state = self.write();
+            for file in files {
+                let file = file.as_ref();
+                if !state.searched_files.iter().any(|f| f == file) {
+                    state.searched_files.push(file.to_owned());
+                }
+            }
+        }
         let mut report = DiscoveryReport::default();
         let mut admission = Admission::new(&self.options, self.host_contract);
         scan::scan_files(

@@ -86,6 +86,8 @@ pub(crate) struct State {
     pub(crate) report: DiscoveryReport,
     /// Every search path discovered, in order, for [`Runtimes::rediscover`](crate::Runtimes::rediscover).
     pub(crate) searched: Vec<runtime_discovery::SearchPath>,
+    /// Every file discovered by name ([`Runtimes::discover_files`](crate::Runtimes::discover_files)), likewise.
+    pub(crate) searched_files: Vec<std::path::PathBuf>,
 }
 
 impl State {

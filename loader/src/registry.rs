@@ -67,6 +67,8 @@ pub struct Runtimes {
     pub(crate) hooks: Hooks,
     pub(crate) options: LoaderOptions,
     pub(crate) host_contract: u32,
+    /// Held by [`Runtimes::rediscover`] from its scan to its merge.
+    pub(crate) reloading: std::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Runtimes {
@@ -99,6 +101,7 @@ impl Runtimes {
             hooks: no_hooks(),
             options,
             host_contract: runtime_api::version::CONTRACT_VERSION,
+            reloading: std::sync::Mutex::new(()),
         }
     }
 

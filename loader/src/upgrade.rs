@@ -64,18 +64,47 @@ impl Runtimes {
     /// resolve starts workers of the new file. A runtime whose library this process loaded
     /// itself (inline and threads levels) is kept, and listed in
     /// [`Rediscovered::restart_needed`]. Runtimes compiled into the host, and aliases added
-    /// with [`Runtimes::add_alias`], are left as they are.
+    /// with [`Runtimes::add_alias`], are left as they are. Reloads are serialised: one
+    /// scans and merges before the next begins.
     pub fn rediscover(&self) -> Rediscovered {
-        let searched = self.read().searched.clone();
+        self.rediscover_with(None)
+    }
+
+    /// As [`Runtimes::rediscover`], and the runtimes it adds get `isolation` before anything
+    /// can resolve them (a host that set every runtime's level, as `runtimes serve --isolate`
+    /// does, keeps that true of runtimes that appear later).
+    pub fn rediscover_at(&self, isolation: crate::Isolation) -> Rediscovered {
+        self.rediscover_with(Some(isolation))
+    }
+
+    fn rediscover_with(&self, isolation: Option<crate::Isolation>) -> Rediscovered {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (searched, files) = {
+            let state = self.read();
+            (state.searched.clone(), state.searched_files.clone())
+        };
         let fresh = Runtimes {
             state: Default::default(),
             hooks: crate::handle::no_hooks(),
             options: self.options,
             host_contract: self.host_contract,
+            reloading: Default::default(),
         };
         for search in &searched {
             fresh.discover(search);
         }
+        if !files.is_empty() {
+            fresh.discover_files(&files);
+        }
+        let level_code = isolation.map(|level| {
+            crate::Isolation::ALL
+                .iter()
+                .position(|l| *l == level)
+                .map_or(0, |i| i as u8 + 1)
+        });
         let fresh = fresh
             .state
             .into_inner()
@@ -94,6 +123,9 @@ impl Runtimes {
             };
             let Some(old) = state.runtimes.get(id).cloned() else {
                 if !state.aliases.contains_key(id) {
+                    if let Some(code) = level_code {
+                        new.isolation.store(code, Ordering::Relaxed);
+                    }
                     state.insert(Arc::clone(new));
                     add_declared_aliases(&mut state, &fresh, id);
                     outcome.added.push(id.clone());

@@ -125,12 +125,13 @@ pub(crate) fn block_on<T: Send + 'static>(
 ) -> Result<T, RuntimeError> {
     let io = crate::io::io_runtime().map_err(RuntimeError::unavailable)?;
     let (done, wait) = std::sync::mpsc::sync_channel(1);
-    let task = io.spawn(async move {
+    // Not aborted when the wait gives up: the future may be starting a worker, whose failure
+    // path (ending its process group and descendants, reading its stderr) must run; every
+    // step of it has a deadline of its own, so it ends shortly after on its own.
+    io.spawn(async move {
         let _ = done.send(future.await);
     });
     wait.recv_timeout(limit).unwrap_or_else(|_| {
-        // Nobody waits for it any more: it must not go on running (and holding what it holds).
-        task.abort();
         Err(RuntimeError::timeout(format!(
             "the worker did not answer within {limit:?}"
         )))

@@ -1034,12 +1034,13 @@ async fn reload_on(
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            // Kept only while its name still resolves to a runtime that did not change (an
+            // alias of a removed runtime resolves to nothing).
             .retain(|(runtime, _), _| {
-                let id = shared
+                shared
                     .runtimes
                     .get_entry(runtime)
-                    .map_or_else(|| runtime.clone(), |entry| entry.id);
-                !changed.contains(&&id) && !changed.contains(&runtime)
+                    .is_some_and(|entry| !changed.contains(&&entry.id))
             });
         let restart: Vec<&String> = outcome.restart_needed.iter().map(|r| &r.id).collect();
         tracing::info!(

@@ -116,6 +116,8 @@ pub struct Local {
     configured: std::sync::RwLock<HashMap<String, RuntimeHandle>>,
     /// The `--config` instances as given, to create them again after an upgrade.
     instances: Vec<(String, Value)>,
+    /// The level every runtime was set to (`--isolate`), for runtimes a reload adds.
+    isolation: Option<runtime_loader::Isolation>,
     timeout: Duration,
 }
 
@@ -132,9 +134,20 @@ impl Local {
     /// instances of upgraded runtimes again, so their new turns go to the new file too.
     async fn reload(&self) -> Rediscovered {
         let runtimes = Arc::clone(&self.runtimes);
-        let outcome = tokio::task::spawn_blocking(move || runtimes.rediscover())
-            .await
-            .unwrap_or_default();
+        let isolation = self.isolation;
+        let outcome = tokio::task::spawn_blocking(move || match isolation {
+            Some(level) => runtimes.rediscover_at(level),
+            None => runtimes.rediscover(),
+        })
+        .await
+        .unwrap_or_default();
+        if !outcome.removed.is_empty() {
+            // A removed runtime's configured instance goes too: its names answer 404.
+            self.configured
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, handle| !outcome.removed.iter().any(|id| id == handle.id()));
+        }
         for (name, config) in &self.instances {
             let Some(entry) = self.runtimes.get_entry(name) else {
                 continue;
@@ -230,6 +243,7 @@ impl Backend {
             runtimes: Arc::new(runtimes),
             configured: std::sync::RwLock::new(configured),
             instances: instances.to_vec(),
+            isolation: None,
             timeout,
         })))
     }
@@ -368,6 +382,13 @@ impl Backend {
                     "backlog": {"jobs": backlog.jobs, "pending": backlog.pending, "dead": backlog.dead},
                 }))
             }
+        }
+    }
+
+    /// Sets the level runtimes a reload adds get (the level `--isolate` gave every runtime).
+    pub(crate) fn set_reload_isolation(&mut self, isolation: runtime_loader::Isolation) {
+        if let Backend::Local(local) = self {
+            local.isolation = Some(isolation);
         }
     }
 

@@ -70,6 +70,11 @@ impl IdlePressure {
     fn signal(&self) -> WaitForCancellationFutureOwned {
         self.current().clone().cancelled_owned()
     }
+
+    /// Whether a client waits now (not: waited when an idle connection last looked).
+    fn waiting(&self) -> bool {
+        self.current().is_cancelled()
+    }
 }
 
 /// Where a connection stands between requests.
@@ -177,6 +182,8 @@ pub(crate) struct DeadlineIo<S> {
     timer: Pin<Box<Sleep>>,
     /// While idle: resolves when a client waits for a slot.
     pressure: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// A write or flush is waiting for the client to read: the connection is busy.
+    writing: bool,
 }
 
 impl<S> DeadlineIo<S> {
@@ -187,6 +194,7 @@ impl<S> DeadlineIo<S> {
             deadlines,
             timer: Box::pin(tokio::time::sleep_until(far)),
             pressure: None,
+            writing: false,
         }
     }
 }
@@ -222,7 +230,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeadlineIo<S> {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                let Some(deadline) = ConnectionDeadlines::deadline(&phase, idle, head) else {
+                let deadline = ConnectionDeadlines::deadline(&phase, idle, head);
+                // A response still being written (a slow reader) is no idle connection.
+                let deadline = if this.writing { None } else { deadline };
+                let Some(deadline) = deadline else {
                     // Woken by the last request's guard when the connection becomes idle.
                     phase.reader = Some(cx.waker().clone());
                     this.pressure = None;
@@ -233,11 +244,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeadlineIo<S> {
                 drop(phase);
                 let mut deadline = deadline;
                 let mut which = if idle_now { "idle" } else { "request head" };
-                if idle_now {
+                if idle_now && !this.writing {
+                    let shared = &this.deadlines.pressure;
                     let pressure = this
                         .pressure
-                        .get_or_insert_with(|| Box::pin(this.deadlines.pressure.signal()));
-                    if pressure.as_mut().poll(cx).is_ready() {
+                        .get_or_insert_with(|| Box::pin(shared.signal()));
+                    let mut fired = pressure.as_mut().poll(cx).is_ready();
+                    if fired && !shared.waiting() {
+                        // An earlier client's wait, over now: watch for the next one.
+                        let next = this.pressure.insert(Box::pin(shared.signal()));
+                        fired = next.as_mut().poll(cx).is_ready();
+                    }
+                    if fired {
                         // Closing a connection its client is about to reuse loses that
                         // request; one idle for a moment is much less likely to be.
                         let close_at = idle_since + PRESSURE_GRACE;
@@ -272,7 +290,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(result.is_pending());
+        result
     }
 
     fn poll_write_vectored(
@@ -280,7 +300,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(result.is_pending());
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -288,11 +310,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note_write(result.is_pending());
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> DeadlineIo<S> {
+    /// Records whether the last write waits for the client; once it no longer does, the
+    /// connection's idle time counts from now.
+    fn note_write(&mut self, pending: bool) {
+        if self.writing && !pending {
+            let mut phase = self.deadlines.phase();
+            if phase.running == 0 && phase.head_started.is_none() {
+                phase.idle_since = Instant::now();
+            }
+            // A reader parked without a deadline while the write waited arms one now.
+            if let Some(reader) = phase.reader.take() {
+                reader.wake();
+            }
+        }
+        self.writing = pending;
     }
 }
 
@@ -435,6 +477,51 @@ mod tests {
         assert!(started.elapsed() < IDLE);
         pressure.client_served();
         assert!(!pressure.current().is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pressure_that_ended_closes_nothing_more() {
+        let pressure = Arc::new(IdlePressure::default());
+        let (_client, server) = duplex(64);
+        let idle = ConnectionDeadlines::new(IDLE, HEAD, Arc::clone(&pressure));
+        drop(idle.request());
+        let mut io = DeadlineIo::new(server, idle);
+        let started = Instant::now();
+        let reader = tokio::spawn(async move { io.read(&mut [0; 8]).await });
+        tokio::task::yield_now().await;
+        pressure.client_waiting();
+        tokio::task::yield_now().await;
+        // The waiting client got its slot before the grace was over.
+        pressure.client_served();
+        let error = reader.await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            started.elapsed(),
+            IDLE,
+            "closed at the idle deadline, not the grace"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_being_written_is_not_idle() {
+        let (mut client, server) = duplex(8);
+        let deadlines = ConnectionDeadlines::new(IDLE, HEAD, Arc::default());
+        drop(deadlines.request());
+        let (mut reads, mut writes) = tokio::io::split(DeadlineIo::new(server, deadlines));
+        let writer = tokio::spawn(async move { writes.write_all(&[1; 64]).await });
+        let reader = tokio::spawn(async move { reads.read(&mut [0; 8]).await });
+        tokio::time::sleep(IDLE * 3).await;
+        assert!(
+            !reader.is_finished(),
+            "the client has not read the response yet"
+        );
+        let mut response = [0; 64];
+        client.read_exact(&mut response).await.unwrap();
+        writer.await.unwrap().unwrap();
+        let written = Instant::now();
+        let error = reader.await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(written.elapsed(), IDLE, "idle from the end of the write");
     }
 
     #[tokio::test(start_paused = true)]

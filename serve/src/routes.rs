@@ -179,11 +179,11 @@ async fn auth(State(state): State<Shared>, request: Request, next: Next) -> Resp
 async fn healthz(State(state): State<Shared>) -> Response {
     let in_flight = state.running();
     let body = match &state.handles {
-        // Ids only: the reasons (how workers ended) are for authenticated `/v1/runtimes`.
+        // A count only: which runtimes, and why, are for authenticated `/v1/runtimes`.
         Backend::Local(_) => json!({
             "status": "ok",
             "runtimes": state.handles.offered().await.map_or(0, |o| o.len()),
-            "failed_runtimes": state.handles.failed_ids(),
+            "failed_runtimes": state.handles.failed_ids().len(),
             "turns_in_flight": in_flight,
         }),
         // The front is up whatever Redis does; `queue` says whether turns can run.
@@ -258,7 +258,7 @@ async fn clear_failed(State(state): State<Shared>, Path(name): Path<String>) -> 
     }
     match state.handles.clear_failed(&name) {
         Ok(was_failed) => {
-            tracing::info!(runtime = %name, was_failed, "failed mark cleared by a client");
+            tracing::info!(runtime = %name.escape_debug(), was_failed, "failed mark cleared by a client");
             axum::Json(json!({ "id": name, "was_failed": was_failed })).into_response()
         }
         Err(Some(why)) => failed(ApiError::NotSupported {

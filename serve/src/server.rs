@@ -46,12 +46,17 @@ pub enum ServeError {
         "this server runs turns on a queue's workers: reload the workers (SIGHUP to `runtimes worker`)"
     )]
     ReloadOnQueue,
+    /// [`Reloader::reload`] after the server stopped.
+    #[error("the server has stopped")]
+    Stopped,
 }
 
 /// Discovers a running server's plugins again ([`Server::reloader`]).
 #[derive(Debug, Clone)]
 pub struct Reloader {
-    state: Arc<AppState>,
+    /// Weak: a reloader kept past the server's end does not keep its runtimes (and their
+    /// workers) alive.
+    state: std::sync::Weak<AppState>,
 }
 
 impl Reloader {
@@ -62,9 +67,11 @@ impl Reloader {
     ///
     /// # Errors
     ///
-    /// [`ServeError::ReloadOnQueue`] with a queue backend.
+    /// [`ServeError::ReloadOnQueue`] with a queue backend; [`ServeError::Stopped`] once the
+    /// server has stopped.
     pub async fn reload(&self) -> Result<runtime_loader::Rediscovered, ServeError> {
-        self.state
+        let state = self.state.upgrade().ok_or(ServeError::Stopped)?;
+        state
             .handles
             .reload()
             .await
@@ -196,7 +203,7 @@ impl Server {
     /// `POST /v1/runtimes/reload` does the same for a client with the API key.
     pub fn reloader(&self) -> Reloader {
         Reloader {
-            state: Arc::clone(&self.state),
+            state: Arc::downgrade(&self.state),
         }
     }
 
@@ -322,5 +329,9 @@ async fn backend(
     if available.is_empty() {
         tracing::warn!("no runtime is installed: every chat completion will answer 404");
     }
-    Backend::local(runtimes, &config.instances, timeout)
+    let mut backend = Backend::local(runtimes, &config.instances, timeout)?;
+    if let Some(isolation) = config.isolation {
+        backend.set_reload_isolation(isolation);
+    }
+    Ok(backend)
 }

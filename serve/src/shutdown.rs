@@ -106,6 +106,8 @@ pub(crate) async fn serve(
                 }
             }
         };
+        // Slots may have freed while the loop waited for this client.
+        let free = free.or_else(|| Arc::clone(&permits).try_acquire_owned().ok());
         let permit = match free {
             Some(permit) => permit,
             None => {

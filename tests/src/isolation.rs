@@ -1248,3 +1248,69 @@ async fn resolve_async_starts_a_worker_without_holding_the_executor() {
         Err(ResolveError::NotFound { .. })
     ));
 }
+
+/// `Runtimes::rediscover`: a replaced file is an upgrade for new resolves (the handle resolved
+/// before keeps its worker and answers), a new file is added (at the level a host asked for
+/// with `rediscover_at`, never the registry's default), a removed file's runtime goes, and a
+/// library loaded in this process is kept and reported as needing a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediscover_upgrades_adds_and_removes_and_keeps_what_is_loaded() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().echo, "libecho");
+    install(dir.path(), &artifacts().fixture, "libfixture");
+    // Threads by default; every runtime set to the process level, as `serve --isolate` does.
+    // One worker per instance: a handle resolved before the upgrade keeps the workers it has,
+    // and cannot start one of the replaced file (refused as changed, as any swapped file).
+    let runtimes = registry_at(
+        dir.path(),
+        Isolation::Threads,
+        process_options().with_pool_size(1),
+    );
+    runtimes.set_isolation("echo", Isolation::Process).unwrap();
+    let before = runtimes.resolve("echo").unwrap();
+    let old_pid = answer(&before, "x").await.unwrap();
+    assert_eq!(old_pid, "x");
+    // The fixture loaded in this process (threads level).
+    assert!(
+        answer(&runtimes.resolve("fixture").unwrap(), "y")
+            .await
+            .is_ok()
+    );
+
+    let staging = plugin_dir();
+    let fresh = install(staging.path(), &artifacts().echo, "libecho");
+    std::fs::rename(&fresh, dir.path().join(fresh.file_name().unwrap())).unwrap();
+    let fresh = install(staging.path(), &artifacts().fixture, "libfixture");
+    std::fs::rename(&fresh, dir.path().join(fresh.file_name().unwrap())).unwrap();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+
+    let outcome = runtimes.rediscover_at(Isolation::Process);
+    assert_eq!(outcome.upgraded, ["echo"], "{outcome:?}");
+    assert_eq!(outcome.added, ["calm", "hostile"], "{outcome:?}");
+    assert!(outcome.removed.is_empty(), "{outcome:?}");
+    let restart: Vec<&str> = outcome
+        .restart_needed
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    assert!(restart.contains(&"fixture"), "{outcome:?}");
+    // Upgraded: the level kept; a new resolve is another instance; the old handle answers.
+    let after = runtimes.resolve("echo").unwrap();
+    assert_eq!(after.isolation(), Isolation::Process);
+    assert_eq!(answer(&after, "new").await.unwrap(), "new");
+    assert_eq!(answer(&before, "old").await.unwrap(), "old");
+    // Added at the level asked for, not the registry's threads.
+    assert_eq!(
+        runtimes.resolve("hostile").unwrap().isolation(),
+        Isolation::Process
+    );
+
+    std::fs::remove_file(
+        dir.path()
+            .join(format!("libhostile{}", std::env::consts::DLL_SUFFIX)),
+    )
+    .unwrap();
+    let outcome = runtimes.rediscover();
+    assert_eq!(outcome.removed, ["calm", "hostile"], "{outcome:?}");
+    assert!(runtimes.resolve("hostile").is_err());
+}
