@@ -453,6 +453,88 @@ fn a_setsid_daemon_is_gone_when_the_host_exits() {
 }
 
 #[test]
+fn a_setsid_daemon_dies_with_a_sigkilled_host() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let name = format!("dmk{}", std::process::id() % 100_000);
+    // The host holds the turn after the daemon has started (`daemon-hold`): it is SIGKILLed
+    // meanwhile, so nothing of its own ends the worker or the daemon.
+    let mut host = std::process::Command::new(&artifacts().runtimes)
+        .arg("--plugin-dir")
+        .arg(dir.path())
+        .args([
+            "run",
+            "hostile",
+            &format!("daemon-hold:{name}"),
+            "--isolate",
+        ])
+        .env_remove("AGENT_RUNTIMES_PATH")
+        .env_remove("AGENT_RUNTIMES_ISOLATION")
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while named(&name).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon never started"
+        );
+        if let Some(status) = host.try_wait().unwrap() {
+            panic!("the host ended before the daemon started: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // The worker's relay dies with the host, its init with the relay, and with the init the
+    // whole PID namespace, the daemon included.
+    wait_none_named(&name);
+}
+
+#[test]
+fn the_plugin_is_pid_2_of_its_own_namespace() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let answers = attempts(&runtimes, &["ns-pid", "pid"]);
+    // PID 1 is the worker's init, which reaps orphans; the worker is its only child.
+    assert_eq!(answers[0], "2");
+    // The host still knows it by its own pid (`/proc` is the host's).
+    let pid: u32 = answers[1].parse().unwrap();
+    assert_ne!(pid, 2);
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn without_a_network_grant_there_is_no_network_interface_but_loopback() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let answers = attempts(&runtimes, &["interfaces"]);
+    // A network namespace of its own: a loopback (down), nothing else.
+    assert_eq!(answers[0], "ok: lo");
+    // Granted a port: the host's network, its interfaces and that port on 127.0.0.1.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_dir, runtimes) = hostile_registry(Policy::default().with_net(Net::Ports(vec![port])));
+    let answers = attempts(&runtimes, &["interfaces", &format!("connect:{port}")]);
+    let host: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_owned()))
+        .collect();
+    for interface in &host {
+        assert!(
+            answers[0].contains(interface.as_str()),
+            "{interface}: {}",
+            answers[0]
+        );
+    }
+    assert_eq!(answers[1], "ok: connected");
+    assert!(listener.accept().is_ok());
+}
+
+#[test]
 fn forking_200_children_stops_at_the_process_cap() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
