@@ -458,8 +458,13 @@ fn a_setsid_daemon_dies_with_a_sigkilled_host() {
     install(dir.path(), &artifacts().hostile, "libhostile");
     let name = format!("dmk{}", std::process::id() % 100_000);
     // The host holds the turn after the daemon has started (`daemon-hold`): it is SIGKILLed
-    // meanwhile, so nothing of its own ends the worker or the daemon.
-    let mut host = std::process::Command::new(&artifacts().runtimes)
+    // meanwhile, so nothing of its own ends the worker or the daemon. As root, the host runs
+    // as the unprivileged test user (namespaces without privilege).
+    let mut host = std::process::Command::new(&artifacts().runtimes);
+    if let Some(uid) = unprivileged_when_root(dir.path()) {
+        std::os::unix::process::CommandExt::uid(&mut host, uid);
+    }
+    let mut host = host
         .arg("--plugin-dir")
         .arg(dir.path())
         .args([
@@ -492,6 +497,16 @@ fn a_setsid_daemon_dies_with_a_sigkilled_host() {
     // The worker's relay dies with the host, its init with the relay, and with the init the
     // whole PID namespace, the daemon included.
     wait_none_named(&name);
+}
+
+/// As root: the unprivileged test user's uid, with `dir` opened to it; otherwise `None`.
+fn unprivileged_when_root(dir: &Path) -> Option<u32> {
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if me.ok() != Some(0) {
+        return None;
+    }
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Some(crate::support::other_user().0)
 }
 
 #[test]

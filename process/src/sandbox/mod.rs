@@ -343,6 +343,23 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(check_against(&kernel, &weaker), Ok(()));
+        // Unprivileged user namespaces turned off: refused, whatever the network.
+        let no_namespaces = [
+            (Mechanism::LandlockFs, true),
+            (Mechanism::LandlockNet, true),
+            (Mechanism::LandlockScope, true),
+            (Mechanism::Seccomp, true),
+            (Mechanism::Namespaces, false),
+        ];
+        let error = check_against(&no_namespaces, &any).unwrap_err();
+        assert_eq!(
+            error,
+            SandboxError::Missing {
+                missing: vec![Mechanism::Namespaces]
+            }
+        );
+        assert!(error.to_string().contains("PID"), "{error}");
+        assert_eq!(check_against(&no_namespaces, &weaker), Ok(()));
     }
 
     #[test]
