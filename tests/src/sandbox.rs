@@ -719,3 +719,52 @@ fn escape_attempts_fail_for_an_unprivileged_host_too() {
     }
     assert!(!Path::new("/tmp/agent-runtimes-planted").exists());
 }
+
+#[test]
+fn without_user_namespaces_the_process_level_is_refused_unless_weaker_is_accepted() {
+    // A user namespace of util-linux's `unshare` whose own limit of user namespaces is 0: the
+    // kernel refuses the worker's namespaces there, as with the sysctl turned off.
+    assert!(
+        std::process::Command::new("unshare")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs util-linux's `unshare`"
+    );
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let run = |extra: &str| {
+        let script = format!(
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --plugin-dir \"$1\" {extra} run hostile ns-pid --isolate"
+        );
+        std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "sh", "-c", &script])
+            .arg(&artifacts().runtimes)
+            .arg(dir.path())
+            .env_remove("AGENT_RUNTIMES_PATH")
+            .env_remove("AGENT_RUNTIMES_ISOLATION")
+            .env_remove("AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX")
+            .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = run("");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("cannot run at the process level")
+            && stderr.contains("namespaces"),
+        "{:?} {stderr}",
+        refused.status
+    );
+    // Accepted: it runs, without a PID namespace of its own.
+    let weaker = run("--accept-weaker-sandbox");
+    let stdout = String::from_utf8_lossy(&weaker.stdout);
+    assert!(
+        weaker.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&weaker.stderr)
+    );
+    assert_ne!(stdout.trim(), "2");
+}
