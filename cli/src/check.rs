@@ -261,6 +261,13 @@ pub fn sandbox(json: bool, _style: &Style) -> Result<(), Failure> {
     for (mechanism, has) in support {
         let verdict = if *has { "yes" } else { "NO " };
         println!("{verdict}  {}", mechanism.describe());
+        #[cfg(target_os = "linux")]
+        if !has
+            && *mechanism == Mechanism::Namespaces
+            && let Err(reason) = sandbox::namespaces::probe()
+        {
+            println!("     {}", clean(&reason));
+        }
     }
     let missing: Vec<Mechanism> = support
         .iter()

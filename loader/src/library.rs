@@ -47,6 +47,11 @@ struct Checked {
     file: File,
     identity: Identity,
     pin: Option<Pin>,
+    /// Checked by the host that handed it to this worker: its owner and mode were accepted
+    /// there, and an unchanged identity (status-change time included) proves they still are.
+    /// The worker does not check them again: in its user namespace, a file of root's reads as
+    /// owned by the overflow user, like any user's it cannot map.
+    by_host: bool,
 }
 
 /// What a loaded library provides.
@@ -75,6 +80,7 @@ impl PluginLibrary {
                 file: admitted.file,
                 identity: admitted.identity,
                 pin: admitted.pin,
+                by_host: false,
             })),
             options,
             loaded: OnceLock::new(),
@@ -82,8 +88,8 @@ impl PluginLibrary {
     }
 
     /// The worker's library: the file its host checked, inherited as descriptor
-    /// `checked.fd`, to be verified against what the host checked (identity, pin, owner and
-    /// mode, the same file still at `real_path`) when it is loaded.
+    /// `checked.fd`, to be verified against what the host checked (identity, pin, the same
+    /// file still at `real_path`; owner and mode through the identity) when it is loaded.
     ///
     /// # Errors
     ///
@@ -99,7 +105,7 @@ impl PluginLibrary {
         let file = File::open(format!("/proc/self/fd/{}", checked.fd)).map_err(unreadable)?;
         let metadata = file.metadata().map_err(unreadable)?;
         let manifest = runtime_discovery::inspect::read_manifest_from_file(&file, metadata.len())?;
-        Ok(Self::new(
+        let mut library = Self::new(
             Admitted {
                 real_path: real_path.to_owned(),
                 file,
@@ -108,7 +114,16 @@ impl PluginLibrary {
                 pin: checked.pin.clone(),
             },
             options,
-        ))
+        );
+        if let Some(held) = library
+            .checked
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            held.by_host = true;
+        }
+        Ok(library)
     }
 
     /// The checked open file for a worker at the process level, re-verified now as a load
@@ -185,6 +200,7 @@ impl PluginLibrary {
                             file: c.file.try_clone().ok()?,
                             identity: c.identity,
                             pin: c.pin.clone(),
+                            by_host: c.by_host,
                         })
                     });
                 let loaded = match checked {
@@ -298,7 +314,9 @@ fn verify(
             detail: format!("after discovery, {}", checked.identity.difference(&now)),
         });
     }
-    check_metadata(real_path, &metadata, options)?;
+    if !checked.by_host {
+        check_metadata(real_path, &metadata, options)?;
+    }
     let Some(pin) = &checked.pin else {
         return Ok(None);
     };

@@ -23,11 +23,20 @@ use crate::spawn::{command, describe_exit, env_names, find_worker};
 use crate::stderr::{lines_of, read_stderr};
 use crate::supervision::crash_error;
 
+/// How long the host waits for the relay of a namespaced worker whose protocol ended to end
+/// on its own (it follows the worker within milliseconds), before killing it.
+const RELAY_EXIT: Duration = Duration::from_secs(2);
+
 pub(crate) type CallSink = oneshot::Sender<Result<Reply, RuntimeError>>;
 
 /// What the host and a worker's tasks share about it.
 pub(crate) struct WorkerShared {
+    /// The worker's process id as the host sees it (what it says in its hello; in a PID
+    /// namespace, not the process the host started).
     pub(crate) pid: u32,
+    /// The process the host started (the worker, or the relay of a namespaced worker), leader
+    /// of the process group that is killed.
+    pub(crate) group: u32,
     pub(crate) generation: u64,
     /// Not yet reaped (so its process id is still its own).
     pub(crate) alive: AtomicBool,
@@ -62,7 +71,7 @@ impl WorkerShared {
         }
         lock(&self.kill_reason).get_or_insert(reason);
         #[cfg(unix)]
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.group as i32) {
             #[cfg(target_os = "linux")]
             crate::sandbox::descendants::end_of(pid);
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -218,6 +227,8 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         ))
     })?;
     let pid = child.id().unwrap_or(0);
+    // The worker's own pid, from its hello (the same as `pid` unless it is namespaced).
+    let worker_pid = std::sync::atomic::AtomicU32::new(pid);
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -270,7 +281,10 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
                         worker_path.display()
                     )));
                 }
-                WorkerMessage::Hello { .. } | WorkerMessage::Log(_) => {}
+                WorkerMessage::Hello { pid, .. } => {
+                    worker_pid.store(pid, Ordering::Relaxed);
+                }
+                WorkerMessage::Log(_) => {}
                 WorkerMessage::Refused { reason } => {
                     return Err(RuntimeError::internal(format!(
                         "the worker refused the plugin library {}: {reason}",
@@ -313,16 +327,30 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
     let info = match outcome {
         Ok(Ok(Ok(info))) => info,
         failed => {
-            // The worker's whole group and what its plugin started, not only its own pid: a
-            // library's constructors run before the handshake ends.
-            #[cfg(unix)]
-            if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
-                #[cfg(target_os = "linux")]
-                crate::sandbox::descendants::end_of(group);
-                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            // A namespaced worker that ended: its relay ends as it did, a moment later.
+            let namespaced = worker_pid.load(Ordering::Relaxed) != pid;
+            let mut status = None;
+            if namespaced && matches!(failed, Ok(Ok(Err(())))) {
+                status = tokio::time::timeout(RELAY_EXIT, child.wait()).await.ok();
             }
-            let _ = child.start_kill();
-            let status = child.wait().await;
+            let status = match status {
+                Some(status) => status,
+                None => {
+                    // The worker's whole group and what its plugin started, not only its own
+                    // pid: a library's constructors run before the handshake ends.
+                    #[cfg(unix)]
+                    if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+                        #[cfg(target_os = "linux")]
+                        crate::sandbox::descendants::end_of(group);
+                        let _ = rustix::process::kill_process_group(
+                            group,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
             finish_or_abort(stderr_task, Duration::from_secs(1)).await;
             let tail = lines_of(&tail);
             return Err(match failed {
@@ -347,8 +375,11 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
             });
         }
     };
+    let group = pid;
+    let pid = worker_pid.into_inner();
     let worker = Arc::new(WorkerShared {
         pid,
+        group,
         generation,
         alive: AtomicBool::new(true),
         usable: AtomicBool::new(true),
@@ -392,9 +423,21 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
     tokio::spawn(async move {
         read_worker(&mut frames, &inner, &worker).await;
         worker.usable.store(false, Ordering::Release);
-        // The worker closed its end, broke the protocol, or died: make sure it is gone.
-        worker.kill(String::new());
-        let status = child.wait().await;
+        // A namespaced worker that ended: its relay ends as it did (exit code or signal), a
+        // moment later, and everything else in its namespace with its init. Not killed, so
+        // that its crash is not reported as a SIGKILL.
+        let mut status = None;
+        if worker.pid != worker.group && lock(&worker.kill_reason).is_none() {
+            status = tokio::time::timeout(RELAY_EXIT, child.wait()).await.ok();
+        }
+        let status = match status {
+            Some(status) => status,
+            None => {
+                // The worker closed its end, broke the protocol, or died: make sure it is gone.
+                worker.kill(String::new());
+                child.wait().await
+            }
+        };
         worker.alive.store(false, Ordering::Release);
         finish_or_abort(stderr_task, Duration::from_secs(1)).await;
         let Some(inner) = inner.upgrade() else {

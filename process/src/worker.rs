@@ -75,6 +75,28 @@ pub type OpenLibrary = fn(
 /// Runs the worker; the whole of the `runtimes-worker` binary, given the loader's way to open
 /// a library.
 pub fn worker_main(open: OpenLibrary) -> ExitCode {
+    let policy = match policy_from_args() {
+        Ok(policy) => policy,
+        Err(error) => {
+            report(&format!("refused to run unsandboxed: {error}"));
+            return ExitCode::from(2);
+        }
+    };
+    // The namespaces first, while this process has one thread: this forks, and only the worker
+    // (PID 2 of the new PID namespace) returns; the relay and init exit as the worker does.
+    #[cfg(target_os = "linux")]
+    let namespaced = match policy.as_ref().map(crate::sandbox::namespaces::enter) {
+        Some(Ok(None)) => true,
+        Some(Ok(Some(note))) => {
+            report(&note);
+            false
+        }
+        Some(Err(error)) => {
+            report(&format!("refused to run unsandboxed: {error}"));
+            return ExitCode::from(2);
+        }
+        None => false,
+    };
     // The library the host handed over, if it did (before descriptor numbers are reused).
     let library =
         std::fs::File::open(format!("/proc/self/fd/{}", crate::protocol::LIBRARY_FD)).ok();
@@ -88,10 +110,16 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
         }
     };
     // The sandbox goes on now, on the only thread, before any other thread exists and before
-    // the plugin is opened: every thread and process started later inherits it.
+    // the plugin is opened: every thread and process started later inherits it. In a PID
+    // namespace, orphans go to its init, which reaps them; otherwise to this worker, which ends
+    // them when it exits.
     #[cfg(target_os = "linux")]
-    crate::sandbox::descendants::become_subreaper();
-    if let Err(error) = enter_sandbox(library.as_ref()) {
+    if !namespaced {
+        crate::sandbox::descendants::become_subreaper();
+    }
+    if let Some(policy) = &policy
+        && let Err(error) = enter_sandbox(policy, library.as_ref())
+    {
         report(&format!("refused to run unsandboxed: {error}"));
         return ExitCode::from(2);
     }
@@ -117,21 +145,38 @@ pub fn worker_main(open: OpenLibrary) -> ExitCode {
     std::process::exit(code);
 }
 
-/// Applies the policy the host put on the command line (none: no sandbox was asked for).
-fn enter_sandbox(library: Option<&std::fs::File>) -> Result<(), crate::sandbox::SandboxError> {
+/// The policy the host put on the command line (none: no sandbox was asked for).
+fn policy_from_args() -> Result<Option<crate::sandbox::Policy>, crate::sandbox::SandboxError> {
     let mut args = std::env::args_os().skip(1);
-    let policy = match (args.next(), args.next()) {
+    match (args.next(), args.next()) {
         (Some(flag), Some(json)) if flag == crate::sandbox::POLICY_ARG => json
             .to_str()
             .ok_or_else(|| "not UTF-8".to_owned())
             .and_then(|j| serde_json::from_str(j).map_err(|e| e.to_string()))
-            .map_err(|detail| crate::sandbox::SandboxError::Policy { detail })?,
-        _ => return Ok(()),
-    };
-    for note in crate::sandbox::apply(&policy, library)? {
+            .map(Some)
+            .map_err(|detail| crate::sandbox::SandboxError::Policy { detail }),
+        _ => Ok(None),
+    }
+}
+
+/// Applies `policy` (no_new_privs, Landlock, seccomp) to this process.
+fn enter_sandbox(
+    policy: &crate::sandbox::Policy,
+    library: Option<&std::fs::File>,
+) -> Result<(), crate::sandbox::SandboxError> {
+    for note in crate::sandbox::apply(policy, library)? {
         report(&note);
     }
     Ok(())
+}
+
+/// This process's id as the host sees it: `/proc` belongs to the host's PID namespace, so
+/// `/proc/self` names the worker there even when it is PID 2 of its own.
+fn host_visible_pid() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|p| p.parse().ok()))
+        .unwrap_or_else(std::process::id)
 }
 
 #[allow(clippy::print_stderr)]
@@ -295,7 +340,7 @@ async fn serve(
     });
     let _ = out.send(WorkerMessage::Hello {
         protocol: PROTOCOL_VERSION,
-        pid: std::process::id(),
+        pid: host_visible_pid(),
     });
     let mut state = State {
         open,

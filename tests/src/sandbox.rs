@@ -453,6 +453,103 @@ fn a_setsid_daemon_is_gone_when_the_host_exits() {
 }
 
 #[test]
+fn a_setsid_daemon_dies_with_a_sigkilled_host() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let name = format!("dmk{}", std::process::id() % 100_000);
+    // The host holds the turn after the daemon has started (`daemon-hold`): it is SIGKILLed
+    // meanwhile, so nothing of its own ends the worker or the daemon. As root, the host runs
+    // as the unprivileged test user (namespaces without privilege).
+    let mut host = std::process::Command::new(&artifacts().runtimes);
+    if let Some(uid) = unprivileged_when_root(dir.path()) {
+        std::os::unix::process::CommandExt::uid(&mut host, uid);
+    }
+    let mut host = host
+        .arg("--plugin-dir")
+        .arg(dir.path())
+        .args([
+            "run",
+            "hostile",
+            &format!("daemon-hold:{name}"),
+            "--isolate",
+        ])
+        .env_remove("AGENT_RUNTIMES_PATH")
+        .env_remove("AGENT_RUNTIMES_ISOLATION")
+        .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while named(&name).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon never started"
+        );
+        if let Some(status) = host.try_wait().unwrap() {
+            panic!("the host ended before the daemon started: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // The worker's relay dies with the host, its init with the relay, and with the init the
+    // whole PID namespace, the daemon included.
+    wait_none_named(&name);
+}
+
+/// As root: the unprivileged test user's uid, with `dir` opened to it; otherwise `None`.
+fn unprivileged_when_root(dir: &Path) -> Option<u32> {
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if me.ok() != Some(0) {
+        return None;
+    }
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Some(crate::support::other_user().0)
+}
+
+#[test]
+fn the_plugin_is_pid_2_of_its_own_namespace() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let answers = attempts(&runtimes, &["ns-pid", "pid"]);
+    // PID 1 is the worker's init, which reaps orphans; the worker is its only child.
+    assert_eq!(answers[0], "2");
+    // The host still knows it by its own pid (`/proc` is the host's).
+    let pid: u32 = answers[1].parse().unwrap();
+    assert_ne!(pid, 2);
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn without_a_network_grant_there_is_no_network_interface_but_loopback() {
+    let (_dir, runtimes) = hostile_registry(Policy::default());
+    let answers = attempts(&runtimes, &["interfaces"]);
+    // A network namespace of its own: a loopback (down), nothing else.
+    assert_eq!(answers[0], "ok: lo");
+    // Granted a port: the host's network, its interfaces and that port on 127.0.0.1.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_dir, runtimes) = hostile_registry(Policy::default().with_net(Net::Ports(vec![port])));
+    let answers = attempts(&runtimes, &["interfaces", &format!("connect:{port}")]);
+    let host: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_owned()))
+        .collect();
+    for interface in &host {
+        assert!(
+            answers[0].contains(interface.as_str()),
+            "{interface}: {}",
+            answers[0]
+        );
+    }
+    assert_eq!(answers[1], "ok: connected");
+    assert!(listener.accept().is_ok());
+}
+
+#[test]
 fn forking_200_children_stops_at_the_process_cap() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
@@ -621,4 +718,53 @@ fn escape_attempts_fail_for_an_unprivileged_host_too() {
         );
     }
     assert!(!Path::new("/tmp/agent-runtimes-planted").exists());
+}
+
+#[test]
+fn without_user_namespaces_the_process_level_is_refused_unless_weaker_is_accepted() {
+    // A user namespace of util-linux's `unshare` whose own limit of user namespaces is 0: the
+    // kernel refuses the worker's namespaces there, as with the sysctl turned off.
+    assert!(
+        std::process::Command::new("unshare")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs util-linux's `unshare`"
+    );
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let run = |extra: &str| {
+        let script = format!(
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --plugin-dir \"$1\" {extra} run hostile ns-pid --isolate"
+        );
+        std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "sh", "-c", &script])
+            .arg(&artifacts().runtimes)
+            .arg(dir.path())
+            .env_remove("AGENT_RUNTIMES_PATH")
+            .env_remove("AGENT_RUNTIMES_ISOLATION")
+            .env_remove("AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX")
+            .env("AGENT_RUNTIMES_WORKER", &artifacts().worker)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = run("");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("cannot run at the process level")
+            && stderr.contains("namespaces"),
+        "{:?} {stderr}",
+        refused.status
+    );
+    // Accepted: it runs, without a PID namespace of its own.
+    let weaker = run("--accept-weaker-sandbox");
+    let stdout = String::from_utf8_lossy(&weaker.stdout);
+    assert!(
+        weaker.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&weaker.stderr)
+    );
+    assert_ne!(stdout.trim(), "2");
 }

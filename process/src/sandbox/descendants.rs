@@ -1,9 +1,10 @@
-//! No descendant outlives its worker: the worker is a child subreaper, so processes its plugin
-//! starts stay its descendants even after `setsid` and a double fork; the worker ends them all
-//! when it exits, and the host ends them all when it kills the worker.
-//!
-//! Not covered: a worker killed because its host died (`PR_SET_PDEATHSIG`); its descendants are
-//! then orphaned. A PID namespace would end them with it (not done yet).
+//! No descendant outlives its worker. In a PID namespace ([`super::namespaces`]) the kernel
+//! sees to it: when the namespace's init ends (with the worker, or with a host that died), every
+//! process in it is killed. Without one (the kernel refused, and a weaker sandbox was
+//! accepted), the worker is a child subreaper, so processes its plugin starts stay its
+//! descendants even after `setsid` and a double fork; the worker ends them all when it exits,
+//! and the host ends them all when it kills the worker; a worker killed because its host died
+//! (`PR_SET_PDEATHSIG`) leaves them orphaned.
 
 use rustix::process::{Pid, Signal};
 

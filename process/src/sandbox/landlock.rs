@@ -61,7 +61,7 @@ pub fn available(mechanism: Mechanism) -> bool {
         Mechanism::LandlockFs => ruleset.handle_access(AccessFs::from_all(ABI::V1)),
         Mechanism::LandlockNet => ruleset.handle_access(AccessNet::from_all(ABI::V4)),
         Mechanism::LandlockScope => ruleset.scope(Scope::from_all(ABI::V6)),
-        Mechanism::Seccomp => return false,
+        Mechanism::Seccomp | Mechanism::Namespaces => return false,
     };
     ruleset.and_then(|r| r.create()).is_ok()
 }

@@ -5,6 +5,9 @@
 //! and passes it to the worker on its command line. The worker applies it to itself on its
 //! first thread, before any other thread exists and before the plugin library is opened, so
 //! every thread and every descendant inherits it:
+//! - new user, PID, IPC and (no network granted) network namespaces, entered first thing in
+//!   the worker's `main` ([`namespaces`]): the worker is PID 2 under an init of ours, and no
+//!   process the plugin starts outlives it, even when the host is SIGKILLed;
 //! - rlimits (set between fork and exec, where the worker is spawned): address space, no core
 //!   files, a process cap ([`rlimits`]);
 //! - `no_new_privs`;
@@ -25,6 +28,8 @@
 pub mod descendants;
 #[cfg(target_os = "linux")]
 pub mod landlock;
+#[cfg(target_os = "linux")]
+pub mod namespaces;
 pub mod rlimits;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
@@ -130,15 +135,18 @@ pub enum Mechanism {
     LandlockScope,
     /// seccomp filters.
     Seccomp,
+    /// Unprivileged user, PID, IPC and network namespaces.
+    Namespaces,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order `runtimes check --sandbox` lists them.
-    pub const ALL: [Mechanism; 4] = [
+    pub const ALL: [Mechanism; 5] = [
         Mechanism::LandlockFs,
         Mechanism::LandlockNet,
         Mechanism::LandlockScope,
         Mechanism::Seccomp,
+        Mechanism::Namespaces,
     ];
 
     /// Its name and what it enforces, in words.
@@ -155,6 +163,9 @@ impl Mechanism {
             }
             Mechanism::Seccomp => {
                 "seccomp filter: no ptrace, process_vm_*, mount, bpf, keyctl, perf_event_open, namespaces, io_uring"
+            }
+            Mechanism::Namespaces => {
+                "user, PID, IPC and network namespaces (unprivileged): nothing the plugin starts outlives its worker, even a SIGKILLed host's; no network interface but a down loopback unless network is granted"
             }
         }
     }
@@ -199,6 +210,7 @@ pub fn support() -> &'static [(Mechanism, bool)] {
             .map(|&m| {
                 let has = match m {
                     Mechanism::Seccomp => seccomp::available(),
+                    Mechanism::Namespaces => namespaces::available(),
                     other => landlock::available(other),
                 };
                 (m, has)
@@ -215,6 +227,7 @@ pub fn support() -> &'static [(Mechanism, bool)] {
         (Mechanism::LandlockNet, false),
         (Mechanism::LandlockScope, false),
         (Mechanism::Seccomp, false),
+        (Mechanism::Namespaces, false),
     ]
 }
 
@@ -330,6 +343,23 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(check_against(&kernel, &weaker), Ok(()));
+        // Unprivileged user namespaces turned off: refused, whatever the network.
+        let no_namespaces = [
+            (Mechanism::LandlockFs, true),
+            (Mechanism::LandlockNet, true),
+            (Mechanism::LandlockScope, true),
+            (Mechanism::Seccomp, true),
+            (Mechanism::Namespaces, false),
+        ];
+        let error = check_against(&no_namespaces, &any).unwrap_err();
+        assert_eq!(
+            error,
+            SandboxError::Missing {
+                missing: vec![Mechanism::Namespaces]
+            }
+        );
+        assert!(error.to_string().contains("PID"), "{error}");
+        assert_eq!(check_against(&no_namespaces, &weaker), Ok(()));
     }
 
     #[test]
