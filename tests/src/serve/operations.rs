@@ -567,6 +567,15 @@ async fn sighup_upgrades_under_load_and_drops_nothing() {
             (status, body["choices"][0]["message"]["content"].clone())
         }
     };
+    // The old build's workers, by the pids they report (as the host sees them; the plugin
+    // runs in a PID namespace below the processes the server started): sequential turns go to
+    // each worker of the pool in turn.
+    let mut old_pids = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let (status, pid) = turn("pid".to_owned()).await;
+        assert_eq!(status, 200);
+        old_pids.insert(pid.as_str().unwrap().parse::<u32>().unwrap());
+    }
     // Eight turns held inside the old workers.
     let held: Vec<_> = (0..8)
         .map(|i| {
@@ -581,6 +590,7 @@ async fn sighup_upgrades_under_load_and_drops_nothing() {
         .wait_metric("runtimes_serve_turns_in_flight", &[], 8.0)
         .await;
     let server_pid = server.child.id().unwrap();
+    // The processes the server started for the old build.
     let old_workers: std::collections::HashSet<u32> = children_of(server_pid).into_iter().collect();
     assert!(!old_workers.is_empty(), "the server has workers");
 
@@ -599,7 +609,7 @@ async fn sighup_upgrades_under_load_and_drops_nothing() {
         assert_eq!(status, 200);
         let pid: u32 = pid.as_str().unwrap().parse().unwrap();
         assert!(
-            !old_workers.contains(&pid),
+            !old_pids.contains(&pid),
             "a new turn ran on an old worker {pid}"
         );
     }
