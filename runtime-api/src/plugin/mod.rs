@@ -2,6 +2,7 @@
 //! around it. Nothing here is part of the frozen contract; it may change in any release.
 
 pub(crate) mod author;
+pub(crate) mod direct;
 pub(crate) mod export;
 pub(crate) mod glue;
 mod guarded;
