@@ -36,10 +36,10 @@ impl ExecutionId {
         static PREFIX: OnceLock<String> = OnceLock::new();
         let prefix = PREFIX.get_or_init(|| format!("turn-{}-", std::process::id()));
         let number = Decimal::of(NEXT.fetch_add(1, Ordering::Relaxed));
-        let digits = std::str::from_utf8(number.as_bytes()).unwrap_or_default();
+        let digits = number.as_bytes();
         let mut id = String::with_capacity(prefix.len() + digits.len());
         id.push_str(prefix);
-        id.push_str(digits);
+        id.extend(digits.iter().map(|&digit| char::from(digit)));
         let kept = Self::new(&id);
         (id, kept)
     }

@@ -100,6 +100,7 @@ impl RemoteRuntime {
     /// Starts a turn: it is registered for [`RemoteRuntime::cancel`] before this returns.
     /// Dropping the future cancels it inside the plugin. `options` say whether it runs
     /// inline or as a task on the plugin's runtime.
+    #[inline]
     pub fn run_turn(&self, request: TurnRequest, options: TurnOptions) -> RemoteTurn {
         let turn = match &self.direct {
             Some(direct) if !options.spawned() => Turn::Direct(direct.run_turn(request)),

@@ -44,6 +44,7 @@ const DEFAULT_CHANNEL_CAPACITY: usize = 64;
 
 use super::direct::{Direct, DirectRuntime};
 use super::guarded::{GuardedFuture, GuardedStream, flatten, guard};
+use super::turn_id::TurnId;
 pub(crate) use super::turns::WAIT_IDLE;
 use super::turns::{AbortOnDrop, CancellableTurn, TurnTicket, Turns, spawn};
 
@@ -87,7 +88,7 @@ impl<T: Runtime> Glue<T> {
 
     fn stream_inline(&self, request: TurnRequest) -> Result<StreamGlue, RuntimeError> {
         let ticket = self.turns.register(&request.execution_id);
-        let execution_id = scope_id(ticket.as_ref());
+        let execution_id = scope_id(ticket.as_ref(), &request.execution_id);
         let stream = Self::author_stream(Arc::clone(&*self.runtime), request)?;
         Ok(StreamGlue {
             stream: Box::pin(GuardedStream {
@@ -106,7 +107,7 @@ impl<T: Runtime> Glue<T> {
         capacity: usize,
     ) -> Result<StreamGlue, RuntimeError> {
         let ticket = self.turns.register(&request.execution_id);
-        let execution_id = scope_id(ticket.as_ref());
+        let execution_id = scope_id(ticket.as_ref(), &request.execution_id);
         let runtime = Arc::clone(&*self.runtime);
         let (sender, mut receiver) = mpsc::channel(capacity.max(1));
         let pump = async move {
@@ -260,11 +261,12 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
     }
 }
 
-/// The execution id a turn's scope sets for its plugin code, when its events are forwarded.
-fn scope_id(ticket: Option<&TurnTicket>) -> Option<Arc<str>> {
+/// The execution id a turn's scope sets for its plugin code, when the turn is registered
+/// (it has an id) and its events are forwarded.
+fn scope_id(ticket: Option<&TurnTicket>, execution_id: &str) -> Option<TurnId> {
     ticket
         .filter(|_| crate::logging::forwarding())
-        .map(|ticket| Arc::clone(ticket.execution_id()))
+        .map(|_| TurnId::new(execution_id))
 }
 
 /// Registers a turn for cancellation by id and wraps the author's future, which is created
@@ -280,11 +282,12 @@ pub(super) fn start_turn<T: Runtime>(
     Option<TurnTicket>,
 ) {
     let ticket = turns.register(&request.execution_id);
+    let execution_id = scope_id(ticket.as_ref(), &request.execution_id);
     let runtime = Arc::clone(runtime);
     let guarded = GuardedFuture {
         inner: Some(async move { runtime.run_turn(request).await }),
         runtime_id: T::ID,
-        execution_id: scope_id(ticket.as_ref()),
+        execution_id,
     };
     (guarded, ticket)
 }

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use abi_stable::std_types::{RErr, ROk, RResult};
@@ -12,6 +11,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 
 use super::scope::{Scope, TurnScope};
+use super::turn_id::TurnId;
 use super::turns::TurnTicket;
 use crate::abi::AbiRuntimeError;
 use crate::{RuntimeError, StreamItem};
@@ -55,7 +55,7 @@ pin_project! {
         #[pin]
         pub(super) inner: Option<F>,
         pub(super) runtime_id: &'static str,
-        pub(super) execution_id: Option<Arc<str>>,
+        pub(super) execution_id: Option<TurnId>,
     }
 
     impl<F> PinnedDrop for GuardedFuture<F> {
@@ -127,7 +127,7 @@ pin_project! {
         #[pin]
         pub(super) inner: Option<S>,
         pub(super) runtime_id: &'static str,
-        pub(super) execution_id: Option<Arc<str>>,
+        pub(super) execution_id: Option<TurnId>,
         pub(super) ticket: Option<TurnTicket>,
     }
 

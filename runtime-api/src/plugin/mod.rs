@@ -9,4 +9,5 @@ mod guarded;
 pub(crate) mod logging;
 pub(crate) mod runtime;
 mod scope;
+mod turn_id;
 mod turns;

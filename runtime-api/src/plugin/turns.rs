@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::{RuntimeError, TurnOutput};
 
 use super::guarded::cancelled_by_id;
+use super::turn_id::TurnId;
 
 /// The running turns of one runtime object, so `cancel(execution id)` can reach them; and how
 /// many of its turns run as tasks on the plugin's runtime, so a host can wait until the plugin
@@ -37,7 +38,7 @@ pub(super) struct Turns {
 
 /// One running turn's slot.
 struct Running {
-    execution_id: Arc<str>,
+    execution_id: TurnId,
     cancelled: bool,
     /// Woken by `cancel`: the waker of the turn's last pending poll.
     waker: Option<Waker>,
@@ -87,17 +88,16 @@ impl Turns {
         if execution_id.is_empty() {
             return None;
         }
-        let execution_id: Arc<str> = Arc::from(execution_id);
+        let execution_id = TurnId::new(execution_id);
         // Read before the slot exists: a cancel that finds this turn bumps it afterwards.
         let seen = self.cancels.load(Ordering::Acquire);
         let slot = self.lock().insert(Running {
-            execution_id: Arc::clone(&execution_id),
+            execution_id,
             cancelled: false,
             waker: None,
         });
         Some(TurnTicket {
             turns: Arc::clone(self),
-            execution_id,
             slot,
             seen,
         })
@@ -110,7 +110,7 @@ impl Turns {
         {
             let mut running = self.lock();
             for (_, turn) in running.iter_mut() {
-                if &*turn.execution_id == execution_id {
+                if turn.execution_id.is(execution_id) {
                     found = true;
                     turn.cancelled = true;
                     wakers.extend(turn.waker.take());
@@ -130,18 +130,12 @@ impl Turns {
 /// Keeps a turn registered while it runs: its slot in the runtime object's [`Turns`].
 pub(super) struct TurnTicket {
     turns: Arc<Turns>,
-    execution_id: Arc<str>,
     slot: usize,
     /// `turns.cancels` when this turn last looked at its slot.
     seen: u64,
 }
 
 impl TurnTicket {
-    /// The turn's execution id.
-    pub(super) fn execution_id(&self) -> &Arc<str> {
-        &self.execution_id
-    }
-
     /// Whether the turn was cancelled by id; takes the lock only when some turn of the
     /// runtime object was cancelled since this one last looked.
     pub(super) fn cancelled(&mut self) -> bool {
