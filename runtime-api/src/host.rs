@@ -11,6 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use abi_stable::std_types::{RResult, RStr, RVec};
 use async_ffi::{ContextExt as _, FfiFuture, FfiPoll};
@@ -20,6 +21,7 @@ use serde_json::Value;
 pub use crate::abi::AbiTurnOptions as TurnOptions;
 use crate::abi::{AbiRuntimeBox, AbiRuntimeError, AbiStreamResult, AbiTurnOutput, AbiTurnStream};
 use crate::convert::{json_from_abi, json_to_abi};
+use crate::handoff::Handoff;
 use crate::plugin::direct::{DirectRuntime, DirectTurn};
 use crate::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
@@ -32,6 +34,8 @@ fn from_abi<A: Into<T>, T, E: Into<RuntimeError>>(
 /// A runtime object from a plugin, with a typed async API.
 pub struct RemoteRuntime {
     object: AbiRuntimeBox,
+    /// How long the host waits on its thread for its spawned turns (see `handoff`).
+    handoff: Arc<Handoff>,
     /// For a runtime compiled into the host: its inline turns without the boundary's types.
     direct: Option<Arc<dyn DirectRuntime>>,
 }
@@ -47,6 +51,7 @@ impl RemoteRuntime {
     pub fn new(object: AbiRuntimeBox) -> Self {
         Self {
             object,
+            handoff: Arc::default(),
             direct: None,
         }
     }
@@ -63,6 +68,7 @@ impl RemoteRuntime {
         let (object, direct) = crate::glue::in_process::<R>(config, "built-in")?;
         Ok(Self {
             object,
+            handoff: Arc::default(),
             direct: Some(direct),
         })
     }
@@ -104,7 +110,18 @@ impl RemoteRuntime {
     pub fn run_turn(&self, request: TurnRequest, options: TurnOptions) -> RemoteTurn {
         let turn = match &self.direct {
             Some(direct) if !options.spawned() => Turn::Direct(direct.run_turn(request)),
-            _ => Turn::Boundary(PanicSafe(self.object.run_turn(request.into(), options))),
+            _ => {
+                let future = PanicSafe(self.object.run_turn(request.into(), options));
+                if options.spawned() {
+                    Turn::Spawned {
+                        future,
+                        handoff: Arc::clone(&self.handoff),
+                        first_pending: None,
+                    }
+                } else {
+                    Turn::Boundary(future)
+                }
+            }
         };
         RemoteTurn { turn }
     }
@@ -205,9 +222,18 @@ pub struct RemoteTurn {
 /// How a turn is polled: through the boundary, or directly (an inline turn of a runtime
 /// compiled into the host).
 enum Turn {
-    Boundary(PanicSafe<FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>>>),
+    Boundary(BoundaryTurn),
+    /// Spawned on the plugin's runtime: at its first poll the host may wait for it briefly.
+    Spawned {
+        future: BoundaryTurn,
+        handoff: Arc<Handoff>,
+        /// When its first poll found it pending.
+        first_pending: Option<Instant>,
+    },
     Direct(DirectTurn),
 }
+
+type BoundaryTurn = PanicSafe<FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>>>;
 
 impl fmt::Debug for RemoteTurn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -223,6 +249,35 @@ impl Future for RemoteTurn {
             Turn::Boundary(future) => Pin::new(future)
                 .poll(cx)
                 .map(|polled| polled.and_then(from_abi)),
+            Turn::Spawned {
+                future,
+                handoff,
+                first_pending,
+            } => {
+                let mut future = Pin::new(future);
+                let polled = match future.as_mut().poll(cx) {
+                    Poll::Ready(polled) => {
+                        if let Some(since) = first_pending {
+                            handoff.ready_later(since.elapsed() <= crate::handoff::SPIN);
+                        }
+                        polled
+                    }
+                    Poll::Pending if first_pending.is_none() => {
+                        *first_pending = Some(Instant::now());
+                        // Only a check of the result: the plugin's code runs on its threads.
+                        let waited = handoff.wait(|| match future.as_mut().poll(cx) {
+                            Poll::Ready(polled) => Some(polled),
+                            Poll::Pending => None,
+                        });
+                        match waited {
+                            Some(polled) => polled,
+                            None => return Poll::Pending,
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                };
+                Poll::Ready(polled.and_then(from_abi))
+            }
             // Guarded inside: plugin code is polled in its scope with panics caught.
             Turn::Direct(future) => future.as_mut().poll(cx),
         }

@@ -60,6 +60,7 @@
 //! ```
 
 mod convert;
+mod handoff;
 pub mod host;
 mod plugin;
 mod types;
