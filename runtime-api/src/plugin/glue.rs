@@ -10,8 +10,9 @@
 //! A turn runs in one of two ways, as the host asks ([`AbiTurnOptions`]):
 //! - *inline*: the author's future or stream is polled on the host's task, inside the plugin's
 //!   scope: the fastest way, but a plugin that blocks its thread blocks the host's;
-//! - *spawned*: it runs as a task on the plugin's own tokio runtime, and the host polls only a
-//!   channel, so the host's timeouts and cancellation never wait on a plugin poll.
+//! - *spawned*: it runs on the plugin's threads (polled first by the plugin's front thread,
+//!   then as a task on the plugin's own tokio runtime, see `front.rs`), and the host polls
+//!   only its result, so the host's timeouts and cancellation never wait on a plugin poll.
 //!
 //! Either way a turn is registered for cancellation by its execution id when it is started,
 //! before the host gets it back, so `cancel(id)` right after starting a turn always reaches it.
@@ -43,6 +44,7 @@ use crate::{Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnReq
 const DEFAULT_CHANNEL_CAPACITY: usize = 64;
 
 use super::direct::{Direct, DirectRuntime};
+use super::front::spawn_turn;
 use super::guarded::{GuardedFuture, GuardedStream, flatten, guard};
 use super::turn_id::TurnId;
 pub(crate) use super::turns::WAIT_IDLE;
@@ -175,7 +177,7 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
         let request = TurnRequest::from(request);
         let (guarded, ticket) = start_turn(&self.runtime, &self.turns, request);
         if options.spawned() {
-            match spawn(&self.turns, guarded) {
+            match spawn_turn(&self.turns, guarded) {
                 Ok(task) => ToAbi {
                     turn: CancellableTurn::new(task, ticket),
                 }

@@ -4,6 +4,7 @@
 pub(crate) mod author;
 pub(crate) mod direct;
 pub(crate) mod export;
+mod front;
 pub(crate) mod glue;
 mod guarded;
 pub(crate) mod logging;
