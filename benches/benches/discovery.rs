@@ -4,6 +4,11 @@
 //!   them (manifest only, no `dlopen`). The N files are copies of the echo library whose
 //!   embedded manifests are patched to declare distinct ids (`echo-000`, … with aliases
 //!   `parrot-000`, …), so every one is really registered rather than reported as shadowed.
+//!   A process keeps the manifests it read by file identity, so this is a repeat listing (a
+//!   host's rescan, a second registry).
+//! - `list_changed/plugins/100`: the same after every file's identity changed (each file's
+//!   modification time set anew before each listing, outside the timed part): every manifest
+//!   is read again, as in a process's first listing.
 //! - `list_parts/*`: one candidate's steps (its real path, its manifest).
 //! - `first_resolve/echo`: `resolve("echo")` on a registry that has discovered one echo library
 //!   the process has never loaded: `dlopen`, abi_stable's header and layout checks, the
@@ -18,7 +23,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 use runtime_benches::{Conditions, Lab, registry};
 use runtime_loader::{LoaderOptions, Runtimes, SearchPath, inspect};
 
@@ -45,6 +50,47 @@ fn list(c: &mut Criterion, lab: &Lab) {
             });
         });
     }
+    group.finish();
+}
+
+/// `list_changed/plugins/100`: every file touched (a new modification time, so a new
+/// identity) before each listing, so no manifest comes from the process's cache.
+fn list_changed(c: &mut Criterion, lab: &Lab) {
+    let mut group = c.benchmark_group("list_changed");
+    let n = 100usize;
+    let dir = lab.folder("list-changed-100");
+    let mut files = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("echo-{i:03}");
+        let aliases = [format!("parrot-{i:03}")];
+        files.push(runtime_benches::install_with_id(
+            &dir, &lab.echo, &id, &id, &aliases,
+        ));
+    }
+    let search = SearchPath::empty().with_dir(&dir);
+    let mut stamp = std::time::SystemTime::now();
+    let mut touch_all = || {
+        stamp += Duration::from_millis(1);
+        for file in &files {
+            std::fs::File::options()
+                .write(true)
+                .open(file)
+                .and_then(|f| f.set_modified(stamp))
+                .expect("touch a library");
+        }
+    };
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("plugins", n), |b| {
+        b.iter_batched(
+            &mut touch_all,
+            |()| {
+                let runtimes = Runtimes::with_options(LoaderOptions::STRICT);
+                runtimes.discover(&search);
+                black_box(runtimes.list_runtimes())
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 
@@ -148,6 +194,7 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     list(&mut c, &lab);
+    list_changed(&mut c, &lab);
     list_pinned(&mut c, &lab);
     list_parts(&mut c, &lab);
     first_resolve(&mut c, &lab);

@@ -10,9 +10,16 @@
 //!
 //! Each is awaited inline (`turn_inline`: a current-thread runtime, one `block_on` per batch
 //! of iterations) and through `tokio::spawn` (`turn_spawn`: from a task on a two-worker
-//! multi-thread runtime, each turn spawned and awaited before the next).
+//! multi-thread runtime, each turn spawned and awaited before the next). The plugin also runs
+//! at the threads level (`turn_threads`).
+//!
+//! Then the spread (not criterion's): `turns.latency.json` (also printed) has the p50 and p99
+//! of 20,000 sequential turns of each subject, each turn timed on its own, with the clock's
+//! own cost measured the same way (an empty timed section) beside them.
 
 #![forbid(unsafe_code)]
+// The spread of single turns is printed, as criterion prints its own figures.
+#![allow(clippy::print_stdout)]
 
 use std::future::Future;
 use std::hint::black_box;
@@ -22,8 +29,9 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use echo_runtime::Echo;
 use runtime_api::{Runtime, RuntimeError, TurnOutput, TurnRequest, Value};
-use runtime_benches::{Conditions, Lab, install, registry};
+use runtime_benches::{Conditions, Lab, install, registry, write_result};
 use runtime_loader::{Isolation, LoaderOptions, RuntimeHandle, Runtimes};
+use serde_json::{Value as Json, json};
 use tokio::runtime::Runtime as Tokio;
 
 fn request() -> TurnRequest {
@@ -88,6 +96,72 @@ fn spawned(c: &mut Criterion, rt: &Tokio, s: &Subjects) {
     group.finish();
 }
 
+/// Turns timed one by one for the spread of each subject.
+const TURNS_TIMED: usize = 20_000;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(at).copied().unwrap_or(f64::NAN)
+}
+
+/// p50 and p99 (ns) of `TURNS_TIMED` sequential turns, each timed on its own, after as many
+/// untimed ones.
+fn spread_of<F, T>(rt: &Tokio, turn: F) -> Json
+where
+    F: Fn() -> T,
+    T: Future<Output = Result<TurnOutput, RuntimeError>>,
+{
+    let mut timed = rt.block_on(async {
+        for _ in 0..TURNS_TIMED {
+            black_box(turn().await.expect("the turn succeeds"));
+        }
+        let mut timed = Vec::with_capacity(TURNS_TIMED);
+        for _ in 0..TURNS_TIMED {
+            let started = Instant::now();
+            let output = turn().await;
+            timed.push(started.elapsed().as_nanos() as f64);
+            black_box(output.expect("the turn succeeds"));
+        }
+        timed
+    });
+    timed.sort_by(f64::total_cmp);
+    json!({ "p50_ns": percentile(&timed, 0.50), "p99_ns": percentile(&timed, 0.99) })
+}
+
+/// The spread of one turn of each subject, and of the clock itself.
+fn latencies(rt: &Tokio, s: &Subjects) {
+    let mut clock: Vec<f64> = (0..TURNS_TIMED)
+        .map(|_| {
+            let started = Instant::now();
+            black_box(());
+            started.elapsed().as_nanos() as f64
+        })
+        .collect();
+    clock.sort_by(f64::total_cmp);
+    let results = json!({
+        "turns": TURNS_TIMED,
+        "clock": { "p50_ns": percentile(&clock, 0.50), "p99_ns": percentile(&clock, 0.99) },
+        "echo_plugin": spread_of(rt, || s.plugin.run_turn(request())),
+        "echo_in_process": spread_of(rt, || s.in_process.run_turn(request())),
+        "echo_direct": spread_of(rt, || s.direct.run_turn(request())),
+        "echo_plugin_threads": spread_of(rt, || s.plugin_threads.run_turn(request())),
+    });
+    for way in [
+        "echo_plugin",
+        "echo_in_process",
+        "echo_direct",
+        "echo_plugin_threads",
+        "clock",
+    ] {
+        println!(
+            "turn latency {way:>20}: p50 {:9.0} ns  p99 {:9.0} ns",
+            results[way]["p50_ns"].as_f64().unwrap_or(f64::NAN),
+            results[way]["p99_ns"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    write_result("turns.latency", &results);
+}
+
 /// From a task on the runtime: `iters` times, spawn a turn and await it.
 fn spawn_loop<F, T>(rt: &Tokio, iters: u64, turn: F) -> Duration
 where
@@ -145,5 +219,6 @@ fn main() {
     threads(&mut c, &current_thread, &subjects);
     spawned(&mut c, &multi_thread, &subjects);
     c.final_summary();
+    latencies(&current_thread, &subjects);
     conditions.finish();
 }

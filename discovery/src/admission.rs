@@ -12,7 +12,8 @@
 //! 3. its pin, when its folder has a `plugins.lock`: it must be listed; its hash is computed
 //!    from the open file now ([`TrustOptions::eager_pins`], `runtimes check`) or just before it
 //!    is loaded;
-//! 4. its manifest, read from the open file (reading a manifest runs no code), then the
+//! 4. its manifest, read from the open file (reading a manifest runs no code; a file version
+//!    read before in this process, by file identity, is not read again), then the
 //!    manifest checks (runtime-api version, ids).
 //!
 //! A file refused for its permissions or its pin still reports the ids its manifest declares,
@@ -27,6 +28,7 @@ use runtime_api::manifest::Manifest;
 
 use crate::checks::check_manifest;
 use crate::inspect::{self, Opened};
+use crate::manifest_cache::manifest_cached;
 use crate::report::{RejectReason, Rejection};
 use crate::security::{Identity, Pins, TrustOptions, check_folders, check_metadata, sha256_cached};
 
@@ -234,9 +236,10 @@ impl Admission {
                 }
             }
         }
-        // The manifest, from the same open file: read even when the file was refused above,
-        // so the ids it declares can say why they are not available.
-        match inspect::read_manifest_from_file(&file, metadata.len()) {
+        // The manifest, from the same open file (or from the cache, when this version of the
+        // file was read before): read even when the file was refused above, so the ids it
+        // declares can say why they are not available.
+        match manifest_cached(&file, identity, metadata.len()) {
             Ok(manifest) => {
                 verdict = verdict.and_then(|()| check_manifest(&manifest, self.host));
                 facts.manifest = Some(manifest);

@@ -8,6 +8,8 @@
 //! - [`file`](mod@file): one candidate file: its identity, opening it without blocking, its type;
 //! - [`inspect`]: opening a candidate safely (type checked before and after opening, no final
 //!   symlink followed, never blocking) and reading its embedded manifest from the open file;
+//!   manifests already read are kept by file identity, so a file version is read once per
+//!   process however often it is listed (a changed or swapped file has a new identity);
 //! - [`security`]: owner and mode checks on a file and every folder above it, `plugins.lock`
 //!   pins, hashing from an open file, file identity ([`TrustOptions`]);
 //! - [`checks`]: the manifest checks (the contract version rule, ids);
@@ -27,6 +29,7 @@ pub mod admission;
 pub mod checks;
 pub mod file;
 pub mod inspect;
+mod manifest_cache;
 pub mod report;
 pub mod scan;
 pub mod search_path;

@@ -5,10 +5,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,27 +19,17 @@ use runtime_api::{
 use runtime_process::{ProcessRuntime, ProcessStream, ProcessTurn};
 use tracing::{Span, field::Empty};
 
-use crate::hooks::{TurnContext, TurnHook};
+use crate::execution_id::ExecutionId;
+use crate::hooks::{HookList, TurnContext, TurnHook, call_hooks};
 use crate::isolation::Isolation;
 
 /// The hooks installed on a registry, shared with every handle it resolves.
-pub(crate) type Hooks = Arc<RwLock<Arc<[Arc<dyn TurnHook>]>>>;
+pub(crate) type Hooks = Arc<HookList>;
 
-pub(crate) fn no_hooks() -> Hooks {
-    Arc::new(RwLock::new(Arc::from(Vec::new())))
-}
-
-fn snapshot(hooks: &Hooks) -> Arc<[Arc<dyn TurnHook>]> {
-    Arc::clone(&hooks.read().unwrap_or_else(PoisonError::into_inner))
-}
-
-/// Calls every hook, catching a panicking one so the turn goes on.
-fn call_hooks(hooks: &[Arc<dyn TurnHook>], what: &str, f: impl Fn(&dyn TurnHook)) {
-    for hook in hooks {
-        if catch_unwind(AssertUnwindSafe(|| f(hook.as_ref()))).is_err() {
-            tracing::error!(hook = what, "a turn hook panicked; the turn goes on");
-        }
-    }
+/// A turn's hooks (the registry's when it started) and what they are told about it.
+struct Hooked {
+    hooks: Arc<[Arc<dyn TurnHook>]>,
+    context: TurnContext,
 }
 
 /// Checks a configuration for the runtime without creating it.
@@ -102,33 +90,6 @@ impl fmt::Debug for RuntimeHandle {
             .field("isolation", &self.isolation)
             .finish()
     }
-}
-
-/// `turn-<pid>-<n>`: unique within the process, and across processes in one log.
-fn next_execution_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| format!("turn-{}-", std::process::id()));
-    let mut id = String::with_capacity(prefix.len() + 20);
-    id.push_str(prefix);
-    push_decimal(&mut id, NEXT.fetch_add(1, Ordering::Relaxed));
-    id
-}
-
-/// Appends `n` in decimal: every turn gets an id, and `write!` costs several times more.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // `n % 10` is below 10, so the cast cannot truncate.
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 fn timeout_error(timeout: Duration) -> RuntimeError {
@@ -349,21 +310,31 @@ impl RuntimeHandle {
         }
     }
 
-    /// What hooks are told about a turn.
-    fn context(&self, request: &TurnRequest, streamed: bool) -> TurnContext {
-        TurnContext {
-            runtime_id: self.shared.id.clone(),
-            execution_id: request.execution_id.clone(),
-            streamed,
-        }
+    /// The registry's hooks and what they are told about a turn, when any hook is installed:
+    /// turns are hot, and without hooks they do no hook work.
+    fn hooked(&self, request: &TurnRequest, streamed: bool) -> Option<Hooked> {
+        let hooks = self.shared.hooks.snapshot()?;
+        Some(Hooked {
+            hooks,
+            context: TurnContext {
+                runtime_id: self.shared.id.clone(),
+                execution_id: request.execution_id.clone(),
+                streamed,
+            },
+        })
     }
 
-    /// Gives the turn an execution id if it has none, and opens its span.
-    fn start(&self, request: &mut TurnRequest, streamed: bool) -> Span {
-        if request.execution_id.is_empty() {
-            request.execution_id = next_execution_id();
-        }
-        tracing::info_span!(
+    /// Gives the turn an execution id if it has none (returning the id the turn keeps), and
+    /// opens its span (nothing is recorded when no subscriber wants it).
+    fn start(&self, request: &mut TurnRequest, streamed: bool) -> (ExecutionId, Span) {
+        let execution_id = if request.execution_id.is_empty() {
+            let (text, generated) = ExecutionId::generate();
+            request.execution_id = text;
+            generated
+        } else {
+            ExecutionId::new(&request.execution_id)
+        };
+        let span = tracing::info_span!(
             "turn",
             runtime = %self.shared.id,
             execution_id = %request.execution_id,
@@ -373,7 +344,8 @@ impl RuntimeHandle {
             input_tokens = Empty,
             output_tokens = Empty,
             error = Empty,
-        )
+        );
+        (execution_id, span)
     }
 
     /// Starts one turn: it is registered for [`RuntimeHandle::cancel`] before this returns.
@@ -384,14 +356,11 @@ impl RuntimeHandle {
     /// MCP servers the runtime does not declare; `timeout` when the handle's timeout passes;
     /// `cancelled` after [`RuntimeHandle::cancel`]; `panicked` when plugin code panicked.
     pub fn run_turn(&self, mut request: TurnRequest) -> Turn {
-        let span = self.start(&mut request, false);
-        let hooks = snapshot(&self.shared.hooks);
-        // Turns are hot: what hooks are told is only built when there are hooks.
-        let context = (!hooks.is_empty()).then(|| self.context(&request, false));
-        if let Some(context) = &context {
-            call_hooks(&hooks, "before_turn", |h| h.before_turn(context, &request));
+        let (execution_id, span) = self.start(&mut request, false);
+        let hooked = self.hooked(&request, false);
+        if let Some(Hooked { hooks, context }) = &hooked {
+            call_hooks(hooks, "before_turn", |h| h.before_turn(context, &request));
         }
-        let execution_id = request.execution_id.clone();
         let state = match self.refuse_undeclared(&request, false) {
             Err(refused) => TurnState::Refused(refused),
             Ok(()) => {
@@ -410,8 +379,7 @@ impl RuntimeHandle {
             timeout: self.timeout,
             sleep: None,
             span,
-            hooks,
-            context,
+            hooked,
         }
     }
 
@@ -422,10 +390,11 @@ impl RuntimeHandle {
     /// A runtime that does not declare `streaming` yields one `unsupported` error: the host
     /// never silently falls back to a single delta.
     pub fn stream_turn(&self, mut request: TurnRequest) -> TurnStream {
-        let span = self.start(&mut request, true);
-        let context = self.context(&request, true);
-        let hooks = snapshot(&self.shared.hooks);
-        call_hooks(&hooks, "before_turn", |h| h.before_turn(&context, &request));
+        let (execution_id, span) = self.start(&mut request, true);
+        let hooked = self.hooked(&request, true);
+        if let Some(Hooked { hooks, context }) = &hooked {
+            call_hooks(hooks, "before_turn", |h| h.before_turn(context, &request));
+        }
         let started = self.refuse_undeclared(&request, true).and_then(|()| {
             let _entered = span.enter();
             match &self.shared.runtime {
@@ -440,37 +409,32 @@ impl RuntimeHandle {
             Err(error) => (None, Some(error)),
         };
         TurnStream {
+            execution_id,
             inner,
             pending_error,
             timeout: self.timeout,
             sleep: None,
             span,
-            hooks,
-            context,
+            hooked,
             finished: false,
         }
     }
 }
 
 /// Records the outcome in the turn's span and calls the hooks.
-fn finish(
-    span: &Span,
-    hooks: &[Arc<dyn TurnHook>],
-    context: Option<&TurnContext>,
-    result: Result<&TurnOutput, &RuntimeError>,
-) {
+fn finish(span: &Span, hooked: Option<&Hooked>, result: Result<&TurnOutput, &RuntimeError>) {
     match result {
         Ok(output) => {
             span.record("finish_reason", output.finish_reason.as_str());
             span.record("input_tokens", output.usage.input_tokens);
             span.record("output_tokens", output.usage.output_tokens);
-            if let Some(context) = context {
+            if let Some(Hooked { hooks, context }) = hooked {
                 call_hooks(hooks, "after_turn", |h| h.after_turn(context, output));
             }
         }
         Err(error) => {
             span.record("error", tracing::field::display(error));
-            if let Some(context) = context {
+            if let Some(Hooked { hooks, context }) = hooked {
                 call_hooks(hooks, "on_error", |h| h.on_error(context, error));
             }
         }
@@ -522,13 +486,12 @@ enum TurnState {
 /// execution id. Dropping it before it finishes cancels the turn inside the plugin.
 #[must_use = "a turn does nothing unless awaited, and dropping it cancels it"]
 pub struct Turn {
-    execution_id: String,
+    execution_id: ExecutionId,
     state: TurnState,
     timeout: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     span: Span,
-    hooks: Arc<[Arc<dyn TurnHook>]>,
-    context: Option<TurnContext>,
+    hooked: Option<Hooked>,
 }
 
 impl fmt::Debug for Turn {
@@ -543,7 +506,7 @@ impl fmt::Debug for Turn {
 impl Turn {
     /// The turn's execution id, for [`RuntimeHandle::cancel`].
     pub fn execution_id(&self) -> &str {
-        &self.execution_id
+        self.execution_id.as_str()
     }
 
     fn end(
@@ -552,36 +515,27 @@ impl Turn {
     ) -> Result<TurnOutput, RuntimeError> {
         self.state = TurnState::Finished;
         self.sleep = None;
-        finish(
-            &self.span,
-            &self.hooks,
-            self.context.as_ref(),
-            result.as_ref(),
-        );
+        finish(&self.span, self.hooked.as_ref(), result.as_ref());
         result
     }
 }
 
-impl Turn {
-    /// Polls a turn in flight: the deadline first (a result that arrives after it is a
-    /// timeout), then the turn inside the turn's span. `None` while it is pending; dropping the
-    /// turn on a `Some` cancels it inside the plugin.
-    fn poll_running(
-        &mut self,
-        turn: Pin<&mut impl Future<Output = Result<TurnOutput, RuntimeError>>>,
-        cx: &mut Context<'_>,
-    ) -> Option<Result<TurnOutput, RuntimeError>> {
-        if let Some(error) = deadline_passed(self.timeout, &mut self.sleep, cx) {
-            return Some(self.end(Err(error)));
-        }
-        let polled = {
-            let _entered = self.span.enter();
-            turn.poll(cx)
-        };
-        match polled {
-            Poll::Pending => None,
-            Poll::Ready(result) => Some(self.end(result)),
-        }
+/// Polls a turn in flight: the deadline first (a result that arrives after it is a timeout),
+/// then the turn inside the turn's span. `None` while it is pending.
+fn poll_running(
+    timeout: Option<Duration>,
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    span: &Span,
+    turn: Pin<&mut impl Future<Output = Result<TurnOutput, RuntimeError>>>,
+    cx: &mut Context<'_>,
+) -> Option<Result<TurnOutput, RuntimeError>> {
+    if let Some(error) = deadline_passed(timeout, sleep, cx) {
+        return Some(Err(error));
+    }
+    let _entered = span.enter();
+    match turn.poll(cx) {
+        Poll::Pending => None,
+        Poll::Ready(result) => Some(result),
     }
 }
 
@@ -590,25 +544,40 @@ impl Future for Turn {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        match std::mem::replace(&mut this.state, TurnState::Finished) {
-            TurnState::Finished => Poll::Ready(Err(RuntimeError::internal(
-                "the turn was polled after it finished",
-            ))),
-            TurnState::Refused(error) => Poll::Ready(this.end(Err(error))),
-            TurnState::Local(mut turn) => match this.poll_running(Pin::new(&mut turn), cx) {
-                Some(ready) => Poll::Ready(ready),
-                None => {
-                    this.state = TurnState::Local(turn);
-                    Poll::Pending
-                }
-            },
-            TurnState::Process(mut turn) => match this.poll_running(Pin::new(&mut turn), cx) {
-                Some(ready) => Poll::Ready(ready),
-                None => {
-                    this.state = TurnState::Process(turn);
-                    Poll::Pending
-                }
-            },
+        let ready = match &mut this.state {
+            TurnState::Finished => {
+                return Poll::Ready(Err(RuntimeError::internal(
+                    "the turn was polled after it finished",
+                )));
+            }
+            TurnState::Refused(_) => {
+                let TurnState::Refused(error) =
+                    std::mem::replace(&mut this.state, TurnState::Finished)
+                else {
+                    return Poll::Pending;
+                };
+                return Poll::Ready(this.end(Err(error)));
+            }
+            TurnState::Local(turn) => poll_running(
+                this.timeout,
+                &mut this.sleep,
+                &this.span,
+                Pin::new(turn),
+                cx,
+            ),
+            TurnState::Process(turn) => poll_running(
+                this.timeout,
+                &mut this.sleep,
+                &this.span,
+                Pin::new(turn),
+                cx,
+            ),
+        };
+        // Ended: `end` drops the turn, which cancels it inside the plugin if it still runs
+        // (a timeout).
+        match ready {
+            None => Poll::Pending,
+            Some(result) => Poll::Ready(this.end(result)),
         }
     }
 }
@@ -617,27 +586,27 @@ impl Drop for Turn {
     fn drop(&mut self) {
         if !matches!(self.state, TurnState::Finished) {
             let error = dropped_error();
-            finish(&self.span, &self.hooks, self.context.as_ref(), Err(&error));
+            finish(&self.span, self.hooked.as_ref(), Err(&error));
         }
     }
 }
 
 /// A streamed turn, from [`RuntimeHandle::stream_turn`].
 pub struct TurnStream {
+    execution_id: ExecutionId,
     inner: Option<Streaming>,
     pending_error: Option<RuntimeError>,
     timeout: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     span: Span,
-    hooks: Arc<[Arc<dyn TurnHook>]>,
-    context: TurnContext,
+    hooked: Option<Hooked>,
     finished: bool,
 }
 
 impl fmt::Debug for TurnStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TurnStream")
-            .field("context", &self.context)
+            .field("execution_id", &self.execution_id)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
@@ -646,14 +615,14 @@ impl fmt::Debug for TurnStream {
 impl TurnStream {
     /// The turn's execution id, for [`RuntimeHandle::cancel`].
     pub fn execution_id(&self) -> &str {
-        &self.context.execution_id
+        self.execution_id.as_str()
     }
 
     fn end(&mut self, result: Result<&TurnOutput, &RuntimeError>) {
         self.finished = true;
         self.inner = None;
         self.sleep = None;
-        finish(&self.span, &self.hooks, Some(&self.context), result);
+        finish(&self.span, self.hooked.as_ref(), result);
     }
 }
 
@@ -704,21 +673,7 @@ impl Drop for TurnStream {
     fn drop(&mut self) {
         if !self.finished {
             let error = dropped_error();
-            finish(&self.span, &self.hooks, Some(&self.context), Err(&error));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_decimal;
-
-    #[test]
-    fn execution_ids_number_in_decimal() {
-        for n in [0, 7, 10, 4_096, 1_000_000_007, u64::MAX] {
-            let mut text = String::from("turn-1-");
-            push_decimal(&mut text, n);
-            assert_eq!(text, format!("turn-1-{n}"));
+            finish(&self.span, self.hooked.as_ref(), Err(&error));
         }
     }
 }

@@ -56,6 +56,7 @@ pub use runtime_discovery::{admission, inspect, search_path};
 mod discovery;
 mod entry;
 mod error;
+mod execution_id;
 mod handle;
 mod hooks;
 mod isolation;

@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use crate::LoaderOptions;
 use crate::entry::{RuntimeEntry, RuntimeSource};
 use crate::error::RegistryError;
-use crate::handle::{Hooks, RuntimeHandle, no_hooks};
+use crate::handle::{Hooks, RuntimeHandle};
 use crate::hooks::TurnHook;
 use crate::isolation::Isolation;
 use crate::library::PluginLibrary;
@@ -98,7 +98,7 @@ impl Runtimes {
     pub fn with_options(options: LoaderOptions) -> Self {
         Self {
             state: RwLock::new(State::default()),
-            hooks: no_hooks(),
+            hooks: Hooks::default(),
             options,
             host_contract: runtime_api::version::CONTRACT_VERSION,
             reloading: std::sync::Mutex::new(()),
@@ -419,10 +419,7 @@ impl Runtimes {
     /// Installs a hook called around every turn of every handle this registry resolves
     /// (including handles resolved before).
     pub fn add_hook(&self, hook: Arc<dyn TurnHook>) {
-        let mut hooks = self.hooks.write().unwrap_or_else(PoisonError::into_inner);
-        let mut list: Vec<Arc<dyn TurnHook>> = hooks.iter().cloned().collect();
-        list.push(hook);
-        *hooks = Arc::from(list);
+        self.hooks.add(hook);
     }
 
     /// Waits until no runtime created by [`Runtimes::resolve`] still runs a turn inside its

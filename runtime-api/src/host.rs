@@ -9,7 +9,9 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use abi_stable::std_types::{RResult, RStr, RVec};
 use async_ffi::{ContextExt as _, FfiFuture, FfiPoll};
@@ -19,6 +21,8 @@ use serde_json::Value;
 pub use crate::abi::AbiTurnOptions as TurnOptions;
 use crate::abi::{AbiRuntimeBox, AbiRuntimeError, AbiStreamResult, AbiTurnOutput, AbiTurnStream};
 use crate::convert::{json_from_abi, json_to_abi};
+use crate::handoff::Handoff;
+use crate::plugin::direct::{DirectRuntime, DirectTurn};
 use crate::{RuntimeError, RuntimeInfo, StreamItem, TurnOutput, TurnRequest};
 
 fn from_abi<A: Into<T>, T, E: Into<RuntimeError>>(
@@ -30,6 +34,10 @@ fn from_abi<A: Into<T>, T, E: Into<RuntimeError>>(
 /// A runtime object from a plugin, with a typed async API.
 pub struct RemoteRuntime {
     object: AbiRuntimeBox,
+    /// How long the host waits on its thread for its spawned turns (see `handoff`).
+    handoff: Arc<Handoff>,
+    /// For a runtime compiled into the host: its inline turns without the boundary's types.
+    direct: Option<Arc<dyn DirectRuntime>>,
 }
 
 impl fmt::Debug for RemoteRuntime {
@@ -41,17 +49,28 @@ impl fmt::Debug for RemoteRuntime {
 impl RemoteRuntime {
     /// Wraps a runtime object.
     pub fn new(object: AbiRuntimeBox) -> Self {
-        Self { object }
+        Self {
+            object,
+            handoff: Arc::default(),
+            direct: None,
+        }
     }
 
-    /// A runtime compiled into the host, wrapped exactly as a plugin's would be: panics are
-    /// caught, turns are cancellable by id, and streams keep their contract.
+    /// A runtime compiled into the host, wrapped as a plugin's would be: panics are caught,
+    /// turns are cancellable by id, and streams keep their contract. Its inline turns skip
+    /// the conversions to the boundary's types (there is no boundary to cross), with the same
+    /// guarantees.
     ///
     /// # Errors
     ///
     /// The runtime's constructor error, or `panicked`.
     pub fn in_process<R: crate::Runtime>(config: Value) -> Result<Self, RuntimeError> {
-        crate::glue::in_process::<R>(config, "built-in").map(Self::new)
+        let (object, direct) = crate::glue::in_process::<R>(config, "built-in")?;
+        Ok(Self {
+            object,
+            handoff: Arc::default(),
+            direct: Some(direct),
+        })
     }
 
     /// Every problem with a configuration of a runtime compiled into the host, as a plugin's
@@ -87,10 +106,24 @@ impl RemoteRuntime {
     /// Starts a turn: it is registered for [`RemoteRuntime::cancel`] before this returns.
     /// Dropping the future cancels it inside the plugin. `options` say whether it runs
     /// inline or as a task on the plugin's runtime.
+    #[inline]
     pub fn run_turn(&self, request: TurnRequest, options: TurnOptions) -> RemoteTurn {
-        RemoteTurn {
-            future: PanicSafe(self.object.run_turn(request.into(), options)),
-        }
+        let turn = match &self.direct {
+            Some(direct) if !options.spawned() => Turn::Direct(direct.run_turn(request)),
+            _ => {
+                let future = PanicSafe(self.object.run_turn(request.into(), options));
+                if options.spawned() {
+                    Turn::Spawned {
+                        future,
+                        handoff: Arc::clone(&self.handoff),
+                        first_pending: None,
+                    }
+                } else {
+                    Turn::Boundary(future)
+                }
+            }
+        };
+        RemoteTurn { turn }
     }
 
     /// Starts a streamed turn, registered for [`RemoteRuntime::cancel`] before this returns.
@@ -183,8 +216,24 @@ impl RemoteRuntime {
 /// A turn started on a plugin's runtime object: a future of its output. Dropping it cancels
 /// the turn inside the plugin.
 pub struct RemoteTurn {
-    future: PanicSafe<FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>>>,
+    turn: Turn,
 }
+
+/// How a turn is polled: through the boundary, or directly (an inline turn of a runtime
+/// compiled into the host).
+enum Turn {
+    Boundary(BoundaryTurn),
+    /// Spawned on the plugin's runtime: at its first poll the host may wait for it briefly.
+    Spawned {
+        future: BoundaryTurn,
+        handoff: Arc<Handoff>,
+        /// When its first poll found it pending.
+        first_pending: Option<Instant>,
+    },
+    Direct(DirectTurn),
+}
+
+type BoundaryTurn = PanicSafe<FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>>>;
 
 impl fmt::Debug for RemoteTurn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -196,9 +245,42 @@ impl Future for RemoteTurn {
     type Output = Result<TurnOutput, RuntimeError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.future)
-            .poll(cx)
-            .map(|polled| polled.and_then(from_abi))
+        match &mut self.turn {
+            Turn::Boundary(future) => Pin::new(future)
+                .poll(cx)
+                .map(|polled| polled.and_then(from_abi)),
+            Turn::Spawned {
+                future,
+                handoff,
+                first_pending,
+            } => {
+                let mut future = Pin::new(future);
+                let polled = match future.as_mut().poll(cx) {
+                    Poll::Ready(polled) => {
+                        if let Some(since) = first_pending {
+                            handoff.ready_later(since.elapsed() <= crate::handoff::SPIN);
+                        }
+                        polled
+                    }
+                    Poll::Pending if first_pending.is_none() => {
+                        *first_pending = Some(Instant::now());
+                        // Only a check of the result: the plugin's code runs on its threads.
+                        let waited = handoff.wait(|| match future.as_mut().poll(cx) {
+                            Poll::Ready(polled) => Some(polled),
+                            Poll::Pending => None,
+                        });
+                        match waited {
+                            Some(polled) => polled,
+                            None => return Poll::Pending,
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                };
+                Poll::Ready(polled.and_then(from_abi))
+            }
+            // Guarded inside: plugin code is polled in its scope with panics caught.
+            Turn::Direct(future) => future.as_mut().poll(cx),
+        }
     }
 }
 

@@ -61,6 +61,7 @@
 
 pub mod config;
 mod convert;
+mod handoff;
 pub mod host;
 mod plugin;
 mod types;

@@ -379,3 +379,44 @@ fn a_pin_file_refuses_libraries_whose_hash_differs() {
         })
     ));
 }
+
+/// Listings keep manifests by file identity: a file swapped in under the same name, or
+/// rewritten in place (same inode, same size), between two listings is read again.
+#[test]
+fn a_file_swapped_or_rewritten_between_listings_is_read_again() {
+    let dir = plugin_dir();
+    let staging = plugin_dir();
+    let renamed = |id: &'static str| {
+        move |m: &mut serde_json::Value| {
+            m["runtimes"][0]["id"] = json!(id);
+            m["runtimes"][0]["aliases"] = json!([]);
+        }
+    };
+    let file = install_patched(dir.path(), &artifacts().echo, "libecho", renamed("first"));
+    let ids = |runtimes: &Runtimes| runtimes.list_names();
+    assert_eq!(ids(&registry(&[dir.path()])), ["first"]);
+    // Listed again unchanged: the same runtimes.
+    assert_eq!(ids(&registry(&[dir.path()])), ["first"]);
+
+    // Swapped: another file renamed over it.
+    let other = install_patched(
+        staging.path(),
+        &artifacts().echo,
+        "libecho",
+        renamed("second"),
+    );
+    std::fs::rename(&other, &file).unwrap();
+    assert_eq!(ids(&registry(&[dir.path()])), ["second"]);
+
+    // Rewritten in place, same length: same inode, other manifest.
+    let replacement = install_patched(
+        staging.path(),
+        &artifacts().echo,
+        "libthird",
+        renamed("third"),
+    );
+    let bytes = std::fs::read(&replacement).unwrap();
+    assert_eq!(bytes.len() as u64, std::fs::metadata(&file).unwrap().len());
+    std::fs::write(&file, &bytes).unwrap();
+    assert_eq!(ids(&registry(&[dir.path()])), ["third"]);
+}

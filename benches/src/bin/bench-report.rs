@@ -97,6 +97,8 @@ fn conditions() -> String {
         "streaming",
         "concurrency",
         "memory",
+        "isolation",
+        "serve",
     ] {
         let Some(c) = read_json(&results_dir().join(format!("{name}.conditions.json"))) else {
             continue;
@@ -141,6 +143,15 @@ fn main() {
                 spread(&f)
             );
         }
+    }
+    if let Some(f) = figure("list_changed/plugins/100") {
+        let _ = writeln!(
+            o,
+            "| discover + list 100 plugins, every file changed since the last listing (as a process's first) | {} ({} per plugin) | {} | | |",
+            time(f.median),
+            time(f.median / 100.0),
+            spread(&f)
+        );
     }
     for (id, what) in [
         ("real_file", "one candidate: resolve its real path"),
@@ -233,6 +244,46 @@ fn main() {
                 p.median / i.median,
                 p.median / d.median
             );
+        }
+    }
+
+    if let Some(f) = figure("turn_threads/echo_plugin") {
+        let _ = writeln!(
+            o,
+            "\nOne `run_turn` of the plugin at the threads level (the default), awaited inline: {} [{} – {}] (target ≤ 5 µs at p50: {}; p50 and p99 below).",
+            time(f.median),
+            time(f.low),
+            time(f.high),
+            verdict(f.median <= 5e3)
+        );
+    }
+
+    // The spread of single turns.
+    if let Some(latency) = read_json(&results_dir().join("turns.latency.json")) {
+        let _ = writeln!(
+            o,
+            "\nOne turn timed on its own, {} sequential turns each (current-thread runtime; the clock's own cost beside them):\n",
+            latency["turns"]
+        );
+        let _ = writeln!(o, "| subject | p50 | p99 | target |");
+        let _ = writeln!(o, "|---|---|---|---|");
+        for (way, what) in [
+            ("echo_plugin", "plugin, inline"),
+            ("echo_in_process", "in-process (registry), inline"),
+            ("echo_direct", "direct (no registry)"),
+            ("echo_plugin_threads", "plugin, threads level"),
+            ("clock", "the clock alone (`Instant::now` twice)"),
+        ] {
+            let p50 = latency[way]["p50_ns"].as_f64().unwrap_or(f64::NAN);
+            let p99 = latency[way]["p99_ns"].as_f64().unwrap_or(f64::NAN);
+            let target = match way {
+                "echo_plugin_threads" => format!(
+                    "p50 ≤ 5 µs, p99 ≤ 20 µs: {}",
+                    verdict(p50 <= 5e3 && p99 <= 20e3)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(o, "| {what} | {} | {} | {target} |", time(p50), time(p99));
         }
     }
 

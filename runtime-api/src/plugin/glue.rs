@@ -10,23 +10,25 @@
 //! A turn runs in one of two ways, as the host asks ([`AbiTurnOptions`]):
 //! - *inline*: the author's future or stream is polled on the host's task, inside the plugin's
 //!   scope: the fastest way, but a plugin that blocks its thread blocks the host's;
-//! - *spawned*: it runs as a task on the plugin's own tokio runtime, and the host polls only a
-//!   channel, so the host's timeouts and cancellation never wait on a plugin poll.
+//! - *spawned*: it runs on the plugin's threads (polled first by the plugin's front thread,
+//!   then as a task on the plugin's own tokio runtime, see `front.rs`), and the host polls
+//!   only its result, so the host's timeouts and cancellation never wait on a plugin poll.
 //!
 //! Either way a turn is registered for cancellation by its execution id when it is started,
 //! before the host gets it back, so `cancel(id)` right after starting a turn always reaches it.
 
+use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString, RVec};
 use async_ffi::{FfiContext, FfiFuture, FfiPoll, FutureExt as _};
 use futures::StreamExt as _;
-use futures::future::Abortable;
 use futures::stream::BoxStream;
+use pin_project_lite::pin_project;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -36,14 +38,17 @@ use crate::abi::{
     AbiTurnRequest, AbiTurnStream, PluginModule, PluginModuleRef,
 };
 use crate::manifest::ConstRuntime;
-use crate::{Capabilities, Runtime, RuntimeError, StreamItem, TurnRequest};
+use crate::{Capabilities, Runtime, RuntimeError, StreamItem, TurnOutput, TurnRequest};
 
 /// Stream items that may wait between a spawned stream's task and the host, by default.
 const DEFAULT_CHANNEL_CAPACITY: usize = 64;
 
+use super::direct::{Direct, DirectRuntime};
+use super::front::spawn_turn;
 use super::guarded::{GuardedFuture, GuardedStream, flatten, guard};
+use super::turn_id::TurnId;
 pub(crate) use super::turns::WAIT_IDLE;
-use super::turns::{AbortOnDrop, CancellableTurn, Registration, TurnTicket, Turns, spawn};
+use super::turns::{AbortOnDrop, CancellableTurn, TurnTicket, Turns, spawn};
 
 /// An author's runtime wrapped as an [`AbiRuntime`].
 struct Glue<T: Runtime> {
@@ -84,26 +89,17 @@ impl<T: Runtime> Glue<T> {
     }
 
     fn stream_inline(&self, request: TurnRequest) -> Result<StreamGlue, RuntimeError> {
-        let registered = self.turns.register(&request.execution_id);
-        let execution_id = registered.as_ref().map(Registration::execution_id);
+        let ticket = self.turns.register(&request.execution_id);
+        let execution_id = scope_id(ticket.as_ref(), &request.execution_id);
         let stream = Self::author_stream(Arc::clone(&*self.runtime), request)?;
-        let (stream, abort, ticket): (AuthorStream, _, _) = match registered {
-            None => (stream, None, None),
-            Some(r) => (
-                Box::pin(Abortable::new(stream, r.registration)),
-                Some(r.handle),
-                Some(r.ticket),
-            ),
-        };
         Ok(StreamGlue {
             stream: Box::pin(GuardedStream {
                 inner: Some(stream),
                 runtime_id: T::ID,
                 execution_id,
-                abort,
+                ticket,
             }),
             _task: None,
-            _ticket: ticket,
         })
     }
 
@@ -112,8 +108,8 @@ impl<T: Runtime> Glue<T> {
         request: TurnRequest,
         capacity: usize,
     ) -> Result<StreamGlue, RuntimeError> {
-        let registered = self.turns.register(&request.execution_id);
-        let execution_id = registered.as_ref().map(Registration::execution_id);
+        let ticket = self.turns.register(&request.execution_id);
+        let execution_id = scope_id(ticket.as_ref(), &request.execution_id);
         let runtime = Arc::clone(&*self.runtime);
         let (sender, mut receiver) = mpsc::channel(capacity.max(1));
         let pump = async move {
@@ -128,7 +124,7 @@ impl<T: Runtime> Glue<T> {
                 inner: Some(stream),
                 runtime_id: T::ID,
                 execution_id,
-                abort: None,
+                ticket: None,
             };
             // Sending waits for room: a plugin that produces faster than the host reads is
             // held back here, not buffered without bound.
@@ -142,23 +138,14 @@ impl<T: Runtime> Glue<T> {
         let task = spawn(&self.turns, pump)?;
         let received: AuthorStream =
             Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)));
-        let (stream, abort, ticket): (AuthorStream, _, _) = match registered {
-            None => (received, None, None),
-            Some(r) => (
-                Box::pin(Abortable::new(received, r.registration)),
-                Some(r.handle),
-                Some(r.ticket),
-            ),
-        };
         Ok(StreamGlue {
             stream: Box::pin(GuardedStream {
-                inner: Some(stream),
+                inner: Some(received),
                 runtime_id: T::ID,
                 execution_id: None,
-                abort,
+                ticket,
             }),
             _task: Some(task),
-            _ticket: ticket,
         })
     }
 }
@@ -188,21 +175,20 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
     ) -> FfiFuture<RResult<AbiTurnOutput, AbiRuntimeError>> {
         crate::logging::refresh_level();
         let request = TurnRequest::from(request);
-        let registered = self.turns.register(&request.execution_id);
-        let runtime = Arc::clone(&*self.runtime);
-        // The author's future is created at its first poll, inside the scope.
-        let guarded = GuardedFuture {
-            inner: Some(async move { runtime.run_turn(request).await }),
-            runtime_id: T::ID,
-            execution_id: registered.as_ref().map(Registration::execution_id),
-        };
+        let (guarded, ticket) = start_turn(&self.runtime, &self.turns, request);
         if options.spawned() {
-            match spawn(&self.turns, guarded) {
-                Ok(task) => CancellableTurn::new(task, registered).into_ffi(),
+            match spawn_turn(&self.turns, guarded) {
+                Ok(task) => ToAbi {
+                    turn: CancellableTurn::new(task, ticket),
+                }
+                .into_ffi(),
                 Err(error) => async move { RErr(error.into()) }.into_ffi(),
             }
         } else {
-            CancellableTurn::new(guarded, registered).into_ffi()
+            ToAbi {
+                turn: CancellableTurn::new(guarded, ticket),
+            }
+            .into_ffi()
         }
     }
 
@@ -277,12 +263,64 @@ impl<T: Runtime> AbiRuntime for Glue<T> {
     }
 }
 
+/// The execution id a turn's scope sets for its plugin code, when the turn is registered
+/// (it has an id) and its events are forwarded.
+fn scope_id(ticket: Option<&TurnTicket>, execution_id: &str) -> Option<TurnId> {
+    ticket
+        .filter(|_| crate::logging::forwarding())
+        .map(|_| TurnId::new(execution_id))
+}
+
+/// Registers a turn for cancellation by id and wraps the author's future, which is created
+/// at its first poll, inside the scope. Inlined: the future is large (the author's future
+/// holds the request), and built where it is boxed it is not copied on the way.
+#[inline(always)]
+pub(super) fn start_turn<T: Runtime>(
+    runtime: &Arc<T>,
+    turns: &Arc<Turns>,
+    request: TurnRequest,
+) -> (
+    GuardedFuture<impl Future<Output = Result<TurnOutput, RuntimeError>> + Send + 'static>,
+    Option<TurnTicket>,
+) {
+    let ticket = turns.register(&request.execution_id);
+    let execution_id = scope_id(ticket.as_ref(), &request.execution_id);
+    let runtime = Arc::clone(runtime);
+    let guarded = GuardedFuture {
+        inner: Some(async move { runtime.run_turn(request).await }),
+        runtime_id: T::ID,
+        execution_id,
+    };
+    (guarded, ticket)
+}
+
+pin_project! {
+    /// A turn's result in the boundary's types.
+    struct ToAbi<F> {
+        #[pin]
+        turn: F,
+    }
+}
+
+impl<F> Future for ToAbi<F>
+where
+    F: Future<Output = Result<TurnOutput, RuntimeError>>,
+{
+    type Output = RResult<AbiTurnOutput, AbiRuntimeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .turn
+            .poll(cx)
+            .map(|result| flatten(Ok(result)))
+    }
+}
+
 /// A guarded stream as an [`AbiDeltaStream`].
 struct StreamGlue {
     stream: Pin<Box<GuardedStream<AuthorStream>>>,
     /// The task producing the items, when the turn runs spawned; aborted on drop.
     _task: Option<AbortOnDrop<Result<(), RuntimeError>>>,
-    _ticket: Option<TurnTicket>,
 }
 
 impl AbiDeltaStream for StreamGlue {
@@ -396,6 +434,29 @@ fn build<T: Runtime>(
     config: Result<Value, RuntimeError>,
     version: &'static str,
 ) -> Result<AbiRuntimeBox, RuntimeError> {
+    let (runtime, turns) = build_runtime::<T>(config)?;
+    Ok(glue_object(runtime, turns, version))
+}
+
+/// The runtime object of a runtime and its running turns.
+fn glue_object<T: Runtime>(
+    runtime: Arc<T>,
+    turns: Arc<Turns>,
+    version: &'static str,
+) -> AbiRuntimeBox {
+    let glue = Glue {
+        runtime: ManuallyDrop::new(runtime),
+        plugin_version: version,
+        turns,
+    };
+    AbiRuntime_TO::from_value(glue, TD_Opaque)
+}
+
+/// Checks the configuration, then builds the author's runtime; a panic in the author's code
+/// is the caller's to catch.
+fn build_runtime<T: Runtime>(
+    config: Result<Value, RuntimeError>,
+) -> Result<(Arc<T>, Arc<Turns>), RuntimeError> {
     let found = problems::<T>(&config);
     if !found.is_empty() {
         return Err(RuntimeError::invalid_config(format!(
@@ -407,24 +468,23 @@ fn build<T: Runtime>(
         ))
         .with_metadata(serde_json::json!({ "problems": found })));
     }
-    let glue = Glue {
-        runtime: ManuallyDrop::new(Arc::new(T::new(config?)?)),
-        plugin_version: version,
-        turns: Arc::default(),
-    };
-    Ok(AbiRuntime_TO::from_value(glue, TD_Opaque))
+    Ok((Arc::new(T::new(config?)?), Arc::default()))
 }
 
 /// Builds a runtime compiled into the host as the same runtime object a plugin's factory
 /// returns, so it gets the same guarantees (panics caught, cancellation by id, stream
-/// contract). `version` is what its `info` reports when the runtime leaves it empty.
+/// contract), and its direct side for inline turns, sharing its running turns. `version` is
+/// what its `info` reports when the runtime leaves it empty.
 pub(crate) fn in_process<T: Runtime>(
     config: Value,
     version: &'static str,
-) -> Result<AbiRuntimeBox, RuntimeError> {
-    guard(T::ID, "the factory", false, || {
-        build::<T>(Ok(config), version)
-    })?
+) -> Result<(AbiRuntimeBox, Arc<dyn DirectRuntime>), RuntimeError> {
+    let (runtime, turns) = guard(T::ID, "the factory", false, || {
+        build_runtime::<T>(Ok(config))
+    })??;
+    let direct: Arc<dyn DirectRuntime> =
+        Arc::new(Direct::new(Arc::clone(&runtime), Arc::clone(&turns)));
+    Ok((glue_object(runtime, turns, version), direct))
 }
 
 /// Every problem with a configuration of a runtime compiled into the host.

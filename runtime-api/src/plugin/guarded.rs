@@ -4,15 +4,15 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use abi_stable::std_types::{RErr, ROk, RResult};
 use futures::Stream;
-use futures::future::AbortHandle;
 use pin_project_lite::pin_project;
 
 use super::scope::{Scope, TurnScope};
+use super::turn_id::TurnId;
+use super::turns::TurnTicket;
 use crate::abi::AbiRuntimeError;
 use crate::{RuntimeError, StreamItem};
 
@@ -55,7 +55,7 @@ pin_project! {
         #[pin]
         pub(super) inner: Option<F>,
         pub(super) runtime_id: &'static str,
-        pub(super) execution_id: Option<Arc<str>>,
+        pub(super) execution_id: Option<TurnId>,
     }
 
     impl<F> PinnedDrop for GuardedFuture<F> {
@@ -121,14 +121,14 @@ pub(super) fn release<F>(mut inner: Pin<&mut Option<F>>) {
 
 pin_project! {
     /// A stream that polls and drops inside its scope, turns a panic into a terminal error,
-    /// ends after its final item or first error, and reports a turn cancelled by id as a
-    /// `cancelled` error.
+    /// ends after its final item or first error, and ends a turn cancelled by id (its
+    /// `ticket`) with a `cancelled` error.
     pub(super) struct GuardedStream<S> {
         #[pin]
         pub(super) inner: Option<S>,
         pub(super) runtime_id: &'static str,
-        pub(super) execution_id: Option<Arc<str>>,
-        pub(super) abort: Option<AbortHandle>,
+        pub(super) execution_id: Option<TurnId>,
+        pub(super) ticket: Option<TurnTicket>,
     }
 
     impl<S> PinnedDrop for GuardedStream<S> {
@@ -157,27 +157,37 @@ where
         let Some(stream) = inner.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
-        let _turn = this.execution_id.as_ref().map(TurnScope::enter);
-        let polled = guard(this.runtime_id, "the stream's poll", true, || {
-            stream.poll_next(cx)
-        });
-        let end_with = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(Some(Ok(item)))) => {
-                if matches!(item, StreamItem::Done(_)) {
-                    let _ = guard(this.runtime_id, "a stream's destructor", true, || {
-                        inner.set(None)
-                    });
+        let end_with = if this.ticket.as_mut().is_some_and(TurnTicket::cancelled) {
+            Some(cancelled_by_id())
+        } else {
+            let _turn = this.execution_id.as_ref().map(TurnScope::enter);
+            let polled = guard(this.runtime_id, "the stream's poll", true, || {
+                stream.poll_next(cx)
+            });
+            match polled {
+                Ok(Poll::Pending) => {
+                    let waker = cx.waker();
+                    if !this
+                        .ticket
+                        .as_mut()
+                        .is_some_and(|ticket| ticket.cancelled_or_wake(waker))
+                    {
+                        return Poll::Pending;
+                    }
+                    Some(cancelled_by_id())
                 }
-                return Poll::Ready(Some(Ok(item)));
+                Ok(Poll::Ready(Some(Ok(item)))) => {
+                    if matches!(item, StreamItem::Done(_)) {
+                        let _ = guard(this.runtime_id, "a stream's destructor", true, || {
+                            inner.set(None)
+                        });
+                    }
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                Ok(Poll::Ready(Some(Err(error)))) => Some(error),
+                Ok(Poll::Ready(None)) => None,
+                Err(panicked) => Some(panicked),
             }
-            Ok(Poll::Ready(Some(Err(error)))) => Some(error),
-            Ok(Poll::Ready(None)) => this
-                .abort
-                .as_ref()
-                .filter(|handle| handle.is_aborted())
-                .map(|_| cancelled_by_id()),
-            Err(panicked) => Some(panicked),
         };
         let _ = guard(this.runtime_id, "a stream's destructor", true, || {
             inner.set(None)
@@ -205,8 +215,14 @@ where
         if inner.is_none() {
             return Poll::Ready(true);
         }
-        let _turn = this.execution_id.as_ref().map(TurnScope::enter);
-        let abort = this.abort.as_ref();
+        if this.ticket.as_mut().is_some_and(TurnTicket::cancelled) {
+            push(Err(cancelled_by_id()));
+            let _ = guard(this.runtime_id, "a stream's destructor", true, || {
+                inner.set(None)
+            });
+            return Poll::Ready(true);
+        }
+        let turn_scope = this.execution_id.as_ref().map(TurnScope::enter);
         let polled = guard(this.runtime_id, "the stream's poll", true, || {
             let Some(mut stream) = inner.as_mut().as_pin_mut() else {
                 return Poll::Ready(true);
@@ -231,12 +247,7 @@ where
                         push(Err(error));
                         break true;
                     }
-                    Poll::Ready(None) => {
-                        if abort.is_some_and(AbortHandle::is_aborted) {
-                            push(Err(cancelled_by_id()));
-                        }
-                        break true;
-                    }
+                    Poll::Ready(None) => break true,
                 }
             };
             if ended {
@@ -245,6 +256,25 @@ where
             }
             Poll::Ready(ended)
         });
+        drop(turn_scope);
+        let polled = match polled {
+            Ok(Poll::Pending) => {
+                let waker = cx.waker();
+                if !this
+                    .ticket
+                    .as_mut()
+                    .is_some_and(|ticket| ticket.cancelled_or_wake(waker))
+                {
+                    return Poll::Pending;
+                }
+                push(Err(cancelled_by_id()));
+                let _ = guard(this.runtime_id, "a stream's destructor", true, || {
+                    inner.set(None)
+                });
+                return Poll::Ready(true);
+            }
+            polled => polled,
+        };
         match polled {
             Ok(polled) => polled,
             Err(panicked) => {

@@ -76,9 +76,20 @@ fn forward_panic_messages() {
     }));
 }
 
+/// Whether the host's sink is installed in this copy of runtime-api (a plugin library's):
+/// then plugin code's events are forwarded with the execution id of the turn that runs, which
+/// a turn's scope sets. A runtime compiled into the host has its events in the host's own
+/// subscriber (inside the turn's span), and its turns skip that.
+pub(crate) fn forwarding() -> bool {
+    SUBSCRIBER.is_completed()
+}
+
 /// Takes the host's current level again, so a host that changes its subscriber after loading
 /// a plugin gets the plugin's events at the new level from the next turn on.
 pub(crate) fn refresh_level() {
+    if !forwarding() {
+        return;
+    }
     if let Some(sink) = SINK.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
         MAX_LEVEL.store(sink.max_level(), Ordering::Relaxed);
     }

@@ -2,13 +2,14 @@
 //! forwarding) and, for turns, the plugin's tokio runtime.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
 
 use tokio::runtime::EnterGuard;
 
+use super::turn_id::TurnId;
+
 thread_local! {
     static CURRENT_RUNTIME: Cell<&'static str> = const { Cell::new("") };
-    static CURRENT_TURN: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    static CURRENT_TURN: RefCell<Option<TurnId>> = const { RefCell::new(None) };
 }
 
 /// The id of the runtime whose code runs on this thread right now, or `""`.
@@ -19,21 +20,21 @@ pub(crate) fn current_runtime_id() -> &'static str {
 /// Calls `f` with the execution id of the turn whose code runs on this thread, or `""`.
 pub(crate) fn with_current_turn<R>(f: impl FnOnce(&str) -> R) -> R {
     CURRENT_TURN.with(|turn| match turn.try_borrow() {
-        Ok(turn) => f(turn.as_deref().unwrap_or("")),
+        Ok(turn) => f(turn.as_ref().map_or("", TurnId::as_str)),
         Err(_) => f(""),
     })
 }
 
 /// Sets the execution id of the turn whose code runs on this thread until dropped.
 pub(crate) struct TurnScope {
-    previous: Option<Arc<str>>,
+    previous: Option<TurnId>,
 }
 
 impl TurnScope {
-    pub(crate) fn enter(execution_id: &Arc<str>) -> Self {
+    pub(crate) fn enter(execution_id: &TurnId) -> Self {
         let previous = CURRENT_TURN.with(|turn| {
             turn.try_borrow_mut()
-                .map(|mut turn| turn.replace(Arc::clone(execution_id)))
+                .map(|mut turn| turn.replace(execution_id.clone()))
                 .unwrap_or(None)
         });
         TurnScope { previous }

@@ -4,21 +4,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
-
-use abi_stable::std_types::{RErr, RResult};
-use futures::future::{AbortHandle, AbortRegistration, Abortable, Aborted};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 use slab::Slab;
 use tokio::task::JoinHandle;
 
-use crate::abi::{AbiRuntimeError, AbiTurnOutput};
 use crate::{RuntimeError, TurnOutput};
 
-use super::guarded::{cancelled_by_id, flatten};
+use super::guarded::cancelled_by_id;
+use super::turn_id::TurnId;
 
 /// The running turns of one runtime object, so `cancel(execution id)` can reach them; and how
 /// many of its turns run as tasks on the plugin's runtime, so a host can wait until the plugin
@@ -27,12 +24,24 @@ use super::guarded::{cancelled_by_id, flatten};
 ///
 /// Registering and releasing a turn happen on every turn; cancelling by id is rare. So turns
 /// sit in a slab (a turn's ticket is its slot: no hashing, no allocation once the slab has
-/// grown) and `cancel` scans it.
+/// grown), `cancel` scans it, and a turn learns that it was cancelled from its own slot. A
+/// poll looks at the slot only when some turn was cancelled since the turn last looked
+/// (`cancels` moved): the common poll takes no lock.
 #[derive(Default)]
 pub(super) struct Turns {
-    pub(super) running: Mutex<Slab<(Arc<str>, AbortHandle)>>,
-    pub(super) live_tasks: std::sync::atomic::AtomicUsize,
+    running: Mutex<Slab<Running>>,
+    /// How many `cancel` calls found a turn; bumped under the lock, after the flags are set.
+    cancels: AtomicU64,
+    pub(super) live_tasks: AtomicUsize,
     pub(super) idle: tokio::sync::Notify,
+}
+
+/// One running turn's slot.
+struct Running {
+    execution_id: TurnId,
+    cancelled: bool,
+    /// Woken by `cancel`: the waker of the turn's last pending poll.
+    waker: Option<Waker>,
 }
 
 /// Counts a task as live until the task (and the turn it runs) is dropped.
@@ -69,79 +78,103 @@ impl Turns {
             notified.await;
         }
     }
-}
 
-/// Keeps a turn registered while it runs: its slot in [`Turns::running`].
-pub(super) struct TurnTicket {
-    pub(super) turns: Arc<Turns>,
-    pub(super) execution_id: Arc<str>,
-    pub(super) slot: usize,
-}
-
-/// A turn's registration for cancellation by id.
-pub(super) struct Registration {
-    pub(super) handle: AbortHandle,
-    pub(super) registration: AbortRegistration,
-    pub(super) ticket: TurnTicket,
-}
-
-impl Registration {
-    pub(super) fn execution_id(&self) -> Arc<str> {
-        Arc::clone(&self.ticket.execution_id)
+    fn lock(&self) -> MutexGuard<'_, Slab<Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-impl Turns {
     /// Registers a turn; turns without an execution id cannot be cancelled by id.
-    pub(super) fn register(self: &Arc<Self>, execution_id: &str) -> Option<Registration> {
+    pub(super) fn register(self: &Arc<Self>, execution_id: &str) -> Option<TurnTicket> {
         if execution_id.is_empty() {
             return None;
         }
-        let (handle, registration) = AbortHandle::new_pair();
-        let execution_id: Arc<str> = Arc::from(execution_id);
-        let slot = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((Arc::clone(&execution_id), handle.clone()));
-        let ticket = TurnTicket {
-            turns: Arc::clone(self),
+        let execution_id = TurnId::new(execution_id);
+        // Read before the slot exists: a cancel that finds this turn bumps it afterwards.
+        let seen = self.cancels.load(Ordering::Acquire);
+        let slot = self.lock().insert(Running {
             execution_id,
+            cancelled: false,
+            waker: None,
+        });
+        Some(TurnTicket {
+            turns: Arc::clone(self),
             slot,
-        };
-        Some(Registration {
-            handle,
-            registration,
-            ticket,
+            seen,
         })
     }
 
-    /// Aborts every running turn of `execution_id` (the same id may run more than once).
+    /// Cancels every running turn of `execution_id` (the same id may run more than once).
     pub(super) fn cancel(&self, execution_id: &str) -> bool {
-        let matching: Vec<AbortHandle> = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(_, (id, _))| &**id == execution_id)
-            .map(|(_, (_, handle))| handle.clone())
-            .collect();
-        // Aborted outside the lock: an abort wakes the turn's task, which may end the turn
+        let mut wakers = Vec::new();
+        let mut found = false;
+        {
+            let mut running = self.lock();
+            for (_, turn) in running.iter_mut() {
+                if turn.execution_id.is(execution_id) {
+                    found = true;
+                    turn.cancelled = true;
+                    wakers.extend(turn.waker.take());
+                }
+            }
+            if found {
+                self.cancels.fetch_add(1, Ordering::Release);
+            }
+        }
+        // Woken outside the lock: a wake-up may run the turn's task, which may end the turn
         // (and release its slot) before this returns.
-        matching.iter().for_each(AbortHandle::abort);
-        !matching.is_empty()
+        wakers.into_iter().for_each(Waker::wake);
+        found
+    }
+}
+
+/// Keeps a turn registered while it runs: its slot in the runtime object's [`Turns`].
+pub(super) struct TurnTicket {
+    turns: Arc<Turns>,
+    slot: usize,
+    /// `turns.cancels` when this turn last looked at its slot.
+    seen: u64,
+}
+
+impl TurnTicket {
+    /// Whether the turn was cancelled by id; takes the lock only when some turn of the
+    /// runtime object was cancelled since this one last looked.
+    pub(super) fn cancelled(&mut self) -> bool {
+        let now = self.turns.cancels.load(Ordering::Acquire);
+        if now == self.seen {
+            return false;
+        }
+        let running = self.turns.lock();
+        self.seen = now;
+        running.get(self.slot).is_some_and(|turn| turn.cancelled)
+    }
+
+    /// For a turn whose poll is pending: whether it was cancelled meanwhile, and if not,
+    /// `waker` is woken when it is.
+    pub(super) fn cancelled_or_wake(&mut self, waker: &Waker) -> bool {
+        let mut running = self.turns.lock();
+        self.seen = self.turns.cancels.load(Ordering::Acquire);
+        let Some(turn) = running.get_mut(self.slot) else {
+            return false;
+        };
+        if turn.cancelled {
+            return true;
+        }
+        let previous = match &turn.waker {
+            Some(known) if known.will_wake(waker) => None,
+            _ => turn.waker.replace(waker.clone()),
+        };
+        drop(running);
+        // Dropped outside the lock: the last reference to another task may end a turn of
+        // this runtime object, whose ticket takes the lock.
+        drop(previous);
+        false
     }
 }
 
 impl Drop for TurnTicket {
     fn drop(&mut self) {
-        let released = self
-            .turns
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_remove(self.slot);
-        // Dropped outside the lock: the abort handle and the id are the last references.
+        let released = self.turns.lock().try_remove(self.slot);
+        // Dropped outside the lock: the id and the waker may be the last references.
         drop(released);
     }
 }
@@ -202,24 +235,16 @@ pin_project! {
     /// this), and a poll after the end is an error.
     pub(super) struct CancellableTurn<F> {
         #[pin]
-        pub(super) turn: Option<Abortable<F>>,
-        pub(super) ticket: Option<TurnTicket>,
+        turn: Option<F>,
+        ticket: Option<TurnTicket>,
     }
 }
 
 impl<F> CancellableTurn<F> {
-    pub(super) fn new(turn: F, registration: Option<Registration>) -> Self {
-        let (registration, ticket) = match registration {
-            Some(Registration {
-                registration,
-                ticket,
-                ..
-            }) => (registration, Some(ticket)),
-            // Nothing can cancel it by id: an unregistered pair that is never aborted.
-            None => (AbortHandle::new_pair().1, None),
-        };
+    #[inline(always)]
+    pub(super) fn new(turn: F, ticket: Option<TurnTicket>) -> Self {
         CancellableTurn {
-            turn: Some(Abortable::new(turn, registration)),
+            turn: Some(turn),
             ticket,
         }
     }
@@ -229,24 +254,37 @@ impl<F> Future for CancellableTurn<F>
 where
     F: Future<Output = Result<TurnOutput, RuntimeError>>,
 {
-    type Output = RResult<AbiTurnOutput, AbiRuntimeError>;
+    type Output = Result<TurnOutput, RuntimeError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(turn) = this.turn.as_mut().as_pin_mut() else {
-            return Poll::Ready(RErr(
-                RuntimeError::internal("the turn was polled after it finished").into(),
-            ));
+            return Poll::Ready(Err(RuntimeError::internal(
+                "the turn was polled after it finished",
+            )));
         };
-        let result = match turn.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(result)) => result,
-            Poll::Ready(Err(Aborted)) => Err(cancelled_by_id()),
+        let result = if this.ticket.as_mut().is_some_and(TurnTicket::cancelled) {
+            Err(cancelled_by_id())
+        } else {
+            match turn.poll(cx) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    let waker = cx.waker();
+                    if !this
+                        .ticket
+                        .as_mut()
+                        .is_some_and(|ticket| ticket.cancelled_or_wake(waker))
+                    {
+                        return Poll::Pending;
+                    }
+                    Err(cancelled_by_id())
+                }
+            }
         };
         // Released now: the author's future (dropped inside its scope by `GuardedFuture`), or
         // the spawned task, then the registration.
         this.turn.set(None);
         this.ticket.take();
-        Poll::Ready(flatten(Ok(result)))
+        Poll::Ready(result)
     }
 }
