@@ -24,6 +24,9 @@ use tokio::sync::Mutex;
 use crate::error::AgentError;
 use crate::spec::{MAX_SERVERS, ServerSpec};
 
+/// How long a server that failed to start gets to finish writing its stderr, for the error.
+const STDERR_AFTER_EXIT: Duration = Duration::from_millis(500);
+
 /// The most bytes of a server's stderr kept for error messages.
 const STDERR_TAIL: usize = 2048;
 
@@ -212,10 +215,11 @@ impl Slot {
                     .map_err(|error| self.start_error(format_args!("`{command}`: {error}")))?;
                 let pid = transport.id();
                 let group = GroupGuard::new(pid);
+                let mut reader = None;
                 if let Some(mut stderr) = stderr {
                     let tail = self.tail.clone();
                     let name = self.name.clone();
-                    tokio::spawn(async move {
+                    reader = Some(tokio::spawn(async move {
                         let mut buffer = vec![0u8; 4096];
                         // Ends at EOF: when the server and every process holding its stderr exit.
                         while let Ok(n) = stderr.read(&mut buffer).await {
@@ -225,10 +229,20 @@ impl Slot {
                             tail.push(&buffer[..n]);
                             tracing::debug!(server = %name, stderr = %clean(&String::from_utf8_lossy(&buffer[..n])), "MCP server stderr");
                         }
-                    });
+                    }));
                 }
                 tracing::debug!(server = %self.name, ?pid, "started an MCP server");
-                let service = ().serve(transport).await.map_err(|error| self.start_error(error))?;
+                let service = match ().serve(transport).await {
+                    Ok(service) => service,
+                    Err(error) => {
+                        // A server that failed its handshake has usually exited saying why:
+                        // its stderr to its end (briefly bounded) goes into the error.
+                        if let Some(reader) = reader {
+                            let _ = tokio::time::timeout(STDERR_AFTER_EXIT, reader).await;
+                        }
+                        return Err(self.start_error(error));
+                    }
+                };
                 let tools = service.list_all_tools().await.map_err(|error| {
                     self.start_error(format_args!("listing its tools failed: {error}"))
                 })?;
