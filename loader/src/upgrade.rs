@@ -88,7 +88,7 @@ impl Runtimes {
         };
         let fresh = Runtimes {
             state: Default::default(),
-            hooks: crate::handle::no_hooks(),
+            hooks: Default::default(),
             options: self.options,
             host_contract: self.host_contract,
             reloading: Default::default(),
