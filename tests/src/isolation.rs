@@ -21,7 +21,7 @@ use runtime_loader::{
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::support::{artifacts, install, plugin_dir};
+use crate::support::{artifacts, install, plugin_dir, replace_plugin};
 
 /// Process options for tests: the worker built from the workspace, a short grace, and the
 /// temporary folder (where the `sleep:` and `spin:` files are) granted to the sandbox.
@@ -1277,11 +1277,8 @@ async fn rediscover_upgrades_adds_and_removes_and_keeps_what_is_loaded() {
             .is_ok()
     );
 
-    let staging = plugin_dir();
-    let fresh = install(staging.path(), &artifacts().echo, "libecho");
-    std::fs::rename(&fresh, dir.path().join(fresh.file_name().unwrap())).unwrap();
-    let fresh = install(staging.path(), &artifacts().fixture, "libfixture");
-    std::fs::rename(&fresh, dir.path().join(fresh.file_name().unwrap())).unwrap();
+    replace_plugin(dir.path(), &artifacts().echo, "libecho");
+    replace_plugin(dir.path(), &artifacts().fixture, "libfixture");
     install(dir.path(), &artifacts().hostile, "libhostile");
 
     let outcome = runtimes.rediscover_at(Isolation::Process);

@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::support::{artifacts, install, plugin_dir, registry};
+use crate::support::{artifacts, install, plugin_dir, process_gone, registry, replace_plugin};
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -893,10 +893,7 @@ async fn sighup_makes_a_worker_serve_an_upgraded_plugin() {
         before.insert(pid().await);
     }
 
-    let staging = logs.path().join("staging");
-    std::fs::create_dir(&staging).unwrap();
-    let fresh = install(&staging, &artifacts().hostile, "libhostile");
-    std::fs::rename(&fresh, dir.path().join(fresh.file_name().unwrap())).unwrap();
+    replace_plugin(dir.path(), &artifacts().hostile, "libhostile");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(worker.id().unwrap()).unwrap()),
         nix::sys::signal::Signal::SIGHUP,
@@ -922,19 +919,7 @@ async fn sighup_makes_a_worker_serve_an_upgraded_plugin() {
     }
     // The old workers are let go of.
     for old in &before {
-        let mut gone = false;
-        for _ in 0..400 {
-            let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
-            if stat
-                .rsplit_once(')')
-                .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
-            {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(gone, "old worker {old} still runs");
+        assert!(process_gone(*old).await, "old worker {old} still runs");
     }
     worker.start_kill().unwrap();
     let _ = worker.wait().await;

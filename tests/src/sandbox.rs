@@ -554,17 +554,7 @@ fn forking_200_children_stops_at_the_process_cap() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
     // RLIMIT_NPROC binds only unprivileged users: as root, the CLI runs as the test user.
-    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    let uid = if me.ok() == Some(0) {
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        Some(crate::support::other_user().0)
-    } else {
-        None
-    };
+    let uid = unprivileged_when_root(dir.path());
     let output = cli(
         dir.path(),
         uid,
@@ -675,17 +665,7 @@ fn escape_attempts_fail_for_an_unprivileged_host_too() {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
     // As root, the host (the CLI) runs as the unprivileged test user; otherwise as ourselves.
-    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    let uid = if me.ok() == Some(0) {
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        Some(crate::support::other_user().0)
-    } else {
-        None
-    };
+    let uid = unprivileged_when_root(dir.path());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let connect = format!("connect:{}", listener.local_addr().unwrap().port());
     for (prompt, expected) in [

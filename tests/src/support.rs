@@ -300,3 +300,30 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// Replaces a plugin file the way `runtimes install` does: a new copy of `library`, written
+/// beside the folder, renamed over `dir/<stem>.so` (so it is another file, not the old one
+/// rewritten).
+pub fn replace_plugin(dir: &Path, library: &Path, stem: &str) {
+    let staging = TempDir::new_in(dir.parent().unwrap_or(dir)).expect("a staging folder");
+    let fresh = install(staging.path(), library, stem);
+    std::fs::rename(&fresh, dir.join(fresh.file_name().expect("a file name")))
+        .expect("the new file replaces the old");
+}
+
+/// Whether process `pid` is gone (no such process, or a zombie left for its parent to
+/// reap), waiting up to 20 s for it to go (polled: a process's end has no event to wait on
+/// from here).
+pub async fn process_gone(pid: u32) -> bool {
+    for _ in 0..400 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -18,7 +18,9 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use crate::support::{artifacts, install, plugin_dir, write_candidate};
+use crate::support::{
+    artifacts, install, plugin_dir, process_gone, replace_plugin, write_candidate,
+};
 
 mod hostile;
 mod openai;

@@ -533,14 +533,6 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Replaces a plugin file the way `runtimes install` does: a new file renamed over it.
-fn replace_plugin(dir: &Path, library: &Path, stem: &str) {
-    let staging = dir.join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    let fresh = install(&staging, library, stem);
-    std::fs::rename(&fresh, dir.join(fresh.file_name().unwrap())).unwrap();
-}
-
 /// SIGHUP upgrades a process-level runtime while turns run on it: they finish on their old
 /// workers, new turns go to workers of the new file, nothing is dropped; at the threads
 /// level a loaded library is kept and the server says a restart is needed.
@@ -623,6 +615,9 @@ async fn sighup_upgrades_under_load_and_drops_nothing() {
         assert_eq!(content, "slept");
     }
     // Then the old workers go.
+    for pid in &old_pids {
+        assert!(process_gone(*pid).await, "old worker {pid} still runs");
+    }
     for _ in 0..400 {
         if !old_workers
             .iter()
