@@ -120,7 +120,7 @@ fn permission_rows(
         Some(g) if *g != runtime_loader::sandbox::Policy::default() => {
             clean(&serde_json::to_string(g).unwrap_or_default()).into_owned()
         }
-        _ => "nothing more (--allow-* flags add to what is declared)".to_owned(),
+        _ => "nothing more (--allow-* and --grant RUNTIME=… add to what is declared)".to_owned(),
     };
     vec![
         ("declares", declared),
@@ -137,7 +137,7 @@ pub fn info(
     name: &str,
     json: bool,
     style: &Style,
-    grants: Option<&runtime_loader::sandbox::Policy>,
+    process: &runtime_loader::ProcessOptions,
 ) -> Result<(), Failure> {
     let Some(entry) = runtimes.get_entry(name) else {
         let failure = match runtimes.resolve(name) {
@@ -172,7 +172,8 @@ pub fn info(
     for (key, value) in rows {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
-    for (key, value) in permission_rows(&entry, grants) {
+    let grants = process.grants_for(&entry.id);
+    for (key, value) in permission_rows(&entry, Some(&grants)) {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
     match &entry.config_schema() {

@@ -116,6 +116,18 @@ struct Global {
         value_delimiter = ','
     )]
     allow_env: Vec<String>,
+    /// At the process level, grant one runtime (by id) more, beyond the `--allow-*` grants
+    /// every runtime gets: `RUNTIME=read:PATH`, `write:PATH`, `run:PROGRAM`, `net:any`,
+    /// `net:PORT` (or `HOST:PORT`), `env:NAME` (repeatable; `;`-separated in the variable).
+    #[arg(
+        long = "grant",
+        value_name = "RUNTIME=KIND:VALUE",
+        global = true,
+        env = "AGENT_RUNTIMES_GRANT",
+        value_delimiter = ';',
+        value_parser = parse_grant
+    )]
+    grants: Vec<(String, runtime_loader::sandbox::Policy)>,
     /// Run workers even when this kernel lacks a sandbox mechanism (what is there applies).
     #[arg(long, global = true, env = "AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
     accept_weaker_sandbox: bool,
@@ -313,6 +325,7 @@ impl Global {
             .collect();
         runtime_loader::ProcessOptions::from_env()
             .with_grants(grants)
+            .with_runtime_grants(self.grants.clone())
             .with_accept_weaker_sandbox(self.accept_weaker_sandbox)
             .with_pass_env(Box::leak(pass_env.into_boxed_slice()))
     }
@@ -351,7 +364,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
                 &name,
                 json,
                 &style,
-                global.options().process.grants,
+                &global.options().process,
             ),
             Some(config) => list::check_config(&global.registry(), &name, &config, json),
         },
@@ -469,4 +482,33 @@ fn report(failure: &Failure, json: bool, style: &Style) {
     } else {
         eprintln!("{} {}", style.error("error:"), failure.message());
     }
+}
+
+/// One `--grant RUNTIME=KIND:VALUE`: the runtime's id and what it is granted.
+fn parse_grant(given: &str) -> Result<(String, runtime_loader::sandbox::Policy), String> {
+    use runtime_loader::sandbox::{Net, Policy};
+    let usage = "expected RUNTIME=KIND:VALUE, KIND one of read, write, run, net, env (e.g. `openai=net:443`, `agent=read:/srv/docs`)";
+    let (runtime, grant) = given.split_once('=').ok_or(usage)?;
+    let (kind, value) = grant.split_once(':').ok_or(usage)?;
+    let runtime = runtime.trim();
+    if runtime.is_empty() || value.is_empty() {
+        return Err(usage.to_owned());
+    }
+    let policy = match kind {
+        "read" => Policy::default().with_read(value),
+        "write" => Policy::default().with_write(value),
+        "run" => Policy::default().with_run(value),
+        "net" if value.eq_ignore_ascii_case("any") => Policy::default().with_net(Net::Any),
+        "net" => match value.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+            Some(port) => Policy::default().with_net(Net::Ports(vec![port])),
+            None => return Err(format!("`net:{value}`: not `any`, a port or host:port")),
+        },
+        "env" => {
+            let mut policy = Policy::default();
+            policy.env.push(value.to_owned());
+            policy
+        }
+        other => return Err(format!("`{other}` is no kind of grant; {usage}")),
+    };
+    Ok((runtime.to_owned(), policy))
 }

@@ -66,6 +66,9 @@ pub struct ProcessOptions {
     /// What the operator grants every worker, beyond what its runtime declares (read, write
     /// and run paths, network). Kept for the life of the process.
     pub grants: Option<&'static crate::sandbox::Policy>,
+    /// What the operator grants the workers of one runtime (by id), beyond [`grants`](Self::grants)
+    /// and what the runtime declares. Kept for the life of the process.
+    pub runtime_grants: &'static [(String, crate::sandbox::Policy)],
 }
 
 impl Default for ProcessOptions {
@@ -95,6 +98,7 @@ impl ProcessOptions {
         accept_weaker_sandbox: false,
         max_processes: Some(crate::sandbox::rlimits::DEFAULT_PROCESSES),
         grants: None,
+        runtime_grants: &[],
     };
 
     /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY`, the pool size
@@ -206,6 +210,26 @@ impl ProcessOptions {
         self
     }
 
+    /// Grants the workers of each named runtime (by id) these paths, programs, network
+    /// access and variables, beyond [`with_grants`](Self::with_grants) and what the runtime
+    /// declares. The grants are kept for the life of the process.
+    pub fn with_runtime_grants(mut self, grants: Vec<(String, crate::sandbox::Policy)>) -> Self {
+        self.runtime_grants = Box::leak(grants.into_boxed_slice());
+        self
+    }
+
+    /// What the operator grants the workers of runtime `runtime_id`: the grants for every
+    /// worker, and those for that runtime.
+    pub fn grants_for(&self, runtime_id: &str) -> crate::sandbox::Policy {
+        let mut policy = self.grants.cloned().unwrap_or_default();
+        for (id, grants) in self.runtime_grants {
+            if id == runtime_id {
+                policy.extend(grants);
+            }
+        }
+        policy
+    }
+
     /// Sets the process cap (`RLIMIT_NPROC`).
     pub fn with_max_processes(mut self, max: Option<u64>) -> Self {
         self.max_processes = max;
@@ -305,16 +329,16 @@ impl Spec {
     ) -> Self {
         Self {
             library,
-            runtime_id,
             config,
             allow_insecure,
             options,
             checked: None,
             policy: options.sandbox.then(|| {
-                let mut policy = options.grants.cloned().unwrap_or_default();
+                let mut policy = options.grants_for(&runtime_id);
                 policy.accept_weaker |= options.accept_weaker_sandbox;
                 policy
             }),
+            runtime_id,
         }
     }
 

@@ -748,3 +748,50 @@ fn without_user_namespaces_the_process_level_is_refused_unless_weaker_is_accepte
     );
     assert_ne!(stdout.trim(), "2");
 }
+
+/// `--grant RUNTIME=KIND:VALUE` gives one runtime more (here a file to read) and no other
+/// runtime; `info` shows it; a malformed grant is a usage error.
+#[test]
+fn a_grant_for_one_runtime_reaches_that_runtime_only() {
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let shared = tempfile::tempdir().unwrap();
+    let note = shared.path().join("note.txt");
+    std::fs::write(&note, "granted").unwrap();
+    let read = format!("read:{}", note.display());
+    let grant = |runtime: &str| format!("{runtime}=read:{}", shared.path().display());
+    let run = |grant: &str| {
+        let output = cli(
+            dir.path(),
+            None,
+            &[],
+            &["run", "hostile", &read, "--isolate", "--grant", grant],
+        );
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(run(&grant("hostile")).contains("granted"));
+    let other = run(&grant("calm"));
+    assert!(other.starts_with(LANDLOCK_DENIED), "{other}");
+
+    let info = cli(
+        dir.path(),
+        None,
+        &[],
+        &["info", "hostile", "--grant", &grant("hostile")],
+    );
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains(&shared.path().display().to_string()),
+        "{text}"
+    );
+
+    let bad = cli(
+        dir.path(),
+        None,
+        &[],
+        &["list", "--grant", "hostile=fly:/x"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no kind of grant"));
+}
