@@ -232,3 +232,70 @@ async fn runtimes_stream_shows_tool_calls_and_results_as_they_happen() {
     assert_eq!(done["type"], "done");
     assert_eq!(done["output"]["content"], "Buy kumquats.");
 }
+
+/// The agent at the process level, in its sandbox, with the real filesystem MCP server: its
+/// declared permissions (the model's port, `node` as its server's program) and the operator's
+/// grants for this runtime alone (the server's scripts and the folder it serves, read-only)
+/// are enough for the whole loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the reference MCP servers from npm: scripts/mcp-servers.sh; CI runs it"]
+async fn the_agent_runs_its_loop_from_its_sandbox_at_the_process_level() {
+    let (files, file, config) = setup();
+    let plugins = plugin_dir();
+    install(plugins.path(), agent_library(), "libagent_runtime");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/mcp-servers")
+        .canonicalize()
+        .unwrap();
+    let served = files.path().canonicalize().unwrap();
+    // The tool result of one turn of an agent whose runtime is granted `grants`.
+    let tool_result = |grants: runtime_loader::sandbox::Policy| {
+        let (plugins, mut config, file) = (plugins.path().to_owned(), config.clone(), file.clone());
+        async move {
+            // A model of its own: the first request of each gets the tool call.
+            let (base_url, _requests) = scripted_model(&file, "Buy kumquats.").await;
+            config["base_url"] = json!(base_url);
+            let runtimes = runtime_loader::Runtimes::with_options(
+                runtime_loader::LoaderOptions::STRICT
+                    .with_isolation(runtime_loader::Isolation::Process)
+                    .with_process(
+                        runtime_loader::ProcessOptions::DEFAULT
+                            .with_worker(&artifacts().worker)
+                            .with_runtime_grants(vec![("agent".to_owned(), grants)]),
+                    ),
+            );
+            runtimes.discover(&runtime_loader::SearchPath::empty().with_dir(&plugins));
+            let agent = runtimes.new_instance("agent", &config).unwrap();
+            assert_eq!(agent.isolation(), runtime_loader::Isolation::Process);
+            let items: Vec<_> = tokio::time::timeout(
+                Duration::from_secs(60),
+                agent
+                    .stream_turn(TurnRequest::new("What is on my todo list?"))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .expect("the turn ended within a minute");
+            assert!(
+                matches!(items.last(), Some(Ok(StreamItem::Done(_)))),
+                "{items:?}"
+            );
+            items
+                .iter()
+                .find_map(|i| match i {
+                    Ok(StreamItem::Delta(d)) if d.kind == DeltaKind::ToolResult => Some(d.clone()),
+                    _ => None,
+                })
+                .expect("a tool result delta")
+        }
+    };
+    let granted = runtime_loader::sandbox::Policy::default()
+        .with_read(scripts.clone())
+        .with_read(served);
+    let result = tool_result(granted).await;
+    assert_eq!(result.metadata["ok"], true, "{result:?}");
+    assert!(result.content.contains("buy kumquats"), "{result:?}");
+    // Without the served folder granted, the MCP server (a descendant of the worker, under the
+    // same sandbox) cannot read the file.
+    let result = tool_result(runtime_loader::sandbox::Policy::default().with_read(scripts)).await;
+    assert!(!result.content.contains("buy kumquats"), "{result:?}");
+}

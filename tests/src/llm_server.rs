@@ -235,3 +235,25 @@ async fn anthropic_streams_through_the_plugin() {
         assert_eq!(output.usage.output_tokens, 6);
     }
 }
+
+/// The openai runtime at the process level, in its sandbox (namespaces, Landlock, seccomp),
+/// against the real server: what it declares, the port of its configured `base_url` (a
+/// loopback one here), is enough for a turn to stream as it does in-process.
+#[tokio::test]
+#[ignore = "needs a llama.cpp server: scripts/llama-server.sh start, then `set -a; . target/llama-server/env; set +a`; CI runs it"]
+async fn openai_streams_from_its_sandbox_at_the_process_level() {
+    let (url, _lock) = server("LLAMA_SERVER_URL").await;
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().llm, "libllm_runtimes");
+    let runtimes = Runtimes::with_options(
+        runtime_loader::LoaderOptions::STRICT
+            .with_isolation(runtime_loader::Isolation::Process)
+            .with_process(runtime_loader::ProcessOptions::DEFAULT.with_worker(&artifacts().worker)),
+    );
+    runtimes.discover(&runtime_loader::SearchPath::empty().with_dir(dir.path()));
+    let handle = runtimes.new_instance("openai", &config(&url)).unwrap();
+    assert_eq!(handle.isolation(), runtime_loader::Isolation::Process);
+    let output = finished(&collect(&handle, ask("Say hello to the world.", 16)).await);
+    assert!(!output.content.is_empty());
+    assert!(output.usage.output_tokens > 0);
+}
