@@ -8,6 +8,8 @@
 //! - `worker_start/echo`: `Runtimes::new_instance` at the process level: spawn the worker,
 //!   the handshake, the library's checks and load, the runtime's creation; then its first
 //!   turn. The worker is let go of after each iteration (it exits on its own).
+//!   `worker_start/echo_unsandboxed` and the `process_unsandboxed` turn and stream: the same
+//!   with `ProcessOptions::with_sandbox(false)`, so the sandbox's cost shows beside them.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -70,6 +72,22 @@ fn main() {
         subjects.push((level.to_string(), handle));
         registries.push(runtimes);
     }
+    // The process level with its sandbox off (`ProcessOptions::with_sandbox(false)`): what
+    // the sandbox (namespaces, Landlock, seccomp, rlimits) costs a turn and a worker's start.
+    let unsandboxed = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(
+                ProcessOptions::DEFAULT
+                    .with_worker(&worker)
+                    .with_sandbox(false),
+            ),
+    );
+    unsandboxed.discover(&SearchPath::empty().with_dir(&dir));
+    subjects.push((
+        "process_unsandboxed".to_owned(),
+        unsandboxed.resolve("echo").expect("the plugin resolves"),
+    ));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,20 +125,22 @@ fn main() {
     let process = &registries[2];
     let mut group = c.benchmark_group("worker_start");
     group.sample_size(20);
-    group.bench_function("echo", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let started = Instant::now();
-                let handle = process
-                    .new_instance("echo", &Value::Null)
-                    .expect("a worker starts");
-                total += started.elapsed();
-                drop(handle);
-            }
-            total
+    for (name, registry) in [("echo", process), ("echo_unsandboxed", &unsandboxed)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let handle = registry
+                        .new_instance("echo", &Value::Null)
+                        .expect("a worker starts");
+                    total += started.elapsed();
+                    drop(handle);
+                }
+                total
+            });
         });
-    });
+    }
     group.finish();
     c.final_summary();
     conditions.finish();
