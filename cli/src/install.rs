@@ -302,6 +302,11 @@ pub fn install(
                 named(&runtime.id, &runtime.aliases),
                 style::path(&dest)
             );
+            println!(
+                "  {} {}",
+                style.dim("asks for:"),
+                asks_for(&runtime.permissions_text)
+            );
         }
     }
     let removed: Vec<String> = replaced
@@ -385,4 +390,19 @@ pub fn uninstall(
         );
     }
     Ok(())
+}
+
+/// What a runtime's manifest asks for at the process level (its declared permissions), for
+/// the line `install` prints under each runtime it installs.
+fn asks_for(permissions: &str) -> String {
+    let declared: serde_json::Value = serde_json::from_str(permissions).unwrap_or_default();
+    let nothing = declared.is_null() || declared.as_object().is_some_and(|o| o.is_empty());
+    if nothing {
+        "nothing beyond the baseline (grant more with --allow-* or --grant RUNTIME=…)".to_owned()
+    } else {
+        format!(
+            "{} (enforced at the process level; `runtimes info` shows it with your grants)",
+            style::clean(&declared.to_string())
+        )
+    }
 }

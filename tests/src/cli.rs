@@ -247,6 +247,12 @@ fn install_copies_atomically_refuses_duplicates_and_pins() {
     let output = runtimes(home.path(), &["install", &echo, "--dir", &folder, "--pin"]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     assert!(stdout(&output).contains("installed echo (alias parrot)"));
+    // What it asks for at the process level, said as it is installed (echo: nothing).
+    assert!(
+        stdout(&output).contains("asks for: nothing beyond the baseline"),
+        "{}",
+        stdout(&output)
+    );
     let installed = target.join(artifacts().echo.file_name().unwrap());
     assert!(installed.exists());
     let hash = runtime_loader::security::sha256_file(&installed).unwrap();
