@@ -106,25 +106,57 @@ pub fn list(runtimes: &Runtimes, all: bool, json: bool, style: &Style) -> Result
     Ok(())
 }
 
-/// What a runtime declares, what the operator grants besides, and where it is enforced.
+/// What a runtime declares, what the operator grants and denies, what its workers get, and
+/// where it is enforced.
 fn permission_rows(
+    runtimes: &Runtimes,
     entry: &runtime_loader::RuntimeEntry,
-    grants: Option<&runtime_loader::sandbox::Policy>,
+    process: &runtime_loader::ProcessOptions,
 ) -> Vec<(&'static str, String)> {
+    use runtime_loader::sandbox::Policy;
     let declared = if entry.permissions.is_null() {
-        "nothing (nothing is granted but what you grant: --allow-net, --allow-read, --allow-write, --allow-run, --allow-env)".to_owned()
+        "nothing (nothing is granted but what you grant: --allow-net, --allow-read, --allow-write, --allow-run, --allow-env, --grant)".to_owned()
     } else {
         clean(&entry.permissions.to_string()).into_owned()
     };
-    let granted = match grants {
-        Some(g) if *g != runtime_loader::sandbox::Policy::default() => {
-            clean(&serde_json::to_string(g).unwrap_or_default()).into_owned()
+    let grants = process.grants_for(&entry.id);
+    let granted = if grants == Policy::default() {
+        "nothing more (--allow-* and --grant RUNTIME=… add to what is declared)".to_owned()
+    } else {
+        clean(&serde_json::to_string(&grants).unwrap_or_default()).into_owned()
+    };
+    let denials = process.denials_for(&entry.id);
+    let denied = if denials.is_empty() {
+        "nothing (--deny RUNTIME=KIND[:VALUE] takes away what is declared or granted)".to_owned()
+    } else {
+        clean(
+            &denials
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .into_owned()
+    };
+    let gets = match runtimes.sandbox_policy(&entry.id, &Value::Null) {
+        Ok(Some(policy)) => {
+            let mut text = clean(&serde_json::to_string(&policy).unwrap_or_default()).into_owned();
+            if entry.permissions.to_string().contains("{config:") {
+                text.push_str(" (with its default configuration; `{config:…}` entries follow the configuration it is created with)");
+            }
+            text
         }
-        _ => "nothing more (--allow-* and --grant RUNTIME=… add to what is declared)".to_owned(),
+        Ok(None) => "no sandbox (turned off in these process options)".to_owned(),
+        Err(runtime_loader::ResolveError::Factory { error, .. }) => {
+            format!("refused: {}", clean(&error.message))
+        }
+        Err(error) => format!("refused: {}", clean(&error.to_string())),
     };
     vec![
         ("declares", declared),
         ("you grant", granted),
+        ("you deny", denied),
+        ("worker gets", gets),
         (
             "enforced",
             "at the process level (--isolate) by the kernel's sandbox (runtimes check --sandbox); NOT enforced at the inline and threads levels".to_owned(),
@@ -172,8 +204,7 @@ pub fn info(
     for (key, value) in rows {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
-    let grants = process.grants_for(&entry.id);
-    for (key, value) in permission_rows(&entry, Some(&grants)) {
+    for (key, value) in permission_rows(runtimes, &entry, process) {
         println!("{:<13} {value}", style.heading(&format!("{key}:")));
     }
     match &entry.config_schema() {

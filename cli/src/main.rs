@@ -97,11 +97,12 @@ struct Global {
         value_delimiter = ','
     )]
     allow_run: Vec<PathBuf>,
-    /// At the process level, let the worker connect over TCP: `any`, a port, or `host:port`
-    /// (only the port is enforced).
+    /// At the process level, let the worker connect over TCP: `any`, a port, `host:port` or
+    /// a URL (only the port is enforced; a host given by name also grants name resolution:
+    /// UDP sockets and TCP port 53), or `dns` (name resolution alone).
     #[arg(
         long,
-        value_name = "any|PORT|HOST:PORT",
+        value_name = "any|PORT|HOST:PORT|URL|dns",
         global = true,
         env = "AGENT_RUNTIMES_ALLOW_NET",
         value_delimiter = ','
@@ -118,7 +119,8 @@ struct Global {
     allow_env: Vec<String>,
     /// At the process level, grant one runtime (by id) more, beyond the `--allow-*` grants
     /// every runtime gets: `RUNTIME=read:PATH`, `write:PATH`, `run:PROGRAM`, `net:any`,
-    /// `net:PORT` (or `HOST:PORT`), `env:NAME` (repeatable; `;`-separated in the variable).
+    /// `net:PORT` (or `HOST:PORT`, a URL), `net:dns`, `env:NAME` (repeatable; `;`-separated in
+    /// the variable).
     #[arg(
         long = "grant",
         value_name = "RUNTIME=KIND:VALUE",
@@ -128,6 +130,20 @@ struct Global {
         value_parser = parse_grant
     )]
     grants: Vec<(String, runtime_loader::sandbox::Policy)>,
+    /// At the process level, take from one runtime (by id, or `*` for every runtime) what it
+    /// declares or is granted: `RUNTIME=read[:PATH]`, `write[:PATH]`, `run[:PROGRAM]`,
+    /// `net[:PORT]`, `net:dns`, `env[:NAME]` (without a value, all of that kind), or
+    /// `RUNTIME=all`.
+    /// Deny wins over every grant (repeatable; `;`-separated in the variable).
+    #[arg(
+        long = "deny",
+        value_name = "RUNTIME=KIND[:VALUE]",
+        global = true,
+        env = "AGENT_RUNTIMES_DENY",
+        value_delimiter = ';',
+        value_parser = parse_denial
+    )]
+    denials: Vec<(String, Vec<runtime_loader::sandbox::Denial>)>,
     /// Run workers even when this kernel lacks a sandbox mechanism (what is there applies).
     #[arg(long, global = true, env = "AGENT_RUNTIMES_ACCEPT_WEAKER_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
     accept_weaker_sandbox: bool,
@@ -306,8 +322,11 @@ impl Global {
         for net in &self.allow_net {
             if net.eq_ignore_ascii_case("any") {
                 grants.net = Net::Any;
-            } else if let Some(port) = net.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
-                ports.push(port);
+            } else if net.eq_ignore_ascii_case("dns") {
+                grants.dns = true;
+            } else if let Some(entry) = runtime_loader::sandbox::net::parse_entry(net) {
+                ports.push(entry.port);
+                grants.dns |= entry.resolves;
             } else {
                 tracing::warn!(
                     "--allow-net {}: not `any`, a port or host:port; ignored",
@@ -316,6 +335,8 @@ impl Global {
             }
         }
         if grants.net != Net::Any && !ports.is_empty() {
+            ports.sort_unstable();
+            ports.dedup();
             grants.net = Net::Ports(ports);
         }
         let pass_env: Vec<&'static str> = self
@@ -326,6 +347,14 @@ impl Global {
         runtime_loader::ProcessOptions::from_env()
             .with_grants(grants)
             .with_runtime_grants(self.grants.clone())
+            .with_runtime_denials(
+                self.denials
+                    .iter()
+                    .flat_map(|(runtime, denials)| {
+                        denials.iter().map(|d| (runtime.clone(), d.clone()))
+                    })
+                    .collect(),
+            )
             .with_accept_weaker_sandbox(self.accept_weaker_sandbox)
             .with_pass_env(Box::leak(pass_env.into_boxed_slice()))
     }
@@ -499,9 +528,18 @@ fn parse_grant(given: &str) -> Result<(String, runtime_loader::sandbox::Policy),
         "write" => Policy::default().with_write(value),
         "run" => Policy::default().with_run(value),
         "net" if value.eq_ignore_ascii_case("any") => Policy::default().with_net(Net::Any),
-        "net" => match value.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
-            Some(port) => Policy::default().with_net(Net::Ports(vec![port])),
-            None => return Err(format!("`net:{value}`: not `any`, a port or host:port")),
+        "net" if value.eq_ignore_ascii_case("dns") => {
+            let mut policy = Policy::default();
+            policy.dns = true;
+            policy
+        }
+        "net" => match runtime_loader::sandbox::net::parse_entry(value) {
+            Some(entry) => entry.policy(),
+            None => {
+                return Err(format!(
+                    "`net:{value}`: not `any`, a port, host:port or a URL"
+                ));
+            }
         },
         "env" => {
             let mut policy = Policy::default();
@@ -511,4 +549,43 @@ fn parse_grant(given: &str) -> Result<(String, runtime_loader::sandbox::Policy),
         other => return Err(format!("`{other}` is no kind of grant; {usage}")),
     };
     Ok((runtime.to_owned(), policy))
+}
+
+/// One `--deny RUNTIME=KIND[:VALUE]` (or `RUNTIME=all`): the runtime's id (or `*`) and what
+/// it is denied.
+fn parse_denial(given: &str) -> Result<(String, Vec<runtime_loader::sandbox::Denial>), String> {
+    use runtime_loader::sandbox::Denial;
+    let usage = "expected RUNTIME=KIND[:VALUE] or RUNTIME=all, KIND one of read, write, run, net, env (e.g. `agent=net`, `openai=env:OPENAI_API_KEY`, `*=write`)";
+    let (runtime, denial) = given.split_once('=').ok_or(usage)?;
+    let runtime = runtime.trim();
+    if runtime.is_empty() {
+        return Err(usage.to_owned());
+    }
+    let (kind, value) = match denial.split_once(':') {
+        Some((kind, value)) if !value.is_empty() => (kind, Some(value)),
+        Some(_) => return Err(usage.to_owned()),
+        None => (denial, None),
+    };
+    let path = |v: Option<&str>| v.map(std::path::PathBuf::from);
+    let denials = match kind {
+        "all" if value.is_none() => Denial::everything(),
+        "read" => vec![Denial::Read(path(value))],
+        "write" => vec![Denial::Write(path(value))],
+        "run" => vec![Denial::Run(path(value))],
+        "net" => match value {
+            None => vec![Denial::Net(None)],
+            Some(dns) if dns.eq_ignore_ascii_case("dns") => vec![Denial::Dns],
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) => vec![Denial::Net(Some(port))],
+                Err(_) => {
+                    return Err(format!(
+                        "`net:{port}`: not a port (deny `net` for all network)"
+                    ));
+                }
+            },
+        },
+        "env" => vec![Denial::Env(value.map(str::to_owned))],
+        other => return Err(format!("`{other}` is no kind of denial; {usage}")),
+    };
+    Ok((runtime.to_owned(), denials))
 }

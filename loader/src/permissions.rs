@@ -3,11 +3,13 @@
 //!
 //! Declared values may use `{plugin_dir}`, `{tmp}` and `{config:KEY}` (`a.*.b` for every entry
 //! of a map or list). Network entries are `none`, `any`, `host:port` or URLs; Landlock filters
-//! TCP by port, so the port is what is enforced, not the host.
+//! TCP by port, so the port is what is enforced, not the host (with name resolution for a
+//! host named by a name: see [`runtime_process::sandbox::net`]).
 
 use std::path::{Path, PathBuf};
 
 use runtime_api::Value;
+use runtime_process::sandbox::net::parse_entry;
 use runtime_process::sandbox::{Net, Policy};
 
 /// The policy `declared` asks for, for a runtime of the plugin in `plugin_dir` created with
@@ -39,10 +41,16 @@ pub(crate) fn declared_policy(declared: &Value, config: &Value, plugin_dir: &Pat
         match entry.as_str() {
             "any" => {
                 policy.net = Net::Any;
+                policy.dns = false;
                 return policy;
             }
             "none" => {}
-            other => ports.extend(port_of(other)),
+            other => {
+                if let Some(entry) = parse_entry(other) {
+                    ports.push(entry.port);
+                    policy.dns |= entry.resolves;
+                }
+            }
         }
     }
     if !ports.is_empty() {
@@ -90,25 +98,6 @@ fn collect(value: &Value, path: &[&str], out: &mut Vec<String>) {
     }
 }
 
-/// The port of `host:port` or of a URL (80 for `http`, 443 for `https` when none is given).
-fn port_of(entry: &str) -> Option<u16> {
-    let (scheme, rest) = match entry.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, entry),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let port = authority
-        .rsplit_once(':')
-        .filter(|(host, _)| !host.ends_with('[') && !host.is_empty())
-        .and_then(|(_, port)| port.parse().ok());
-    port.or(match scheme {
-        Some("http") => Some(80),
-        Some("https") => Some(443),
-        _ => None,
-    })
-}
-
 /// A program as a path: as given when it has a `/`, else found on the host's `PATH`.
 fn program(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
@@ -139,7 +128,9 @@ mod tests {
             "mcp_servers": {"a": {"command": "/usr/bin/node"}, "b": {"url": "https://example.com/mcp"}},
         });
         let policy = declared_policy(&declared, &config, Path::new("/plugins"));
+        // example.com is a name: name resolution is granted with its port.
         assert_eq!(policy.net, Net::Ports(vec![443, 8080]));
+        assert!(policy.dns);
         assert_eq!(policy.read, [PathBuf::from("/plugins/data")]);
         assert_eq!(policy.write, [std::env::temp_dir()]);
         assert_eq!(
@@ -156,13 +147,5 @@ mod tests {
             declared_policy(&json!({"net": "any"}), &config, Path::new("/p")).net,
             Net::Any
         );
-    }
-
-    #[test]
-    fn ports_come_from_host_port_and_urls() {
-        assert_eq!(port_of("localhost:11434"), Some(11434));
-        assert_eq!(port_of("https://api.anthropic.com"), Some(443));
-        assert_eq!(port_of("http://[::1]:8080/v1"), Some(8080));
-        assert_eq!(port_of("example.com"), None);
     }
 }

@@ -243,6 +243,44 @@ impl Runtimes {
         })
     }
 
+    /// What the workers of a runtime (by id or alias) created with `config` may do at the
+    /// process level: what it declares (its manifest's `permissions`, with `config`'s values
+    /// in place of its variables) and what the [`ProcessOptions`](crate::ProcessOptions)
+    /// grant, less what they deny. This is exactly the policy its workers are started with,
+    /// and what the kernel enforces. `None` when the options turn the sandbox off.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::NotFound`] as for [`Runtimes::resolve`];
+    /// [`ResolveError::Factory`] with an `unavailable` error when a denial cannot be enforced
+    /// (it lies inside a wider grant), which is also why its workers would not start.
+    pub fn sandbox_policy(
+        &self,
+        name: &str,
+        config: &Value,
+    ) -> Result<Option<runtime_process::sandbox::Policy>, ResolveError> {
+        let registered = self.find(name)?;
+        let id = &registered.entry.id;
+        let process = &self.options.process;
+        if !process.sandbox {
+            return Ok(None);
+        }
+        let declared = match &registered.factory {
+            Factory::Plugin(library) => self.declared_policy(library, id, config),
+            Factory::BuiltIn(..) => runtime_process::sandbox::Policy::default(),
+        };
+        process
+            .policy_for(id, &declared)
+            .map(Some)
+            .map_err(|error| ResolveError::Factory {
+                id: id.clone(),
+                error: RuntimeError::unavailable(format!(
+                    "runtime `{id}` cannot run at the process level: {error}"
+                ))
+                .with_metadata(serde_json::json!({"error": "sandbox_unenforceable"})),
+            })
+    }
+
     fn find(&self, name: &str) -> Result<Arc<Registered>, ResolveError> {
         let state = self.read();
         match state.lookup(name) {

@@ -192,11 +192,25 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
 ) -> Result<(Link, Option<RuntimeInfo>), RuntimeError> {
     let options = &spec.options;
     let worker_path = find_worker(options).map_err(RuntimeError::unavailable)?;
+    if let Some(error) = &spec.refused {
+        return Err(RuntimeError::unavailable(format!(
+            "runtime `{}` cannot run at the process level: {error}",
+            spec.runtime_id
+        ))
+        .with_metadata(serde_json::json!({"error": "sandbox_unenforceable"})));
+    }
     let mut names = Vec::new();
     env_names(&spec.config, &mut names);
     if let Some(policy) = &spec.policy {
         names.extend(policy.env.iter().cloned());
     }
+    names.extend(options.pass_env.iter().map(|name| (*name).to_owned()));
+    names.retain(|name| spec.passes_env(name));
+    // Every name is in `names` now, denials applied.
+    let options = &crate::options::ProcessOptions {
+        pass_env: &[],
+        ..*options
+    };
     let library_fd = spec.checked.as_ref().map(|c| {
         use std::os::fd::AsRawFd;
         c.file.as_raw_fd()

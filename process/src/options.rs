@@ -69,6 +69,10 @@ pub struct ProcessOptions {
     /// What the operator grants the workers of one runtime (by id), beyond [`grants`](Self::grants)
     /// and what the runtime declares. Kept for the life of the process.
     pub runtime_grants: &'static [(String, crate::sandbox::Policy)],
+    /// What the operator takes away from the workers of one runtime (by id, or `*` for every
+    /// runtime), whatever the runtime declares and whatever is granted. Kept for the life of
+    /// the process.
+    pub runtime_denials: &'static [(String, crate::sandbox::Denial)],
 }
 
 impl Default for ProcessOptions {
@@ -99,6 +103,7 @@ impl ProcessOptions {
         max_processes: Some(crate::sandbox::rlimits::DEFAULT_PROCESSES),
         grants: None,
         runtime_grants: &[],
+        runtime_denials: &[],
     };
 
     /// The defaults, with the memory limit from `AGENT_RUNTIMES_WORKER_MEMORY`, the pool size
@@ -230,6 +235,43 @@ impl ProcessOptions {
         policy
     }
 
+    /// Takes from the workers of each named runtime (by id, or `*` for every runtime) what is
+    /// denied, whatever the runtime declares and whatever is granted: deny wins. The denials
+    /// are kept for the life of the process.
+    pub fn with_runtime_denials(mut self, denials: Vec<(String, crate::sandbox::Denial)>) -> Self {
+        self.runtime_denials = Box::leak(denials.into_boxed_slice());
+        self
+    }
+
+    /// What the operator denies the workers of runtime `runtime_id`.
+    pub fn denials_for(&self, runtime_id: &str) -> Vec<crate::sandbox::Denial> {
+        self.runtime_denials
+            .iter()
+            .filter(|(id, _)| id == runtime_id || id == "*")
+            .map(|(_, denial)| denial.clone())
+            .collect()
+    }
+
+    /// What the workers of runtime `runtime_id` get when it declares `declared`: what it
+    /// declares and what is granted, less what is denied. This is exactly what the kernel
+    /// enforces (environment variables that its configuration names aside).
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Unenforceable`](crate::sandbox::SandboxError::Unenforceable) when a
+    /// denial lies inside a wider grant.
+    pub fn policy_for(
+        &self,
+        runtime_id: &str,
+        declared: &crate::sandbox::Policy,
+    ) -> Result<crate::sandbox::Policy, crate::sandbox::SandboxError> {
+        let mut policy = self.grants_for(runtime_id);
+        policy.extend(declared);
+        policy.accept_weaker |= self.accept_weaker_sandbox;
+        policy.narrow(&self.denials_for(runtime_id))?;
+        Ok(policy)
+    }
+
     /// Sets the process cap (`RLIMIT_NPROC`).
     pub fn with_max_processes(mut self, max: Option<u64>) -> Self {
         self.max_processes = max;
@@ -279,6 +321,8 @@ pub struct Spec {
     pub checked: Option<LibraryFile>,
     /// What the worker may do, enforced by the kernel; `None` when the sandbox is off.
     pub policy: Option<crate::sandbox::Policy>,
+    /// Why no worker may start: the operator's denials cannot be enforced.
+    pub refused: Option<crate::sandbox::SandboxError>,
 }
 
 /// The host's checked open library file, handed to each worker (see
@@ -333,20 +377,31 @@ impl Spec {
             allow_insecure,
             options,
             checked: None,
-            policy: options.sandbox.then(|| {
-                let mut policy = options.grants_for(&runtime_id);
-                policy.accept_weaker |= options.accept_weaker_sandbox;
-                policy
-            }),
+            policy: None,
+            refused: None,
             runtime_id,
         }
+        .with_declared(&crate::sandbox::Policy::default())
     }
 
-    /// Adds what the runtime declares to what the worker may do (nothing changes when the
-    /// options turn the sandbox off).
+    /// The environment variables denied to this worker are not passed, whoever names them.
+    pub fn passes_env(&self, name: &str) -> bool {
+        !crate::sandbox::Denial::denies_env(&self.options.denials_for(&self.runtime_id), name)
+    }
+
+    /// Sets what the runtime declares: the worker may do that and what the operator grants,
+    /// less what the operator denies ([`ProcessOptions::policy_for`]). Nothing changes when the
+    /// options turn the sandbox off. Denials that cannot be enforced leave the spec
+    /// [`refused`](Self::refused): no worker starts.
     pub fn with_declared(mut self, declared: &crate::sandbox::Policy) -> Self {
-        if let Some(policy) = &mut self.policy {
-            policy.extend(declared);
+        if self.options.sandbox {
+            match self.options.policy_for(&self.runtime_id, declared) {
+                Ok(policy) => {
+                    self.policy = Some(policy);
+                    self.refused = None;
+                }
+                Err(error) => self.refused = Some(error),
+            }
         }
         self
     }

@@ -324,6 +324,8 @@ fn a_plugin_granted_one_port_and_one_folder_reaches_them_and_nothing_else() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = open.local_addr().unwrap().port();
     let other = closed.local_addr().unwrap().port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
     let (_dir, runtimes) = hostile_registry(
         Policy::default()
             .with_write(granted.path())
@@ -339,6 +341,8 @@ fn a_plugin_granted_one_port_and_one_folder_reaches_them_and_nothing_else() {
             &format!("connect:{other}"),
             &format!("read:{}/secret", outside.path().display()),
             &format!("read:{g}/link"),
+            &format!("udp:{udp_port}"),
+            &format!("udp:{port}"),
         ],
     );
     assert_eq!(answers[0], "ok: inside");
@@ -356,6 +360,142 @@ fn a_plugin_granted_one_port_and_one_folder_reaches_them_and_nothing_else() {
         "symlink: {}",
         answers[5]
     );
+    // With a port granted the worker shares the host's network, but only TCP sockets open
+    // (Landlock filters TCP alone): no UDP, not even to the granted port.
+    assert!(
+        answers[6].starts_with(SECCOMP_DENIED),
+        "udp: {}",
+        answers[6]
+    );
+    assert!(
+        answers[7].starts_with(SECCOMP_DENIED),
+        "udp: {}",
+        answers[7]
+    );
+    udp.set_nonblocking(true).unwrap();
+    assert!(udp.recv_from(&mut [0; 8]).is_err(), "a datagram arrived");
+}
+
+#[test]
+fn name_resolution_opens_udp_only_when_a_host_is_granted_by_name() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    // What `--grant hostile=net:models.example:8443` grants: the port, and name resolution.
+    let named = runtime_loader::sandbox::net::parse_entry("models.example:8443").unwrap();
+    assert!(named.resolves);
+    let (_dir, runtimes) = hostile_registry(named.policy());
+    let answers = attempts(&runtimes, &[&format!("udp:{udp_port}")]);
+    // A seccomp filter cannot see where a datagram goes: UDP is open to any port then.
+    assert_eq!(answers[0], "ok: sent 3");
+    let mut buffer = [0; 8];
+    let (n, _) = udp.recv_from(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"out");
+    // The same port granted by address: no name to resolve, no UDP.
+    let by_address = runtime_loader::sandbox::net::parse_entry("127.0.0.1:8443").unwrap();
+    assert!(!by_address.resolves);
+    let (_dir, runtimes) = hostile_registry(by_address.policy());
+    let answers = attempts(&runtimes, &[&format!("udp:{udp_port}")]);
+    assert!(answers[0].starts_with(SECCOMP_DENIED), "{}", answers[0]);
+}
+
+#[test]
+fn what_the_operator_denies_is_gone_whatever_grants_it() {
+    use runtime_loader::sandbox::Denial;
+    let readable = tempfile::tempdir().unwrap();
+    let hidden = tempfile::tempdir().unwrap();
+    std::fs::write(readable.path().join("notes"), "readable").unwrap();
+    std::fs::write(hidden.path().join("notes"), "hidden").unwrap();
+    let kept = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let kept_port = kept.local_addr().unwrap().port();
+    let taken_port = taken.local_addr().unwrap().port();
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    let options = process_options()
+        .with_grants(
+            Policy::default()
+                .with_write(readable.path())
+                .with_write(hidden.path())
+                .with_net(Net::Ports(vec![kept_port, taken_port])),
+        )
+        .with_runtime_denials(vec![
+            (
+                "hostile".to_owned(),
+                Denial::Write(Some(readable.path().to_owned())),
+            ),
+            ("*".to_owned(), Denial::Read(Some(hidden.path().to_owned()))),
+            ("hostile".to_owned(), Denial::Net(Some(taken_port))),
+        ]);
+    let runtimes = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(options),
+    );
+    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
+    // What the worker gets, as `runtimes info` shows it.
+    let policy = runtimes
+        .sandbox_policy("hostile", &Value::Null)
+        .unwrap()
+        .unwrap();
+    assert_eq!(policy.read, [readable.path()]);
+    assert!(policy.write.is_empty(), "{policy:?}");
+    assert_eq!(policy.net, Net::Ports(vec![kept_port]));
+    let r = readable.path().display();
+    let h = hidden.path().display();
+    let answers = attempts(
+        &runtimes,
+        &[
+            &format!("read:{r}/notes"),
+            &format!("write:{r}/new"),
+            &format!("read:{h}/notes"),
+            &format!("connect:{kept_port}"),
+            &format!("connect:{taken_port}"),
+        ],
+    );
+    assert_eq!(answers[0], "ok: readable");
+    assert!(answers[1].starts_with(LANDLOCK_DENIED), "{}", answers[1]);
+    assert!(!readable.path().join("new").exists());
+    assert!(answers[2].starts_with(LANDLOCK_DENIED), "{}", answers[2]);
+    assert_eq!(answers[3], "ok: connected");
+    assert!(answers[4].starts_with(LANDLOCK_DENIED), "{}", answers[4]);
+    taken.set_nonblocking(true).unwrap();
+    assert!(
+        taken.accept().is_err(),
+        "a connection reached the denied port"
+    );
+}
+
+#[test]
+fn a_denial_the_kernel_cannot_enforce_refuses_the_runtime() {
+    use runtime_loader::sandbox::Denial;
+    let granted = tempfile::tempdir().unwrap();
+    let dir = plugin_dir();
+    install(dir.path(), &artifacts().hostile, "libhostile");
+    // A file inside a granted folder: Landlock grants the whole folder, without exceptions.
+    let options = process_options()
+        .with_grants(Policy::default().with_read(granted.path()))
+        .with_runtime_denials(vec![(
+            "hostile".to_owned(),
+            Denial::Read(Some(granted.path().join("secret"))),
+        )]);
+    let runtimes = Runtimes::with_options(
+        LoaderOptions::STRICT
+            .with_isolation(Isolation::Process)
+            .with_process(options),
+    );
+    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
+    let error = match runtimes.resolve("hostile") {
+        Err(ResolveError::Factory { error, .. }) => error,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert_eq!(error.metadata["error"], "sandbox_unenforceable", "{error}");
+    assert!(
+        error.message.contains("cannot deny reading")
+            && error.message.contains("deny the wider grant itself"),
+        "{error}"
+    );
+    assert!(runtimes.sandbox_policy("hostile", &Value::Null).is_err());
 }
 
 #[test]

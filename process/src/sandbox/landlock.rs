@@ -129,7 +129,8 @@ pub fn restrict(
         }
     }
     if let Net::Ports(ports) = &policy.net {
-        for port in ports {
+        let dns = policy.dns.then_some(super::net::DNS_PORT);
+        for port in ports.iter().chain(dns.as_ref()) {
             created = created
                 .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
                 .map_err(setup(Mechanism::LandlockNet))?;

@@ -30,6 +30,7 @@ pub mod descendants;
 pub mod landlock;
 #[cfg(target_os = "linux")]
 pub mod namespaces;
+pub mod net;
 pub mod rlimits;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
@@ -70,6 +71,11 @@ pub struct Policy {
     pub run: Vec<PathBuf>,
     /// TCP access.
     pub net: Net,
+    /// Name resolution with ports granted: UDP sockets may be opened (a DNS query goes over
+    /// UDP; a seccomp filter cannot see where a datagram goes) and TCP port 53 is granted
+    /// (answers too large for UDP). Set by network grants that name a host by its name.
+    #[serde(default)]
+    pub dns: bool,
     /// Environment variables passed to the worker (by name, from the host's environment).
     #[serde(default)]
     pub env: Vec<String>,
@@ -96,6 +102,7 @@ impl Policy {
             (mine, Net::None) => mine,
         };
         self.accept_weaker |= other.accept_weaker;
+        self.dns |= other.dns;
     }
 
     /// Read grants.
@@ -120,6 +127,156 @@ impl Policy {
     pub fn with_net(mut self, net: Net) -> Self {
         self.net = net;
         self
+    }
+
+    /// Takes `denials` away from these grants: what is denied is never granted, whoever
+    /// granted it (deny wins, as Deno's `--deny-*` flags do).
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Unenforceable`] when a denial lies inside a wider grant (a file in a
+    /// granted folder, a port while any network is granted): Landlock grants whole folders and
+    /// ports, and cannot make exceptions inside them.
+    pub fn narrow(&mut self, denials: &[Denial]) -> Result<(), SandboxError> {
+        for denial in denials {
+            match denial {
+                Denial::Read(None) => {
+                    self.read.clear();
+                    self.write.clear();
+                }
+                Denial::Read(Some(denied)) => {
+                    refuse_inside(denied, &self.read, "reading")?;
+                    refuse_inside(denied, &self.write, "reading")?;
+                    self.read.retain(|p| !covers(denied, p));
+                    self.write.retain(|p| !covers(denied, p));
+                }
+                Denial::Write(None) => self.read.append(&mut self.write),
+                Denial::Write(Some(denied)) => {
+                    refuse_inside(denied, &self.write, "writing")?;
+                    let (taken, kept) = std::mem::take(&mut self.write)
+                        .into_iter()
+                        .partition(|p| covers(denied, p));
+                    self.write = kept;
+                    // Reading what was writable stays granted.
+                    self.read.extend::<Vec<PathBuf>>(taken);
+                }
+                Denial::Run(None) => self.run.clear(),
+                Denial::Run(Some(denied)) => {
+                    refuse_inside(denied, &self.run, "starting")?;
+                    self.run.retain(|p| !covers(denied, p));
+                }
+                Denial::Net(None) => {
+                    self.net = Net::None;
+                    self.dns = false;
+                }
+                Denial::Dns => self.dns = false,
+                Denial::Net(Some(port)) => match &mut self.net {
+                    Net::Any => {
+                        return Err(SandboxError::Unenforceable {
+                            denied: format!("TCP port {port}"),
+                            granted: "any network".to_owned(),
+                        });
+                    }
+                    Net::Ports(ports) => {
+                        ports.retain(|p| p != port);
+                        if ports.is_empty() {
+                            self.net = Net::None;
+                        }
+                    }
+                    Net::None => {}
+                },
+                Denial::Env(None) => self.env.clear(),
+                Denial::Env(Some(name)) => self.env.retain(|n| n != name),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One thing an operator takes away from a runtime's workers, whatever the runtime declares
+/// and whatever else grants it ([`Policy::narrow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    /// Reading (and writing) this file or folder and everything under it; every path when
+    /// `None`.
+    Read(Option<PathBuf>),
+    /// Writing this file or folder and everything under it (reading what was writable stays
+    /// granted); every path when `None`.
+    Write(Option<PathBuf>),
+    /// Starting this program (or those under this folder); every program when `None`.
+    Run(Option<PathBuf>),
+    /// TCP to this port; all network access when `None`.
+    Net(Option<u16>),
+    /// Name resolution: UDP sockets and TCP port 53 (hosts must then be named by address).
+    Dns,
+    /// Receiving this environment variable; every variable when `None`.
+    Env(Option<String>),
+}
+
+impl Denial {
+    /// Every kind of access: what `RUNTIME=all` denies.
+    pub fn everything() -> Vec<Denial> {
+        vec![
+            Denial::Read(None),
+            Denial::Write(None),
+            Denial::Run(None),
+            Denial::Net(None),
+            Denial::Env(None),
+        ]
+    }
+
+    /// Whether these denials keep the environment variable `name` from a worker.
+    pub fn denies_env(denials: &[Denial], name: &str) -> bool {
+        denials
+            .iter()
+            .any(|d| matches!(d, Denial::Env(None)) || *d == Denial::Env(Some(name.to_owned())))
+    }
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, value) = match self {
+            Denial::Read(p) => ("read", p.as_ref().map(|p| p.display().to_string())),
+            Denial::Write(p) => ("write", p.as_ref().map(|p| p.display().to_string())),
+            Denial::Run(p) => ("run", p.as_ref().map(|p| p.display().to_string())),
+            Denial::Net(port) => ("net", port.map(|p| p.to_string())),
+            Denial::Dns => ("net", Some("dns".to_owned())),
+            Denial::Env(name) => ("env", name.clone()),
+        };
+        match value {
+            Some(value) => write!(f, "{kind}:{value}"),
+            None => f.write_str(kind),
+        }
+    }
+}
+
+/// The path as the kernel will resolve it (symlinks followed) when it exists, so a denial
+/// and a grant naming one folder by two names still meet.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Whether denying `denied` takes away the grant `granted` (the same path or one under it).
+fn covers(denied: &std::path::Path, granted: &std::path::Path) -> bool {
+    granted.starts_with(denied) || resolved(granted).starts_with(resolved(denied))
+}
+
+/// Refuses a denial strictly inside one of `grants`: the kernel cannot except it.
+fn refuse_inside(
+    denied: &std::path::Path,
+    grants: &[PathBuf],
+    what: &str,
+) -> Result<(), SandboxError> {
+    match grants.iter().find(|granted| {
+        !covers(denied, granted)
+            && (denied.starts_with(granted) || resolved(denied).starts_with(resolved(granted)))
+    }) {
+        Some(granted) => Err(SandboxError::Unenforceable {
+            denied: format!("{what} {}", denied.display()),
+            granted: format!("{what} {}", granted.display()),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -191,6 +348,16 @@ pub enum SandboxError {
         mechanism: Mechanism,
         /// The system's error.
         detail: String,
+    },
+    /// A denial lies inside a wider grant, which the kernel cannot enforce.
+    #[error(
+        "cannot deny {denied} while {granted} is granted: the kernel grants whole folders and ports, with no exceptions inside them; deny the wider grant itself, or grant narrower paths or ports instead"
+    )]
+    Unenforceable {
+        /// What was denied.
+        denied: String,
+        /// The wider grant it lies in.
+        granted: String,
     },
     /// The policy on the worker's command line could not be read.
     #[error("the sandbox policy could not be read: {detail}")]
@@ -360,6 +527,63 @@ mod tests {
         );
         assert!(error.to_string().contains("PID"), "{error}");
         assert_eq!(check_against(&no_namespaces, &weaker), Ok(()));
+    }
+
+    #[test]
+    fn denials_take_away_whatever_granted_it_and_refuse_what_the_kernel_cannot_except() {
+        let mut granted = Policy::default()
+            .with_read("/srv/docs")
+            .with_write("/srv/out")
+            .with_write("/srv/cache")
+            .with_run("/usr/bin/node")
+            .with_net(Net::Ports(vec![443, 8080]));
+        granted.env = vec!["KEY".to_owned(), "PATH".to_owned()];
+        granted.dns = true;
+        let mut policy = granted.clone();
+        policy
+            .narrow(&[
+                Denial::Write(Some("/srv/out".into())),
+                Denial::Read(Some("/srv/cache".into())),
+                Denial::Net(Some(8080)),
+                Denial::Env(Some("KEY".to_owned())),
+                Denial::Dns,
+            ])
+            .unwrap();
+        // Denied writing, still readable; denied reading, gone from both lists.
+        assert_eq!(
+            policy.read,
+            [PathBuf::from("/srv/docs"), PathBuf::from("/srv/out")]
+        );
+        assert!(policy.write.is_empty());
+        assert_eq!(policy.net, Net::Ports(vec![443]));
+        assert_eq!(policy.env, ["PATH"]);
+        assert!(!policy.dns);
+        assert_eq!(policy.run, [PathBuf::from("/usr/bin/node")]);
+        // A folder and what is under it.
+        let mut policy = granted.clone();
+        policy.narrow(&[Denial::Read(Some("/srv".into()))]).unwrap();
+        assert!(policy.read.is_empty() && policy.write.is_empty());
+        // Everything.
+        let mut policy = granted.clone();
+        policy.narrow(&Denial::everything()).unwrap();
+        assert_eq!(policy, Policy::default(), "{policy:?}");
+        // Inside a wider grant: refused, naming both.
+        let error = granted
+            .clone()
+            .narrow(&[Denial::Read(Some("/srv/docs/private".into()))])
+            .unwrap_err();
+        assert_eq!(
+            error,
+            SandboxError::Unenforceable {
+                denied: "reading /srv/docs/private".to_owned(),
+                granted: "reading /srv/docs".to_owned(),
+            }
+        );
+        let error = Policy::default()
+            .with_net(Net::Any)
+            .narrow(&[Denial::Net(Some(22))])
+            .unwrap_err();
+        assert!(error.to_string().contains("any network"), "{error}");
     }
 
     #[test]

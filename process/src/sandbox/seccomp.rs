@@ -86,31 +86,56 @@ fn arch() -> Result<TargetArch, SandboxError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(setup)
 }
 
-/// `socket(domain, …)` rules: packet sockets always; unix sockets (a named one such as a
-/// container engine's could be reached: Landlock does not filter connecting to them on this
-/// ABI) unless the network is `any`; IPv4 and IPv6 (UDP, raw) when no network is granted
-/// (Landlock filters TCP only; with ports granted, UDP stays for name resolution).
-fn socket_rules(net: &Net) -> Result<Vec<SeccompRule>, SandboxError> {
-    let mut domains = vec![libc::AF_PACKET];
+/// `socket(domain, type, protocol)` rules: packet sockets always; unix sockets (a named one
+/// such as a container engine's could be reached: Landlock does not filter connecting to them
+/// on this ABI) unless the network is `any`; IPv4 and IPv6 sockets when no network is
+/// granted, and with ports granted every one but TCP (raw, SCTP, MPTCP…: Landlock filters TCP
+/// only) and, when `dns` is granted, UDP (name resolution; see [`super::net`]).
+fn socket_rules(net: &Net, dns: bool) -> Result<Vec<SeccompRule>, SandboxError> {
+    let condition = |arg: u8, op: SeccompCmpOp, value: u64| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(setup)
+    };
+    let rule = |conditions: Vec<SeccompCondition>| SeccompRule::new(conditions).map_err(setup);
+    let mut whole_domains = vec![libc::AF_PACKET];
     if *net != Net::Any {
-        domains.push(libc::AF_UNIX);
+        whole_domains.push(libc::AF_UNIX);
     }
     if *net == Net::None {
-        domains.extend([libc::AF_INET, libc::AF_INET6]);
+        whole_domains.extend([libc::AF_INET, libc::AF_INET6]);
     }
-    domains
+    let mut rules = whole_domains
         .into_iter()
-        .map(|domain| {
-            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, domain as u64)
-                .and_then(|c| SeccompRule::new(vec![c]))
-                .map_err(setup)
-        })
-        .collect()
+        .map(|domain| rule(vec![condition(0, SeccompCmpOp::Eq, domain as u64)?]))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Net::Ports(_) = net {
+        for domain in [libc::AF_INET, libc::AF_INET6] {
+            let domain = condition(0, SeccompCmpOp::Eq, domain as u64)?;
+            // The type's low four bits (the rest are SOCK_NONBLOCK and SOCK_CLOEXEC): every
+            // type but SOCK_STREAM.
+            let allowed =
+                |k: u64| k == libc::SOCK_STREAM as u64 || (dns && k == libc::SOCK_DGRAM as u64);
+            for kind in (0..16u64).filter(|&k| !allowed(k)) {
+                rules.push(rule(vec![
+                    domain.clone(),
+                    condition(1, SeccompCmpOp::MaskedEq(0xf), kind)?,
+                ])?);
+            }
+            // Another protocol than TCP or UDP (SCTP, MPTCP, UDP-Lite…); UDP's type is refused
+            // above unless `dns`.
+            rules.push(rule(vec![
+                domain,
+                condition(2, SeccompCmpOp::Ne, 0)?,
+                condition(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64)?,
+                condition(2, SeccompCmpOp::Ne, libc::IPPROTO_UDP as u64)?,
+            ])?);
+        }
+    }
+    Ok(rules)
 }
 
 /// The deny filter: the calls above, `clone` with a namespace flag, and the sockets
 /// [`socket_rules`] names.
-fn deny_filter(net: &Net) -> Result<BpfProgram, SandboxError> {
+fn deny_filter(net: &Net, dns: bool) -> Result<BpfProgram, SandboxError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&call| (call, Vec::new())).collect();
     let clone_rules = NAMESPACE_FLAGS
@@ -127,7 +152,7 @@ fn deny_filter(net: &Net) -> Result<BpfProgram, SandboxError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
-    rules.insert(libc::SYS_socket, socket_rules(net)?);
+    rules.insert(libc::SYS_socket, socket_rules(net, dns)?);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -161,7 +186,7 @@ fn clone3_filter() -> Result<BpfProgram, SandboxError> {
 pub fn install(policy: &Policy) -> Result<(), SandboxError> {
     let result = (|| {
         seccompiler::apply_filter_all_threads(&clone3_filter()?).map_err(setup)?;
-        seccompiler::apply_filter_all_threads(&deny_filter(&policy.net)?).map_err(setup)
+        seccompiler::apply_filter_all_threads(&deny_filter(&policy.net, policy.dns)?).map_err(setup)
     })();
     match result {
         Err(_) if policy.accept_weaker && !available() => Ok(()),
@@ -176,7 +201,9 @@ mod tests {
     #[test]
     fn the_filters_compile_for_this_architecture() {
         for net in [Net::None, Net::Ports(vec![80]), Net::Any] {
-            assert!(super::deny_filter(&net).is_ok());
+            for dns in [false, true] {
+                assert!(super::deny_filter(&net, dns).is_ok());
+            }
         }
         assert!(super::clone3_filter().is_ok());
     }
