@@ -240,11 +240,24 @@ fn print_check(result: &FileCheck, style: &Style) {
     }
 }
 
-/// `runtimes check --sandbox`: which sandbox mechanisms this kernel provides, and what the
-/// process level does when one is missing.
-pub fn sandbox(json: bool, _style: &Style) -> Result<(), Failure> {
+/// `runtimes check --sandbox`: which sandbox mechanisms this kernel provides, what the
+/// process level does when one is missing, and what each installed runtime's workers would
+/// get (with its default configuration, the grants and denials given).
+pub fn sandbox(runtimes: &Runtimes, json: bool, _style: &Style) -> Result<(), Failure> {
     use runtime_loader::sandbox::{self, Mechanism};
     let support = sandbox::support();
+    let each: Vec<(String, Result<serde_json::Value, String>)> = runtimes
+        .list_runtimes()
+        .into_iter()
+        .map(|entry| {
+            let gets = match runtimes.sandbox_policy(&entry.id, &serde_json::Value::Null) {
+                Ok(policy) => Ok(serde_json::to_value(policy).unwrap_or_default()),
+                Err(runtime_loader::ResolveError::Factory { error, .. }) => Err(error.message),
+                Err(error) => Err(error.to_string()),
+            };
+            (entry.id, gets)
+        })
+        .collect();
     if json {
         let rows: Vec<serde_json::Value> = support
             .iter()
@@ -252,9 +265,19 @@ pub fn sandbox(json: bool, _style: &Style) -> Result<(), Failure> {
                 serde_json::json!({"mechanism": format!("{m:?}"), "what": m.describe(), "available": has})
             })
             .collect();
+        let runtimes: Vec<serde_json::Value> = each
+            .iter()
+            .map(|(id, gets)| match gets {
+                Ok(policy) => serde_json::json!({"id": id, "gets": policy}),
+                Err(refused) => serde_json::json!({"id": id, "refused": refused}),
+            })
+            .collect();
         println!(
             "{}",
-            json_text(&serde_json::json!({"mechanisms": rows}), true)
+            json_text(
+                &serde_json::json!({"mechanisms": rows, "runtimes": runtimes}),
+                true
+            )
         );
         return Ok(());
     }
@@ -283,5 +306,16 @@ pub fn sandbox(json: bool, _style: &Style) -> Result<(), Failure> {
         );
     }
     println!("at the inline and threads levels permissions are not enforced");
+    if !each.is_empty() {
+        println!(
+            "what each runtime's workers get (its default configuration; runtimes info RUNTIME for more):"
+        );
+    }
+    for (id, gets) in &each {
+        match gets {
+            Ok(policy) => println!("  {}: {}", clean(id), clean(&policy.to_string())),
+            Err(refused) => println!("  {}: refused: {}", clean(id), clean(refused)),
+        }
+    }
     Ok(())
 }

@@ -401,7 +401,7 @@ async fn dispatch(cli: Cli, style: Style) -> Result<(), Failure> {
             sandbox: true,
             json,
             ..
-        } => check::sandbox(json, &style),
+        } => check::sandbox(&global.registry(), json, &style),
         Command::Check {
             files,
             conformance: true,

@@ -44,7 +44,16 @@ impl CargoBuild {
 
     /// Runs the build (a no-op for cargo when everything is fresh) and returns what it built.
     /// cargo's progress and warnings are captured, and shown only if the build fails.
+    ///
+    /// When [`BUILT_ENV`] names a file of cargo's JSON messages (a build made beforehand, by
+    /// another user: `scripts/unprivileged-tests.sh`), no cargo runs: what that build made is
+    /// returned, whatever the arguments.
     pub fn run(&self) -> Built {
+        if let Some(messages) = std::env::var_os(BUILT_ENV) {
+            let file = std::fs::File::open(&messages)
+                .unwrap_or_else(|e| panic!("{BUILT_ENV}={}: {e}", Path::new(&messages).display()));
+            return Built::from_messages(BufReader::new(file));
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut command = Command::new(cargo);
         command
@@ -73,16 +82,14 @@ impl CargoBuild {
             self.dir.display(),
             String::from_utf8_lossy(&output.stderr)
         );
-        let artifacts = Message::parse_stream(BufReader::new(output.stdout.as_slice()))
-            .map(|message| message.expect("cargo's messages read"))
-            .filter_map(|message| match message {
-                Message::CompilerArtifact(artifact) => Some(artifact),
-                _ => None,
-            })
-            .collect();
-        Built { artifacts }
+        Built::from_messages(BufReader::new(output.stdout.as_slice()))
     }
 }
+
+/// The environment variable naming a file of cargo's `--message-format=json` output that
+/// stands for every [`CargoBuild::run`] (for test binaries run as a user who cannot run cargo
+/// in the build's target folder).
+pub const BUILT_ENV: &str = "DEV_SUPPORT_BUILT";
 
 /// Whether cargo sets the environment variable `key` for a crate it compiles or runs (rather
 /// than reading it itself, like `CARGO_HOME` or `CARGO_TARGET_DIR`, which are kept).
@@ -110,6 +117,18 @@ pub struct Built {
 }
 
 impl Built {
+    /// What cargo's JSON messages in `messages` say was built.
+    fn from_messages(messages: impl std::io::BufRead) -> Self {
+        let artifacts = Message::parse_stream(messages)
+            .map(|message| message.expect("cargo's messages read"))
+            .filter_map(|message| match message {
+                Message::CompilerArtifact(artifact) => Some(artifact),
+                _ => None,
+            })
+            .collect();
+        Built { artifacts }
+    }
+
     /// Every artifact message.
     pub fn artifacts(&self) -> &[Artifact] {
         &self.artifacts

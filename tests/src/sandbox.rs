@@ -853,9 +853,14 @@ fn without_user_namespaces_the_process_level_is_refused_unless_weaker_is_accepte
     );
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
+    // Unprivileged, only our own uid is mapped into that namespace: `/` and `/tmp` (root's)
+    // show as owned by `nobody` there, which the folder checks refuse whatever the sandbox.
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    let insecure = if root { "" } else { "--allow-insecure" };
     let run = |extra: &str| {
         let script = format!(
-            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --plugin-dir \"$1\" {extra} run hostile ns-pid --isolate"
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --plugin-dir \"$1\" {insecure} {extra} run hostile ns-pid --isolate"
         );
         std::process::Command::new("unshare")
             .args(["--user", "--map-root-user", "sh", "-c", &script])
@@ -934,4 +939,47 @@ fn a_grant_for_one_runtime_reaches_that_runtime_only() {
     );
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no kind of grant"));
+
+    // `--deny` takes the grant away again (deny wins), through the CLI and in `info`.
+    let denied = cli(
+        dir.path(),
+        None,
+        &[("AGENT_RUNTIMES_DENY", "hostile=read")],
+        &[
+            "run",
+            "hostile",
+            &read,
+            "--isolate",
+            "--grant",
+            &grant("hostile"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&denied.stdout);
+    assert!(stdout.starts_with(LANDLOCK_DENIED), "{denied:?}");
+    let info = cli(
+        dir.path(),
+        None,
+        &[],
+        &[
+            "info",
+            "hostile",
+            "--grant",
+            &grant("hostile"),
+            "--deny",
+            "*=read",
+        ],
+    );
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains("you deny:     read\n") && text.contains(r#"worker gets:  {"read":[],"#),
+        "{text}"
+    );
+    let bad = cli(
+        dir.path(),
+        None,
+        &[],
+        &["list", "--deny", "hostile=net:ssh"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a port"));
 }
