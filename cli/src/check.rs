@@ -220,6 +220,10 @@ fn print_check(result: &FileCheck, style: &Style) {
                 named(&runtime.id, &runtime.aliases),
                 runtime.capabilities
             );
+            println!(
+                "      asks for: {}",
+                crate::install::asks_for(&runtime.permissions_text)
+            );
         }
     }
     if let Some(reason) = &result.rejected {

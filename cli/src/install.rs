@@ -393,8 +393,8 @@ pub fn uninstall(
 }
 
 /// What a runtime's manifest asks for at the process level (its declared permissions), for
-/// the line `install` prints under each runtime it installs.
-fn asks_for(permissions: &str) -> String {
+/// the line `install` and `check` print under each runtime.
+pub(crate) fn asks_for(permissions: &str) -> String {
     let declared: serde_json::Value = serde_json::from_str(permissions).unwrap_or_default();
     let nothing = declared.is_null() || declared.as_object().is_some_and(|o| o.is_empty());
     if nothing {

@@ -745,6 +745,28 @@ fn info_shows_what_a_runtime_declares_and_where_it_is_enforced() {
     let json = cli(dir.path(), None, &[], &["info", "openai", "--json"]);
     let entry: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(entry["permissions"], json!({"net": ["{config:base_url}"]}));
+    // `check FILE` says what each runtime asks for; `check --sandbox` what each one gets.
+    let library = dir.path().join(format!("libllm_runtimes{SUFFIX}"));
+    let check = cli(dir.path(), None, &[], &["check", library.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains(r#"asks for: {"net":["{config:base_url}"]}"#),
+        "{text}"
+    );
+    let sandbox = cli(
+        dir.path(),
+        None,
+        &[],
+        &["check", "--sandbox", "--json", "--deny", "openai=all"],
+    );
+    let report: Value = serde_json::from_slice(&sandbox.stdout).unwrap();
+    let openai = report["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "openai")
+        .unwrap();
+    assert_eq!(openai["gets"]["net"], "none", "{report}");
 }
 
 #[test]
