@@ -35,20 +35,26 @@ if [ -z "$binary" ]; then
     exit 1
 fi
 
-# The user reads the builds (every folder on the way must be searchable) and owns a HOME.
-path="$(realpath .)"
-while [ "$path" != / ]; do
-    if ! setpriv --reuid="$user" --regid="$user" --clear-groups test -x "$path"; then
-        echo "scripts/unprivileged-tests.sh: $user cannot search $path; make it searchable (chmod o+x) or clone elsewhere" >&2
+as_user() { setpriv --reuid="$user" --regid="$user" --clear-groups "$@"; }
+# The user reads the builds (every folder on the way must be searchable, the files readable).
+chmod a+r "$built"
+for file in "$(realpath .)/Cargo.toml" "$binary" "$built"; do
+    if ! as_user test -r "$file"; then
+        echo "scripts/unprivileged-tests.sh: $user cannot read $file; make the folders on its way searchable (chmod o+x) and it readable, or clone elsewhere" >&2
         exit 1
     fi
-    path="$(dirname "$path")"
 done
+# The sandbox needs unprivileged user namespaces for this user (Ubuntu's AppArmor may refuse
+# them to unprivileged users while root has them).
+if ! as_user unshare --user --map-root-user true; then
+    echo "scripts/unprivileged-tests.sh: $user cannot create a user namespace: see kernel.apparmor_restrict_unprivileged_userns and user.max_user_namespaces" >&2
+    exit 1
+fi
 home="$(mktemp -d /tmp/agentrt-test-home.XXXXXX)"
 trap 'rm -rf "$home"' EXIT
 chown "$user:" "$home"
 
 echo "running $(basename "$binary") $filter as $user (uid $(id -u "$user"))"
-setpriv --reuid="$user" --regid="$user" --clear-groups --reset-env \
+as_user --reset-env \
     env HOME="$home" PATH="$PATH" DEV_SUPPORT_BUILT="$built" \
     "$binary" "$filter" --test-threads=1

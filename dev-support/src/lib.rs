@@ -50,6 +50,13 @@ impl CargoBuild {
     /// returned, whatever the arguments.
     pub fn run(&self) -> Built {
         if let Some(messages) = std::env::var_os(BUILT_ENV) {
+            assert!(
+                !self.args.iter().any(|a| a == "--release"
+                    || a.starts_with("--target-dir")
+                    || a.starts_with("--features")),
+                "{BUILT_ENV} stands for a plain debug build of the workspace; this build ({}) is another: run it without {BUILT_ENV}",
+                self.args.join(" ")
+            );
             let file = std::fs::File::open(&messages)
                 .unwrap_or_else(|e| panic!("{BUILT_ENV}={}: {e}", Path::new(&messages).display()));
             return Built::from_messages(BufReader::new(file));

@@ -15,8 +15,17 @@ use runtime_process::sandbox::{Net, Policy};
 /// The policy `declared` asks for, for a runtime of the plugin in `plugin_dir` created with
 /// `config`. Unknown keys and values that are not strings are ignored; nothing declared is
 /// nothing granted.
-pub(crate) fn declared_policy(declared: &Value, config: &Value, plugin_dir: &Path) -> Policy {
+pub(crate) fn declared_policy(
+    declared: &Value,
+    config: &Value,
+    plugin_dir: &Path,
+    runtime_id: &str,
+) -> Policy {
     let mut policy = Policy::default();
+    // `{tmp}`: the runtime's private temporary folder, made only when declared.
+    let uses_tmp = declared.to_string().contains("{tmp}");
+    let tmp = uses_tmp.then(|| private_tmp(runtime_id)).flatten();
+    policy.tmp.clone_from(&tmp);
     let strings = |key: &str| -> Vec<String> {
         let items: Vec<&str> = match &declared[key] {
             Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
@@ -25,7 +34,7 @@ pub(crate) fn declared_policy(declared: &Value, config: &Value, plugin_dir: &Pat
         };
         items
             .into_iter()
-            .flat_map(|item| expand(item, config, plugin_dir))
+            .flat_map(|item| expand(item, config, plugin_dir, tmp.as_deref()))
             .filter(|s| !s.is_empty())
             .collect()
     };
@@ -63,10 +72,16 @@ pub(crate) fn declared_policy(declared: &Value, config: &Value, plugin_dir: &Pat
 
 /// `item` with its variables replaced; several results when a `{config:…}` names several
 /// values, none when it names none.
-fn expand(item: &str, config: &Value, plugin_dir: &Path) -> Vec<String> {
+fn expand(item: &str, config: &Value, plugin_dir: &Path, tmp: Option<&Path>) -> Vec<String> {
+    if item.contains("{tmp}") && tmp.is_none() {
+        return Vec::new();
+    }
     let item = item
         .replace("{plugin_dir}", &plugin_dir.display().to_string())
-        .replace("{tmp}", &std::env::temp_dir().display().to_string());
+        .replace(
+            "{tmp}",
+            &tmp.map(|t| t.display().to_string()).unwrap_or_default(),
+        );
     let Some(start) = item.find("{config:") else {
         return vec![item];
     };
@@ -95,6 +110,24 @@ fn collect(value: &Value, path: &[&str], out: &mut Vec<String>) {
             _ => {}
         },
         Some((key, rest)) => collect(&value[*key], rest, out),
+    }
+}
+
+/// The runtime's private temporary folder, or none (logged) when it cannot be made safely:
+/// then what names `{tmp}` is not granted.
+fn private_tmp(runtime_id: &str) -> Option<std::path::PathBuf> {
+    #[cfg(unix)]
+    match runtime_process::sandbox::private_tmp(runtime_id) {
+        Ok(folder) => Some(folder),
+        Err(error) => {
+            tracing::warn!("runtime `{runtime_id}`: {{tmp}} is not granted: {error}");
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = runtime_id;
+        None
     }
 }
 
@@ -127,12 +160,16 @@ mod tests {
             "api_key_env": "OPENAI_API_KEY",
             "mcp_servers": {"a": {"command": "/usr/bin/node"}, "b": {"url": "https://example.com/mcp"}},
         });
-        let policy = declared_policy(&declared, &config, Path::new("/plugins"));
+        let policy = declared_policy(&declared, &config, Path::new("/plugins"), "test-runtime");
         // example.com is a name: name resolution is granted with its port.
         assert_eq!(policy.net, Net::Ports(vec![443, 8080]));
         assert!(policy.dns);
         assert_eq!(policy.read, [PathBuf::from("/plugins/data")]);
-        assert_eq!(policy.write, [std::env::temp_dir()]);
+        // `{tmp}`: a private folder of the runtime's own, its TMPDIR.
+        let tmp = runtime_process::sandbox::private_tmp("test-runtime").unwrap();
+        assert!(tmp.starts_with(std::env::temp_dir()) && tmp.ends_with("test-runtime"));
+        assert_eq!(policy.write, std::slice::from_ref(&tmp));
+        assert_eq!(policy.tmp, Some(tmp));
         assert_eq!(
             policy.run,
             [PathBuf::from("/usr/bin/node"), PathBuf::from("/bin/sh")]
@@ -140,11 +177,17 @@ mod tests {
         assert_eq!(policy.env, ["OPENAI_API_KEY"]);
         // Nothing declared, nothing granted; `any` is any.
         assert_eq!(
-            declared_policy(&Value::Null, &config, Path::new("/p")),
+            declared_policy(&Value::Null, &config, Path::new("/p"), "test-runtime"),
             Policy::default()
         );
         assert_eq!(
-            declared_policy(&json!({"net": "any"}), &config, Path::new("/p")).net,
+            declared_policy(
+                &json!({"net": "any"}),
+                &config,
+                Path::new("/p"),
+                "test-runtime"
+            )
+            .net,
             Net::Any
         );
     }

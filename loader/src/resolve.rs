@@ -269,8 +269,10 @@ impl Runtimes {
             Factory::Plugin(library) => self.declared_policy(library, id, config),
             Factory::BuiltIn(..) => runtime_process::sandbox::Policy::default(),
         };
+        let mut names = vec![id.as_str()];
+        names.extend(registered.entry.aliases.iter().map(String::as_str));
         process
-            .policy_for(id, &declared)
+            .policy_for(&names, &declared)
             .map(Some)
             .map_err(|error| ResolveError::Factory {
                 id: id.clone(),
@@ -315,7 +317,7 @@ impl Runtimes {
             .real_path
             .parent()
             .unwrap_or(std::path::Path::new("/"));
-        crate::permissions::declared_policy(&declared, config, folder)
+        crate::permissions::declared_policy(&declared, config, folder, id)
     }
 
     /// What a worker is started with for runtime `id` of `library`: the checked open file,
@@ -338,6 +340,15 @@ impl Runtimes {
             self.options.process,
         )
         .with_checked(checked)
+        .with_aliases(
+            library
+                .manifest
+                .runtimes
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| r.aliases.clone())
+                .unwrap_or_default(),
+        )
         .with_declared(&self.declared_policy(library, id, config)))
     }
 

@@ -199,6 +199,14 @@ pub(crate) async fn start_with<E: LinkEvents + 'static>(
         ))
         .with_metadata(serde_json::json!({"error": "sandbox_unenforceable"})));
     }
+    // Fail closed: a spec whose sandbox is on but has no policy (its fields are public) starts
+    // no worker.
+    if spec.options.sandbox && spec.policy.is_none() {
+        return Err(RuntimeError::internal(format!(
+            "runtime `{}`: the sandbox is on but the worker has no policy",
+            spec.runtime_id
+        )));
+    }
     let mut names = Vec::new();
     env_names(&spec.config, &mut names);
     if let Some(policy) = &spec.policy {

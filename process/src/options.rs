@@ -252,9 +252,11 @@ impl ProcessOptions {
             .collect()
     }
 
-    /// What the workers of runtime `runtime_id` get when it declares `declared`: what it
-    /// declares and what is granted, less what is denied. This is exactly what the kernel
-    /// enforces (environment variables that its configuration names aside).
+    /// What the workers of a runtime get when it declares `declared`: what it declares and
+    /// what is granted, less what is denied, to any of `names` (its id and its aliases). This
+    /// is exactly what the kernel enforces (environment variables that its configuration
+    /// names aside). Paths come back resolved (absolute, symlinks followed): the worker opens
+    /// them refusing symlinks, so a path changed into a symlink since is not followed.
     ///
     /// # Errors
     ///
@@ -262,13 +264,32 @@ impl ProcessOptions {
     /// denial lies inside a wider grant.
     pub fn policy_for(
         &self,
-        runtime_id: &str,
+        names: &[&str],
         declared: &crate::sandbox::Policy,
     ) -> Result<crate::sandbox::Policy, crate::sandbox::SandboxError> {
-        let mut policy = self.grants_for(runtime_id);
+        let mut policy = self.grants.cloned().unwrap_or_default();
+        for (name, grants) in self.runtime_grants {
+            if names.contains(&name.as_str()) {
+                policy.extend(grants);
+            }
+        }
         policy.extend(declared);
         policy.accept_weaker |= self.accept_weaker_sandbox;
-        policy.narrow(&self.denials_for(runtime_id))?;
+        let denials: Vec<crate::sandbox::Denial> = self
+            .runtime_denials
+            .iter()
+            .filter(|(name, _)| name == "*" || names.contains(&name.as_str()))
+            .map(|(_, denial)| denial.clone())
+            .collect();
+        policy.narrow(&denials)?;
+        for path in policy
+            .read
+            .iter_mut()
+            .chain(policy.write.iter_mut())
+            .chain(policy.run.iter_mut())
+        {
+            *path = crate::sandbox::resolved(path);
+        }
         Ok(policy)
     }
 
@@ -323,6 +344,8 @@ pub struct Spec {
     pub policy: Option<crate::sandbox::Policy>,
     /// Why no worker may start: the operator's denials cannot be enforced.
     pub refused: Option<crate::sandbox::SandboxError>,
+    /// The runtime's aliases: grants and denials given to one of them apply too.
+    pub aliases: Vec<String>,
 }
 
 /// The host's checked open library file, handed to each worker (see
@@ -379,14 +402,31 @@ impl Spec {
             checked: None,
             policy: None,
             refused: None,
+            aliases: Vec::new(),
             runtime_id,
         }
         .with_declared(&crate::sandbox::Policy::default())
     }
 
+    /// Sets the runtime's aliases (call before [`with_declared`](Self::with_declared)): grants
+    /// and denials given to an alias apply to the runtime.
+    pub fn with_aliases(mut self, aliases: Vec<String>) -> Self {
+        self.aliases = aliases;
+        self
+    }
+
     /// The environment variables denied to this worker are not passed, whoever names them.
     pub fn passes_env(&self, name: &str) -> bool {
-        !crate::sandbox::Denial::denies_env(&self.options.denials_for(&self.runtime_id), name)
+        let denials: Vec<crate::sandbox::Denial> = self
+            .options
+            .runtime_denials
+            .iter()
+            .filter(|(runtime, _)| {
+                runtime == "*" || *runtime == self.runtime_id || self.aliases.contains(runtime)
+            })
+            .map(|(_, denial)| denial.clone())
+            .collect();
+        !crate::sandbox::Denial::denies_env(&denials, name)
     }
 
     /// Sets what the runtime declares: the worker may do that and what the operator grants,
@@ -395,7 +435,9 @@ impl Spec {
     /// [`refused`](Self::refused): no worker starts.
     pub fn with_declared(mut self, declared: &crate::sandbox::Policy) -> Self {
         if self.options.sandbox {
-            match self.options.policy_for(&self.runtime_id, declared) {
+            let mut names = vec![self.runtime_id.as_str()];
+            names.extend(self.aliases.iter().map(String::as_str));
+            match self.options.policy_for(&names, declared) {
                 Ok(policy) => {
                     self.policy = Some(policy);
                     self.refused = None;

@@ -123,6 +123,10 @@ pub fn command(
             command.env(name, value);
         }
     }
+    // After the variables passed: the runtime's private folder wins over a host's TMPDIR.
+    if let Some(tmp) = policy.and_then(|p| p.tmp.as_ref()) {
+        command.env("TMPDIR", tmp);
+    }
     #[cfg(unix)]
     {
         command.process_group(0);

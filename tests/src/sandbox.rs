@@ -398,6 +398,100 @@ fn name_resolution_opens_udp_only_when_a_host_is_granted_by_name() {
     assert!(answers[0].starts_with(SECCOMP_DENIED), "{}", answers[0]);
 }
 
+/// The seccomp filter's socket families and types, with one port granted (the worker on the
+/// host's network): only TCP over IPv4 and IPv6, and netlink's routing protocol.
+#[test]
+fn with_a_port_granted_only_tcp_sockets_open() {
+    let (_dir, runtimes) = hostile_registry(Policy::default().with_net(Net::Ports(vec![443])));
+    let socket =
+        |domain: i32, kind: i32, protocol: i32| format!("socket:{domain}:{kind}:{protocol}");
+    let cases = [
+        (socket(libc::AF_INET, libc::SOCK_STREAM, 0), true),
+        (
+            socket(
+                libc::AF_INET6,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_TCP,
+            ),
+            true,
+        ),
+        (
+            socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+            true,
+        ),
+        (socket(libc::AF_INET, libc::SOCK_DGRAM, 0), false),
+        (
+            socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+            false,
+        ),
+        (
+            socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+            false,
+        ),
+        (socket(libc::AF_INET6, libc::SOCK_STREAM, 262), false), // MPTCP
+        (socket(libc::AF_INET, 10, 0), false),                   // SOCK_PACKET
+        (
+            socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_SOCK_DIAG),
+            false,
+        ),
+        (socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0), false),
+        (socket(libc::AF_PACKET, libc::SOCK_RAW, 0), false),
+        (socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), false),
+        (socket(libc::AF_ALG, libc::SOCK_SEQPACKET, 0), false),
+        (socket(43, libc::SOCK_STREAM, 0), false), // AF_SMC
+        (socket(libc::AF_TIPC, libc::SOCK_RDM, 0), false),
+    ];
+    let prompts: Vec<&str> = cases.iter().map(|(p, _)| p.as_str()).collect();
+    let answers = attempts(&runtimes, &prompts);
+    for ((prompt, opens), answer) in cases.iter().zip(&answers) {
+        if *opens {
+            assert_eq!(answer, "ok: opened", "{prompt}");
+        } else {
+            assert!(answer.starts_with(SECCOMP_DENIED), "{prompt}: {answer}");
+        }
+    }
+}
+
+/// A granted folder that a plugin turns into a symlink (here: the test does it) is not
+/// followed by the next worker: the host resolved the grant, the worker opens it refusing
+/// symlinks, and does not start.
+#[test]
+fn a_grant_turned_into_a_symlink_is_not_followed_by_the_next_worker() {
+    let scratch = tempfile::tempdir().unwrap();
+    let granted = scratch.path().join("granted");
+    let elsewhere = scratch.path().join("elsewhere");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(granted.join("notes"), "granted").unwrap();
+    std::fs::write(elsewhere.join("notes"), "elsewhere").unwrap();
+    let (_dir, runtimes) = hostile_registry(Policy::default().with_read(&granted));
+    let handle = runtimes.resolve("hostile").unwrap();
+    let rt = io();
+    let read = format!("read:{}/notes", granted.display());
+    let first = rt
+        .block_on(handle.run_turn(TurnRequest::new(read.as_str())))
+        .unwrap();
+    assert_eq!(first.content, "ok: granted");
+    std::fs::rename(&granted, scratch.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &granted).unwrap();
+    // End the pool's workers; the next ones start with the same (resolved) grant.
+    for _ in 0..4 {
+        let _ = rt.block_on(handle.run_turn(TurnRequest::new("abort")));
+    }
+    let after = rt.block_on(handle.run_turn(TurnRequest::new(read.as_str())));
+    match after {
+        Ok(output) => assert!(
+            output.content.starts_with(LANDLOCK_DENIED),
+            "the symlink was followed: {}",
+            output.content
+        ),
+        Err(error) => assert!(
+            error.message.contains("without following a symlink"),
+            "{error}"
+        ),
+    }
+}
+
 #[test]
 fn what_the_operator_denies_is_gone_whatever_grants_it() {
     use runtime_loader::sandbox::Denial;
@@ -757,7 +851,8 @@ fn info_shows_what_a_runtime_declares_and_where_it_is_enforced() {
         dir.path(),
         None,
         &[],
-        &["check", "--sandbox", "--json", "--deny", "openai=all"],
+        // An alias names the runtime too.
+        &["check", "--sandbox", "--json", "--deny", "openai-compatible=all"],
     );
     let report: Value = serde_json::from_slice(&sandbox.stdout).unwrap();
     let openai = report["runtimes"]

@@ -19,34 +19,6 @@ use super::{Mechanism, Net, Policy, SandboxError};
 /// The ABI this sandbox is written for: filesystem, TCP and scoping.
 const TARGET: ABI = ABI::V6;
 
-/// System folders read (never executed from: programs are granted one by one).
-const SYSTEM_READ: &[&str] = &[
-    "/usr/lib",
-    "/usr/lib64",
-    "/usr/local/lib",
-    "/lib",
-    "/lib64",
-    "/usr/share/zoneinfo",
-    "/usr/share/ca-certificates",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-    "/etc/pki",
-    "/etc/resolv.conf",
-    "/etc/hosts",
-    "/etc/nsswitch.conf",
-    "/etc/gai.conf",
-    "/etc/host.conf",
-    "/etc/services",
-    "/etc/localtime",
-    "/dev/zero",
-    "/dev/urandom",
-    "/dev/random",
-    "/proc/self",
-];
-
 /// The dynamic loaders a granted program may need (executed by the kernel with the program).
 const LOADERS: &[&str] = &[
     "/lib64/ld-linux-x86-64.so.2",
@@ -104,28 +76,34 @@ pub fn restrict(
     let read = AccessFs::from_read(TARGET);
     let write = AccessFs::from_all(TARGET) & !AccessFs::Execute;
     let file_read = AccessFs::from_file(TARGET) & read;
-    for path in SYSTEM_READ {
-        created = add_path(created, Path::new(path), read, &fs)?;
+    for path in super::SYSTEM_READ {
+        created = add_path(created, Path::new(path), read, Follow::Yes, &fs)?;
     }
-    created = add_path(created, Path::new("/dev/null"), file_write(), &fs)?;
+    created = add_path(
+        created,
+        Path::new("/dev/null"),
+        file_write(),
+        Follow::Yes,
+        &fs,
+    )?;
     if let Some(file) = library {
         created = created
             .add_rule(PathBeneath::new(file, file_read))
             .map_err(&fs)?;
     }
     for path in &policy.read {
-        created = add_path(created, path, read, &fs)?;
+        created = add_path(created, path, read, Follow::No, &fs)?;
     }
     for path in &policy.write {
-        created = add_path(created, path, write, &fs)?;
+        created = add_path(created, path, write, Follow::No, &fs)?;
     }
     if !policy.run.is_empty() {
         let run = AccessFs::Execute | AccessFs::ReadFile;
         for path in policy.run.iter().map(PathBuf::as_path) {
-            created = add_path(created, path, run, &fs)?;
+            created = add_path(created, path, run, Follow::No, &fs)?;
         }
         for path in LOADERS {
-            created = add_path(created, Path::new(path), run, &fs)?;
+            created = add_path(created, Path::new(path), run, Follow::Yes, &fs)?;
         }
     }
     if let Net::Ports(ports) = &policy.net {
@@ -156,19 +134,73 @@ fn file_write() -> BitFlags<AccessFs> {
 
 /// A rule for `path` when it exists (a missing system path is skipped; a missing grant too:
 /// nothing there to reach). Rules on a file keep only the rights that apply to files.
+/// Whether a rule's path may pass through symlinks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// System paths (root's: `/lib` and `/etc/resolv.conf` are often symlinks).
+    Yes,
+    /// Grants: the host resolved them (`ProcessOptions::policy_for`), so a symlink in one now
+    /// was put there since, possibly by a plugin, to point a grant somewhere else.
+    No,
+}
+
 fn add_path(
     created: landlock::RulesetCreated,
     path: &Path,
     access: BitFlags<AccessFs>,
+    follow: Follow,
     fs: &impl Fn(landlock::RulesetError) -> SandboxError,
 ) -> Result<landlock::RulesetCreated, SandboxError> {
-    let Ok(fd) = PathFd::new(path) else {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let opened = match follow {
+        Follow::Yes => PathFd::new(path).map(OwnedOrPath::Path).ok(),
+        Follow::No => match rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        ) {
+            Ok(fd) => Some(OwnedOrPath::Owned(fd)),
+            Err(rustix::io::Errno::NOENT) => None,
+            // Kernels before 5.6: the path as given (symlinks followed).
+            Err(rustix::io::Errno::NOSYS) => PathFd::new(path).map(OwnedOrPath::Path).ok(),
+            Err(error) => {
+                return Err(SandboxError::Setup {
+                    mechanism: Mechanism::LandlockFs,
+                    detail: format!(
+                        "the granted path {} cannot be opened without following a symlink ({error}): a symlink appeared in it after the host resolved it, so it is not granted",
+                        path.display()
+                    ),
+                });
+            }
+        },
+    };
+    let Some(fd) = opened else {
         return Ok(created);
     };
-    let access = if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+    let is_dir = rustix::fs::fstat(&fd).is_ok_and(|stat| {
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
+    });
+    let access = if is_dir {
         access
     } else {
         access & AccessFs::from_file(TARGET)
     };
     created.add_rule(PathBeneath::new(fd, access)).map_err(fs)
+}
+
+/// An opened rule path: by `openat2` or by the `landlock` crate.
+enum OwnedOrPath {
+    Owned(std::os::fd::OwnedFd),
+    Path(PathFd),
+}
+
+impl std::os::fd::AsFd for OwnedOrPath {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            OwnedOrPath::Owned(fd) => fd.as_fd(),
+            OwnedOrPath::Path(fd) => fd.as_fd(),
+        }
+    }
 }

@@ -39,6 +39,40 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// What every worker may read besides its grants: what the dynamic loader, TLS and name
+/// resolution need (never executed from: programs are granted one by one). Certificates, not
+/// private keys: `/etc/ssl/private` and `/etc/pki/tls/private` stay out of reach.
+pub const SYSTEM_READ: &[&str] = &[
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/lib",
+    "/lib64",
+    "/usr/share/zoneinfo",
+    "/usr/share/ca-certificates",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/pki/tls/certs",
+    "/etc/pki/tls/cert.pem",
+    "/etc/pki/ca-trust/extracted",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/host.conf",
+    "/etc/services",
+    "/etc/localtime",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+    "/proc/self",
+];
+
 /// The command-line flag before the worker's policy (JSON).
 pub const POLICY_ARG: &str = "--sandbox";
 
@@ -79,6 +113,10 @@ pub struct Policy {
     /// Environment variables passed to the worker (by name, from the host's environment).
     #[serde(default)]
     pub env: Vec<String>,
+    /// The runtime's private temporary folder (`{tmp}` in what it declares), the worker's
+    /// `TMPDIR`.
+    #[serde(default)]
+    pub tmp: Option<PathBuf>,
     /// Start even when the kernel lacks a mechanism (the worker applies what it has).
     pub accept_weaker: bool,
 }
@@ -103,6 +141,9 @@ impl Policy {
         };
         self.accept_weaker |= other.accept_weaker;
         self.dns |= other.dns;
+        if self.tmp.is_none() {
+            self.tmp.clone_from(&other.tmp);
+        }
     }
 
     /// Read grants.
@@ -143,12 +184,17 @@ impl Policy {
                 Denial::Read(None) => {
                     self.read.clear();
                     self.write.clear();
+                    // Programs are granted with reading them.
+                    self.run.clear();
                 }
                 Denial::Read(Some(denied)) => {
+                    refuse_system(denied)?;
                     refuse_inside(denied, &self.read, "reading")?;
                     refuse_inside(denied, &self.write, "reading")?;
+                    refuse_inside(denied, &self.run, "reading")?;
                     self.read.retain(|p| !covers(denied, p));
                     self.write.retain(|p| !covers(denied, p));
+                    self.run.retain(|p| !covers(denied, p));
                 }
                 Denial::Write(None) => self.read.append(&mut self.write),
                 Denial::Write(Some(denied)) => {
@@ -181,6 +227,10 @@ impl Policy {
                         ports.retain(|p| p != port);
                         if ports.is_empty() {
                             self.net = Net::None;
+                        }
+                        // Name resolution grants port 53 too.
+                        if *port == net::DNS_PORT {
+                            self.dns = false;
                         }
                     }
                     Net::None => {}
@@ -251,15 +301,71 @@ impl std::fmt::Display for Denial {
     }
 }
 
-/// The path as the kernel will resolve it (symlinks followed) when it exists, so a denial
-/// and a grant naming one folder by two names still meet.
-fn resolved(path: &std::path::Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+/// The path as the kernel will resolve it: absolute, with symlinks followed in the longest
+/// part that exists (the rest appended as given, `..` and `.` removed), so a denial and a
+/// grant naming one folder by two names still meet, and a denial of a file not yet created
+/// still meets the folder it will be created in.
+pub fn resolved(path: &std::path::Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return lexical(&out);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return lexical(&absolute),
+        }
+    }
+}
+
+/// `path` with `.` and `..` components removed lexically.
+fn lexical(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Refuses a denial of reading inside or over what every worker reads ([`SYSTEM_READ`]):
+/// those are granted whole, and the loader needs them.
+fn refuse_system(denied: &std::path::Path) -> Result<(), SandboxError> {
+    let denied = resolved(denied);
+    match SYSTEM_READ
+        .iter()
+        .map(std::path::Path::new)
+        .find(|system| denied.starts_with(system) || system.starts_with(&denied))
+    {
+        Some(system) => Err(SandboxError::Unenforceable {
+            denied: format!("reading {}", denied.display()),
+            granted: format!(
+                "reading {} (every worker reads it: the dynamic loader, TLS or name resolution need it)",
+                system.display()
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Whether denying `denied` takes away the grant `granted` (the same path or one under it).
 fn covers(denied: &std::path::Path, granted: &std::path::Path) -> bool {
-    granted.starts_with(denied) || resolved(granted).starts_with(resolved(denied))
+    resolved(granted).starts_with(resolved(denied))
 }
 
 /// Refuses a denial strictly inside one of `grants`: the kernel cannot except it.
@@ -268,10 +374,10 @@ fn refuse_inside(
     grants: &[PathBuf],
     what: &str,
 ) -> Result<(), SandboxError> {
-    match grants.iter().find(|granted| {
-        !covers(denied, granted)
-            && (denied.starts_with(granted) || resolved(denied).starts_with(resolved(granted)))
-    }) {
+    match grants
+        .iter()
+        .find(|granted| !covers(denied, granted) && resolved(denied).starts_with(resolved(granted)))
+    {
         Some(granted) => Err(SandboxError::Unenforceable {
             denied: format!("{what} {}", denied.display()),
             granted: format!("{what} {}", granted.display()),
@@ -419,6 +525,54 @@ fn check_against(support: &[(Mechanism, bool)], policy: &Policy) -> Result<(), S
     } else {
         Err(SandboxError::Missing { missing })
     }
+}
+
+/// The private temporary folder of runtime `runtime_id` (`{tmp}` in what a runtime
+/// declares): `$TMPDIR/agent-runtimes-<uid>/<runtime id>`, created mode 0700 and checked to be
+/// a folder of this user that no one else may enter (not a symlink another user planted).
+///
+/// # Errors
+///
+/// [`SandboxError::Policy`] when it cannot be created or fails the checks.
+#[cfg(unix)]
+pub fn private_tmp(runtime_id: &str) -> Result<PathBuf, SandboxError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let me = rustix::process::geteuid().as_raw();
+    let safe: String = runtime_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = std::env::temp_dir().join(format!("agent-runtimes-{me}"));
+    let folder = base.join(safe.trim_start_matches('.'));
+    for dir in [&base, &folder] {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(SandboxError::Policy {
+                    detail: format!("the private temporary folder {}: {e}", dir.display()),
+                });
+            }
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| SandboxError::Policy {
+            detail: format!("the private temporary folder {}: {e}", dir.display()),
+        })?;
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+            return Err(SandboxError::Policy {
+                detail: format!(
+                    "the private temporary folder {} is not a folder of this user (uid {me}) closed to others: remove it, or set TMPDIR elsewhere",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(folder)
 }
 
 /// Makes this (host) process non-dumpable: no process of the same user can then read its
@@ -584,6 +738,33 @@ mod tests {
             .narrow(&[Denial::Net(Some(22))])
             .unwrap_err();
         assert!(error.to_string().contains("any network"), "{error}");
+        // What every worker reads cannot be denied, nor anything inside it.
+        for system in ["/etc/ssl/certs/private.pem", "/usr", "/etc/hosts"] {
+            let error = Policy::default()
+                .narrow(&[Denial::Read(Some(system.into()))])
+                .unwrap_err();
+            assert!(
+                error.to_string().contains("every worker reads it"),
+                "{error}"
+            );
+        }
+        // Denying port 53 ends name resolution; denying reading a program's folder, the program.
+        let mut policy = granted.clone();
+        policy
+            .narrow(&[
+                Denial::Net(Some(net::DNS_PORT)),
+                Denial::Read(Some("/usr/bin".into())),
+            ])
+            .unwrap();
+        assert!(!policy.dns);
+        assert!(policy.run.is_empty(), "{policy:?}");
+        // A relative denial, or one through `..`, meets the absolute grant.
+        let here = std::env::current_dir().unwrap();
+        let mut policy = Policy::default().with_read(here.join("docs"));
+        policy
+            .narrow(&[Denial::Read(Some("./x/../docs".into()))])
+            .unwrap();
+        assert!(policy.read.is_empty(), "{policy:?}");
     }
 
     #[test]

@@ -86,48 +86,67 @@ fn arch() -> Result<TargetArch, SandboxError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(setup)
 }
 
-/// `socket(domain, type, protocol)` rules: packet sockets always; unix sockets (a named one
+/// The obsolete `SOCK_PACKET` type (libc deprecates its name): on an IPv4 socket the kernel
+/// makes it a packet socket.
+const SOCK_PACKET: u64 = 10;
+
+/// `socket(domain, type, protocol)` rules. An allow-list of families: IPv4 and IPv6 (which
+/// Landlock filters), netlink's routing protocol (the C library's `getaddrinfo` reads the
+/// interfaces' addresses through it) and, when the network is `any`, unix sockets (a named one
 /// such as a container engine's could be reached: Landlock does not filter connecting to them
-/// on this ABI) unless the network is `any`; IPv4 and IPv6 sockets when no network is
-/// granted, and with ports granted every one but TCP (raw, SCTP, MPTCP…: Landlock filters TCP
-/// only) and, when `dns` is granted, UDP (name resolution; see [`super::net`]).
+/// on this ABI); every other family (packet, vsock, SMC, RDS, TIPC, crypto, other netlink
+/// protocols…) is refused. Of IPv4 and IPv6: nothing when no network is granted; with ports
+/// granted only TCP streams (Landlock filters TCP only), and UDP when `dns` is granted (name
+/// resolution; see [`super::net`]); `SOCK_PACKET` never.
 fn socket_rules(net: &Net, dns: bool) -> Result<Vec<SeccompRule>, SandboxError> {
     let condition = |arg: u8, op: SeccompCmpOp, value: u64| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(setup)
     };
     let rule = |conditions: Vec<SeccompCondition>| SeccompRule::new(conditions).map_err(setup);
-    let mut whole_domains = vec![libc::AF_PACKET];
-    if *net != Net::Any {
-        whole_domains.push(libc::AF_UNIX);
+    let mut families = vec![libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+    if *net == Net::Any {
+        families.push(libc::AF_UNIX);
     }
-    if *net == Net::None {
-        whole_domains.extend([libc::AF_INET, libc::AF_INET6]);
-    }
-    let mut rules = whole_domains
-        .into_iter()
-        .map(|domain| rule(vec![condition(0, SeccompCmpOp::Eq, domain as u64)?]))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Net::Ports(_) = net {
-        for domain in [libc::AF_INET, libc::AF_INET6] {
-            let domain = condition(0, SeccompCmpOp::Eq, domain as u64)?;
-            // The type's low four bits (the rest are SOCK_NONBLOCK and SOCK_CLOEXEC): every
-            // type but SOCK_STREAM.
-            let allowed =
-                |k: u64| k == libc::SOCK_STREAM as u64 || (dns && k == libc::SOCK_DGRAM as u64);
-            for kind in (0..16u64).filter(|&k| !allowed(k)) {
+    let mut rules = vec![
+        // A family not in the list (every condition of a rule must hold).
+        rule(
+            families
+                .iter()
+                .map(|&family| condition(0, SeccompCmpOp::Ne, family as u64))
+                .collect::<Result<_, _>>()?,
+        )?,
+        rule(vec![
+            condition(0, SeccompCmpOp::Eq, libc::AF_NETLINK as u64)?,
+            condition(2, SeccompCmpOp::Ne, libc::NETLINK_ROUTE as u64)?,
+        ])?,
+    ];
+    for domain in [libc::AF_INET, libc::AF_INET6] {
+        let domain = condition(0, SeccompCmpOp::Eq, domain as u64)?;
+        match net {
+            Net::None => rules.push(rule(vec![domain])?),
+            Net::Any => rules.push(rule(vec![
+                domain,
+                condition(1, SeccompCmpOp::MaskedEq(0xf), SOCK_PACKET)?,
+            ])?),
+            Net::Ports(_) => {
+                // The type's low four bits (the rest are SOCK_NONBLOCK and SOCK_CLOEXEC).
+                let allowed =
+                    |k: u64| k == libc::SOCK_STREAM as u64 || (dns && k == libc::SOCK_DGRAM as u64);
+                for kind in (0..16u64).filter(|&k| !allowed(k)) {
+                    rules.push(rule(vec![
+                        domain.clone(),
+                        condition(1, SeccompCmpOp::MaskedEq(0xf), kind)?,
+                    ])?);
+                }
+                // Another protocol than TCP or UDP (SCTP, MPTCP, UDP-Lite, SMC…); UDP's type
+                // is refused above unless `dns`.
                 rules.push(rule(vec![
-                    domain.clone(),
-                    condition(1, SeccompCmpOp::MaskedEq(0xf), kind)?,
+                    domain,
+                    condition(2, SeccompCmpOp::Ne, 0)?,
+                    condition(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64)?,
+                    condition(2, SeccompCmpOp::Ne, libc::IPPROTO_UDP as u64)?,
                 ])?);
             }
-            // Another protocol than TCP or UDP (SCTP, MPTCP, UDP-Lite…); UDP's type is refused
-            // above unless `dns`.
-            rules.push(rule(vec![
-                domain,
-                condition(2, SeccompCmpOp::Ne, 0)?,
-                condition(2, SeccompCmpOp::Ne, libc::IPPROTO_TCP as u64)?,
-                condition(2, SeccompCmpOp::Ne, libc::IPPROTO_UDP as u64)?,
-            ])?);
         }
     }
     Ok(rules)

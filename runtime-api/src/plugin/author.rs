@@ -63,7 +63,7 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// into the manifest; `""` (the default) declares nothing, and nothing is granted. Keys,
     /// all optional: `net` (`"none"`, `"any"`, or a list of `"host:port"` / URLs), `read`,
     /// `write` and `run` (lists of paths), `env` (variable names). Values may use
-    /// `{plugin_dir}` (the plugin's folder), `{tmp}` (the temporary folder) and
+    /// `{plugin_dir}` (the plugin's folder), `{tmp}` (a private temporary folder of the runtime's own, its worker's `TMPDIR`) and
     /// `{config:KEY}` (a string of the configuration; `a.*.b` for every entry of a map or
     /// list): for example `{"net": ["{config:base_url}"]}`. Operators widen or narrow it.
     const PERMISSIONS: &'static str = "";
