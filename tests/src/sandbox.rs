@@ -852,7 +852,13 @@ fn info_shows_what_a_runtime_declares_and_where_it_is_enforced() {
         None,
         &[],
         // An alias names the runtime too.
-        &["check", "--sandbox", "--json", "--deny", "openai-compatible=all"],
+        &[
+            "check",
+            "--sandbox",
+            "--json",
+            "--deny",
+            "openai-compatible=all",
+        ],
     );
     let report: Value = serde_json::from_slice(&sandbox.stdout).unwrap();
     let openai = report["runtimes"]
