@@ -119,13 +119,16 @@ fn permission_rows(
     } else {
         clean(&entry.permissions.to_string()).into_owned()
     };
-    let grants = process.grants_for(&entry.id);
+    let names: Vec<&str> = std::iter::once(entry.id.as_str())
+        .chain(entry.aliases.iter().map(String::as_str))
+        .collect();
+    let grants = process.grants_for(&names);
     let granted = if grants == Policy::default() {
         "nothing more (--allow-* and --grant RUNTIME=… add to what is declared)".to_owned()
     } else {
         clean(&serde_json::to_string(&grants).unwrap_or_default()).into_owned()
     };
-    let denials = process.denials_for(&entry.id);
+    let denials = process.denials_for(&names);
     let denied = if denials.is_empty() {
         "nothing (--deny RUNTIME=KIND[:VALUE] takes away what is declared or granted)".to_owned()
     } else {

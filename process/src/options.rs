@@ -223,12 +223,12 @@ impl ProcessOptions {
         self
     }
 
-    /// What the operator grants the workers of runtime `runtime_id`: the grants for every
-    /// worker, and those for that runtime.
-    pub fn grants_for(&self, runtime_id: &str) -> crate::sandbox::Policy {
+    /// What the operator grants the workers of a runtime named by any of `names` (its id and
+    /// its aliases): the grants for every worker, and those for that runtime.
+    pub fn grants_for(&self, names: &[&str]) -> crate::sandbox::Policy {
         let mut policy = self.grants.cloned().unwrap_or_default();
-        for (id, grants) in self.runtime_grants {
-            if id == runtime_id {
+        for (name, grants) in self.runtime_grants {
+            if names.contains(&name.as_str()) {
                 policy.extend(grants);
             }
         }
@@ -243,11 +243,12 @@ impl ProcessOptions {
         self
     }
 
-    /// What the operator denies the workers of runtime `runtime_id`.
-    pub fn denials_for(&self, runtime_id: &str) -> Vec<crate::sandbox::Denial> {
+    /// What the operator denies the workers of a runtime named by any of `names` (its id and
+    /// its aliases), with what is denied to every runtime (`*`).
+    pub fn denials_for(&self, names: &[&str]) -> Vec<crate::sandbox::Denial> {
         self.runtime_denials
             .iter()
-            .filter(|(id, _)| id == runtime_id || id == "*")
+            .filter(|(name, _)| name == "*" || names.contains(&name.as_str()))
             .map(|(_, denial)| denial.clone())
             .collect()
     }
@@ -267,21 +268,10 @@ impl ProcessOptions {
         names: &[&str],
         declared: &crate::sandbox::Policy,
     ) -> Result<crate::sandbox::Policy, crate::sandbox::SandboxError> {
-        let mut policy = self.grants.cloned().unwrap_or_default();
-        for (name, grants) in self.runtime_grants {
-            if names.contains(&name.as_str()) {
-                policy.extend(grants);
-            }
-        }
+        let mut policy = self.grants_for(names);
         policy.extend(declared);
         policy.accept_weaker |= self.accept_weaker_sandbox;
-        let denials: Vec<crate::sandbox::Denial> = self
-            .runtime_denials
-            .iter()
-            .filter(|(name, _)| name == "*" || names.contains(&name.as_str()))
-            .map(|(_, denial)| denial.clone())
-            .collect();
-        policy.narrow(&denials)?;
+        policy.narrow(&self.denials_for(names))?;
         for path in policy
             .read
             .iter_mut()
@@ -415,18 +405,16 @@ impl Spec {
         self
     }
 
+    /// The runtime's id and aliases: what grants and denials name it by.
+    fn names(&self) -> Vec<&str> {
+        std::iter::once(self.runtime_id.as_str())
+            .chain(self.aliases.iter().map(String::as_str))
+            .collect()
+    }
+
     /// The environment variables denied to this worker are not passed, whoever names them.
     pub fn passes_env(&self, name: &str) -> bool {
-        let denials: Vec<crate::sandbox::Denial> = self
-            .options
-            .runtime_denials
-            .iter()
-            .filter(|(runtime, _)| {
-                runtime == "*" || *runtime == self.runtime_id || self.aliases.contains(runtime)
-            })
-            .map(|(_, denial)| denial.clone())
-            .collect();
-        !crate::sandbox::Denial::denies_env(&denials, name)
+        !crate::sandbox::Denial::denies_env(&self.options.denials_for(&self.names()), name)
     }
 
     /// Sets what the runtime declares: the worker may do that and what the operator grants,
@@ -435,9 +423,8 @@ impl Spec {
     /// [`refused`](Self::refused): no worker starts.
     pub fn with_declared(mut self, declared: &crate::sandbox::Policy) -> Self {
         if self.options.sandbox {
-            let mut names = vec![self.runtime_id.as_str()];
-            names.extend(self.aliases.iter().map(String::as_str));
-            match self.options.policy_for(&names, declared) {
+            let result = self.options.policy_for(&self.names(), declared);
+            match result {
                 Ok(policy) => {
                     self.policy = Some(policy);
                     self.refused = None;
