@@ -181,12 +181,17 @@ fn io() -> tokio::runtime::Runtime {
 
 /// A registry of the hostile plugin at the process level with `grants`.
 fn hostile_registry(grants: Policy) -> (tempfile::TempDir, Runtimes) {
+    hostile_registry_with(process_options().with_grants(grants))
+}
+
+/// A registry of the hostile plugin at the process level with these options.
+fn hostile_registry_with(options: ProcessOptions) -> (tempfile::TempDir, Runtimes) {
     let dir = plugin_dir();
     install(dir.path(), &artifacts().hostile, "libhostile");
     let runtimes = Runtimes::with_options(
         LoaderOptions::STRICT
             .with_isolation(Isolation::Process)
-            .with_process(process_options().with_grants(grants)),
+            .with_process(options),
     );
     runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
     (dir, runtimes)
@@ -503,8 +508,6 @@ fn what_the_operator_denies_is_gone_whatever_grants_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let kept_port = kept.local_addr().unwrap().port();
     let taken_port = taken.local_addr().unwrap().port();
-    let dir = plugin_dir();
-    install(dir.path(), &artifacts().hostile, "libhostile");
     let options = process_options()
         .with_grants(
             Policy::default()
@@ -520,12 +523,7 @@ fn what_the_operator_denies_is_gone_whatever_grants_it() {
             ("*".to_owned(), Denial::Read(Some(hidden.path().to_owned()))),
             ("hostile".to_owned(), Denial::Net(Some(taken_port))),
         ]);
-    let runtimes = Runtimes::with_options(
-        LoaderOptions::STRICT
-            .with_isolation(Isolation::Process)
-            .with_process(options),
-    );
-    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
+    let (_dir, runtimes) = hostile_registry_with(options);
     // What the worker gets, as `runtimes info` shows it.
     let policy = runtimes
         .sandbox_policy("hostile", &Value::Null)
@@ -563,8 +561,6 @@ fn what_the_operator_denies_is_gone_whatever_grants_it() {
 fn a_denial_the_kernel_cannot_enforce_refuses_the_runtime() {
     use runtime_loader::sandbox::Denial;
     let granted = tempfile::tempdir().unwrap();
-    let dir = plugin_dir();
-    install(dir.path(), &artifacts().hostile, "libhostile");
     // A file inside a granted folder: Landlock grants the whole folder, without exceptions.
     let options = process_options()
         .with_grants(Policy::default().with_read(granted.path()))
@@ -572,12 +568,7 @@ fn a_denial_the_kernel_cannot_enforce_refuses_the_runtime() {
             "hostile".to_owned(),
             Denial::Read(Some(granted.path().join("secret"))),
         )]);
-    let runtimes = Runtimes::with_options(
-        LoaderOptions::STRICT
-            .with_isolation(Isolation::Process)
-            .with_process(options),
-    );
-    runtimes.discover(&SearchPath::empty().with_dir(dir.path()));
+    let (_dir, runtimes) = hostile_registry_with(options);
     let error = match runtimes.resolve("hostile") {
         Err(ResolveError::Factory { error, .. }) => error,
         other => panic!("expected a refusal, got {other:?}"),
